@@ -1,0 +1,201 @@
+"""The gateway process: hub, RTSP server, pull ingests and the HTTP API, with one owner for
+every long-lived task (the aiohttp application's cleanup context)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.config import Config
+from gateway.hub import StreamHub
+from gateway.ingest import PullIngest, stop_task
+from gateway.rtspserver import Authorizer, RtspServer, allow_all
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Everything one gateway process runs. ``start``/``stop`` are called by the HTTP app's
+    cleanup context, so the web server owns the media plane's lifetime."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        authorizer: Authorizer = allow_all,
+        rtsp_socket: socket.socket | None = None,
+        worker: int = 0,
+    ) -> None:
+        self.config = config
+        self.worker = worker
+        self.hub = StreamHub(
+            gop_cache_bytes=config.rtsp.gop_cache_bytes, write_timeout=config.rtsp.write_timeout
+        )
+        self.rtsp = RtspServer(config, self.hub, authorizer=authorizer,
+                               on_demand=self._start_on_demand)
+        self.ingests: dict[str, PullIngest] = {}
+        self._ingest_tasks: dict[str, asyncio.Task[None]] = {}
+        self._rtsp_socket = rtsp_socket
+
+    def _pull_sources(self) -> Iterable[tuple[str, str, bool]]:
+        for cam in self.config.cameras:
+            if not cam.is_push:
+                yield cam.id, cam.source, cam.on_demand
+            if cam.sub_source:
+                yield f"{cam.id}/sub", cam.sub_source, cam.on_demand
+
+    async def start(self) -> None:
+        await self.rtsp.start(self._rtsp_socket)
+        for path, url, on_demand in self._pull_sources():
+            cam = self.config.camera(path.partition("/")[0])
+            assert cam is not None
+            self.ingests[path] = PullIngest(
+                self.hub.path(path), url, transport=cam.transport,
+                username=cam.username, password=cam.password,
+            )
+            if not on_demand:
+                self._start_ingest(path)
+
+    def _start_ingest(self, path: str) -> None:
+        task = self._ingest_tasks.get(path)
+        if task is None or task.done():
+            self._ingest_tasks[path] = asyncio.get_running_loop().create_task(
+                self.ingests[path].run(), name=f"ingest:{path}"
+            )
+
+    def _start_on_demand(self, path: str) -> None:
+        if path in self.ingests:
+            self._start_ingest(path)
+
+    async def stop(self) -> None:
+        for task in self._ingest_tasks.values():
+            await stop_task(task)
+        self._ingest_tasks.clear()
+        await self.rtsp.stop()
+
+
+class _GatewayCollector(Collector):
+    """Reads the hub's counters at scrape time, so the packet path pays nothing for metrics."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        gw = self.gateway
+        labels = ["path"]
+        fams = {
+            "bytes_received": CounterMetricFamily(
+                "feedgate_bytes_received", "RTP bytes received from the source", labels=labels),
+            "packets_received": CounterMetricFamily(
+                "feedgate_packets_received", "RTP packets received from the source",
+                labels=labels),
+            "bytes_sent": CounterMetricFamily(
+                "feedgate_bytes_sent", "Bytes written to readers", labels=labels),
+            "packets_sent": CounterMetricFamily(
+                "feedgate_packets_sent", "RTP/RTCP packets written to readers", labels=labels),
+            "dropped_packets": CounterMetricFamily(
+                "feedgate_dropped_packets",
+                "Packets not sent to slow readers (skipped to the next keyframe)", labels=labels),
+            "dropped_frames": CounterMetricFamily(
+                "feedgate_dropped_frames", "Access units not sent to slow readers",
+                labels=labels),
+            "readers_kicked": CounterMetricFamily(
+                "feedgate_readers_disconnected",
+                "Readers disconnected by the hub (write timeout, format change)", labels=labels),
+            "restarts": CounterMetricFamily(
+                "feedgate_source_restarts", "Times the source came back", labels=labels),
+            "bad": CounterMetricFamily(
+                "feedgate_bad_packets", "Malformed packets from the source", labels=labels),
+            "readers": GaugeMetricFamily("feedgate_readers", "Readers playing", labels=labels),
+            "up": GaugeMetricFamily("feedgate_source_up", "1 if the source is live",
+                                    labels=labels),
+            "gop": GaugeMetricFamily("feedgate_gop_cache_bytes", "Bytes in the GOP cache",
+                                     labels=labels),
+        }
+        for name, stream in gw.hub.paths.items():
+            c = stream.counters
+            fams["bytes_received"].add_metric([name], c.bytes_in)
+            fams["packets_received"].add_metric([name], c.packets_in)
+            fams["bytes_sent"].add_metric([name], c.bytes_out)
+            fams["packets_sent"].add_metric([name], c.packets_out)
+            fams["dropped_packets"].add_metric([name], c.packets_dropped)
+            fams["dropped_frames"].add_metric([name], c.frames_dropped)
+            fams["readers_kicked"].add_metric([name], c.readers_dropped)
+            fams["restarts"].add_metric([name], c.source_restarts)
+            fams["bad"].add_metric([name], c.bad_packets)
+            fams["readers"].add_metric([name], len(stream.readers))
+            fams["up"].add_metric([name], 1 if stream.has_source else 0)
+            fams["gop"].add_metric([name], stream.gop_cached_bytes)
+        yield from fams.values()
+        yield GaugeMetricFamily(
+            "feedgate_rtsp_connections", "Open RTSP connections",
+            value=len(gw.rtsp.connections))
+        yield GaugeMetricFamily(
+            "feedgate_rtsp_sessions", "Open RTSP sessions", value=len(gw.rtsp.sessions))
+        errors = CounterMetricFamily(
+            "feedgate_rtsp_events", "RTSP server events by kind", labels=["event"])
+        for key, value in sorted(gw.rtsp.counters.items()):
+            errors.add_metric([key], value)
+        yield errors
+
+
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
+def make_http_app(gateway: Gateway) -> web.Application:
+    app = web.Application(client_max_size=128 * 1024)
+    app[GATEWAY_KEY] = gateway
+    registry = CollectorRegistry()
+    registry.register(_GatewayCollector(gateway))
+
+    async def healthz(request: web.Request) -> web.Response:
+        gw = request.app[GATEWAY_KEY]
+        paths = {
+            name: {"source": s.has_source, "readers": len(s.readers)}
+            for name, s in sorted(gw.hub.paths.items())
+        }
+        return web.json_response({"status": "ok", "worker": gw.worker, "paths": paths})
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await gateway.start()
+        yield
+        await gateway.stop()
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def run_gateway(config: Config, *, ready: asyncio.Event | None = None,
+                      stop: asyncio.Event | None = None) -> None:
+    """Run one gateway process until ``stop`` is set (or forever)."""
+    gateway = Gateway(config)
+    app = make_http_app(gateway)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+    try:
+        await site.start()
+        log.info(
+            "feedgate listening: rtsp://%s:%d  http://%s:%d", config.rtsp.host,
+            gateway.rtsp.port, config.http.host, config.http.port,
+        )
+        if ready is not None:
+            ready.set()
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()

@@ -1,0 +1,489 @@
+"""The stream hub: one owner per camera path, fanning each RTP packet out to every reader.
+
+A ``PathStream`` is the only thing that mutates a camera path's media state. Ingest (pull or push)
+hands it packets; it rewrites them onto one continuous output timeline (so a camera that drops and
+comes back looks to readers like one stream with a gap, not a new stream), groups them into access
+units, keeps the current GOP for late joiners, and writes each access unit to every reader with
+one ``transport.write`` per reader.
+
+Readers never slow the source or each other: the hub only ever *offers* bytes. A reader whose
+socket buffer is full (asyncio paused its writing) loses whole access units until the next
+keyframe, counted, and is disconnected if it stays stuck for the write timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from gateway import h264, h265
+from gateway.rtp import RtpError, rewrite_rtp, rewrite_sender_report, rtp_header
+from gateway.tracks import Track
+
+log = logging.getLogger(__name__)
+
+_SEQ_MOD = 1 << 16
+_TS_MOD = 1 << 32
+
+
+@dataclass
+class _OutputClock:
+    """Maps one source track's RTP numbering onto the path's continuous output numbering."""
+
+    ssrc: int = field(default_factory=lambda: random.getrandbits(32))
+    seq_offset: int = 0
+    ts_offset: int = 0
+    synced: bool = False
+    last_out_seq: int = random.getrandbits(16)
+    last_out_ts: int = random.getrandbits(32)
+    last_wall: float = 0.0
+
+
+@dataclass
+class UdpTarget:
+    """Where a UDP reader receives: the server's RTP/RTCP sockets and the client's ports per track."""
+
+    rtp: asyncio.DatagramTransport
+    rtcp: asyncio.DatagramTransport
+    host: str
+    ports: tuple[tuple[int, int] | None, ...]  # per track: (client rtp port, client rtcp port)
+
+
+class Reader:
+    """A PLAYing session as the hub sees it. The RTSP server owns the connection; the hub owns
+    the counters and the flow-control state, which it alone mutates."""
+
+    __slots__ = (
+        "bytes_sent",
+        "channels",
+        "closed",
+        "frames_dropped",
+        "key",
+        "on_kick",
+        "packets_dropped",
+        "packets_sent",
+        "paused_since",
+        "transport",
+        "udp",
+        "waiting_key",
+    )
+
+    def __init__(
+        self,
+        *,
+        channels: tuple[int | None, ...],
+        transport: asyncio.WriteTransport | None = None,
+        udp: UdpTarget | None = None,
+        on_kick: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self.channels = channels  # per track: interleaved RTP channel, None if not set up
+        self.key = channels  # readers with the same channel map share framed bytes
+        self.transport = transport
+        self.udp = udp
+        self.on_kick = on_kick
+        self.bytes_sent = 0
+        self.packets_sent = 0
+        self.packets_dropped = 0
+        self.frames_dropped = 0
+        self.waiting_key = True
+        self.paused_since: float | None = None
+        self.closed = False
+
+    # Called by the server's protocol from asyncio's flow-control callbacks.
+    def pause_writing(self) -> None:
+        if self.paused_since is None:
+            self.paused_since = time.monotonic()
+
+    def resume_writing(self) -> None:
+        self.paused_since = None
+
+
+class _Batch:
+    """One access unit (plus any audio/RTCP that arrived with it), ready to be framed."""
+
+    __slots__ = ("framed", "is_key", "items", "params_only")
+
+    def __init__(self) -> None:
+        # (track index, packet, is_rtcp)
+        self.items: list[tuple[int, bytes, bool]] = []
+        self.is_key = False
+        self.params_only = False
+        self.framed: dict[tuple[int | None, ...], tuple[bytes, int, int]] = {}
+
+    def frame_for(self, channels: tuple[int | None, ...]) -> tuple[bytes, int, int]:
+        """Interleaved bytes for this channel map, built once per map: (data, packets, bytes)."""
+        cached = self.framed.get(channels)
+        if cached is not None:
+            return cached
+        parts: list[bytes] = []
+        count = 0
+        ntracks = len(channels)
+        for track, packet, is_rtcp in self.items:
+            ch = channels[track] if track < ntracks else None
+            if ch is None:
+                continue
+            if is_rtcp:
+                ch += 1
+            n = len(packet)
+            parts.append(bytes((0x24, ch, n >> 8, n & 0xFF)))
+            parts.append(packet)
+            count += 1
+        data = b"".join(parts)
+        result = (data, count, len(data))
+        self.framed[channels] = result
+        return result
+
+
+@dataclass
+class PathCounters:
+    bytes_in: int = 0
+    packets_in: int = 0
+    bytes_out: int = 0
+    packets_out: int = 0
+    packets_dropped: int = 0
+    frames_dropped: int = 0
+    readers_dropped: int = 0
+    source_restarts: int = 0
+    bad_packets: int = 0
+
+
+class PathStream:
+    """A camera path: its current source, its readers, its GOP cache and its counters."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        gop_cache_bytes: int = 16 * 1024 * 1024,
+        write_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.gop_cache_bytes = gop_cache_bytes
+        self.write_timeout = write_timeout
+        self.tracks: tuple[Track, ...] = ()
+        self.session_attrs: tuple[str, ...] = ()
+        self.source_id: str | None = None
+        self.readers: set[Reader] = set()
+        self.counters = PathCounters()
+        self._clocks: list[_OutputClock] = []
+        self._video_track = -1
+        self._keyframe_fn: Callable[[bytes], bool] | None = None
+        self._params_fn: Callable[[bytes], bool] | None = None
+        self._batch = _Batch()
+        self._batch_ts: int | None = None
+        self._batch_params_only = False
+        self._gop: list[_Batch] = []
+        self._gop_bytes = 0
+        self._source_event = asyncio.Event()
+        self._last_rtp: list[tuple[int, int]] = []  # per track: (out seq, out ts) of the last packet
+
+    # ---- source side -------------------------------------------------------------------------
+
+    @property
+    def has_source(self) -> bool:
+        return self.source_id is not None
+
+    async def wait_source(self, timeout: float) -> bool:
+        if self.has_source:
+            return True
+        try:
+            await asyncio.wait_for(self._source_event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return self.has_source
+
+    def attach_source(
+        self, source_id: str, tracks: Iterable[Track], session_attrs: Iterable[str] = ()
+    ) -> None:
+        """A publisher or pull ingest has started. Readers stay attached across a source restart
+        when the new source has the same track formats; otherwise they are disconnected, since the
+        SDP they were given no longer describes what they would receive."""
+        tracks = tuple(tracks)
+        if self.source_id is not None:
+            self.detach_source(self.source_id)
+        if self.tracks and (
+            len(tracks) != len(self.tracks)
+            or not all(a.same_format(b) for a, b in zip(tracks, self.tracks, strict=True))
+        ):
+            for reader in list(self.readers):
+                self.kick(reader, "source format changed")
+            self._clocks = []
+        if not self._clocks or len(self._clocks) != len(tracks):
+            self._clocks = [_OutputClock() for _ in tracks]
+            self._last_rtp = [(c.last_out_seq, c.last_out_ts) for c in self._clocks]
+        else:
+            self.counters.source_restarts += 1
+            for clock in self._clocks:
+                clock.synced = False
+        self.tracks = tracks
+        self.session_attrs = tuple(session_attrs)
+        self.source_id = source_id
+        self._video_track = -1
+        self._keyframe_fn = self._params_fn = None
+        for t in tracks:
+            if t.is_video and t.codec in ("H264", "H265"):
+                self._video_track = t.index
+                mod = h264 if t.codec == "H264" else h265
+                self._keyframe_fn = mod.is_keyframe_packet
+                self._params_fn = mod.is_parameter_set_packet
+                break
+        # The old GOP belongs to the old source's timeline; new readers wait for the new one.
+        self._gop = []
+        self._gop_bytes = 0
+        self._batch = _Batch()
+        self._batch_ts = None
+        self._source_event.set()
+        log.info("path %s: source %s attached (%d tracks)", self.name, source_id, len(tracks))
+
+    def detach_source(self, source_id: str) -> None:
+        if self.source_id != source_id:
+            return  # a replaced publisher's late goodbye
+        self._flush()
+        self.source_id = None
+        self._source_event = asyncio.Event()
+        log.info("path %s: source %s detached; %d readers wait", self.name, source_id,
+                 len(self.readers))
+
+    def on_rtp(self, track: int, packet: bytes) -> None:
+        """One RTP packet from the source. Runs per packet: keep it lean."""
+        try:
+            _pt, marker, seq, ts, _ssrc, offset = rtp_header(packet)
+        except RtpError:
+            self.counters.bad_packets += 1
+            return
+        if track >= len(self._clocks):
+            self.counters.bad_packets += 1
+            return
+        clock = self._clocks[track]
+        if not clock.synced:
+            self._sync_clock(track, clock, seq, ts)
+        out_seq = (seq + clock.seq_offset) % _SEQ_MOD
+        out_ts = (ts + clock.ts_offset) % _TS_MOD
+        self._last_rtp[track] = (out_seq, out_ts)
+        clock.last_out_seq = out_seq
+        clock.last_out_ts = out_ts
+        clock.last_wall = time.monotonic()
+        packet = rewrite_rtp(packet, out_seq, out_ts, clock.ssrc)
+        counters = self.counters
+        counters.packets_in += 1
+        counters.bytes_in += len(packet)
+
+        if track != self._video_track:
+            self._batch.items.append((track, packet, False))
+            if self._video_track < 0:
+                self._flush()  # audio-only or unknown codec: no access units to wait for
+            return
+        if self._batch_ts is not None and ts != self._batch_ts:
+            self._flush()  # the source did not mark the end of the last access unit
+        batch = self._batch
+        if not batch.items or self._batch_ts is None:
+            self._batch_params_only = True
+        self._batch_ts = ts
+        payload = packet[offset:]
+        if self._keyframe_fn is not None and not batch.is_key and self._keyframe_fn(payload):
+            batch.is_key = True
+        if self._batch_params_only and not (self._params_fn and self._params_fn(payload)):
+            self._batch_params_only = False
+        batch.items.append((track, packet, False))
+        if marker:
+            self._flush()
+
+    def on_rtcp(self, track: int, packet: bytes) -> None:
+        """Sender reports are rewritten onto the output timeline so readers can sync tracks."""
+        if track >= len(self._clocks) or len(packet) < 28 or packet[1] != 200:
+            return
+        clock = self._clocks[track]
+        if not clock.synced:
+            return
+        try:
+            rtp_ts = int.from_bytes(packet[16:20], "big")
+            packet = rewrite_sender_report(packet, clock.ssrc, (rtp_ts + clock.ts_offset) % _TS_MOD)
+        except (RtpError, ValueError):
+            return
+        self._batch.items.append((track, packet, True))
+
+    def _sync_clock(self, track: int, clock: _OutputClock, seq: int, ts: int) -> None:
+        # Continue the output timeline where it stopped, advanced by the wall-clock gap, so a
+        # reader's jitter buffer sees a pause rather than a jump back in time.
+        rate = self.tracks[track].clock_rate if track < len(self.tracks) else 90000
+        gap = time.monotonic() - clock.last_wall if clock.last_wall else 0.0
+        next_seq = (clock.last_out_seq + 1) % _SEQ_MOD
+        next_ts = (clock.last_out_ts + max(1, int(gap * rate))) % _TS_MOD
+        clock.seq_offset = (next_seq - seq) % _SEQ_MOD
+        clock.ts_offset = (next_ts - ts) % _TS_MOD
+        clock.synced = True
+
+    # ---- fan-out ------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        batch = self._batch
+        if not batch.items:
+            return
+        self._batch = _Batch()
+        self._batch_ts = None
+        params_only = self._batch_params_only and self._video_track >= 0
+        self._batch_params_only = False
+        if params_only:
+            # SPS/PPS sent as their own access unit start a GOP too.
+            batch.is_key = batch.params_only = True
+        self._cache(batch)
+        if self.readers:
+            self._deliver(batch)
+
+    def _cache(self, batch: _Batch) -> None:
+        if self._video_track < 0:
+            return
+        size = sum(len(p) for _, p, _ in batch.items)
+        if batch.is_key:
+            # Keep parameter sets that came just before this keyframe as their own unit.
+            if not (len(self._gop) == 1 and self._gop[0].params_only and not batch.params_only):
+                self._gop = []
+                self._gop_bytes = 0
+        elif not self._gop:
+            return  # no keyframe seen yet: nothing a late joiner could decode
+        if self._gop_bytes + size > self.gop_cache_bytes:
+            # A GOP this long is not worth holding; late joiners wait for the next keyframe.
+            self._gop = []
+            self._gop_bytes = 0
+            return
+        self._gop.append(batch)
+        self._gop_bytes += size
+
+    def _deliver(self, batch: _Batch) -> None:
+        counters = self.counters
+        is_key = batch.is_key
+        for reader in list(self.readers):
+            if reader.paused_since is not None:
+                # The reader's socket is full: drop this access unit, resume at a keyframe.
+                data, n, _size = batch.frame_for(reader.key)
+                reader.packets_dropped += n
+                reader.frames_dropped += 1
+                counters.packets_dropped += n
+                counters.frames_dropped += 1
+                reader.waiting_key = True
+                continue
+            if reader.waiting_key:
+                if not is_key:
+                    data, n, _size = batch.frame_for(reader.key)
+                    reader.packets_dropped += n
+                    reader.frames_dropped += 1
+                    counters.packets_dropped += n
+                    counters.frames_dropped += 1
+                    continue
+                reader.waiting_key = False
+            self._send(reader, batch)
+
+    def _send(self, reader: Reader, batch: _Batch) -> None:
+        if reader.transport is not None:
+            data, n, size = batch.frame_for(reader.key)
+            if n:
+                reader.transport.write(data)
+                reader.packets_sent += n
+                reader.bytes_sent += size
+                self.counters.packets_out += n
+                self.counters.bytes_out += size
+            return
+        udp = reader.udp
+        if udp is None:
+            return
+        ports = udp.ports
+        host = udp.host
+        sent = 0
+        nbytes = 0
+        for track, packet, is_rtcp in batch.items:
+            pair = ports[track] if track < len(ports) else None
+            if pair is None:
+                continue
+            if is_rtcp:
+                udp.rtcp.sendto(packet, (host, pair[1]))
+            else:
+                udp.rtp.sendto(packet, (host, pair[0]))
+            sent += 1
+            nbytes += len(packet)
+        reader.packets_sent += sent
+        reader.bytes_sent += nbytes
+        self.counters.packets_out += sent
+        self.counters.bytes_out += nbytes
+
+    # ---- readers ------------------------------------------------------------------------------
+
+    def start_position(self) -> list[tuple[int, int]]:
+        """Per track (seq, rtptime) of the next packet a new reader will get, for RTP-Info."""
+        if self._gop:
+            first: dict[int, tuple[int, int]] = {}
+            for batch in self._gop:
+                for track, packet, is_rtcp in batch.items:
+                    if not is_rtcp and track not in first:
+                        first[track] = (
+                            int.from_bytes(packet[2:4], "big"),
+                            int.from_bytes(packet[4:8], "big"),
+                        )
+            return [
+                first.get(i, ((s + 1) % _SEQ_MOD, t)) for i, (s, t) in enumerate(self._last_rtp)
+            ]
+        return [((s + 1) % _SEQ_MOD, t) for s, t in self._last_rtp]
+
+    def add_reader(self, reader: Reader) -> None:
+        """Start a reader at the latest keyframe: the cached GOP goes out at once."""
+        self.readers.add(reader)
+        reader.waiting_key = True
+        if self._gop:
+            reader.waiting_key = False
+            for batch in self._gop:
+                self._send(reader, batch)
+
+    def remove_reader(self, reader: Reader) -> None:
+        self.readers.discard(reader)
+
+    def kick(self, reader: Reader, reason: str) -> None:
+        if reader in self.readers:
+            self.readers.discard(reader)
+            self.counters.readers_dropped += 1
+            reader.closed = True
+            reader.on_kick(reason)
+
+    def reap(self, now: float) -> None:
+        """Disconnect readers whose sockets have been backed up longer than the write timeout."""
+        for reader in list(self.readers):
+            since = reader.paused_since
+            if since is not None and now - since > self.write_timeout:
+                log.warning(
+                    "path %s: reader stuck for %.1fs, disconnecting", self.name, now - since
+                )
+                self.kick(reader, "write timeout")
+
+    @property
+    def gop_cached_bytes(self) -> int:
+        return self._gop_bytes
+
+
+class StreamHub:
+    """All paths of this process, by name."""
+
+    def __init__(self, *, gop_cache_bytes: int = 16 * 1024 * 1024, write_timeout: float = 10.0):
+        self.paths: dict[str, PathStream] = {}
+        self.gop_cache_bytes = gop_cache_bytes
+        self.write_timeout = write_timeout
+
+    def get(self, name: str) -> PathStream | None:
+        return self.paths.get(name)
+
+    def path(self, name: str) -> PathStream:
+        stream = self.paths.get(name)
+        if stream is None:
+            stream = PathStream(
+                name, gop_cache_bytes=self.gop_cache_bytes, write_timeout=self.write_timeout
+            )
+            self.paths[name] = stream
+        return stream
+
+    async def run_reaper(self, interval: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for stream in list(self.paths.values()):
+                stream.reap(now)

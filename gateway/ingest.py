@@ -1,0 +1,126 @@
+"""Pull ingest: keep one camera's RTSP source flowing into its hub path, reconnecting with
+exponential backoff and jitter while readers stay attached."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from gateway.hub import PathStream
+from gateway.rtspclient import RtspClient, RtspClientError
+from gateway.tracks import TrackError, tracks_from_sdp
+
+log = logging.getLogger(__name__)
+
+# A session that ran this long counts as healthy: the next failure starts backoff afresh.
+HEALTHY_AFTER = 10.0
+
+
+class PullIngest:
+    """Owns the pull loop of one path. ``run()`` is the long-lived task; cancel it to stop."""
+
+    def __init__(
+        self,
+        stream: PathStream,
+        url: str,
+        *,
+        transport: str = "tcp",
+        username: str | None = None,
+        password: str | None = None,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        stall_timeout: float = 10.0,
+    ) -> None:
+        self.stall_timeout = stall_timeout
+        self.stream = stream
+        self.url = url
+        self.transport = transport
+        self.username = username
+        self.password = password
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.connects = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        while True:
+            retrying = AsyncRetrying(
+                wait=wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max),
+                retry=retry_if_exception_type((RtspClientError, TrackError, OSError)),
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    started = time.monotonic()
+                    try:
+                        await self._session()
+                    except (RtspClientError, TrackError, OSError) as exc:
+                        self.failures += 1
+                        self.last_error = str(exc)
+                        log.warning("path %s: source failed: %s", self.stream.name, exc)
+                        if time.monotonic() - started < HEALTHY_AFTER:
+                            raise
+                    # Healthy run that ended (or failed late): restart with fresh backoff.
+                    break
+
+    async def _session(self) -> None:
+        stream = self.stream
+        client: RtspClient | None = None
+
+        def on_packet(channel: int, payload: bytes) -> None:
+            if channel & 1:
+                stream.on_rtcp(channel >> 1, payload)
+            else:
+                stream.on_rtp(channel >> 1, payload)
+
+        client = RtspClient(
+            self.url, on_packet=on_packet, username=self.username, password=self.password
+        )
+        source_id = f"pull:{self.url.split('@')[-1]}#{self.connects}"
+        try:
+            await client.connect()
+            described = await client.describe()
+            tracks, sd = tracks_from_sdp(described.sdp)
+            for track in tracks:
+                await client.setup(described.base_url, track.control, track.index, self.transport)
+            self.connects += 1
+            attrs = tuple(
+                f"a={k}:{v}" if v is not None else f"a={k}"
+                for k, v in sd.attributes
+                if k.lower() not in ("control", "range", "tool")
+            )
+            stream.attach_source(source_id, tracks, attrs)
+            await client.play()
+            await self._watch(client)
+        finally:
+            stream.detach_source(source_id)
+            await client.close()
+
+
+    async def _watch(self, client: RtspClient) -> None:
+        """Return never; raise when the source closes or stops sending media (a camera can keep
+        its control connection open while its encoder has died)."""
+        assert client.closed is not None
+        last = -1
+        while True:
+            try:
+                exc = await asyncio.wait_for(asyncio.shield(client.closed), self.stall_timeout)
+            except TimeoutError:
+                now = self.stream.counters.packets_in
+                if now == last:
+                    raise RtspClientError(f"no media for {self.stall_timeout:.0f}s") from None
+                last = now
+                continue
+            raise RtspClientError(f"source closed the connection ({exc or 'EOF'})")
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
