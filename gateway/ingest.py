@@ -49,7 +49,7 @@ class PullIngest:
     async def run(self) -> None:
         while True:
             retrying = AsyncRetrying(
-                wait=wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max),
+                wait=wait_exponential_jitter(multiplier=self.backoff_initial, max=self.backoff_max),
                 retry=retry_if_exception_type((RtspClientError, TrackError, OSError)),
                 reraise=True,
             )

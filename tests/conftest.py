@@ -1,0 +1,207 @@
+"""Shared fixtures: real ffmpeg as camera and viewer, gateways on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import imageio_ffmpeg
+import pytest
+
+from gateway.app import Gateway
+from gateway.config import CameraConfig, Config, HttpConfig, RtspConfig
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_pair() -> int:
+    """An even UDP port whose successor is free too (RTP + RTCP)."""
+    for _ in range(200):
+        port = free_port(socket.SOCK_DGRAM) & ~1
+        socks = []
+        try:
+            for p in (port, port + 1):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free UDP port pair")
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05,
+    what: str = "condition",
+) -> None:
+    """Poll until predicate() is true; fail the test with `what` after the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def make_config(
+    cameras: tuple[CameraConfig, ...] = (CameraConfig(id="cam1", name="Camera 1"),),
+    **rtsp: Any,
+) -> Config:
+    rtsp_kwargs: dict[str, Any] = {
+        "host": "127.0.0.1", "port": 0, "rtp_port": free_udp_pair(), **rtsp,
+    }
+    return Config(
+        rtsp=RtspConfig(**rtsp_kwargs),
+        http=HttpConfig(host="127.0.0.1", port=0),
+        cameras=cameras,
+    )
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    config: Config
+
+    @property
+    def port(self) -> int:
+        return self.gateway.rtsp.port
+
+    def url(self, path: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{path}"
+
+    @property
+    def hub(self) -> Any:
+        return self.gateway.hub
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
+    gw = Gateway(config)
+    await gw.start()
+    try:
+        yield RunningGateway(gw, config)
+    finally:
+        await gw.stop()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[RunningGateway]:
+    async with running_gateway(make_config()) as gw:
+        yield gw
+
+
+@dataclass
+class Proc:
+    proc: asyncio.subprocess.Process
+    argv: list[str]
+    stderr: bytearray = field(default_factory=bytearray)
+    _reader: asyncio.Task[None] | None = None
+
+    async def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self.stderr += chunk
+            if len(self.stderr) > 1_000_000:
+                del self.stderr[:500_000]
+
+    @property
+    def text(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        rc = await asyncio.wait_for(self.proc.wait(), timeout)
+        if self._reader is not None:
+            await self._reader
+        return rc
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+
+async def spawn(argv: list[str]) -> Proc:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    p = Proc(proc, argv)
+    p._reader = asyncio.get_running_loop().create_task(p._pump())
+    return p
+
+
+def publish_argv(
+    url: str, *, transport: str = "tcp", size: str = "320x240", fps: int = 25,
+    gop: int = 25, bitrate: str = "300k", pattern: str = "testsrc2",
+) -> list[str]:
+    return [
+        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning",
+        "-re", "-f", "lavfi", "-i", f"{pattern}=size={size}:rate={fps}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+        "-g", str(gop), "-bf", "0", "-b:v", bitrate,
+        "-f", "rtsp", "-rtsp_transport", transport, url,
+    ]
+
+
+def read_argv(url: str, *, transport: str = "tcp", seconds: float = 3.0,
+              decode: bool = True) -> list[str]:
+    """ffmpeg as a viewer: decodes (or copies) `seconds` of the stream and prints frame counts."""
+    argv = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-stats",
+            "-rtsp_transport", transport, "-i", url, "-t", str(seconds)]
+    argv += ["-f", "null", "-"] if decode else ["-c", "copy", "-f", "null", "-"]
+    return argv
+
+
+def frames_of(stderr: str) -> int:
+    """The last `frame=` count ffmpeg printed."""
+    counts = re.findall(r"frame=\s*(\d+)", stderr)
+    return int(counts[-1]) if counts else 0
+
+
+def decode_errors(stderr: str) -> list[str]:
+    return [
+        line for line in stderr.splitlines()
+        if line.strip() and not line.startswith("frame=") and "frame=" not in line
+    ]
+
+
+@pytest.fixture
+async def procs() -> AsyncIterator[Callable[[list[str]], Awaitable[Proc]]]:
+    """Start subprocesses that are killed and reaped when the test ends."""
+    started: list[Proc] = []
+
+    async def start(argv: list[str]) -> Proc:
+        p = await spawn(argv)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+    for p in started:
+        with contextlib.suppress(Exception):
+            await p.wait(10)
+
+
+async def publishing(gw: RunningGateway, path: str, timeout: float = 15.0) -> None:
+    """Wait until a path has a source and has cached a keyframe."""
+    await wait_for(
+        lambda: (s := gw.hub.get(path)) is not None and s.has_source and s.gop_cached_bytes > 0,
+        timeout, what=f"{path} to be published",
+    )
+

@@ -1,0 +1,187 @@
+"""The media plane end to end, with real ffmpeg as camera and viewer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from conftest import (
+    frames_of,
+    make_config,
+    publish_argv,
+    publishing,
+    read_argv,
+    running_gateway,
+    wait_for,
+)
+
+from gateway.config import CameraConfig
+
+
+async def test_pushed_camera_is_decoded_frame_by_frame_over_tcp(gateway, procs):
+    await procs(publish_argv(gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    viewer = await procs(read_argv(gateway.url("cam1"), seconds=3))
+    assert await viewer.wait() == 0, viewer.text
+    # 3 s at 25 fps, started at a keyframe from the GOP cache: every frame decodes.
+    assert frames_of(viewer.text) >= 70, viewer.text
+    assert "error" not in viewer.text.lower(), viewer.text
+
+
+async def test_reader_over_udp_decodes(gateway, procs):
+    await procs(publish_argv(gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    viewer = await procs(read_argv(gateway.url("cam1"), transport="udp", seconds=3))
+    assert await viewer.wait() == 0, viewer.text
+    assert frames_of(viewer.text) >= 70, viewer.text
+
+
+async def test_publisher_over_udp_is_relayed(gateway, procs):
+    await procs(publish_argv(gateway.url("cam1"), transport="udp"))
+    await publishing(gateway, "cam1")
+    viewer = await procs(read_argv(gateway.url("cam1"), seconds=3))
+    assert await viewer.wait() == 0, viewer.text
+    assert frames_of(viewer.text) >= 70, viewer.text
+
+
+async def test_pull_camera_is_ingested_from_another_gateway(procs):
+    # The "camera" is a second gateway with a pushed test pattern, as an IP camera would serve.
+    async with running_gateway(make_config()) as camera:
+        await procs(publish_argv(camera.url("cam1")))
+        await publishing(camera, "cam1")
+        pulled = (CameraConfig(id="street", name="Street", source=camera.url("cam1")),)
+        async with running_gateway(make_config(pulled)) as gw:
+            await publishing(gw, "street")
+            viewer = await procs(read_argv(gw.url("street"), seconds=3))
+            assert await viewer.wait() == 0, viewer.text
+            assert frames_of(viewer.text) >= 70, viewer.text
+            # The camera served one reader (the gateway), however many watch the gateway.
+            assert len(camera.hub.get("cam1").readers) == 1
+
+
+async def test_pull_over_udp(procs):
+    async with running_gateway(make_config()) as camera:
+        await procs(publish_argv(camera.url("cam1")))
+        await publishing(camera, "cam1")
+        pulled = (CameraConfig(id="street", source=camera.url("cam1"), transport="udp"),)
+        async with running_gateway(make_config(pulled)) as gw:
+            await publishing(gw, "street")
+            viewer = await procs(read_argv(gw.url("street"), seconds=2))
+            assert await viewer.wait() == 0, viewer.text
+            assert frames_of(viewer.text) >= 45, viewer.text
+
+
+async def test_fifty_concurrent_readers_all_receive_the_stream(gateway, procs):
+    await procs(publish_argv(gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    viewers = [
+        await procs(read_argv(gateway.url("cam1"), seconds=4, decode=False)) for _ in range(50)
+    ]
+    await wait_for(lambda: len(gateway.hub.get("cam1").readers) == 50, 30,
+                   what="50 readers playing")
+    codes = await asyncio.gather(*(v.wait(60) for v in viewers))
+    assert codes == [0] * 50
+    counts = [frames_of(v.text) for v in viewers]
+    assert min(counts) >= 90, counts
+    assert gateway.hub.get("cam1").counters.packets_dropped == 0
+
+
+async def test_camera_restart_resumes_every_attached_reader(gateway, procs):
+    publisher = await procs(publish_argv(gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    stream = gateway.hub.get("cam1")
+    viewers = [await procs(read_argv(gateway.url("cam1"), seconds=9)) for _ in range(3)]
+    await wait_for(lambda: len(stream.readers) == 3, 15, what="3 readers")
+    readers = set(stream.readers)
+    await asyncio.sleep(0)  # let a few frames flow before the camera dies
+    await wait_for(lambda: all(r.packets_sent > 20 for r in readers), 10, what="frames flowing")
+    publisher.kill()
+    await publisher.wait()
+    await wait_for(lambda: not stream.has_source, 5, what="source to drop")
+    sent_at_drop = {r: r.packets_sent for r in readers}
+    await procs(publish_argv(gateway.url("cam1")))
+    await wait_for(lambda: stream.has_source, 15, what="camera back")
+    # The same reader sessions carry on: more packets after the restart, nobody reconnected.
+    await wait_for(
+        lambda: all(r.packets_sent > sent_at_drop[r] + 50 for r in readers), 15,
+        what="readers to resume",
+    )
+    assert set(stream.readers) == readers
+    assert stream.counters.source_restarts == 1
+    for v in viewers:
+        assert await v.wait(30) == 0, v.text
+
+
+async def test_gop_cache_starts_a_new_reader_at_a_keyframe_at_once(gateway, procs):
+    from gateway.h264 import is_keyframe_packet
+    from gateway.rtp import rtp_header
+    from gateway.rtspclient import RtspClient
+    from gateway.tracks import tracks_from_sdp
+
+    # A 4 s GOP: without the cache a new reader would wait up to 4 s for a keyframe.
+    await procs(publish_argv(gateway.url("cam1"), gop=100))
+    await publishing(gateway, "cam1")
+    first_key = asyncio.get_running_loop().create_future()
+
+    def on_packet(channel: int, payload: bytes) -> None:
+        offset = rtp_header(payload)[5]
+        if channel == 0 and not first_key.done() and is_keyframe_packet(payload[offset:]):
+            first_key.set_result(time.monotonic())
+
+    client = RtspClient(gateway.url("cam1"), on_packet=on_packet)
+    await client.connect()
+    described = await client.describe()
+    tracks, _ = tracks_from_sdp(described.sdp)
+    await client.setup(described.base_url, tracks[0].control, 0)
+    t0 = time.monotonic()
+    await client.play()
+    t_key = await asyncio.wait_for(first_key, 5)
+    await client.close()
+    assert t_key - t0 < 0.1
+
+
+async def test_stalled_reader_is_dropped_and_others_keep_their_timing(procs):
+    config = make_config(reader_queue_bytes=64 * 1024, write_timeout=1.0)
+    async with running_gateway(config) as gw:
+        await procs(publish_argv(gw.url("cam1"), bitrate="1500k"))
+        await publishing(gw, "cam1")
+        stream = gw.hub.get("cam1")
+
+        # A reader that plays and then never reads, with a tiny receive window.
+        import socket
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", gw.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        url = gw.url("cam1")
+        writer.write(
+            f"SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\n"
+            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        session = [ln for ln in head.decode().split("\r\n") if ln.startswith("Session:")][0]
+        sid = session.split(":", 1)[1].split(";")[0].strip()
+        writer.write(f"PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {sid}\r\n\r\n".encode())
+
+        # A healthy reader alongside, timing every packet it gets.
+        from gateway.rtspclient import RtspClient
+
+        arrivals: list[float] = []
+        good = RtspClient(url, on_packet=lambda ch, p: arrivals.append(time.monotonic()))
+        await good.connect()
+        d = await good.describe()
+        await good.setup(d.base_url, "trackID=0", 0)
+        await good.play()
+
+        await wait_for(lambda: stream.counters.readers_dropped == 1, 20,
+                       what="the stalled reader to be disconnected")
+        assert stream.counters.packets_dropped > 0
+        await wait_for(lambda: len(arrivals) > 200, 10, what="the good reader's packets")
+        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+        # 25 fps: a frame every 40 ms. The stalled reader never delayed the good one.
+        assert max(gaps) < 0.25, max(gaps)
+        good_reader = next(iter(stream.readers))
+        assert good_reader.packets_dropped == 0
+        await good.close()
+        writer.close()
