@@ -4,10 +4,13 @@ every long-lived task (the aiohttp application's cleanup context)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterable
+from dataclasses import asdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -17,7 +20,8 @@ from prometheus_client.registry import Collector
 from gateway.config import Config
 from gateway.hub import StreamHub
 from gateway.ingest import PullIngest, stop_task
-from gateway.rtspserver import Authorizer, RtspServer, allow_all
+from gateway.rtsp import Request
+from gateway.rtspserver import Authorizer, RtspConnection, RtspServer, allow_all
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +37,37 @@ class Gateway:
         authorizer: Authorizer = allow_all,
         rtsp_socket: socket.socket | None = None,
         worker: int = 0,
+        reuse_port: bool = False,
+        internal_path: str | None = None,
+        upstream_unix: str | None = None,
+        handoff: Callable[[RtspConnection, Request], Awaitable[None]] | None = None,
+        udp_port: int | None = None,
     ) -> None:
         self.config = config
         self.worker = worker
+        # A secondary worker relays every camera from the primary over this Unix socket.
+        self.upstream_unix = upstream_unix
         self.hub = StreamHub(
             gop_cache_bytes=config.rtsp.gop_cache_bytes, write_timeout=config.rtsp.write_timeout
         )
-        self.rtsp = RtspServer(config, self.hub, authorizer=authorizer,
-                               on_demand=self._start_on_demand)
+        self.rtsp = RtspServer(
+            config, self.hub, authorizer=authorizer, on_demand=self._start_on_demand,
+            reuse_port=reuse_port, internal_path=internal_path, handoff=handoff,
+            udp_port=udp_port,
+        )
+        # Counters other workers report (primary only), merged into /metrics.
+        self.peer_stats: Callable[[], list[dict[str, Any]]] = list
         self.ingests: dict[str, PullIngest] = {}
         self._ingest_tasks: dict[str, asyncio.Task[None]] = {}
         self._rtsp_socket = rtsp_socket
 
     def _pull_sources(self) -> Iterable[tuple[str, str, bool]]:
+        if self.upstream_unix is not None:
+            for cam in self.config.cameras:
+                yield cam.id, f"rtsp://127.0.0.1/{cam.id}", True
+                if cam.sub_source:
+                    yield f"{cam.id}/sub", f"rtsp://127.0.0.1/{cam.id}/sub", True
+            return
         for cam in self.config.cameras:
             if not cam.is_push:
                 yield cam.id, cam.source, cam.on_demand
@@ -57,10 +79,16 @@ class Gateway:
         for path, url, on_demand in self._pull_sources():
             cam = self.config.camera(path.partition("/")[0])
             assert cam is not None
-            self.ingests[path] = PullIngest(
-                self.hub.path(path), url, transport=cam.transport,
-                username=cam.username, password=cam.password,
-            )
+            if self.upstream_unix is not None:
+                self.ingests[path] = PullIngest(
+                    self.hub.path(path), url, unix_path=self.upstream_unix,
+                    backoff_initial=0.1, backoff_max=2.0,
+                )
+            else:
+                self.ingests[path] = PullIngest(
+                    self.hub.path(path), url, transport=cam.transport,
+                    username=cam.username, password=cam.password,
+                )
             if not on_demand:
                 self._start_ingest(path)
 
@@ -120,29 +148,44 @@ class _GatewayCollector(Collector):
             "gop": GaugeMetricFamily("feedgate_gop_cache_bytes", "Bytes in the GOP cache",
                                      labels=labels),
         }
+        peers = gw.peer_stats()
+        # Readers and bytes out are summed over all workers; what comes in is the primary's
+        # own (the secondaries' intake is the primary's internal fan-out, not the camera's).
+        out_keys = ("bytes_out", "packets_out", "packets_dropped", "frames_dropped",
+                    "readers_dropped", "readers")
         for name, stream in gw.hub.paths.items():
-            c = stream.counters
-            fams["bytes_received"].add_metric([name], c.bytes_in)
-            fams["packets_received"].add_metric([name], c.packets_in)
-            fams["bytes_sent"].add_metric([name], c.bytes_out)
-            fams["packets_sent"].add_metric([name], c.packets_out)
-            fams["dropped_packets"].add_metric([name], c.packets_dropped)
-            fams["dropped_frames"].add_metric([name], c.frames_dropped)
-            fams["readers_kicked"].add_metric([name], c.readers_dropped)
-            fams["restarts"].add_metric([name], c.source_restarts)
-            fams["bad"].add_metric([name], c.bad_packets)
-            fams["readers"].add_metric([name], len(stream.readers))
+            c = {**asdict(stream.counters), "readers": len(stream.readers)}
+            for peer in peers:
+                theirs = peer.get("paths", {}).get(name, {})
+                for key in out_keys:
+                    c[key] += int(theirs.get(key, 0))
+            fams["bytes_received"].add_metric([name], c["bytes_in"])
+            fams["packets_received"].add_metric([name], c["packets_in"])
+            fams["bytes_sent"].add_metric([name], c["bytes_out"])
+            fams["packets_sent"].add_metric([name], c["packets_out"])
+            fams["dropped_packets"].add_metric([name], c["packets_dropped"])
+            fams["dropped_frames"].add_metric([name], c["frames_dropped"])
+            fams["readers_kicked"].add_metric([name], c["readers_dropped"])
+            fams["restarts"].add_metric([name], c["source_restarts"])
+            fams["bad"].add_metric([name], c["bad_packets"])
+            fams["readers"].add_metric([name], c["readers"])
             fams["up"].add_metric([name], 1 if stream.has_source else 0)
             fams["gop"].add_metric([name], stream.gop_cached_bytes)
         yield from fams.values()
         yield GaugeMetricFamily(
             "feedgate_rtsp_connections", "Open RTSP connections",
-            value=len(gw.rtsp.connections))
+            value=len(gw.rtsp.connections) + sum(p.get("connections", 0) for p in peers))
         yield GaugeMetricFamily(
-            "feedgate_rtsp_sessions", "Open RTSP sessions", value=len(gw.rtsp.sessions))
+            "feedgate_rtsp_sessions", "Open RTSP sessions",
+            value=len(gw.rtsp.sessions) + sum(p.get("sessions", 0) for p in peers))
+        yield GaugeMetricFamily("feedgate_workers", "Worker processes reporting",
+                                value=1 + len(peers))
+        events: collections.Counter[str] = collections.Counter(gw.rtsp.counters)
+        for peer in peers:
+            events.update({k: int(v) for k, v in peer.get("events", {}).items()})
         errors = CounterMetricFamily(
             "feedgate_rtsp_events", "RTSP server events by kind", labels=["event"])
-        for key, value in sorted(gw.rtsp.counters.items()):
+        for key, value in sorted(events.items()):
             errors.add_metric([key], value)
         yield errors
 

@@ -180,6 +180,7 @@ class PathStream:
         self._gop_bytes = 0
         self._source_event = asyncio.Event()
         self._last_rtp: list[tuple[int, int]] = []  # per track: (out seq, out ts) of the last packet
+        self._on_replaced: Callable[[], None] | None = None
 
     # ---- source side -------------------------------------------------------------------------
 
@@ -197,14 +198,25 @@ class PathStream:
         return self.has_source
 
     def attach_source(
-        self, source_id: str, tracks: Iterable[Track], session_attrs: Iterable[str] = ()
+        self,
+        source_id: str,
+        tracks: Iterable[Track],
+        session_attrs: Iterable[str] = (),
+        on_replaced: Callable[[], None] | None = None,
     ) -> None:
         """A publisher or pull ingest has started. Readers stay attached across a source restart
         when the new source has the same track formats; otherwise they are disconnected, since the
-        SDP they were given no longer describes what they would receive."""
+        SDP they were given no longer describes what they would receive.
+
+        A new publisher replaces the current one (a restarted encoder must not wait for its old
+        connection to time out); the old one is told through its ``on_replaced``."""
         tracks = tuple(tracks)
         if self.source_id is not None:
+            replaced = self._on_replaced
             self.detach_source(self.source_id)
+            if replaced is not None:
+                replaced()
+        self._on_replaced = on_replaced
         if self.tracks and (
             len(tracks) != len(self.tracks)
             or not all(a.same_format(b) for a, b in zip(tracks, self.tracks, strict=True))
@@ -244,6 +256,7 @@ class PathStream:
             return  # a replaced publisher's late goodbye
         self._flush()
         self.source_id = None
+        self._on_replaced = None
         self._source_event = asyncio.Event()
         log.info("path %s: source %s detached; %d readers wait", self.name, source_id,
                  len(self.readers))

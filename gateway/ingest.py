@@ -33,7 +33,9 @@ class PullIngest:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         stall_timeout: float = 10.0,
+        unix_path: str | None = None,
     ) -> None:
+        self.unix_path = unix_path
         self.stall_timeout = stall_timeout
         self.stream = stream
         self.url = url
@@ -78,7 +80,8 @@ class PullIngest:
                 stream.on_rtp(channel >> 1, payload)
 
         client = RtspClient(
-            self.url, on_packet=on_packet, username=self.username, password=self.password
+            self.url, on_packet=on_packet, username=self.username, password=self.password,
+            unix_path=self.unix_path,
         )
         source_id = f"pull:{self.url.split('@')[-1]}#{self.connects}"
         try:

@@ -115,7 +115,9 @@ class RtspClient:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 10.0,
+        unix_path: str | None = None,
     ) -> None:
+        self.unix_path = unix_path  # connect here instead of the URL's host (worker relays)
         parts = urlsplit(url)
         if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
             raise RtspClientError(f"not an rtsp:// URL: {url!r}")
@@ -155,13 +157,15 @@ class RtspClient:
             if self.closed is not None and not self.closed.done():
                 self.closed.set_result(exc)
 
+        def factory() -> _ClientProtocol:
+            return _ClientProtocol(self.on_packet, lost)
+
         try:
-            _t, proto = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _ClientProtocol(self.on_packet, lost), self.host, self.port
-                ),
-                self.timeout,
-            )
+            if self.unix_path is not None:
+                connecting = loop.create_unix_connection(factory, self.unix_path)
+            else:
+                connecting = loop.create_connection(factory, self.host, self.port)
+            _t, proto = await asyncio.wait_for(connecting, self.timeout)
         except (OSError, TimeoutError) as exc:
             raise RtspClientError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         self._proto = proto
