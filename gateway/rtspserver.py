@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import secrets
 import socket
 import time
@@ -107,8 +108,10 @@ class Session:
 
 
 class RtspConnection(asyncio.Protocol):
-    def __init__(self, server: RtspServer) -> None:
+    def __init__(self, server: RtspServer, *, internal: bool = False) -> None:
         self.server = server
+        # Connections on the private Unix socket come from this gateway's own worker processes.
+        self.internal = internal
         self.parser = RtspParser()
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -200,6 +203,10 @@ class RtspConnection(asyncio.Protocol):
     async def _handle(self, req: Request) -> None:
         cseq = req.cseq or "0"
         headers: list[tuple[str, str]] = [("CSeq", cseq), ("Server", SERVER_NAME)]
+        if req.method == "ANNOUNCE" and self.server.handoff is not None:
+            # Publishers belong to the primary worker, which owns every camera's source.
+            await self.server.handoff(self, req)
+            return
         try:
             handler = self.server.handlers.get(req.method)
             if handler is None:
@@ -320,8 +327,16 @@ class RtspServer:
         *,
         authorizer: Authorizer = allow_all,
         on_demand: Callable[[str], None] | None = None,
+        reuse_port: bool = False,
+        internal_path: str | None = None,
+        handoff: Callable[[RtspConnection, Request], Awaitable[None]] | None = None,
+        udp_port: int | None = None,
     ) -> None:
         self.config = config
+        self.reuse_port = reuse_port
+        self.internal_path = internal_path
+        self.handoff = handoff
+        self.udp_port = config.rtsp.rtp_port if udp_port is None else udp_port
         self.hub = hub
         self.authorizer = authorizer
         self.on_demand = on_demand
@@ -358,15 +373,22 @@ class RtspServer:
             server = await loop.create_server(lambda: RtspConnection(self), sock=sock)
         else:
             server = await loop.create_server(
-                lambda: RtspConnection(self), rc.host, rc.port, reuse_address=True, backlog=4096
+                lambda: RtspConnection(self), rc.host, rc.port, reuse_address=True,
+                reuse_port=self.reuse_port or None, backlog=4096,
             )
         self._servers.append(server)
-        if rc.rtp_port:
+        if self.internal_path is not None:
+            internal = await loop.create_unix_server(
+                lambda: RtspConnection(self, internal=True), self.internal_path, backlog=256
+            )
+            os.chmod(self.internal_path, 0o600)
+            self._servers.append(internal)
+        if self.udp_port:
             self.udp_rtp, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self, rtcp=False), local_addr=(rc.host, rc.rtp_port)
+                lambda: _UdpProtocol(self, rtcp=False), local_addr=(rc.host, self.udp_port)
             )
             self.udp_rtcp, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self, rtcp=True), local_addr=(rc.host, rc.rtp_port + 1)
+                lambda: _UdpProtocol(self, rtcp=True), local_addr=(rc.host, self.udp_port + 1)
             )
         self._tasks.append(loop.create_task(self._expire_sessions()))
         self._tasks.append(loop.create_task(self.hub.run_reaper()))
@@ -447,6 +469,8 @@ class RtspServer:
 
     async def _authorize(self, conn: RtspConnection, req: Request, action: str, path: str,
                          query: dict[str, str]) -> None:
+        if conn.internal:
+            return
         refusal = await self.authorizer(AccessCheck(action, path, req, conn.peer_ip, query))
         if refusal is not None:
             self.counters[f"denied_{refusal.status}"] += 1
@@ -547,7 +571,7 @@ class RtspServer:
         if session is None:
             session = self._new_session(conn, path, "record" if record else "play")
         session.tracks[track_index] = setup
-        reply_spec = _reply_transport(spec, setup, self.config.rtsp.rtp_port, conn.peer_ip)
+        reply_spec = _reply_transport(spec, setup, self.udp_port, conn.peer_ip)
         return 200, [("Transport", format_transport(reply_spec)), self._session_header(session)], b""
 
     def _choose_transport(
@@ -646,7 +670,17 @@ class RtspServer:
     def _start_record(self, conn: RtspConnection, session: Session, stream: PathStream) -> None:
         tracks, attrs = conn._announced[session.path]
         source_id = f"push:{session.id}"
-        stream.attach_source(source_id, tracks, attrs)
+        def replaced() -> None:
+            # Stop routing the old publisher's packets at once, then let it go.
+            for ch in [ch for ch, t in conn._channels.items() if t[0] is stream]:
+                del conn._channels[ch]
+            for key in [k for k, v in self.udp_sources.items() if v[2] is session]:
+                del self.udp_sources[key]
+            session.source_id = None
+            log.info("%s: publisher of %s replaced by a newer one", conn.peer, session.path)
+            conn.close()
+
+        stream.attach_source(source_id, tracks, attrs, on_replaced=replaced)
         session.source_id = source_id
         session.state = "recording"
         for index, setup in session.tracks.items():
