@@ -8,8 +8,8 @@ import collections
 import contextlib
 import logging
 import socket
-from dataclasses import asdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -51,8 +51,13 @@ class Gateway:
             gop_cache_bytes=config.rtsp.gop_cache_bytes, write_timeout=config.rtsp.write_timeout
         )
         self.rtsp = RtspServer(
-            config, self.hub, authorizer=authorizer, on_demand=self._start_on_demand,
-            reuse_port=reuse_port, internal_path=internal_path, handoff=handoff,
+            config,
+            self.hub,
+            authorizer=authorizer,
+            on_demand=self._start_on_demand,
+            reuse_port=reuse_port,
+            internal_path=internal_path,
+            handoff=handoff,
             udp_port=udp_port,
         )
         # Counters other workers report (primary only), merged into /metrics.
@@ -81,13 +86,19 @@ class Gateway:
             assert cam is not None
             if self.upstream_unix is not None:
                 self.ingests[path] = PullIngest(
-                    self.hub.path(path), url, unix_path=self.upstream_unix,
-                    backoff_initial=0.1, backoff_max=2.0,
+                    self.hub.path(path),
+                    url,
+                    unix_path=self.upstream_unix,
+                    backoff_initial=0.1,
+                    backoff_max=2.0,
                 )
             else:
                 self.ingests[path] = PullIngest(
-                    self.hub.path(path), url, transport=cam.transport,
-                    username=cam.username, password=cam.password,
+                    self.hub.path(path),
+                    url,
+                    transport=cam.transport,
+                    username=cam.username,
+                    password=cam.password,
                 )
             if not on_demand:
                 self._start_ingest(path)
@@ -119,40 +130,55 @@ class _GatewayCollector(Collector):
     def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
         gw = self.gateway
         labels = ["path"]
-        fams = {
+        fams: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
             "bytes_received": CounterMetricFamily(
-                "feedgate_bytes_received", "RTP bytes received from the source", labels=labels),
+                "feedgate_bytes_received", "RTP bytes received from the source", labels=labels
+            ),
             "packets_received": CounterMetricFamily(
-                "feedgate_packets_received", "RTP packets received from the source",
-                labels=labels),
+                "feedgate_packets_received", "RTP packets received from the source", labels=labels
+            ),
             "bytes_sent": CounterMetricFamily(
-                "feedgate_bytes_sent", "Bytes written to readers", labels=labels),
+                "feedgate_bytes_sent", "Bytes written to readers", labels=labels
+            ),
             "packets_sent": CounterMetricFamily(
-                "feedgate_packets_sent", "RTP/RTCP packets written to readers", labels=labels),
+                "feedgate_packets_sent", "RTP/RTCP packets written to readers", labels=labels
+            ),
             "dropped_packets": CounterMetricFamily(
                 "feedgate_dropped_packets",
-                "Packets not sent to slow readers (skipped to the next keyframe)", labels=labels),
+                "Packets not sent to slow readers (skipped to the next keyframe)",
+                labels=labels,
+            ),
             "dropped_frames": CounterMetricFamily(
-                "feedgate_dropped_frames", "Access units not sent to slow readers",
-                labels=labels),
+                "feedgate_dropped_frames", "Access units not sent to slow readers", labels=labels
+            ),
             "readers_kicked": CounterMetricFamily(
                 "feedgate_readers_disconnected",
-                "Readers disconnected by the hub (write timeout, format change)", labels=labels),
+                "Readers disconnected by the hub (write timeout, format change)",
+                labels=labels,
+            ),
             "restarts": CounterMetricFamily(
-                "feedgate_source_restarts", "Times the source came back", labels=labels),
+                "feedgate_source_restarts", "Times the source came back", labels=labels
+            ),
             "bad": CounterMetricFamily(
-                "feedgate_bad_packets", "Malformed packets from the source", labels=labels),
+                "feedgate_bad_packets", "Malformed packets from the source", labels=labels
+            ),
             "readers": GaugeMetricFamily("feedgate_readers", "Readers playing", labels=labels),
-            "up": GaugeMetricFamily("feedgate_source_up", "1 if the source is live",
-                                    labels=labels),
-            "gop": GaugeMetricFamily("feedgate_gop_cache_bytes", "Bytes in the GOP cache",
-                                     labels=labels),
+            "up": GaugeMetricFamily("feedgate_source_up", "1 if the source is live", labels=labels),
+            "gop": GaugeMetricFamily(
+                "feedgate_gop_cache_bytes", "Bytes in the GOP cache", labels=labels
+            ),
         }
         peers = gw.peer_stats()
         # Readers and bytes out are summed over all workers; what comes in is the primary's
         # own (the secondaries' intake is the primary's internal fan-out, not the camera's).
-        out_keys = ("bytes_out", "packets_out", "packets_dropped", "frames_dropped",
-                    "readers_dropped", "readers")
+        out_keys = (
+            "bytes_out",
+            "packets_out",
+            "packets_dropped",
+            "frames_dropped",
+            "readers_dropped",
+            "readers",
+        )
         for name, stream in gw.hub.paths.items():
             c = {**asdict(stream.counters), "readers": len(stream.readers)}
             for peer in peers:
@@ -173,18 +199,24 @@ class _GatewayCollector(Collector):
             fams["gop"].add_metric([name], stream.gop_cached_bytes)
         yield from fams.values()
         yield GaugeMetricFamily(
-            "feedgate_rtsp_connections", "Open RTSP connections",
-            value=len(gw.rtsp.connections) + sum(p.get("connections", 0) for p in peers))
+            "feedgate_rtsp_connections",
+            "Open RTSP connections",
+            value=len(gw.rtsp.connections) + sum(p.get("connections", 0) for p in peers),
+        )
         yield GaugeMetricFamily(
-            "feedgate_rtsp_sessions", "Open RTSP sessions",
-            value=len(gw.rtsp.sessions) + sum(p.get("sessions", 0) for p in peers))
-        yield GaugeMetricFamily("feedgate_workers", "Worker processes reporting",
-                                value=1 + len(peers))
+            "feedgate_rtsp_sessions",
+            "Open RTSP sessions",
+            value=len(gw.rtsp.sessions) + sum(p.get("sessions", 0) for p in peers),
+        )
+        yield GaugeMetricFamily(
+            "feedgate_workers", "Worker processes reporting", value=1 + len(peers)
+        )
         events: collections.Counter[str] = collections.Counter(gw.rtsp.counters)
         for peer in peers:
             events.update({k: int(v) for k, v in peer.get("events", {}).items()})
         errors = CounterMetricFamily(
-            "feedgate_rtsp_events", "RTSP server events by kind", labels=["event"])
+            "feedgate_rtsp_events", "RTSP server events by kind", labels=["event"]
+        )
         for key, value in sorted(events.items()):
             errors.add_metric([key], value)
         yield errors
@@ -222,8 +254,9 @@ def make_http_app(gateway: Gateway) -> web.Application:
     return app
 
 
-async def run_gateway(config: Config, *, ready: asyncio.Event | None = None,
-                      stop: asyncio.Event | None = None) -> None:
+async def run_gateway(
+    config: Config, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
+) -> None:
     """Run one gateway process until ``stop`` is set (or forever)."""
     gateway = Gateway(config)
     app = make_http_app(gateway)
@@ -233,8 +266,11 @@ async def run_gateway(config: Config, *, ready: asyncio.Event | None = None,
     try:
         await site.start()
         log.info(
-            "feedgate listening: rtsp://%s:%d  http://%s:%d", config.rtsp.host,
-            gateway.rtsp.port, config.http.host, config.http.port,
+            "feedgate listening: rtsp://%s:%d  http://%s:%d",
+            config.rtsp.host,
+            gateway.rtsp.port,
+            config.http.host,
+            config.http.port,
         )
         if ready is not None:
             ready.set()

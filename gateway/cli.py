@@ -84,9 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run the gateway with the demo borough and simulated cameras"
     )
     demo.add_argument("--config", help=f"demo config (default {DEMO_CONFIG})")
-    demo.add_argument(
-        "--duration", type=float, default=None, help="stop after this many seconds"
-    )
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.set_defaults(func=cmd_demo)
     return parser
 

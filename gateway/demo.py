@@ -31,11 +31,34 @@ def publisher_command(url: str, pattern: str, *, size: str = "640x360", fps: int
     """An ffmpeg that encodes a test pattern in real time and publishes it over RTSP/TCP."""
     return [
         imageio_ffmpeg.get_ffmpeg_exe(),
-        "-hide_banner", "-loglevel", "error", "-nostdin",
-        "-re", "-f", "lavfi", "-i", f"{pattern}=size={size}:rate={fps}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-        "-pix_fmt", "yuv420p", "-g", str(fps * 2), "-bf", "0", "-b:v", "600k",
-        "-f", "rtsp", "-rtsp_transport", "tcp", url,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        f"{pattern}=size={size}:rate={fps}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(fps * 2),
+        "-bf",
+        "0",
+        "-b:v",
+        "600k",
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        "tcp",
+        url,
     ]
 
 
@@ -108,9 +131,7 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     await gw_ready.wait()
     # Cameras stop before the gateways, so shutdown is not reported as a camera failure.
     cameras_stop = asyncio.Event()
-    cameras = [
-        asyncio.create_task(supervise_publisher(u, p, cameras_stop)) for u, p in publishers
-    ]
+    cameras = [asyncio.create_task(supervise_publisher(u, p, cameras_stop)) for u, p in publishers]
     host = "127.0.0.1" if config.rtsp.host in ("0.0.0.0", "::") else config.rtsp.host
     lines = ["", "feedgate demo borough is running. Open any of these in ffplay or VLC:"]
     for cam in config.cameras:
@@ -133,4 +154,3 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     await asyncio.gather(*cameras, return_exceptions=True)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-

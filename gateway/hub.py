@@ -45,7 +45,7 @@ class _OutputClock:
 
 @dataclass
 class UdpTarget:
-    """Where a UDP reader receives: the server's RTP/RTCP sockets and the client's ports per track."""
+    """Where a UDP reader receives: our RTP/RTCP sockets and the client's ports per track."""
 
     rtp: asyncio.DatagramTransport
     rtcp: asyncio.DatagramTransport
@@ -179,7 +179,9 @@ class PathStream:
         self._gop: list[_Batch] = []
         self._gop_bytes = 0
         self._source_event = asyncio.Event()
-        self._last_rtp: list[tuple[int, int]] = []  # per track: (out seq, out ts) of the last packet
+        self._last_rtp: list[
+            tuple[int, int]
+        ] = []  # per track: (out seq, out ts) of the last packet
         self._on_replaced: Callable[[], None] | None = None
 
     # ---- source side -------------------------------------------------------------------------
@@ -258,8 +260,9 @@ class PathStream:
         self.source_id = None
         self._on_replaced = None
         self._source_event = asyncio.Event()
-        log.info("path %s: source %s detached; %d readers wait", self.name, source_id,
-                 len(self.readers))
+        log.info(
+            "path %s: source %s detached; %d readers wait", self.name, source_id, len(self.readers)
+        )
 
     def on_rtp(self, track: int, packet: bytes) -> None:
         """One RTP packet from the source. Runs per packet: keep it lean."""
@@ -372,7 +375,7 @@ class PathStream:
         for reader in list(self.readers):
             if reader.paused_since is not None:
                 # The reader's socket is full: drop this access unit, resume at a keyframe.
-                data, n, _size = batch.frame_for(reader.key)
+                _data, n, _size = batch.frame_for(reader.key)
                 reader.packets_dropped += n
                 reader.frames_dropped += 1
                 counters.packets_dropped += n
@@ -381,7 +384,7 @@ class PathStream:
                 continue
             if reader.waiting_key:
                 if not is_key:
-                    data, n, _size = batch.frame_for(reader.key)
+                    _data, n, _size = batch.frame_for(reader.key)
                     reader.packets_dropped += n
                     reader.frames_dropped += 1
                     counters.packets_dropped += n

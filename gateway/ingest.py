@@ -80,7 +80,10 @@ class PullIngest:
                 stream.on_rtp(channel >> 1, payload)
 
         client = RtspClient(
-            self.url, on_packet=on_packet, username=self.username, password=self.password,
+            self.url,
+            on_packet=on_packet,
+            username=self.username,
+            password=self.password,
             unix_path=self.unix_path,
         )
         source_id = f"pull:{self.url.split('@')[-1]}#{self.connects}"
@@ -102,7 +105,6 @@ class PullIngest:
         finally:
             stream.detach_source(source_id)
             await client.close()
-
 
     async def _watch(self, client: RtspClient) -> None:
         """Return never; raise when the source closes or stops sending media (a camera can keep

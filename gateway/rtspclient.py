@@ -123,11 +123,15 @@ class RtspClient:
             raise RtspClientError(f"not an rtsp:// URL: {url!r}")
         self.host = parts.hostname
         self.port = parts.port or 554
-        self.username = username if username is not None else (
-            unquote(parts.username) if parts.username else None
+        self.username = (
+            username
+            if username is not None
+            else (unquote(parts.username) if parts.username else None)
         )
-        self.password = password if password is not None else (
-            unquote(parts.password) if parts.password else None
+        self.password = (
+            password
+            if password is not None
+            else (unquote(parts.password) if parts.password else None)
         )
         netloc = self.host if ":" not in self.host else f"[{self.host}]"
         if parts.port:
@@ -171,7 +175,10 @@ class RtspClient:
         self._proto = proto
 
     async def request(
-        self, method: str, url: str, headers: list[tuple[str, str]] | None = None,
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]] | None = None,
         body: bytes = b"",
     ) -> Response:
         for attempt in range(2):
@@ -201,7 +208,10 @@ class RtspClient:
             try:
                 value = authorization_header(
                     self._auth_challenges,
-                    method, url, self.username, self.password or "",
+                    method,
+                    url,
+                    self.username,
+                    self.password or "",
                 )
             except ValueError as exc:
                 raise RtspClientError(str(exc), 401) from None
@@ -312,4 +322,3 @@ class RtspClient:
         for t in self._udp:
             t.close()
         self._udp.clear()
-

@@ -41,7 +41,9 @@ class TrackError(ValueError):
     """The source's SDP cannot be relayed."""
 
 
-def tracks_from_sdp(sdp: str | bytes | SessionDescription) -> tuple[tuple[Track, ...], SessionDescription]:
+def tracks_from_sdp(
+    sdp: str | bytes | SessionDescription,
+) -> tuple[tuple[Track, ...], SessionDescription]:
     """The relayable tracks of a source SDP (RTP/AVP media with a payload type)."""
     try:
         sd = sdp if isinstance(sdp, SessionDescription) else parse_sdp(sdp)

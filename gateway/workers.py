@@ -66,9 +66,7 @@ async def send_handoff(handoff_path: str, conn: RtspConnection, req: Request) ->
         chan.setblocking(True)
         payload = _LEN.pack(len(data)) + data
         # The fd rides with the first bytes; the rest follows on the same stream.
-        await loop.run_in_executor(
-            None, lambda: socket.send_fds(chan, [payload], [raw.fileno()])
-        )
+        await loop.run_in_executor(None, lambda: socket.send_fds(chan, [payload], [raw.fileno()]))
     except OSError as exc:
         log.warning("hand-off of publisher %s to the primary failed: %s", conn.peer, exc)
         conn.abort()
@@ -263,8 +261,12 @@ async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
         await send_handoff(paths["handoff"], conn, req)
 
     gateway = Gateway(
-        config, worker=index, reuse_port=True, upstream_unix=paths["internal"],
-        handoff=hand_off, udp_port=config.rtsp.rtp_port + 2 * index if config.rtsp.rtp_port else 0,
+        config,
+        worker=index,
+        reuse_port=True,
+        upstream_unix=paths["internal"],
+        handoff=hand_off,
+        udp_port=config.rtsp.rtp_port + 2 * index if config.rtsp.rtp_port else 0,
     )
     await gateway.start()
     sender = loop.create_task(stats_sender(paths["stats"], gateway))

@@ -47,7 +47,9 @@ def free_udp_pair() -> int:
 
 
 async def wait_for(
-    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05,
+    predicate: Callable[[], bool],
+    timeout: float = 10.0,
+    interval: float = 0.05,
     what: str = "condition",
 ) -> None:
     """Poll until predicate() is true; fail the test with `what` after the deadline."""
@@ -63,7 +65,10 @@ def make_config(
     **rtsp: Any,
 ) -> Config:
     rtsp_kwargs: dict[str, Any] = {
-        "host": "127.0.0.1", "port": 0, "rtp_port": free_udp_pair(), **rtsp,
+        "host": "127.0.0.1",
+        "port": 0,
+        "rtp_port": free_udp_pair(),
+        **rtsp,
     }
     return Config(
         rtsp=RtspConfig(**rtsp_kwargs),
@@ -137,7 +142,9 @@ class Proc:
 
 async def spawn(argv: list[str]) -> Proc:
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     p = Proc(proc, argv)
@@ -146,23 +153,66 @@ async def spawn(argv: list[str]) -> Proc:
 
 
 def publish_argv(
-    url: str, *, transport: str = "tcp", size: str = "320x240", fps: int = 25,
-    gop: int = 25, bitrate: str = "300k", pattern: str = "testsrc2",
+    url: str,
+    *,
+    transport: str = "tcp",
+    size: str = "320x240",
+    fps: int = 25,
+    gop: int = 25,
+    bitrate: str = "300k",
+    pattern: str = "testsrc2",
 ) -> list[str]:
     return [
-        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning",
-        "-re", "-f", "lavfi", "-i", f"{pattern}=size={size}:rate={fps}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
-        "-g", str(gop), "-bf", "0", "-b:v", bitrate,
-        "-f", "rtsp", "-rtsp_transport", transport, url,
+        FFMPEG,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        f"{pattern}=size={size}:rate={fps}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(gop),
+        "-bf",
+        "0",
+        "-b:v",
+        bitrate,
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        transport,
+        url,
     ]
 
 
-def read_argv(url: str, *, transport: str = "tcp", seconds: float = 3.0,
-              decode: bool = True) -> list[str]:
+def read_argv(
+    url: str, *, transport: str = "tcp", seconds: float = 3.0, decode: bool = True
+) -> list[str]:
     """ffmpeg as a viewer: decodes (or copies) `seconds` of the stream and prints frame counts."""
-    argv = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-stats",
-            "-rtsp_transport", transport, "-i", url, "-t", str(seconds)]
+    argv = [
+        FFMPEG,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-stats",
+        "-rtsp_transport",
+        transport,
+        "-i",
+        url,
+        "-t",
+        str(seconds),
+    ]
     argv += ["-f", "null", "-"] if decode else ["-c", "copy", "-f", "null", "-"]
     return argv
 
@@ -175,7 +225,8 @@ def frames_of(stderr: str) -> int:
 
 def decode_errors(stderr: str) -> list[str]:
     return [
-        line for line in stderr.splitlines()
+        line
+        for line in stderr.splitlines()
         if line.strip() and not line.startswith("frame=") and "frame=" not in line
     ]
 
@@ -202,6 +253,6 @@ async def publishing(gw: RunningGateway, path: str, timeout: float = 15.0) -> No
     """Wait until a path has a source and has cached a keyframe."""
     await wait_for(
         lambda: (s := gw.hub.get(path)) is not None and s.has_source and s.gop_cached_bytes > 0,
-        timeout, what=f"{path} to be published",
+        timeout,
+        what=f"{path} to be published",
     )
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from conftest import (
@@ -77,8 +78,9 @@ async def test_fifty_concurrent_readers_all_receive_the_stream(gateway, procs):
     viewers = [
         await procs(read_argv(gateway.url("cam1"), seconds=4, decode=False)) for _ in range(50)
     ]
-    await wait_for(lambda: len(gateway.hub.get("cam1").readers) == 50, 30,
-                   what="50 readers playing")
+    await wait_for(
+        lambda: len(gateway.hub.get("cam1").readers) == 50, 30, what="50 readers playing"
+    )
     codes = await asyncio.gather(*(v.wait(60) for v in viewers))
     assert codes == [0] * 50
     counts = [frames_of(v.text) for v in viewers]
@@ -103,7 +105,8 @@ async def test_camera_restart_resumes_every_attached_reader(gateway, procs):
     await wait_for(lambda: stream.has_source, 15, what="camera back")
     # The same reader sessions carry on: more packets after the restart, nobody reconnected.
     await wait_for(
-        lambda: all(r.packets_sent > sent_at_drop[r] + 50 for r in readers), 15,
+        lambda: all(r.packets_sent > sent_at_drop[r] + 50 for r in readers),
+        15,
         what="readers to resume",
     )
     assert set(stream.readers) == readers
@@ -160,7 +163,7 @@ async def test_stalled_reader_is_dropped_and_others_keep_their_timing(procs):
             "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n".encode()
         )
         head = await reader.readuntil(b"\r\n\r\n")
-        session = [ln for ln in head.decode().split("\r\n") if ln.startswith("Session:")][0]
+        session = next(ln for ln in head.decode().split("\r\n") if ln.startswith("Session:"))
         sid = session.split(":", 1)[1].split(";")[0].strip()
         writer.write(f"PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {sid}\r\n\r\n".encode())
 
@@ -174,11 +177,14 @@ async def test_stalled_reader_is_dropped_and_others_keep_their_timing(procs):
         await good.setup(d.base_url, "trackID=0", 0)
         await good.play()
 
-        await wait_for(lambda: stream.counters.readers_dropped == 1, 20,
-                       what="the stalled reader to be disconnected")
+        await wait_for(
+            lambda: stream.counters.readers_dropped == 1,
+            20,
+            what="the stalled reader to be disconnected",
+        )
         assert stream.counters.packets_dropped > 0
         await wait_for(lambda: len(arrivals) > 200, 10, what="the good reader's packets")
-        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
         # 25 fps: a frame every 40 ms. The stalled reader never delayed the good one.
         assert max(gaps) < 0.25, max(gaps)
         good_reader = next(iter(stream.readers))
