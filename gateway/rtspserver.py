@@ -254,6 +254,9 @@ class RtspConnection(asyncio.Protocol):
     def _on_frame(self, frame: InterleavedFrame) -> None:
         target = self._channels.get(frame.channel)
         if target is not None:
+            # A publisher's media is its proof of life: encoders rarely send keep-alives.
+            for session in self.sessions.values():
+                session.touch()
             stream, track, is_rtcp = target
             if is_rtcp:
                 stream.on_rtcp(track, frame.payload)
