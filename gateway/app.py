@@ -19,9 +19,10 @@ from prometheus_client.registry import Collector
 
 from gateway.config import Config
 from gateway.hub import StreamHub
-from gateway.ingest import PullIngest, stop_task
+from gateway.ingest import PullIngest
 from gateway.rtsp import Request
 from gateway.rtspserver import Authorizer, RtspConnection, RtspServer, allow_all
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,7 @@ class Gateway:
             self._start_ingest(path)
 
     async def stop(self) -> None:
-        for task in self._ingest_tasks.values():
-            await stop_task(task)
+        await cancel_and_wait(*self._ingest_tasks.values())
         self._ingest_tasks.clear()
         await self.rtsp.stop()
 

@@ -109,6 +109,18 @@ def _simulated(config: Config) -> tuple[list[str], list[tuple[str, str]]]:
     return sim_paths, publishers
 
 
+async def _started(task: asyncio.Task[None], ready: asyncio.Event, stop: asyncio.Event) -> None:
+    """Wait for a gateway to listen; if it dies instead (a port in use), stop everything and
+    raise its error rather than waiting forever."""
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.is_set():
+        waiter.cancel()
+        stop.set()
+        exc = task.exception() if task.done() else None
+        raise SystemExit(f"feedgate demo: gateway failed to start: {exc}")
+
+
 async def run_demo(config: Config, duration: float | None = None) -> None:
     sim_paths, publishers = _simulated(config)
     sim_config = Config(
@@ -126,9 +138,9 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     tasks = []
     if sim_paths:
         tasks.append(asyncio.create_task(run_gateway(sim_config, ready=sim_ready, stop=stop)))
-        await sim_ready.wait()
+        await _started(tasks[-1], sim_ready, stop)
     tasks.append(asyncio.create_task(run_gateway(config, ready=gw_ready, stop=stop)))
-    await gw_ready.wait()
+    await _started(tasks[-1], gw_ready, stop)
     # Cameras stop before the gateways, so shutdown is not reported as a camera failure.
     cameras_stop = asyncio.Event()
     cameras = [asyncio.create_task(supervise_publisher(u, p, cameras_stop)) for u, p in publishers]

@@ -121,11 +121,3 @@ class PullIngest:
                 last = now
                 continue
             raise RtspClientError(f"source closed the connection ({exc or 'EOF'})")
-
-
-async def stop_task(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass

@@ -27,6 +27,7 @@ from gateway.rtsp import (
 )
 from gateway.rtspauth import Challenge, authorization_header, parse_www_authenticate
 from gateway.sdp import resolve_control
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -310,9 +311,7 @@ class RtspClient:
 
     async def close(self) -> None:
         if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
+            await cancel_and_wait(self._keepalive)
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
             if self.session is not None:

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config import Config
 from gateway.hub import PathStream, Reader, StreamHub, UdpTarget
@@ -36,6 +37,7 @@ from gateway.rtsp import (
     parse_transport,
     split_uri,
 )
+from gateway.tasks import cancel_and_wait
 from gateway.tracks import Track, TrackError, describe_sdp, tracks_from_sdp
 
 log = logging.getLogger(__name__)
@@ -214,8 +216,9 @@ class RtspConnection(asyncio.Protocol):
             status, extra, body = await handler(self, req)
         except RtspReply as reply:
             if reply.status >= 500:
-                log.warning("%s %s %s -> %d %s", self.peer, req.method, req.uri, reply.status,
-                            reply.reason)
+                log.warning(
+                    "%s %s %s -> %d %s", self.peer, req.method, req.uri, reply.status, reply.reason
+                )
             else:
                 log.info("%s %s -> %d %s", self.peer, req.method, reply.status, reply.reason)
             self.write(format_response(reply.status, headers + reply.headers))
@@ -304,20 +307,20 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.server = server
         self.rtcp = rtcp
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        key = (str(addr[0]), int(addr[1]))  # type: ignore[call-overload]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
+        key = (str(addr[0]), int(addr[1]))
         target = self.server.udp_sources.get(key)
         if target is not None:
-            stream, track, session = target
-            session.touch()
+            stream, track, publisher = target
+            publisher.touch()
             if self.rtcp:
                 stream.on_rtcp(track, data)
             else:
                 stream.on_rtp(track, data)
             return
-        session = self.server.udp_readers.get(key)
-        if session is not None:
-            session.touch()
+        reader = self.server.udp_readers.get(key)
+        if reader is not None:
+            reader.touch()
 
 
 class RtspServer:
@@ -376,8 +379,12 @@ class RtspServer:
             server = await loop.create_server(lambda: RtspConnection(self), sock=sock)
         else:
             server = await loop.create_server(
-                lambda: RtspConnection(self), rc.host, rc.port, reuse_address=True,
-                reuse_port=self.reuse_port or None, backlog=4096,
+                lambda: RtspConnection(self),
+                rc.host,
+                rc.port,
+                reuse_address=True,
+                reuse_port=self.reuse_port or None,
+                backlog=4096,
             )
         self._servers.append(server)
         if self.internal_path is not None:
@@ -409,11 +416,7 @@ class RtspServer:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         for t in (self.udp_rtp, self.udp_rtcp):
             if t is not None:
                 t.close()
@@ -470,8 +473,9 @@ class RtspServer:
         cam = self.config.camera(cam_id)
         return cam is not None and (sub == "" or (sub == "sub" and cam.sub_source is not None))
 
-    async def _authorize(self, conn: RtspConnection, req: Request, action: str, path: str,
-                         query: dict[str, str]) -> None:
+    async def _authorize(
+        self, conn: RtspConnection, req: Request, action: str, path: str, query: dict[str, str]
+    ) -> None:
         if conn.internal:
             return
         refusal = await self.authorizer(AccessCheck(action, path, req, conn.peer_ip, query))
@@ -575,7 +579,11 @@ class RtspServer:
             session = self._new_session(conn, path, "record" if record else "play")
         session.tracks[track_index] = setup
         reply_spec = _reply_transport(spec, setup, self.udp_port, conn.peer_ip)
-        return 200, [("Transport", format_transport(reply_spec)), self._session_header(session)], b""
+        return (
+            200,
+            [("Transport", format_transport(reply_spec)), self._session_header(session)],
+            b"",
+        )
 
     def _choose_transport(
         self, conn: RtspConnection, specs: list[TransportSpec], track: int, session: Session | None
@@ -644,13 +652,13 @@ class RtspServer:
             return
         ntracks = len(stream.tracks)
         if any(ts.channels for ts in session.tracks.values()):
-            channels = tuple(
-                session.tracks[i].channels[0] if i in session.tracks and session.tracks[i].channels
-                else None
-                for i in range(ntracks)
+            channel_pairs = [
+                session.tracks[i].channels if i in session.tracks else None for i in range(ntracks)
+            ]
+            channels = tuple(pair[0] if pair else None for pair in channel_pairs)
+            reader = Reader(
+                channels=channels, transport=conn.transport, on_kick=lambda reason: conn.abort()
             )
-            reader = Reader(channels=channels, transport=conn.transport,
-                            on_kick=lambda reason: conn.abort())
             conn._reader = reader
         else:
             assert self.udp_rtp is not None and self.udp_rtcp is not None
@@ -673,6 +681,7 @@ class RtspServer:
     def _start_record(self, conn: RtspConnection, session: Session, stream: PathStream) -> None:
         tracks, attrs = conn._announced[session.path]
         source_id = f"push:{session.id}"
+
         def replaced() -> None:
             # Stop routing the old publisher's packets at once, then let it go.
             for ch in [ch for ch, t in conn._channels.items() if t[0] is stream]:
@@ -771,12 +780,20 @@ def _reply_transport(
 
     if setup.channels is not None:
         return replace(
-            spec, profile="RTP/AVP/TCP", interleaved=setup.channels, client_port=None,
-            server_port=None, destination=None, source=None,
+            spec,
+            profile="RTP/AVP/TCP",
+            interleaved=setup.channels,
+            client_port=None,
+            server_port=None,
+            destination=None,
+            source=None,
         )
     # Media only ever goes to the connection's own address: a Transport destination naming a
     # third party would make us a traffic reflector.
     return replace(
-        spec, server_port=(rtp_port, rtp_port + 1), interleaved=None, destination=None,
+        spec,
+        server_port=(rtp_port, rtp_port + 1),
+        interleaved=None,
+        destination=None,
         source=None,
     )

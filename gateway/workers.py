@@ -31,6 +31,7 @@ from typing import Any
 from gateway.config import Config, load_config
 from gateway.rtsp import Request, format_request
 from gateway.rtspserver import RtspConnection
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,7 @@ class HandoffReceiver:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._sock is not None:
             self._sock.close()
 
@@ -250,7 +249,7 @@ async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
         await runner.setup()
         site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
         await site.start()
-        print("WORKER-READY 0", flush=True)
+        log.info("worker 0 ready (primary)")
         try:
             await stop.wait()
         finally:
@@ -270,17 +269,29 @@ async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
     )
     await gateway.start()
     sender = loop.create_task(stats_sender(paths["stats"], gateway))
-    print(f"WORKER-READY {index}", flush=True)
+    log.info("worker %d ready", index)
     try:
         await stop.wait()
     finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
+        await cancel_and_wait(sender)
         await gateway.stop()
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGTERM this worker if the supervisor dies, even by SIGKILL, so
+    no orphan keeps the port."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def worker_entry(argv: list[str]) -> int:
+    _die_with_parent()
     config_path, index, runtime_dir = argv[0] or None, int(argv[1]), argv[2]
     config = load_config(config_path)
     logging.basicConfig(

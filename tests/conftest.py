@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import signal
 import socket
@@ -114,12 +115,12 @@ async def gateway() -> AsyncIterator[RunningGateway]:
 class Proc:
     proc: asyncio.subprocess.Process
     argv: list[str]
-    stderr: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)  # stdout and stderr, interleaved
     _reader: asyncio.Task[None] | None = None
 
     async def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.read(65536):
+        assert self.proc.stdout is not None
+        while chunk := await self.proc.stdout.read(65536):
             self.stderr += chunk
             if len(self.stderr) > 1_000_000:
                 del self.stderr[:500_000]
@@ -135,17 +136,19 @@ class Proc:
         return rc
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the process and everything it started (it leads its own process group)."""
         if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
 
 
 async def spawn(argv: list[str]) -> Proc:
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
     )
     p = Proc(proc, argv)
     p._reader = asyncio.get_running_loop().create_task(p._pump())
@@ -243,9 +246,12 @@ async def procs() -> AsyncIterator[Callable[[list[str]], Awaitable[Proc]]]:
 
     yield start
     for p in started:
-        p.kill()
+        p.kill(signal.SIGTERM)
     for p in started:
-        with contextlib.suppress(Exception):
+        try:
+            await p.wait(10)
+        except TimeoutError:
+            p.kill(signal.SIGKILL)
             await p.wait(10)
 
 

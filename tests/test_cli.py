@@ -1,0 +1,124 @@
+"""The command line as an operator uses it: `feedgate demo`, `feedgate serve` with workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import urllib.request
+
+import pytest
+from conftest import (
+    frames_of,
+    free_port,
+    free_udp_pair,
+    publish_argv,
+    read_argv,
+    wait_for,
+)
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return str(resp.read().decode())
+
+
+async def _http_ok(url: str) -> bool:
+    try:
+        await asyncio.to_thread(_get, url)
+        return True
+    except OSError:
+        return False
+
+
+def _metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_demo_serves_an_h264_stream_that_ffprobe_reads(procs):
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        pytest.skip("ffprobe not installed (ops/install.sh installs Debian's ffmpeg)")
+    demo = await procs([sys.executable, "-m", "gateway.cli", "demo", "--duration", "60"])
+    await wait_for(
+        lambda: "feedgate demo borough is running" in demo.text or demo.proc.returncode is not None,
+        30,
+        what="the demo to start",
+    )
+    assert demo.proc.returncode is None, demo.text
+    probe = None
+    for _ in range(20):  # the simulated cameras take a moment to publish their first keyframe
+        probe = await asyncio.create_subprocess_exec(
+            ffprobe,
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-show_streams",
+            "-of",
+            "json",
+            "rtsp://127.0.0.1:8554/high-street-north",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(probe.communicate(), 30)
+        if probe.returncode == 0:
+            break
+        await asyncio.sleep(0.5)
+    assert probe is not None and probe.returncode == 0, err.decode()
+    streams = json.loads(out)["streams"]
+    assert streams[0]["codec_name"] == "h264"
+    assert streams[0]["width"] == 640
+
+
+async def test_serve_with_two_workers_relays_and_hands_off_publishers(tmp_path, procs):
+    rtsp, http, rtp = free_port(), free_port(), free_udp_pair()
+    cfg = tmp_path / "feedgate.toml"
+    cfg.write_text(
+        f'[rtsp]\nhost = "127.0.0.1"\nport = {rtsp}\nrtp_port = {rtp}\nworkers = 2\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {http}\n'
+        '[[cameras]]\nid = "cam1"\nsource = "push"\n'
+    )
+    server = await procs([sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)])
+    metrics_url = f"http://127.0.0.1:{http}/metrics"
+    await wait_for(lambda: "worker 1 ready" in server.text, 30, what="both workers")
+    assert await _http_ok(metrics_url)
+    url = f"rtsp://127.0.0.1:{rtsp}/cam1"
+    # SO_REUSEPORT spreads connections by port hash: publish until one lands on the secondary
+    # and is handed to the primary. Each new publisher replaces the last.
+    for _ in range(12):
+        pub = await procs(publish_argv(url))
+        await wait_for(lambda: server.text.count("publishing cam1") >= 1, 20, what="publishing")
+        if "handed to the primary" in server.text:
+            break
+        await asyncio.sleep(0.3)
+        pub.kill()
+    assert "handed to the primary" in server.text, server.text[-3000:]
+    viewers = [await procs(read_argv(url, seconds=3, decode=False)) for _ in range(8)]
+    codes = await asyncio.gather(*(v.wait(60) for v in viewers))
+    assert codes == [0] * 8, [v.text for v in viewers]
+    assert min(frames_of(v.text) for v in viewers) >= 60
+    text = await asyncio.to_thread(_get, metrics_url)
+    assert _metric(text, "feedgate_workers") == 2
+    # Readers on both workers: the secondary relayed the camera from the primary.
+    assert "w1 gateway.hub: path cam1: source pull" in server.text
+
+
+def test_bad_config_names_file_key_and_reason(tmp_path):
+    import subprocess
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[rtsp]\nport = "eighty"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert f"{cfg}: rtsp.port: expected an integer" in out.stderr
