@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg)   # ffprobe, used by the demo check and as a second RTSP viewer
+# ffmpeg: ffprobe, used by the demo check and as a second RTSP viewer.
+# postgresql: the shared-deployment store; tests start private clusters from its binaries.
+APT_PACKAGES=(ffmpeg postgresql)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -21,6 +21,9 @@ from gateway.config import CameraConfig, Config, HttpConfig, RtspConfig
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
+# Database fixtures (SQLite and a private PostgreSQL cluster): tests/fixtures_db.py.
+pytest_plugins = ["fixtures_db"]
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:

@@ -1,0 +1,171 @@
+"""One small database layer over SQLite (embedded default) and PostgreSQL (shared deployments).
+
+SQL is written once with ``?`` placeholders and portable types; this module translates the
+placeholders for psycopg and runs each component's ordered migrations exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+Dialect = Literal["sqlite", "postgres"]
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class DatabaseError(RuntimeError):
+    """The database refused or is unreachable."""
+
+
+class IntegrityError(DatabaseError):
+    """A uniqueness or foreign-key rule was broken (e.g. a duplicate id)."""
+
+
+class Database:
+    """A connection with a lock: safe to share between the event loop's worker threads."""
+
+    def __init__(self, conn: Any, dialect: Dialect, url: str) -> None:
+        self._conn = conn
+        self.dialect: Dialect = dialect
+        self.url = url
+        self._lock = threading.RLock()
+        self._in_tx = 0
+
+    @classmethod
+    def open(cls, url: str) -> Database:
+        """``sqlite:///path/to/file.db``, ``sqlite://:memory:`` or ``postgresql://...``."""
+        if url.startswith("sqlite://"):
+            path = url[len("sqlite://") :]  # sqlite:///abs/path or sqlite://rel/path
+            if path in (":memory:", "/:memory:"):
+                path = ":memory:"
+            else:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            return cls(conn, "sqlite", url)
+        if url.startswith(("postgresql://", "postgres://")):
+            try:
+                import psycopg
+            except ImportError:  # pragma: no cover - psycopg is a dependency
+                raise DatabaseError("PostgreSQL needs the psycopg package") from None
+            try:
+                conn = psycopg.connect(url, autocommit=True)
+            except psycopg.Error as exc:
+                raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from None
+            return cls(conn, "postgres", url)
+        raise DatabaseError(f"unsupported database URL {url.split(':', 1)[0]!r}")
+
+    def _sql(self, sql: str) -> str:
+        return _PLACEHOLDER.sub("%s", sql) if self.dialect == "postgres" else sql
+
+    def _run(self, sql: str, params: Sequence[Any]) -> Any:
+        try:
+            return self._conn.execute(self._sql(sql), tuple(params))
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from None
+        except sqlite3.Error as exc:
+            raise DatabaseError(str(exc)) from None
+        except Exception as exc:
+            if self.dialect == "postgres":
+                import psycopg
+
+                if isinstance(exc, psycopg.errors.IntegrityError):
+                    raise IntegrityError(str(exc)) from None
+                if isinstance(exc, psycopg.Error):
+                    raise DatabaseError(str(exc)) from None
+            raise
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._lock:
+            cur = self._run(sql, params)
+            return int(cur.rowcount or 0)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._lock:
+            if self.dialect == "sqlite":
+                try:
+                    self._conn.executemany(sql, rows)
+                except sqlite3.IntegrityError as exc:
+                    raise IntegrityError(str(exc)) from None
+            else:
+                with self._conn.cursor() as cur:
+                    cur.executemany(self._sql(sql), rows)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            cur = self._run(sql, params)
+            return [tuple(r) for r in cur.fetchall()]
+
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing. Holds the lock throughout, so other threads wait rather than
+        interleave statements; nested use joins the outer transaction."""
+        with self._lock:
+            if self._in_tx:
+                self._in_tx += 1
+                try:
+                    yield
+                finally:
+                    self._in_tx -= 1
+                return
+            begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
+            self._run(begin, ())
+            self._in_tx = 1
+            try:
+                yield
+            except BaseException:
+                self._in_tx = 0
+                self._run("ROLLBACK", ())
+                raise
+            self._in_tx = 0
+            self._run("COMMIT", ())
+
+    def migrate(self, component: str, migrations: Sequence[str]) -> int:
+        """Apply this component's migrations not yet applied, in order; return how many ran.
+        Each migration is one string of ;-separated statements, applied in one transaction."""
+        with self._lock:
+            self._run(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " component TEXT NOT NULL, version INTEGER NOT NULL,"
+                " PRIMARY KEY (component, version))",
+                (),
+            )
+            row = self.query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?",
+                (component,),
+            )
+            done = int(row[0]) if row else 0
+            applied = 0
+            for version, script in enumerate(migrations, start=1):
+                if version <= done:
+                    continue
+                with self.transaction():
+                    for statement in _statements(script):
+                        self._run(statement, ())
+                    self._run(
+                        "INSERT INTO schema_migrations (component, version) VALUES (?, ?)",
+                        (component, version),
+                    )
+                applied += 1
+            return applied
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

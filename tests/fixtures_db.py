@@ -1,0 +1,1 @@
+"""Database fixtures: placeholder until the store lands (see tenants/store.py)."""
