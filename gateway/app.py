@@ -239,6 +239,29 @@ def make_http_app(gateway: Gateway) -> web.Application:
         }
         return web.json_response({"status": "ok", "worker": gw.worker, "paths": paths})
 
+    async def sessions(request: web.Request) -> web.Response:
+        """This process's RTSP sessions with their counters (MediaMTX's rtspsessions/list)."""
+        gw = request.app[GATEWAY_KEY]
+        items = []
+        for s in gw.rtsp.sessions.values():
+            r = s.reader
+            tcp = any(t.channels for t in s.tracks.values())
+            items.append(
+                {
+                    "id": s.id,
+                    "created": s.created,
+                    "remoteAddr": s.conn.peer,
+                    "state": s.state,
+                    "path": s.path,
+                    "transport": "tcp" if tcp else "udp",
+                    "bytesSent": r.bytes_sent if r else 0,
+                    "packetsSent": r.packets_sent if r else 0,
+                    "packetsDropped": r.packets_dropped if r else 0,
+                    "framesDropped": r.frames_dropped if r else 0,
+                }
+            )
+        return web.json_response({"worker": gw.worker, "items": items})
+
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
@@ -250,6 +273,7 @@ def make_http_app(gateway: Gateway) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/rtsp/sessions", sessions)
     app.cleanup_ctx.append(lifecycle)
     return app
 

@@ -191,3 +191,98 @@ async def test_stalled_reader_is_dropped_and_others_keep_their_timing(procs):
         assert good_reader.packets_dropped == 0
         await good.close()
         writer.close()
+
+
+def _digest_guard(user: str, password: str):
+    """An authorizer that demands Digest credentials, as an IP camera does."""
+    from gateway.rtspauth import DigestChallenger, DigestCredentials, parse_authorization
+    from gateway.rtspserver import RtspReply
+
+    challenger = DigestChallenger()
+    seen: list[str] = []
+
+    async def authorize(check):
+        if check.action != "read":
+            return None  # the test's encoder publishes without credentials
+        now = time.time()
+        value = check.request.headers.get("Authorization")
+        if value is not None:
+            creds = parse_authorization(value)
+            seen.append(type(creds).__name__)
+            if (
+                isinstance(creds, DigestCredentials)
+                and creds.username == user
+                and challenger.verify_digest(creds, check.request.method, password, now)
+            ):
+                return None
+        return RtspReply(
+            401,
+            "credentials needed",
+            challenger.www_authenticate_headers("camera", now, basic=False),
+        )
+
+    return authorize, seen
+
+
+async def test_pull_camera_with_digest_credentials(procs):
+    from gateway.app import Gateway
+
+    authorize, seen = _digest_guard("viewer", "s3cret")
+    camera_gw = Gateway(make_config(), authorizer=authorize)
+    await camera_gw.start()
+    try:
+        camera_url = f"rtsp://127.0.0.1:{camera_gw.rtsp.port}/cam1"
+        await procs(publish_argv(camera_url))
+        await wait_for(
+            lambda: (s := camera_gw.hub.get("cam1")) is not None and s.has_source,
+            15,
+            what="camera publishing",
+        )
+        wrong = (CameraConfig(id="bad", source=camera_url, username="viewer", password="nope"),)
+        right = (
+            CameraConfig(id="street", source=camera_url, username="viewer", password="s3cret"),
+        )
+        async with running_gateway(make_config(wrong + right)) as gw:
+            await publishing(gw, "street")
+            assert "DigestCredentials" in seen
+            await wait_for(
+                lambda: gw.gateway.ingests["bad"].failures >= 1,
+                10,
+                what="the wrong password to be refused",
+            )
+            assert not gw.hub.path("bad").has_source
+            assert "401" in (gw.gateway.ingests["bad"].last_error or "")
+            viewer = await procs(read_argv(gw.url("street"), seconds=2))
+            assert await viewer.wait() == 0, viewer.text
+            assert frames_of(viewer.text) >= 45
+    finally:
+        await camera_gw.stop()
+
+
+async def test_http_reports_health_metrics_and_per_session_counters(gateway, procs):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.app import make_http_app
+
+    await procs(publish_argv(gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    viewer = await procs(read_argv(gateway.url("cam1"), seconds=6, decode=False))
+    stream = gateway.hub.get("cam1")
+    await wait_for(
+        lambda: stream.readers and next(iter(stream.readers)).packets_sent > 10,
+        10,
+        what="a reader receiving",
+    )
+    app = make_http_app(gateway.gateway)
+    app.cleanup_ctx.clear()  # the fixture already runs this gateway
+    async with TestClient(TestServer(app)) as client:
+        health = await (await client.get("/healthz")).json()
+        assert health["paths"]["cam1"] == {"source": True, "readers": 1}
+        sessions = (await (await client.get("/v1/rtsp/sessions")).json())["items"]
+        playing = [s for s in sessions if s["state"] == "playing"]
+        assert len(playing) == 1 and playing[0]["path"] == "cam1"
+        assert playing[0]["bytesSent"] > 0 and playing[0]["packetsDropped"] == 0
+        text = await (await client.get("/metrics")).text()
+        assert 'feedgate_readers{path="cam1"} 1.0' in text
+        assert 'feedgate_source_up{path="cam1"} 1.0' in text
+    viewer.kill()
