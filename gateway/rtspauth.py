@@ -176,8 +176,12 @@ def _digest_response(
     qop: str | None,
     nc: str | None,
     cnonce: str | None,
+    *,
+    ha1: str | None = None,
 ) -> str:
-    ha1 = _md5_hex(f"{username}:{realm}:{password}")
+    # Servers keep HA1 = MD5(user:realm:password), never the password itself.
+    if ha1 is None:
+        ha1 = _md5_hex(f"{username}:{realm}:{password}")
     ha2 = _md5_hex(f"{method}:{uri}")
     if qop is None:
         return _md5_hex(f"{ha1}:{nonce}:{ha2}")  # RFC 2069 compatibility, what live555 sends
@@ -243,6 +247,7 @@ class DigestChallenger:
         *,
         realm: str | None = None,
         max_age: float = 300.0,
+        ha1: str | None = None,
     ) -> bool:
         """True iff the response is right and the nonce is ours and fresh.
 
@@ -272,6 +277,7 @@ class DigestChallenger:
             qop,
             creds.nc,
             creds.cnonce,
+            ha1=ha1.lower() if ha1 is not None else None,
         )
         try:
             given = creds.response.lower().encode("ascii")

@@ -74,13 +74,32 @@ class AccessCheck:
     query: dict[str, str]
 
 
-# The policy hook: return None to allow, or an RtspReply to refuse. Issue #3 plugs the tenant
-# policy in here; until then every configured path is open.
+# A bare authorizer: return None to allow, or an RtspReply to refuse.
 Authorizer = Callable[[AccessCheck], Awaitable[RtspReply | None]]
 
 
 async def allow_all(check: AccessCheck) -> RtspReply | None:
     return None
+
+
+class AccessControl:
+    """The server's one policy hook. ``check`` answers every DESCRIBE/SETUP/ANNOUNCE with a
+    refusal or an opaque grant (kept on the session); ``started`` may still refuse a PLAY or
+    RECORD (a concurrency cap) and ``ended`` is told when that session ends. This base class
+    wraps a bare authorizer; gateway.access.PolicyAccess is the tenant policy."""
+
+    def __init__(self, authorizer: Authorizer = allow_all) -> None:
+        self.authorizer = authorizer
+
+    async def check(self, check: AccessCheck) -> RtspReply | object:
+        refusal = await self.authorizer(check)
+        return refusal if refusal is not None else True
+
+    def started(self, session: Session) -> RtspReply | None:
+        return None
+
+    def ended(self, session: Session, reason: str) -> None:
+        return None
 
 
 @dataclass
@@ -104,6 +123,8 @@ class Session:
     created: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.monotonic)
     source_id: str | None = None
+    grant: object = None  # what the access control allowed this session with
+    started: bool = False  # access control was told of its PLAY/RECORD
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
@@ -126,6 +147,8 @@ class RtspConnection(asyncio.Protocol):
         # For a publishing connection: interleaved channel -> (stream, track, is_rtcp).
         self._channels: dict[int, tuple[PathStream, int, bool]] = {}
         self._announced: dict[str, tuple[tuple[Track, ...], tuple[str, ...]]] = {}
+        # (action, path) -> what the access control allowed on this connection.
+        self.allowed: dict[tuple[str, str], object] = {}
         self._reader: Reader | None = None  # the playing reader's flow-control target
         self.frames_ignored = 0
 
@@ -332,6 +355,7 @@ class RtspServer:
         hub: StreamHub,
         *,
         authorizer: Authorizer = allow_all,
+        access: AccessControl | None = None,
         on_demand: Callable[[str], None] | None = None,
         reuse_port: bool = False,
         internal_path: str | None = None,
@@ -339,12 +363,13 @@ class RtspServer:
         udp_port: int | None = None,
     ) -> None:
         self.config = config
+        self.access = access if access is not None else AccessControl(authorizer)
         self.reuse_port = reuse_port
         self.internal_path = internal_path
         self.handoff = handoff
         self.udp_port = config.rtsp.rtp_port if udp_port is None else udp_port
         self.hub = hub
-        self.authorizer = authorizer
+        self.access = access if access is not None else AccessControl(authorizer)
         self.on_demand = on_demand
         self.sessions: dict[str, Session] = {}
         self.connections: set[RtspConnection] = set()
@@ -449,6 +474,12 @@ class RtspServer:
     def end_session(self, session: Session, reason: str) -> None:
         if self.sessions.pop(session.id, None) is None:
             return
+        if session.started:
+            session.started = False
+            try:
+                self.access.ended(session, reason)
+            except Exception:
+                log.exception("access control failed to record the end of %s", session.id)
         if session.reader is not None and session.stream is not None:
             session.stream.remove_reader(session.reader)
             if session.conn._reader is session.reader:
@@ -475,13 +506,31 @@ class RtspServer:
 
     async def _authorize(
         self, conn: RtspConnection, req: Request, action: str, path: str, query: dict[str, str]
-    ) -> None:
+    ) -> object:
+        """Ask the access control; raise its refusal. A request that carries no credentials
+        of its own (SETUP/PLAY built from Content-Base lose the ?token= query) reuses what
+        this connection was allowed for the same path and action."""
         if conn.internal:
+            return True
+        has_creds = "token" in query or "Authorization" in req.headers
+        cached = conn.allowed.get((action, path))
+        if not has_creds and cached is not None:
+            return cached
+        result = await self.access.check(AccessCheck(action, path, req, conn.peer_ip, query))
+        if isinstance(result, RtspReply):
+            self.counters[f"denied_{result.status}"] += 1
+            raise result
+        conn.allowed[(action, path)] = result
+        return result
+
+    def _start_access(self, session: Session) -> None:
+        if session.conn.internal or session.started:
             return
-        refusal = await self.authorizer(AccessCheck(action, path, req, conn.peer_ip, query))
+        refusal = self.access.started(session)
         if refusal is not None:
             self.counters[f"denied_{refusal.status}"] += 1
             raise refusal
+        session.started = True
 
     # ---- handlers ------------------------------------------------------------------------------
 
@@ -577,6 +626,7 @@ class RtspServer:
         spec, setup = self._choose_transport(conn, specs, track_index, session)
         if session is None:
             session = self._new_session(conn, path, "record" if record else "play")
+            session.grant = conn.allowed.get(("publish" if record else "read", path))
         session.tracks[track_index] = setup
         reply_spec = _reply_transport(spec, setup, self.udp_port, conn.peer_ip)
         return (
@@ -623,6 +673,7 @@ class RtspServer:
             return 200, [self._session_header(session), ("Range", "npt=now-")], b""
         if max(session.tracks) >= len(stream.tracks):
             raise RtspReply(455, "the camera's tracks changed; DESCRIBE again")
+        self._start_access(session)
         positions = stream.start_position()
         base = req.uri.split("?", 1)[0].rstrip("/")
         entries = [
@@ -711,6 +762,7 @@ class RtspServer:
             raise RtspReply(455, "RECORD on a PLAY session")
         if not session.tracks:
             raise RtspReply(455, "nothing set up")
+        self._start_access(session)
         return 200, [self._session_header(session)], b""
 
     async def _pause(self, conn: RtspConnection, req: Request) -> HandlerResult:
