@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.access import PolicyAccess, Tenancy
 from gateway.config import Config
 from gateway.hub import StreamHub
 from gateway.ingest import PullIngest
@@ -46,6 +47,14 @@ class Gateway:
     ) -> None:
         self.config = config
         self.worker = worker
+        # The tenant policy, when tenancy is on (worker relays are internal and skip it).
+        self.tenancy: Tenancy | None = None
+        self.access: PolicyAccess | None = None
+        if config.tenancy.enabled:
+            self.tenancy = Tenancy.open(config)
+            self.access = PolicyAccess(
+                self.tenancy, recheck_interval=config.tenancy.recheck_interval
+            )
         # A secondary worker relays every camera from the primary over this Unix socket.
         self.upstream_unix = upstream_unix
         self.hub = StreamHub(
@@ -56,11 +65,14 @@ class Gateway:
             self.hub,
             authorizer=authorizer,
             on_demand=self._start_on_demand,
+            access=self.access,
             reuse_port=reuse_port,
             internal_path=internal_path,
             handoff=handoff,
             udp_port=udp_port,
         )
+        if self.access is not None:
+            self.access.server = self.rtsp
         # Counters other workers report (primary only), merged into /metrics.
         self.peer_stats: Callable[[], list[dict[str, Any]]] = list
         self.ingests: dict[str, PullIngest] = {}
@@ -119,6 +131,10 @@ class Gateway:
         await cancel_and_wait(*self._ingest_tasks.values())
         self._ingest_tasks.clear()
         await self.rtsp.stop()
+        if self.access is not None:
+            await self.access.stop()
+        if self.tenancy is not None:
+            await self.tenancy.close()
 
 
 class _GatewayCollector(Collector):
@@ -273,16 +289,32 @@ def make_http_app(gateway: Gateway) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    if gateway.tenancy is not None and gateway.access is not None:
+        from gateway.mediamtx import mediamtx_handler
+
+        tenancy = gateway.tenancy
+
+        async def jwks(request: web.Request) -> web.Response:
+            return web.json_response(
+                tenancy.issuer.jwks(), headers={"Cache-Control": "public, max-age=300"}
+            )
+
+        app.router.add_get("/.well-known/jwks.json", jwks)
+        app.router.add_post("/mediamtx/auth", mediamtx_handler(gateway.access))
     app.router.add_get("/v1/rtsp/sessions", sessions)
     app.cleanup_ctx.append(lifecycle)
     return app
 
 
 async def run_gateway(
-    config: Config, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
+    config: Config,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    gateway: Gateway | None = None,
 ) -> None:
     """Run one gateway process until ``stop`` is set (or forever)."""
-    gateway = Gateway(config)
+    gateway = gateway if gateway is not None else Gateway(config)
     app = make_http_app(gateway)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

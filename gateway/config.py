@@ -58,6 +58,22 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class TenancyConfig:
+    """Tenants, grants, tokens and audit. Off: every configured camera is open (a lab relay)."""
+
+    enabled: bool = False
+    # "" means sqlite:///<data_dir>/feedgate.db; or postgresql://user@host/db when shared.
+    database: str = ""
+    # A TOML file of tenants/principals/cameras/grants loaded (upserted) at start.
+    seed: str = ""
+    issuer: str = "feedgate"
+    audience: str = "feedgate"
+    token_leeway: float = 30.0
+    # How often live sessions are re-checked (expiry, revocation, suspension).
+    recheck_interval: float = 0.25
+
+
+@dataclass(frozen=True)
 class CameraConfig:
     id: str
     name: str = ""
@@ -80,9 +96,14 @@ class CameraConfig:
 class Config:
     rtsp: RtspConfig = field(default_factory=RtspConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    tenancy: TenancyConfig = field(default_factory=TenancyConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: str = "var"
     log_level: str = "INFO"
+
+    @property
+    def database_url(self) -> str:
+        return self.tenancy.database or f"sqlite:///{Path(self.data_dir).resolve()}/feedgate.db"
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         for cam in self.cameras:
@@ -199,6 +220,10 @@ def _validate(cfg: Config, source: str) -> None:
                 raise ConfigError(
                     source, f"{key}.{attr}", f"{value!r} must be 'push' or an rtsp:// URL"
                 )
+    if cfg.tenancy.database and not cfg.tenancy.database.startswith(
+        ("sqlite://", "postgresql://", "postgres://")
+    ):
+        raise ConfigError(source, "tenancy.database", "must be sqlite://... or postgresql://...")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(source, "log_level", "must be DEBUG, INFO, WARNING or ERROR")
 
@@ -209,7 +234,7 @@ def _from_dict(data: Mapping[str, Any], source: str) -> Config:
         if key not in allowed:
             raise ConfigError(source, key, f"unknown key (known: {', '.join(sorted(allowed))})")
     sections: dict[str, Any] = {}
-    for name, cls in (("rtsp", RtspConfig), ("http", HttpConfig)):
+    for name, cls in (("rtsp", RtspConfig), ("http", HttpConfig), ("tenancy", TenancyConfig)):
         raw = data.get(name, {})
         if not isinstance(raw, Mapping):
             raise ConfigError(source, name, "must be a table")
@@ -227,6 +252,7 @@ def _from_dict(data: Mapping[str, Any], source: str) -> Config:
     return Config(
         rtsp=sections["rtsp"],
         http=sections["http"],
+        tenancy=sections["tenancy"],
         cameras=tuple(cameras),
         data_dir=scalars.data_dir,
         log_level=scalars.log_level,
@@ -248,7 +274,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
         parts = name[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) == 1 and parts[0] in ("data_dir", "log_level"):
             data[parts[0]] = value
-        elif len(parts) == 2 and parts[0] in ("rtsp", "http"):
+        elif len(parts) == 2 and parts[0] in ("rtsp", "http", "tenancy"):
             section = data.setdefault(parts[0], {})
             section[parts[1]] = value
         else:
@@ -276,6 +302,13 @@ def load_config(
             raise ConfigError(source, "-", "not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, "-", f"TOML syntax: {exc}") from None
+    if path is not None:
+        # A relative seed file is relative to the config file, not to the working directory.
+        seed = (
+            data.get("tenancy", {}).get("seed") if isinstance(data.get("tenancy"), dict) else None
+        )
+        if isinstance(seed, str) and seed and not os.path.isabs(seed):
+            data["tenancy"]["seed"] = str(Path(path).resolve().parent / seed)
     file_cfg = _from_dict(data, source)
     _validate(file_cfg, source)
     applied = _apply_env(data, env)

@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import imageio_ffmpeg
 
-from gateway.app import run_gateway
+from gateway.app import Gateway, run_gateway
 from gateway.config import CameraConfig, Config, HttpConfig, RtspConfig
+from tenants.audit import AuditAction
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,61 @@ async def supervise_publisher(url: str, pattern: str, stop: asyncio.Event) -> No
                 await proc.wait()
 
 
+# What each demo partner is shown: a camera it may watch, under its own token.
+DEMO_VIEWS = (
+    ("council", "council-operator", "high-street-north", "owner: sees its own cameras"),
+    ("met-police", "viido-vms", "station-forecourt", "watch, rewind, steer, unmask"),
+    ("tfl", "tfl-control", "station-forecourt", "live, at most 4 streams"),
+    ("westfield", "westfield-security", "high-street-north", "07:00-23:00, masked"),
+    ("st-marys", "hospital-security", "station-forecourt", "needs &purpose=..."),
+    ("riverside-homes", "riverside-encoder", "estate-block-a", "its own camera"),
+)
+
+
+def _demo_token(gateway: Gateway, tenant: str, subject: str) -> str | None:
+    tenancy = gateway.tenancy
+    if tenancy is None or tenant not in tenancy.policy.snapshot.tenants:
+        return None
+    principal = tenancy.policy.snapshot.principals.get(subject)
+    roles = sorted(r.value for r in principal.roles) if principal else []
+    token = tenancy.issuer.issue(
+        tenant=tenant, subject=subject, ttl=timedelta(hours=12), roles=roles
+    )
+    tenancy.audit.append(
+        AuditAction.TOKEN_ISSUED,
+        tenant=tenant,
+        principal=subject,
+        detail={"ttl_s": 43200, "by": "feedgate demo"},
+    )
+    return token
+
+
+def first_url(gateway: Gateway, host: str, config: Config) -> str:
+    cam = config.cameras[0].id if config.cameras else "CAMERA"
+    token = _demo_token(gateway, "council", "council-operator")
+    url = f"rtsp://{host}:{config.rtsp.port}/{cam}"
+    return f"{url}?token={token}" if token else url
+
+
+def demo_access_lines(gateway: Gateway, host: str, port: int) -> list[str]:
+    if gateway.tenancy is None:
+        return ["Tenancy is off: every camera is open."]
+    lines = [
+        "Each partner watches with its own token (valid 12 h); without one the gateway",
+        "answers 401, and a camera outside a partner's grants gets 403:",
+    ]
+    for tenant, subject, camera, what in DEMO_VIEWS:
+        token = _demo_token(gateway, tenant, subject)
+        if token is not None:
+            lines.append(f"  {tenant} ({what}):")
+            lines.append(f"    rtsp://{host}:{port}/{camera}?token={token}")
+    lines += [
+        "VMS clients without tokens use Digest, e.g. the police VMS:",
+        f"    rtsp://viido-vms:demo-police@{host}:{port}/high-street-north",
+    ]
+    return lines
+
+
 def _simulated(config: Config) -> tuple[list[str], list[tuple[str, str]]]:
     """(paths the simulator must serve, (push URL, pattern) publishers)."""
     sim_paths: list[str] = []
@@ -98,7 +155,9 @@ def _simulated(config: Config) -> tuple[list[str], list[tuple[str, str]]]:
     for i, cam in enumerate(config.cameras):
         pattern = PATTERNS[i % len(PATTERNS)]
         if cam.is_push:
-            url = f"rtsp://127.0.0.1:{config.rtsp.port}/{cam.id}"
+            # The housing association's encoder signs in as its own service account.
+            creds = "riverside-encoder:demo-encoder@" if config.tenancy.enabled else ""
+            url = f"rtsp://{creds}127.0.0.1:{config.rtsp.port}/{cam.id}"
             publishers.append((url, pattern))
             continue
         parts = urlsplit(cam.source)
@@ -139,21 +198,24 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     if sim_paths:
         tasks.append(asyncio.create_task(run_gateway(sim_config, ready=sim_ready, stop=stop)))
         await _started(tasks[-1], sim_ready, stop)
-    tasks.append(asyncio.create_task(run_gateway(config, ready=gw_ready, stop=stop)))
+    gateway = Gateway(config)
+    tasks.append(
+        asyncio.create_task(run_gateway(config, ready=gw_ready, stop=stop, gateway=gateway))
+    )
     await _started(tasks[-1], gw_ready, stop)
     # Cameras stop before the gateways, so shutdown is not reported as a camera failure.
     cameras_stop = asyncio.Event()
     cameras = [asyncio.create_task(supervise_publisher(u, p, cameras_stop)) for u, p in publishers]
     host = "127.0.0.1" if config.rtsp.host in ("0.0.0.0", "::") else config.rtsp.host
-    lines = ["", "feedgate demo borough is running. Open any of these in ffplay or VLC:"]
+    lines = ["", "feedgate demo borough is running. Its cameras:"]
     for cam in config.cameras:
         url = f"rtsp://{host}:{config.rtsp.port}/{cam.id}"
         kind = "pushed by its encoder" if cam.is_push else "pulled from its camera"
         lines.append(f"  {url:<50} {cam.name} ({kind})")
+    lines += ["", *demo_access_lines(gateway, host, config.rtsp.port)]
     lines += [
         "",
-        f"  e.g.  ffplay -rtsp_transport tcp rtsp://{host}:{config.rtsp.port}/"
-        f"{config.cameras[0].id if config.cameras else 'CAMERA'}",
+        f"  e.g.  ffplay -rtsp_transport tcp '{first_url(gateway, host, config)}'",
         f"  health: http://{host}:{config.http.port}/healthz   "
         f"metrics: http://{host}:{config.http.port}/metrics",
         "  Ctrl-C stops the demo.",

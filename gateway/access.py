@@ -1,0 +1,282 @@
+"""The tenant policy at the gateway's entry points: RTSP requests become ``AccessRequest``s, the
+policy's ``Decision``s become sessions (or 401/403), live sessions are re-checked, and every
+start, end and refusal goes to the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config
+from gateway.rtsp import RtspError
+from gateway.rtspauth import (
+    BasicCredentials,
+    DigestChallenger,
+    DigestCredentials,
+    parse_authorization,
+)
+from gateway.rtspserver import AccessCheck, AccessControl, RtspReply, RtspServer, Session
+from tenants.audit import AuditAction, AuditLog
+from tenants.db import Database
+from tenants.model import Quality
+from tenants.policy import DIGEST_REALM, AccessRequest, Action, Decision, Lease, Policy
+from tenants.store import TenantStore, load_seed
+from tenants.tokens import SigningKey, TokenIssuer, TokenVerifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tenancy:
+    """Everything the tenant policy needs, opened from the config."""
+
+    db: Database
+    store: TenantStore
+    issuer: TokenIssuer
+    verifier: TokenVerifier
+    policy: Policy
+    audit: AuditLog
+    audit_key: SigningKey
+
+    @classmethod
+    def open(cls, config: Config) -> Tenancy:
+        tc = config.tenancy
+        db = Database.open(config.database_url)
+        store = TenantStore(db)
+        if tc.seed:
+            load_seed(store, tc.seed)
+        keys_dir = Path(config.data_dir) / "keys"
+        token_key = SigningKey.load_or_create(keys_dir / "token-signing.pem")
+        audit_key = SigningKey.load_or_create(keys_dir / "audit-signing.pem")
+        issuer = TokenIssuer([token_key], issuer=tc.issuer, audience=tc.audience)
+        verifier = TokenVerifier(
+            issuer,
+            audience=tc.audience,
+            leeway=timedelta(seconds=tc.token_leeway),
+            own_issuer=tc.issuer,
+        )
+        policy = Policy(store, verifier)
+        policy.reload(force=True)
+        audit = AuditLog(db, audit_key.private_key)
+        return cls(db, store, issuer, verifier, policy, audit, audit_key)
+
+    async def close(self) -> None:
+        self.audit.close()
+        await self.verifier.aclose()
+        self.db.close()
+
+
+def camera_of(path: str) -> tuple[str, Quality]:
+    """'cam1' -> (cam1, main); 'cam1/sub' -> (cam1, sub)."""
+    cam, _, rest = path.partition("/")
+    return cam, Quality.SUB if rest == "sub" else Quality.MAIN
+
+
+@dataclass
+class _Live:
+    session: Session
+    decision: Decision
+    lease: Lease | None
+    started: float
+
+
+class PolicyAccess(AccessControl):
+    """AccessControl backed by the tenant policy, with the audit trail and live re-checks."""
+
+    def __init__(self, tenancy: Tenancy, *, recheck_interval: float = 0.25) -> None:
+        super().__init__()
+        self.tenancy = tenancy
+        self.policy = tenancy.policy
+        self.audit = tenancy.audit
+        self.challenger = DigestChallenger()
+        self.recheck_interval = recheck_interval
+        self.live: dict[str, _Live] = {}
+        self.server: RtspServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- entry checks --------------------------------------------------------------------------
+
+    def _request(self, check: AccessCheck) -> AccessRequest | RtspReply:
+        req = check.request
+        camera, quality = camera_of(check.path)
+        action = Action.PUBLISH if check.action == "publish" else Action.LIVE
+        kwargs: dict[str, Any] = {
+            "action": action,
+            "protocol": "rtsp",
+            "camera": camera,
+            "quality": quality,
+            "peer": check.peer,
+            "token": check.query.get("token"),
+            "purpose": check.query.get("purpose") or req.headers.get("X-Purpose"),
+            "unmasked": check.query.get("unmasked") in ("1", "true", "yes"),
+        }
+        value = req.headers.get("Authorization")
+        if value is not None:
+            try:
+                creds = parse_authorization(value)
+            except RtspError as exc:
+                return self._challenge(401, exc.reason)
+            if isinstance(creds, BasicCredentials):
+                kwargs["username"] = creds.username
+                kwargs["password"] = creds.password
+            elif isinstance(creds, DigestCredentials):
+                now = time.time()
+                method = req.method
+
+                def check_ha1(ha1: str, creds: DigestCredentials = creds) -> bool:
+                    return self.challenger.verify_digest(
+                        creds, method, "", now, realm=DIGEST_REALM, ha1=ha1
+                    )
+
+                kwargs["digest_username"] = creds.username
+                kwargs["digest_check"] = check_ha1
+        return AccessRequest(**kwargs)
+
+    def _challenge(self, status: int, reason: str) -> RtspReply:
+        headers = (
+            self.challenger.www_authenticate_headers(DIGEST_REALM, time.time())
+            if status == 401
+            else []
+        )
+        return RtspReply(status, reason, headers)
+
+    async def check(self, check: AccessCheck) -> RtspReply | object:
+        request = self._request(check)
+        if isinstance(request, RtspReply):
+            return request
+        decision = await self.policy.authorize(request)
+        if decision.allow:
+            return decision
+        if decision.status != 401 or request.token or request.username or request.digest_check:
+            # A client that came without credentials and gets its 401 is the normal RTSP
+            # handshake, not an event; a refusal of presented credentials is.
+            self.audit.append(
+                AuditAction.DENIED,
+                tenant=decision.tenant,
+                principal=decision.principal,
+                camera=request.camera,
+                purpose=request.purpose,
+                outcome="denied",
+                detail={
+                    "reason": decision.reason,
+                    "status": decision.status,
+                    "protocol": "rtsp",
+                    "action": request.action.value,
+                    "peer": check.peer,
+                },
+            )
+        log.info(
+            "%s %s %s refused: %d %s",
+            check.peer,
+            check.action,
+            check.path,
+            decision.status,
+            decision.reason,
+        )
+        return self._challenge(decision.status, decision.reason)
+
+    # ---- live sessions -------------------------------------------------------------------------
+
+    def started(self, session: Session) -> RtspReply | None:
+        decision = session.grant
+        if not isinstance(decision, Decision):
+            return None  # internal relay or open access
+        lease = None
+        if session.mode == "play":
+            lease = self.policy.acquire(decision)
+            if lease is None:
+                self.audit.append(
+                    AuditAction.DENIED,
+                    tenant=decision.tenant,
+                    principal=decision.principal,
+                    camera=decision.camera,
+                    purpose=decision.purpose,
+                    outcome="denied",
+                    detail={"reason": "concurrent stream limit", "limit": decision.max_concurrent},
+                )
+                return RtspReply(
+                    453,
+                    f"tenant {decision.tenant} is at its limit of "
+                    f"{decision.max_concurrent} concurrent streams",
+                )
+        self.live[session.id] = _Live(session, decision, lease, time.monotonic())
+        self.audit.append(
+            AuditAction.SESSION_START,
+            tenant=decision.tenant,
+            principal=decision.principal,
+            camera=decision.camera,
+            purpose=decision.purpose,
+            detail={
+                "session": session.id,
+                "mode": session.mode,
+                "protocol": "rtsp",
+                "variant": decision.variant,
+                "quality": decision.quality.value,
+                "grant": decision.grant_id,
+                "peer": session.conn.peer,
+            },
+        )
+        self._ensure_watcher()
+        return None
+
+    def ended(self, session: Session, reason: str) -> None:
+        live = self.live.pop(session.id, None)
+        if live is None:
+            return
+        if live.lease is not None:
+            self.policy.release(live.lease)
+        reader = session.reader
+        d = live.decision
+        self.audit.append(
+            AuditAction.SESSION_END,
+            tenant=d.tenant,
+            principal=d.principal,
+            camera=d.camera,
+            purpose=d.purpose,
+            detail={
+                "session": session.id,
+                "reason": reason,
+                "seconds": round(time.monotonic() - live.started, 3),
+                "bytes": reader.bytes_sent if reader else 0,
+            },
+        )
+
+    def _ensure_watcher(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name="recheck")
+
+    async def _watch(self) -> None:
+        """End live sessions within a second of their credential expiring, their grant being
+        revoked or their tenant being suspended."""
+        while self.live:
+            await asyncio.sleep(self.recheck_interval)
+            try:
+                self.policy.reload()
+            except Exception:
+                log.exception("policy reload failed; keeping the last snapshot")
+            now = datetime.now(UTC)
+            for sid, live in list(self.live.items()):
+                why = self.policy.revalidate(live.decision, now)
+                if why is not None:
+                    log.info(
+                        "ending session %s of %s on %s: %s",
+                        sid,
+                        live.decision.tenant,
+                        live.decision.camera,
+                        why,
+                    )
+                    conn = live.session.conn
+                    if self.server is not None:
+                        self.server.end_session(live.session, why)
+                    conn.sessions.pop(sid, None)
+                    conn.close()
+
+    async def stop(self) -> None:
+        from gateway.tasks import cancel_and_wait
+
+        await cancel_and_wait(self._task)

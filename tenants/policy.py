@@ -1,0 +1,384 @@
+"""One policy decision for every entry point: ``Policy.authorize(request) -> Decision``.
+
+RTSP (DESCRIBE/SETUP/PLAY/ANNOUNCE), HTTP, gRPC and MediaMTX's external auth all build an
+``AccessRequest`` and ask here. The decision works from an in-memory snapshot of the tenancy
+store (reloaded when the store's version changes), so a decision costs a dict lookup or two plus,
+for a token not seen before, one signature check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from tenants.model import Camera, Grant, Principal, Quality, Right, Role, Tenant
+from tenants.store import Snapshot, TenantStore
+from tenants.tokens import Claims, TokenError, TokenVerifier
+
+log = logging.getLogger(__name__)
+
+DIGEST_REALM = "feedgate"
+
+
+class Action(StrEnum):
+    LIVE = "live"
+    PLAYBACK = "playback"
+    PTZ = "ptz"
+    EXPORT = "export"
+    PUBLISH = "publish"
+    API = "api"  # control API and consoles: role checks happen per method
+    METRICS = "metrics"
+
+
+# Which right a camera action needs under a grant, and which roles may use it.
+_RIGHT_FOR = {
+    Action.LIVE: Right.LIVE,
+    Action.PLAYBACK: Right.PLAYBACK,
+    Action.PTZ: Right.PTZ,
+    Action.EXPORT: Right.EXPORT,
+}
+_ROLES_FOR = {
+    Action.LIVE: frozenset({Role.VIEWER, Role.OPERATOR, Role.INVESTIGATOR, Role.ADMIN}),
+    Action.PLAYBACK: frozenset({Role.INVESTIGATOR, Role.OPERATOR, Role.ADMIN}),
+    Action.PTZ: frozenset({Role.OPERATOR, Role.ADMIN}),
+    Action.EXPORT: frozenset({Role.INVESTIGATOR, Role.ADMIN}),
+    Action.PUBLISH: frozenset({Role.OPERATOR, Role.ADMIN}),
+    Action.API: frozenset(Role),
+    Action.METRICS: frozenset({Role.ADMIN, Role.AUDITOR, Role.FINANCE, Role.OPERATOR}),
+}
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    action: Action
+    protocol: str  # rtsp, webrtc, http, grpc, mediamtx
+    camera: str | None = None
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None  # Basic: a principal's password, or a token as the password
+    # Digest: the entry point verifies the response against a principal's stored HA1.
+    digest_username: str | None = None
+    digest_check: Callable[[str], bool] | None = None
+    purpose: str | None = None
+    quality: Quality = Quality.MAIN
+    unmasked: bool = False  # the client asks for the unmasked original
+    playback_age_s: float | None = None
+    peer: str = ""
+    now: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    allow: bool
+    status: int  # 200, or 401 (who are you?) / 403 (not allowed) / 404 (no such camera)
+    reason: str
+    tenant: str | None = None
+    principal: str | None = None
+    camera: str | None = None
+    masked: bool = True
+    quality: Quality = Quality.MAIN
+    grant_id: str | None = None  # None: the tenant owns the camera
+    ptz_priority: int = 0
+    max_concurrent: int | None = None
+    expires_at: datetime | None = None  # the credential's end: sessions stop then
+    purpose: str | None = None
+    roles: frozenset[Role] = frozenset()
+
+    @property
+    def variant(self) -> str:
+        return "masked" if self.masked else "unmasked"
+
+
+def _deny(status: int, reason: str, **kw: object) -> Decision:
+    return Decision(False, status, reason, **kw)  # type: ignore[arg-type]
+
+
+def digest_ha1(username: str, password: str, realm: str = DIGEST_REALM) -> str:
+    return hashlib.md5(f"{username}:{realm}:{password}".encode()).hexdigest()  # noqa: S324
+
+
+@dataclass
+class Lease:
+    """One live stream counted against a tenant's concurrency cap."""
+
+    key: tuple[str, str]  # (tenant, grant id or "owner")
+    decision: Decision
+    released: bool = False
+
+
+@dataclass
+class _Identity:
+    tenant: Tenant
+    principal: Principal | None
+    subject: str
+    roles: frozenset[Role]
+    cameras: frozenset[str] | None = None
+    purpose: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass
+class _Index:
+    snapshot: Snapshot
+    grants_by_grantee: dict[str, list[Grant]] = field(default_factory=dict)
+    grants_by_id: dict[str, Grant] = field(default_factory=dict)
+
+
+class Policy:
+    def __init__(self, store: TenantStore, verifier: TokenVerifier) -> None:
+        self.store = store
+        self.verifier = verifier
+        self._index = self._build(store.snapshot())
+        self._streams: dict[tuple[str, str], int] = {}
+
+    # ---- snapshot ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _build(snapshot: Snapshot) -> _Index:
+        index = _Index(snapshot)
+        for g in snapshot.grants:
+            if g.active:
+                index.grants_by_grantee.setdefault(g.grantee_tenant, []).append(g)
+                index.grants_by_id[g.id] = g
+        return index
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._index.snapshot
+
+    def reload(self, force: bool = False) -> bool:
+        """Pick up store changes (ours or another node's). Cheap when nothing changed."""
+        if not force and self.store.version() == self._index.snapshot.version:
+            return False
+        self._index = self._build(self.store.snapshot())
+        self.verifier.set_partners(self._partners())
+        return True
+
+    def _partners(self) -> list[object]:
+        from tenants.tokens import PartnerIssuer
+
+        out: list[object] = []
+        for t in self._index.snapshot.tenants.values():
+            if t.jwks_url and t.issuer and t.algorithms:
+                out.append(PartnerIssuer(t.issuer, t.id, t.jwks_url, tuple(t.algorithms)))
+        return out
+
+    # ---- identity ------------------------------------------------------------------------------
+
+    async def _identify(self, req: AccessRequest, now: datetime) -> _Identity | Decision:
+        snap = self._index.snapshot
+        token = req.token
+        if token is None and req.password is not None and req.password.count(".") == 2:
+            token = req.password  # a token carried as a Basic password (VMS friendly)
+        if token is not None:
+            try:
+                claims = await self.verifier.verify_async(token, now=now)
+            except TokenError as exc:
+                log.info("token refused from %s: %s", req.peer or "?", exc.reason)
+                return _deny(401, f"invalid token: {exc.reason}")
+            return self._from_claims(claims)
+        if req.digest_username is not None and req.digest_check is not None:
+            principal = snap.principals.get(req.digest_username)
+            if principal is None or principal.digest_ha1 is None or principal.disabled:
+                return _deny(401, "unknown digest user")
+            if not req.digest_check(principal.digest_ha1):
+                return _deny(401, "bad digest response")
+            return self._from_principal(principal)
+        if req.username is not None and req.password is not None:
+            principal = snap.principals.get(req.username)
+            if principal is None or principal.digest_ha1 is None or principal.disabled:
+                return _deny(401, "unknown user")
+            given = digest_ha1(req.username, req.password)
+            if not hmac.compare_digest(given, principal.digest_ha1):
+                return _deny(401, "bad password")
+            return self._from_principal(principal)
+        return _deny(401, "credentials required")
+
+    def _from_claims(self, claims: Claims) -> _Identity | Decision:
+        snap = self._index.snapshot
+        tenant = snap.tenants.get(claims.tenant)
+        if tenant is None:
+            return _deny(403, f"unknown tenant {claims.tenant!r}")
+        principal = snap.principals.get(claims.subject)
+        token_roles = frozenset(Role(r) for r in claims.roles if r in Role._value2member_map_)
+        if principal is not None:
+            if principal.tenant_id != tenant.id:
+                return _deny(403, "principal belongs to another tenant")
+            if principal.disabled:
+                return _deny(403, "principal disabled")
+            # A token never grants more than the principal holds.
+            roles = token_roles & principal.roles if token_roles else principal.roles
+        else:
+            # A partner's own users are not in our store: their IdP vouches for the roles.
+            roles = token_roles
+        return _Identity(
+            tenant=tenant,
+            principal=principal,
+            subject=claims.subject,
+            roles=roles,
+            cameras=claims.cameras,
+            purpose=claims.purpose,
+            expires_at=claims.expires_at,
+        )
+
+    def _from_principal(self, principal: Principal) -> _Identity | Decision:
+        tenant = self._index.snapshot.tenants.get(principal.tenant_id)
+        if tenant is None:
+            return _deny(403, "principal's tenant is gone")
+        return _Identity(tenant, principal, principal.id, principal.roles)
+
+    # ---- the decision --------------------------------------------------------------------------
+
+    async def authorize(self, req: AccessRequest) -> Decision:
+        now = req.now or datetime.now(UTC)
+        ident = await self._identify(req, now)
+        if isinstance(ident, Decision):
+            return ident
+        return self.decide(ident, req, now)
+
+    def decide(self, ident: _Identity, req: AccessRequest, now: datetime) -> Decision:
+        tenant = ident.tenant
+        base: dict[str, object] = {
+            "tenant": tenant.id,
+            "principal": ident.subject,
+            "camera": req.camera,
+            "expires_at": ident.expires_at,
+            "roles": ident.roles,
+        }
+        if not tenant.active:
+            return _deny(403, f"tenant {tenant.id} is suspended", **base)
+        if not (ident.roles & _ROLES_FOR[req.action]):
+            return _deny(403, f"no role allows {req.action.value}", **base)
+        if req.action in (Action.API, Action.METRICS):
+            return Decision(True, 200, "ok", **base)  # type: ignore[arg-type]
+        if req.camera is None:
+            return _deny(400, "no camera named", **base)
+        camera = self._index.snapshot.cameras.get(req.camera)
+        if camera is None:
+            return _deny(404, f"no camera {req.camera!r}", **base)
+        if ident.cameras is not None and camera.id not in ident.cameras:
+            return _deny(403, "token does not cover this camera", **base)
+        purpose = req.purpose or ident.purpose
+        if camera.owner_tenant == tenant.id:
+            return self._owner_decision(ident, req, camera, purpose, base)
+        if req.action == Action.PUBLISH:
+            return _deny(403, "only the camera's owner publishes it", **base)
+        return self._grant_decision(ident, req, camera, purpose, now, base)
+
+    def _owner_decision(
+        self, ident: _Identity, req: AccessRequest, camera: Camera, purpose: str | None,
+        base: dict[str, object],
+    ) -> Decision:
+        # The owner sees its own cameras; unmasked still needs a stated purpose, so every
+        # look behind a mask is accounted for.
+        unmasked = req.unmasked and purpose is not None
+        return Decision(
+            True, 200, "owner", masked=not unmasked, quality=req.quality,
+            ptz_priority=32000, purpose=purpose, **base,  # type: ignore[arg-type]
+        )
+
+    def _grant_decision(
+        self, ident: _Identity, req: AccessRequest, camera: Camera, purpose: str | None,
+        now: datetime, base: dict[str, object],
+    ) -> Decision:
+        right = _RIGHT_FOR[req.action]
+        candidates = [
+            g for g in self._index.grants_by_grantee.get(ident.tenant.id, ())
+            if g.active and g.covers(camera) and right in g.rights
+        ]
+        if not candidates:
+            return _deny(403, f"no grant gives {ident.tenant.id} {right.value} on {camera.id}",
+                         **base)
+        reasons: list[str] = []
+        for g in sorted(candidates, key=_grant_rank, reverse=True):
+            c = g.constraints
+            if c.time_windows and not any(w.contains(now) for w in c.time_windows):
+                reasons.append(f"grant {g.id}: outside its time windows")
+                continue
+            if c.purpose_required and not purpose:
+                reasons.append(f"grant {g.id}: a purpose or incident reference is required")
+                continue
+            if (
+                req.action == Action.PLAYBACK
+                and c.max_playback_age_s is not None
+                and req.playback_age_s is not None
+                and req.playback_age_s > c.max_playback_age_s
+            ):
+                reasons.append(f"grant {g.id}: footage older than {c.max_playback_age_s}s")
+                continue
+            unmasked = req.unmasked and Right.UNMASK in g.rights and purpose is not None
+            quality = Quality.SUB if Quality.SUB in (req.quality, c.quality_cap) else Quality.MAIN
+            return Decision(
+                True, 200, f"grant {g.id}", masked=not unmasked, quality=quality,
+                grant_id=g.id, ptz_priority=c.ptz_priority,
+                max_concurrent=c.max_concurrent_streams, purpose=purpose,
+                **base,  # type: ignore[arg-type]
+            )
+        return _deny(403, "; ".join(reasons), **base)
+
+    # ---- live sessions -------------------------------------------------------------------------
+
+    def acquire(self, decision: Decision) -> Lease | None:
+        """Count one stream against the decision's cap; None if the cap is reached. Runs on the
+        event loop with no await between check and increment, so it is atomic per process."""
+        assert decision.allow and decision.tenant is not None
+        key = (decision.tenant, decision.grant_id or "owner")
+        count = self._streams.get(key, 0)
+        if decision.max_concurrent is not None and count >= decision.max_concurrent:
+            return None
+        self._streams[key] = count + 1
+        return Lease(key, decision)
+
+    def release(self, lease: Lease) -> None:
+        if lease.released:
+            return
+        lease.released = True
+        left = self._streams.get(lease.key, 1) - 1
+        if left > 0:
+            self._streams[lease.key] = left
+        else:
+            self._streams.pop(lease.key, None)
+
+    def streams(self, tenant: str, grant_id: str | None) -> int:
+        return self._streams.get((tenant, grant_id or "owner"), 0)
+
+    def revalidate(self, decision: Decision, now: datetime | None = None) -> str | None:
+        """Why a live session must end now (expired credential, revoked grant, suspended tenant,
+        closed time window), or None while it may go on."""
+        now = now or datetime.now(UTC)
+        if decision.expires_at is not None and now >= decision.expires_at:
+            return "credential expired"
+        snap = self._index.snapshot
+        tenant = snap.tenants.get(decision.tenant or "")
+        if tenant is None or not tenant.active:
+            return "tenant suspended"
+        if decision.grant_id is None:
+            return None
+        grant = self._index.grants_by_id.get(decision.grant_id)
+        if grant is None or not grant.active:
+            return "grant revoked"
+        windows = grant.constraints.time_windows
+        if windows and not any(w.contains(now) for w in windows):
+            return "outside the grant's time windows"
+        return None
+
+
+def _grant_rank(g: Grant) -> tuple[int, int]:
+    # Prefer the grant that gives the most (unmask, then more rights) for the same request.
+    return (1 if Right.UNMASK in g.rights else 0, len(g.rights))
+
+
+__all__ = [
+    "DIGEST_REALM",
+    "AccessRequest",
+    "Action",
+    "Decision",
+    "Lease",
+    "Policy",
+    "digest_ha1",
+]

@@ -1,0 +1,274 @@
+"""Tenancy at the gateway's doors, end to end with real ffmpeg readers: who may watch what."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import (
+    RunningGateway,
+    frames_of,
+    make_config,
+    publish_argv,
+    publishing,
+    read_argv,
+    running_gateway,
+    wait_for,
+)
+
+from gateway.app import make_http_app
+from gateway.config import CameraConfig, TenancyConfig
+from tenants.audit import AuditAction
+from tenants.model import TenantStatus
+
+SEED = """
+[[tenants]]
+id = "council"
+name = "Council"
+kind = "council"
+
+[[tenants]]
+id = "police"
+name = "Police"
+kind = "police"
+
+[[tenants]]
+id = "shop"
+name = "Shopping centre"
+kind = "retail"
+
+[[principals]]
+id = "encoder"
+tenant = "council"
+name = "Encoder"
+kind = "service"
+roles = ["operator"]
+digest_password = "enc-pass"
+
+[[principals]]
+id = "vms"
+tenant = "police"
+name = "Police VMS"
+kind = "service"
+roles = ["viewer", "operator"]
+digest_password = "vms-pass"
+
+[[principals]]
+id = "shop-guard"
+tenant = "shop"
+name = "Guard"
+roles = ["viewer"]
+
+[[cameras]]
+id = "street"
+owner = "council"
+tags = ["town"]
+
+[[cameras]]
+id = "yard"
+owner = "council"
+tags = ["depot"]
+
+[[grants]]
+id = "police-town"
+owner = "council"
+grantee = "police"
+tags = ["town"]
+rights = ["live", "playback", "ptz"]
+
+[[grants]]
+id = "shop-street"
+owner = "council"
+grantee = "shop"
+cameras = ["street"]
+rights = ["live"]
+max_concurrent_streams = 2
+"""
+
+
+@pytest.fixture
+async def tenancy_gw(tmp_path: Path, procs) -> AsyncIterator[RunningGateway]:
+    seed = tmp_path / "seed.toml"
+    seed.write_text(SEED)
+    cams = (CameraConfig(id="street"), CameraConfig(id="yard"))
+    config = make_config(cams)
+    config = replace(
+        config,
+        data_dir=str(tmp_path / "var"),
+        tenancy=TenancyConfig(enabled=True, seed=str(seed), recheck_interval=0.1),
+    )
+    async with running_gateway(config) as gw:
+        # The council's encoder publishes with Digest credentials, as a camera encoder would.
+        url = f"rtsp://encoder:enc-pass@127.0.0.1:{gw.port}/street"
+        await procs(publish_argv(url))
+        await publishing(gw, "street")
+        yield gw
+
+
+def token(
+    gw: RunningGateway,
+    tenant: str,
+    subject: str,
+    *,
+    ttl: float = 600.0,
+    roles: tuple[str, ...] = ("viewer",),
+    cameras: list[str] | None = None,
+) -> str:
+    tenancy = gw.gateway.tenancy
+    assert tenancy is not None
+    return tenancy.issuer.issue(
+        tenant=tenant, subject=subject, ttl=timedelta(seconds=ttl), roles=roles, cameras=cameras
+    )
+
+
+def audit_entries(gw: RunningGateway, action: AuditAction) -> list:
+    tenancy = gw.gateway.tenancy
+    assert tenancy is not None
+    return [e for e in tenancy.audit.entries() if e.action == action]
+
+
+async def test_no_credentials_get_401(tenancy_gw, procs):
+    viewer = await procs(read_argv(tenancy_gw.url("street"), seconds=1))
+    assert await viewer.wait() != 0
+    assert "401" in viewer.text
+
+
+async def test_a_camera_without_a_grant_is_403_and_audited(tenancy_gw, procs):
+    t = token(tenancy_gw, "police", "officer-1")
+    viewer = await procs(read_argv(tenancy_gw.url(f"yard?token={t}"), seconds=1))
+    assert await viewer.wait() != 0
+    assert "403" in viewer.text
+    denied = audit_entries(tenancy_gw, AuditAction.DENIED)
+    assert any(e.camera == "yard" and e.tenant == "police" for e in denied)
+    # The token itself is never written anywhere it could be replayed from.
+    assert all(t not in repr(e.detail) for e in denied)
+
+
+async def test_a_valid_token_plays_and_the_session_is_audited(tenancy_gw, procs):
+    t = token(tenancy_gw, "police", "officer-1")
+    viewer = await procs(read_argv(tenancy_gw.url(f"street?token={t}"), seconds=2))
+    assert await viewer.wait() == 0, viewer.text
+    assert frames_of(viewer.text) >= 45
+    await wait_for(
+        lambda: audit_entries(tenancy_gw, AuditAction.SESSION_END),
+        5,
+        what="the session end in the audit log",
+    )
+    start = next(
+        e for e in audit_entries(tenancy_gw, AuditAction.SESSION_START) if e.tenant == "police"
+    )
+    assert start.camera == "street" and start.principal == "officer-1"
+    assert start.detail["grant"] == "police-town"
+
+
+async def test_vms_digest_credentials_play(tenancy_gw, procs):
+    url = f"rtsp://vms:vms-pass@127.0.0.1:{tenancy_gw.port}/street"
+    viewer = await procs(read_argv(url, seconds=2))
+    assert await viewer.wait() == 0, viewer.text
+    wrong = await procs(read_argv(url.replace("vms-pass", "guess"), seconds=1))
+    assert await wrong.wait() != 0 and "401" in wrong.text
+
+
+async def test_a_token_that_expires_mid_stream_ends_the_session_within_a_second(tenancy_gw, procs):
+    t = token(tenancy_gw, "police", "officer-1", ttl=3)
+    expires = time.time() + 3
+    viewer = await procs(read_argv(tenancy_gw.url(f"street?token={t}"), seconds=20))
+    stream = tenancy_gw.hub.get("street")
+    await wait_for(lambda: len(stream.readers) == 1, 10, what="the reader to play")
+    await wait_for(lambda: not stream.readers, 10, what="the expired session to end")
+    ended = time.time()
+    # Token exp has one-second resolution: allow for that plus the re-check interval.
+    assert ended - expires < 1.0 + 1.0, ended - expires
+    assert await viewer.wait(30) is not None
+    ends = audit_entries(tenancy_gw, AuditAction.SESSION_END)
+    assert any(e.detail["reason"] == "credential expired" for e in ends)
+
+
+async def test_the_concurrency_cap_refuses_the_next_stream(tenancy_gw, procs):
+    t = token(tenancy_gw, "shop", "shop-guard")
+    url = tenancy_gw.url(f"street?token={t}")
+    first = [await procs(read_argv(url, seconds=15, decode=False)) for _ in range(2)]
+    stream = tenancy_gw.hub.get("street")
+    await wait_for(lambda: len(stream.readers) == 2, 15, what="two shop streams")
+    third = await procs(read_argv(url, seconds=2, decode=False))
+    assert await third.wait() != 0
+    assert "453" in third.text or "Not Enough Bandwidth" in third.text, third.text
+    assert len(stream.readers) == 2
+    for p in first:
+        p.kill()
+    # Capacity comes back when a stream ends.
+    await wait_for(lambda: not stream.readers, 10, what="the shop streams to end")
+    again = await procs(read_argv(url, seconds=1, decode=False))
+    assert await again.wait() == 0, again.text
+
+
+async def test_revoking_the_grant_drops_the_live_session(tenancy_gw, procs):
+    t = token(tenancy_gw, "shop", "shop-guard")
+    await procs(read_argv(tenancy_gw.url(f"street?token={t}"), seconds=30, decode=False))
+    stream = tenancy_gw.hub.get("street")
+    await wait_for(lambda: len(stream.readers) == 1, 10, what="the shop stream")
+    tenancy = tenancy_gw.gateway.tenancy
+    assert tenancy is not None
+    revoked_at = time.monotonic()
+    await asyncio.to_thread(tenancy.store.revoke_grant, "shop-street", datetime.now(UTC))
+    await wait_for(lambda: not stream.readers, 5, what="the revoked session to end")
+    assert time.monotonic() - revoked_at < 1.0
+    ends = audit_entries(tenancy_gw, AuditAction.SESSION_END)
+    assert any(e.detail["reason"] == "grant revoked" for e in ends)
+
+
+async def test_suspending_the_tenant_drops_its_sessions(tenancy_gw, procs):
+    t = token(tenancy_gw, "police", "officer-1")
+    await procs(read_argv(tenancy_gw.url(f"street?token={t}"), seconds=30, decode=False))
+    stream = tenancy_gw.hub.get("street")
+    await wait_for(lambda: len(stream.readers) == 1, 10, what="the police stream")
+    tenancy = tenancy_gw.gateway.tenancy
+    assert tenancy is not None
+    t0 = time.monotonic()
+    await asyncio.to_thread(tenancy.store.set_tenant_status, "police", TenantStatus.SUSPENDED)
+    await wait_for(lambda: not stream.readers, 5, what="the suspended tenant's session to end")
+    assert time.monotonic() - t0 < 1.0
+    again = await procs(read_argv(tenancy_gw.url(f"street?token={t}"), seconds=1))
+    assert await again.wait() != 0 and "403" in again.text
+
+
+async def test_http_publishes_jwks_and_answers_mediamtx_auth(tenancy_gw):
+    app = make_http_app(tenancy_gw.gateway)
+    app.cleanup_ctx.clear()  # the fixture runs this gateway already
+    good = token(tenancy_gw, "police", "officer-1")
+    async with TestClient(TestServer(app)) as client:
+        jwks = await (await client.get("/.well-known/jwks.json")).json()
+        assert jwks["keys"] and all("d" not in k for k in jwks["keys"])
+
+        def body(**kw: str) -> dict[str, str]:
+            base = {
+                "ip": "10.0.0.9",
+                "user": "",
+                "password": "",
+                "token": "",
+                "action": "read",
+                "path": "street",
+                "protocol": "rtsp",
+                "id": "x",
+                "query": "",
+                "userAgent": "mediamtx",
+            }
+            return {**base, **kw}
+
+        assert (await client.post("/mediamtx/auth", json=body())).status == 401
+        assert (await client.post("/mediamtx/auth", json=body(token=good))).status == 200
+        assert (await client.post("/mediamtx/auth", json=body(query=f"token={good}"))).status == 200
+        assert (
+            await client.post("/mediamtx/auth", json=body(token=good, path="yard"))
+        ).status == 403
+        assert (
+            await client.post("/mediamtx/auth", json=body(user="vms", password="vms-pass"))
+        ).status == 200
+        assert (await client.post("/mediamtx/auth", json=body(action="fly"))).status == 400
+        assert (await client.post("/mediamtx/auth", data=b"not json")).status == 400
