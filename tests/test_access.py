@@ -261,14 +261,13 @@ async def test_http_publishes_jwks_and_answers_mediamtx_auth(tenancy_gw):
             }
             return {**base, **kw}
 
-        assert (await client.post("/mediamtx/auth", json=body())).status == 401
-        assert (await client.post("/mediamtx/auth", json=body(token=good))).status == 200
-        assert (await client.post("/mediamtx/auth", json=body(query=f"token={good}"))).status == 200
-        assert (
-            await client.post("/mediamtx/auth", json=body(token=good, path="yard"))
-        ).status == 403
-        assert (
-            await client.post("/mediamtx/auth", json=body(user="vms", password="vms-pass"))
-        ).status == 200
-        assert (await client.post("/mediamtx/auth", json=body(action="fly"))).status == 400
-        assert (await client.post("/mediamtx/auth", data=b"not json")).status == 400
+        async def status(**kw: object) -> int:
+            return (await client.post("/mediamtx/auth", **kw)).status
+
+        assert await status(json=body()) == 401
+        assert await status(json=body(token=good)) == 200
+        assert await status(json=body(query=f"token={good}")) == 200
+        assert await status(json=body(token=good, path="yard")) == 403
+        assert await status(json=body(user="vms", password="vms-pass")) == 200
+        assert await status(json=body(action="fly")) == 400
+        assert await status(data=b"not json") == 400
