@@ -58,14 +58,17 @@ class Database:
             except ImportError:  # pragma: no cover - psycopg is a dependency
                 raise DatabaseError("PostgreSQL needs the psycopg package") from None
             try:
-                conn = psycopg.connect(url, autocommit=True)
+                pg_conn = psycopg.connect(url, autocommit=True)
             except psycopg.Error as exc:
                 raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from None
-            return cls(conn, "postgres", url)
+            return cls(pg_conn, "postgres", url)
         raise DatabaseError(f"unsupported database URL {url.split(':', 1)[0]!r}")
 
     def _sql(self, sql: str) -> str:
-        return _PLACEHOLDER.sub("%s", sql) if self.dialect == "postgres" else sql
+        # psycopg reads every % as a placeholder: keep literal ones (LIKE 'a%') literal.
+        if self.dialect == "postgres":
+            return _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+        return sql
 
     def _run(self, sql: str, params: Sequence[Any]) -> Any:
         try:
@@ -96,9 +99,18 @@ class Database:
                     self._conn.executemany(sql, rows)
                 except sqlite3.IntegrityError as exc:
                     raise IntegrityError(str(exc)) from None
+                except sqlite3.Error as exc:
+                    raise DatabaseError(str(exc)) from None
             else:
-                with self._conn.cursor() as cur:
-                    cur.executemany(self._sql(sql), rows)
+                import psycopg
+
+                try:
+                    with self._conn.cursor() as cur:
+                        cur.executemany(self._sql(sql), rows)
+                except psycopg.errors.IntegrityError as exc:
+                    raise IntegrityError(str(exc)) from None
+                except psycopg.Error as exc:
+                    raise DatabaseError(str(exc)) from None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
