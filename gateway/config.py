@@ -58,6 +58,16 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class GrpcConfig:
+    """The control API (tenants, cameras, grants, tokens, audit); served when tenancy is on."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # The tenant that runs the network: its admins manage every tenant.
+    platform_tenant: str = "council"
+
+
+@dataclass(frozen=True)
 class TenancyConfig:
     """Tenants, grants, tokens and audit. Off: every configured camera is open (a lab relay)."""
 
@@ -97,6 +107,7 @@ class Config:
     rtsp: RtspConfig = field(default_factory=RtspConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     tenancy: TenancyConfig = field(default_factory=TenancyConfig)
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: str = "var"
     log_level: str = "INFO"
@@ -192,6 +203,7 @@ def _validate(cfg: Config, source: str) -> None:
 
     port("rtsp.port", cfg.rtsp.port)
     port("http.port", cfg.http.port)
+    port("grpc.port", cfg.grpc.port)
     port("rtsp.rtp_port", cfg.rtsp.rtp_port)
     if cfg.rtsp.rtp_port % 2:
         raise ConfigError(source, "rtsp.rtp_port", "must be even (RTCP uses the next port)")
@@ -234,7 +246,12 @@ def _from_dict(data: Mapping[str, Any], source: str) -> Config:
         if key not in allowed:
             raise ConfigError(source, key, f"unknown key (known: {', '.join(sorted(allowed))})")
     sections: dict[str, Any] = {}
-    for name, cls in (("rtsp", RtspConfig), ("http", HttpConfig), ("tenancy", TenancyConfig)):
+    for name, cls in (
+        ("rtsp", RtspConfig),
+        ("http", HttpConfig),
+        ("tenancy", TenancyConfig),
+        ("grpc", GrpcConfig),
+    ):
         raw = data.get(name, {})
         if not isinstance(raw, Mapping):
             raise ConfigError(source, name, "must be a table")
@@ -253,6 +270,7 @@ def _from_dict(data: Mapping[str, Any], source: str) -> Config:
         rtsp=sections["rtsp"],
         http=sections["http"],
         tenancy=sections["tenancy"],
+        grpc=sections["grpc"],
         cameras=tuple(cameras),
         data_dir=scalars.data_dir,
         log_level=scalars.log_level,
@@ -274,7 +292,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
         parts = name[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) == 1 and parts[0] in ("data_dir", "log_level"):
             data[parts[0]] = value
-        elif len(parts) == 2 and parts[0] in ("rtsp", "http", "tenancy"):
+        elif len(parts) == 2 and parts[0] in ("rtsp", "http", "tenancy", "grpc"):
             section = data.setdefault(parts[0], {})
             section[parts[1]] = value
         else:
