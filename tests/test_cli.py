@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import sys
 import urllib.request
@@ -51,6 +52,10 @@ async def test_demo_serves_an_h264_stream_that_ffprobe_reads(procs):
         what="the demo to start",
     )
     assert demo.proc.returncode is None, demo.text
+    # The demo prints each partner's URL with its own token; the council owns this camera.
+    match = re.search(r"(rtsp://127\.0\.0\.1:8554/high-street-north\?token=\S+)", demo.text)
+    assert match, demo.text
+    url = match.group(1)
     probe = None
     for _ in range(20):  # the simulated cameras take a moment to publish their first keyframe
         probe = await asyncio.create_subprocess_exec(
@@ -62,7 +67,7 @@ async def test_demo_serves_an_h264_stream_that_ffprobe_reads(procs):
             "-show_streams",
             "-of",
             "json",
-            "rtsp://127.0.0.1:8554/high-street-north",
+            url,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -74,6 +79,19 @@ async def test_demo_serves_an_h264_stream_that_ffprobe_reads(procs):
     streams = json.loads(out)["streams"]
     assert streams[0]["codec_name"] == "h264"
     assert streams[0]["width"] == 640
+    # Without a token the same camera is refused.
+    bare = await asyncio.create_subprocess_exec(
+        ffprobe,
+        "-v",
+        "error",
+        "-rtsp_transport",
+        "tcp",
+        url.split("?")[0],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(bare.communicate(), 30)
+    assert bare.returncode != 0 and b"401" in err
 
 
 async def test_serve_with_two_workers_relays_and_hands_off_publishers(tmp_path, procs):
