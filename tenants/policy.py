@@ -99,7 +99,7 @@ def _deny(status: int, reason: str, **kw: object) -> Decision:
 
 
 def digest_ha1(username: str, password: str, realm: str = DIGEST_REALM) -> str:
-    return hashlib.md5(f"{username}:{realm}:{password}".encode()).hexdigest()  # noqa: S324
+    return hashlib.md5(f"{username}:{realm}:{password}".encode()).hexdigest()
 
 
 @dataclass
@@ -135,6 +135,9 @@ class Policy:
         self.verifier = verifier
         self._index = self._build(store.snapshot())
         self._streams: dict[tuple[str, str], int] = {}
+        # Identities of recently seen tokens at the current snapshot: the same token comes on
+        # DESCRIBE, SETUP and PLAY, and on every reconnect.
+        self._identities: dict[tuple[object, ...], _Identity | Decision] = {}
 
     # ---- snapshot ------------------------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class Policy:
         if not force and self.store.version() == self._index.snapshot.version:
             return False
         self._index = self._build(self.store.snapshot())
+        self._identities = {}
         self.verifier.set_partners(self._partners())
         return True
 
@@ -181,7 +185,24 @@ class Policy:
             except TokenError as exc:
                 log.info("token refused from %s: %s", req.peer or "?", exc.reason)
                 return _deny(401, f"invalid token: {exc.reason}")
-            return self._from_claims(claims)
+            # Keyed by everything _from_claims reads, so two partner tokens sharing a jti
+            # can never share an identity.
+            key = (
+                claims.issuer,
+                claims.token_id,
+                claims.tenant,
+                claims.subject,
+                claims.roles,
+                claims.cameras,
+                claims.purpose,
+                claims.expires_at,
+            )
+            ident = self._identities.get(key)
+            if ident is None:
+                if len(self._identities) >= 10_000:
+                    self._identities.clear()
+                ident = self._identities[key] = self._from_claims(claims)
+            return ident
         if req.digest_username is not None and req.digest_check is not None:
             principal = snap.principals.get(req.digest_username)
             if principal is None or principal.digest_ha1 is None or principal.disabled:
@@ -271,31 +292,50 @@ class Policy:
         return self._grant_decision(ident, req, camera, purpose, now, base)
 
     def _owner_decision(
-        self, ident: _Identity, req: AccessRequest, camera: Camera, purpose: str | None,
+        self,
+        ident: _Identity,
+        req: AccessRequest,
+        camera: Camera,
+        purpose: str | None,
         base: dict[str, object],
     ) -> Decision:
         # The owner sees its own cameras; unmasked still needs a stated purpose, so every
         # look behind a mask is accounted for.
         unmasked = req.unmasked and purpose is not None
         return Decision(
-            True, 200, "owner", masked=not unmasked, quality=req.quality,
-            ptz_priority=32000, purpose=purpose, **base,  # type: ignore[arg-type]
+            True,
+            200,
+            "owner",
+            masked=not unmasked,
+            quality=req.quality,
+            ptz_priority=32000,
+            purpose=purpose,
+            **base,  # type: ignore[arg-type]
         )
 
     def _grant_decision(
-        self, ident: _Identity, req: AccessRequest, camera: Camera, purpose: str | None,
-        now: datetime, base: dict[str, object],
+        self,
+        ident: _Identity,
+        req: AccessRequest,
+        camera: Camera,
+        purpose: str | None,
+        now: datetime,
+        base: dict[str, object],
     ) -> Decision:
         right = _RIGHT_FOR[req.action]
         candidates = [
-            g for g in self._index.grants_by_grantee.get(ident.tenant.id, ())
+            g
+            for g in self._index.grants_by_grantee.get(ident.tenant.id, ())
             if g.active and g.covers(camera) and right in g.rights
         ]
         if not candidates:
-            return _deny(403, f"no grant gives {ident.tenant.id} {right.value} on {camera.id}",
-                         **base)
+            return _deny(
+                403, f"no grant gives {ident.tenant.id} {right.value} on {camera.id}", **base
+            )
         reasons: list[str] = []
-        for g in sorted(candidates, key=_grant_rank, reverse=True):
+        if len(candidates) > 1:
+            candidates.sort(key=_grant_rank, reverse=True)
+        for g in candidates:
             c = g.constraints
             if c.time_windows and not any(w.contains(now) for w in c.time_windows):
                 reasons.append(f"grant {g.id}: outside its time windows")
@@ -314,9 +354,15 @@ class Policy:
             unmasked = req.unmasked and Right.UNMASK in g.rights and purpose is not None
             quality = Quality.SUB if Quality.SUB in (req.quality, c.quality_cap) else Quality.MAIN
             return Decision(
-                True, 200, f"grant {g.id}", masked=not unmasked, quality=quality,
-                grant_id=g.id, ptz_priority=c.ptz_priority,
-                max_concurrent=c.max_concurrent_streams, purpose=purpose,
+                True,
+                200,
+                f"grant {g.id}",
+                masked=not unmasked,
+                quality=quality,
+                grant_id=g.id,
+                ptz_priority=c.ptz_priority,
+                max_concurrent=c.max_concurrent_streams,
+                purpose=purpose,
                 **base,  # type: ignore[arg-type]
             )
         return _deny(403, "; ".join(reasons), **base)

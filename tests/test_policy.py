@@ -1,0 +1,265 @@
+"""The policy decision as a specification: who may do what, on which camera, when."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+
+from tenants.db import Database
+from tenants.model import (
+    Camera,
+    Constraints,
+    Grant,
+    Principal,
+    Quality,
+    Right,
+    Role,
+    Tenant,
+    TenantKind,
+    TenantStatus,
+    TimeWindow,
+)
+from tenants.policy import AccessRequest, Action, Policy, digest_ha1
+from tenants.store import TenantStore
+from tenants.tokens import SigningKey, TokenIssuer, TokenVerifier
+
+NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # a Monday
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    store = TenantStore(Database.open(f"sqlite:///{tmp_path}/t.db"))
+    for tid, kind in (
+        ("council", TenantKind.COUNCIL),
+        ("police", TenantKind.POLICE),
+        ("shop", TenantKind.RETAIL),
+        ("hospital", TenantKind.HEALTH),
+    ):
+        store.put_tenant(Tenant(tid, tid.title(), kind))
+    store.put_principal(
+        Principal(
+            "op",
+            "council",
+            "Operator",
+            roles=frozenset({Role.OPERATOR, Role.VIEWER}),
+            digest_ha1=digest_ha1("op", "pw"),
+        )
+    )
+    store.put_principal(
+        Principal("officer", "police", "Officer", roles=frozenset({Role.VIEWER, Role.INVESTIGATOR}))
+    )
+    store.put_principal(Principal("clerk", "shop", "Clerk", roles=frozenset({Role.FINANCE})))
+    store.put_camera(Camera("street", "council", tags=frozenset({"town"})))
+    store.put_camera(Camera("home-row", "council", tags=frozenset({"residential"})))
+    store.put_grant(
+        Grant(
+            "police-town",
+            "council",
+            "police",
+            camera_tags=frozenset({"town"}),
+            rights=frozenset({Right.LIVE, Right.PLAYBACK, Right.UNMASK}),
+            constraints=Constraints(max_playback_age_s=86400),
+        )
+    )
+    store.put_grant(
+        Grant(
+            "shop-day",
+            "council",
+            "shop",
+            camera_ids=frozenset({"street"}),
+            rights=frozenset({Right.LIVE}),
+            constraints=Constraints(
+                time_windows=(TimeWindow(time(8), time(18)),),
+                max_concurrent_streams=1,
+                quality_cap=Quality.SUB,
+            ),
+        )
+    )
+    store.put_grant(
+        Grant(
+            "hospital-purpose",
+            "council",
+            "hospital",
+            camera_ids=frozenset({"street"}),
+            rights=frozenset({Right.LIVE}),
+            constraints=Constraints(purpose_required=True),
+        )
+    )
+    issuer = TokenIssuer([SigningKey.generate()])
+    policy = Policy(store, TokenVerifier(issuer))
+    policy.reload(force=True)
+
+    def tok(tenant: str, subject: str, roles=("viewer",), **kw) -> str:
+        kw.setdefault("now", NOON)
+        return issuer.issue(tenant=tenant, subject=subject, roles=roles, **kw)
+
+    return store, policy, tok
+
+
+async def decide(policy: Policy, token: str | None, camera: str = "street", **kw):
+    return await policy.authorize(
+        AccessRequest(
+            kw.pop("action", Action.LIVE),
+            "rtsp",
+            camera=camera,
+            token=token,
+            now=kw.pop("now", NOON),
+            **kw,
+        )
+    )
+
+
+async def test_no_credentials_is_401(world):
+    _, policy, _ = world
+    d = await decide(policy, None)
+    assert (d.allow, d.status) == (False, 401)
+
+
+async def test_owner_sees_its_camera_masked_unless_it_states_a_purpose(world):
+    _, policy, tok = world
+    d = await decide(policy, tok("council", "op", roles=("operator",)))
+    assert d.allow and d.grant_id is None and d.masked
+    d = await decide(
+        policy, tok("council", "op", roles=("operator",)), unmasked=True, purpose="incident 42"
+    )
+    assert d.allow and not d.masked
+
+
+async def test_grantee_without_unmask_right_never_gets_the_original(world):
+    _, policy, tok = world
+    d = await decide(
+        policy, tok("shop", "guard"), unmasked=True, purpose="theft", quality=Quality.MAIN
+    )
+    assert d.allow and d.masked and d.quality == Quality.SUB  # the grant caps quality too
+
+
+async def test_police_unmask_needs_a_purpose(world):
+    _, policy, tok = world
+    assert (await decide(policy, tok("police", "officer"), unmasked=True)).masked
+    d = await decide(policy, tok("police", "officer"), unmasked=True, purpose="CAD 1234")
+    assert d.allow and not d.masked and d.grant_id == "police-town"
+
+
+async def test_no_grant_for_the_camera_is_403(world):
+    _, policy, tok = world
+    d = await decide(policy, tok("police", "officer"), camera="home-row")
+    assert (d.allow, d.status) == (False, 403) and "no grant" in d.reason
+
+
+async def test_unknown_camera_is_404(world):
+    _, policy, tok = world
+    assert (await decide(policy, tok("police", "officer"), camera="nowhere")).status == 404
+
+
+async def test_time_window_limits_the_shop(world):
+    _, policy, tok = world
+    assert (await decide(policy, tok("shop", "guard"))).allow
+    night = NOON.replace(hour=22)
+    d = await decide(policy, tok("shop", "guard", now=night), now=night)
+    assert not d.allow and "time windows" in d.reason
+
+
+async def test_purpose_required_grant(world):
+    _, policy, tok = world
+    assert not (await decide(policy, tok("hospital", "desk"))).allow
+    assert (await decide(policy, tok("hospital", "desk"), purpose="A&E arrivals")).allow
+
+
+async def test_roles_gate_actions(world):
+    _, policy, tok = world
+    # Viewer may watch but not rewind; an investigator may rewind within the age limit.
+    assert not (
+        await decide(policy, tok("police", "officer", roles=("viewer",)), action=Action.PLAYBACK)
+    ).allow
+    inv = tok("police", "officer", roles=("investigator",))
+    assert (await decide(policy, inv, action=Action.PLAYBACK, playback_age_s=3600)).allow
+    old = await decide(policy, inv, action=Action.PLAYBACK, playback_age_s=2 * 86400)
+    assert not old.allow and "older" in old.reason
+
+
+async def test_token_cannot_claim_roles_the_principal_lacks(world):
+    _, policy, tok = world
+    # "clerk" is finance only: a token claiming viewer does not make it a viewer.
+    d = await decide(policy, tok("shop", "clerk", roles=("viewer",)))
+    assert not d.allow and "role" in d.reason
+
+
+async def test_token_camera_scope_is_enforced(world):
+    _, policy, tok = world
+    t = tok("police", "officer", cameras=["home-row"])
+    d = await decide(policy, t)
+    assert not d.allow and "does not cover" in d.reason
+
+
+async def test_suspended_tenant_is_refused_and_live_sessions_revalidated(world):
+    store, policy, tok = world
+    d = await decide(policy, tok("police", "officer"))
+    assert d.allow and policy.revalidate(d, NOON) is None
+    store.set_tenant_status("police", TenantStatus.SUSPENDED)
+    policy.reload()
+    assert policy.revalidate(d, NOON) == "tenant suspended"
+    assert not (await decide(policy, tok("police", "officer"))).allow
+
+
+async def test_revoked_grant_and_expiry_end_sessions(world):
+    store, policy, tok = world
+    d = await decide(policy, tok("shop", "guard", ttl=timedelta(minutes=5)))
+    assert policy.revalidate(d, NOON + timedelta(minutes=6)) == "credential expired"
+    store.revoke_grant("shop-day", NOON)
+    policy.reload()
+    assert policy.revalidate(d, NOON) == "grant revoked"
+
+
+async def test_concurrency_lease_is_atomic_and_released(world):
+    _, policy, tok = world
+    d = await decide(policy, tok("shop", "guard"))
+    lease = policy.acquire(d)
+    assert lease is not None
+    assert policy.acquire(d) is None  # the cap is 1
+    policy.release(lease)
+    policy.release(lease)  # releasing twice is harmless
+    assert policy.streams("shop", "shop-day") == 0
+    assert policy.acquire(d) is not None
+
+
+async def test_basic_password_and_token_as_password(world):
+    _, policy, tok = world
+    ok = await policy.authorize(
+        AccessRequest(Action.LIVE, "rtsp", camera="street", username="op", password="pw", now=NOON)
+    )
+    assert ok.allow and ok.tenant == "council"
+    bad = await policy.authorize(
+        AccessRequest(
+            Action.LIVE, "rtsp", camera="street", username="op", password="nope", now=NOON
+        )
+    )
+    assert bad.status == 401
+    as_password = await policy.authorize(
+        AccessRequest(
+            Action.LIVE,
+            "rtsp",
+            camera="street",
+            username="x",
+            password=tok("police", "officer"),
+            now=NOON,
+        )
+    )
+    assert as_password.allow and as_password.tenant == "police"
+
+
+async def test_digest_check_uses_the_stored_ha1(world):
+    _, policy, _ = world
+    seen = []
+
+    def check(ha1: str) -> bool:
+        seen.append(ha1)
+        return ha1 == digest_ha1("op", "pw")
+
+    d = await policy.authorize(
+        AccessRequest(
+            Action.LIVE, "rtsp", camera="street", digest_username="op", digest_check=check, now=NOON
+        )
+    )
+    assert d.allow and seen == [digest_ha1("op", "pw")]
