@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
+from gateway.metering import UsageMeter
 from gateway.rtsp import RtspError
 from gateway.rtspauth import (
     BasicCredentials,
@@ -88,8 +89,15 @@ class _Live:
 class PolicyAccess(AccessControl):
     """AccessControl backed by the tenant policy, with the audit trail and live re-checks."""
 
-    def __init__(self, tenancy: Tenancy, *, recheck_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        tenancy: Tenancy,
+        *,
+        recheck_interval: float = 0.25,
+        meter: UsageMeter | None = None,
+    ) -> None:
         super().__init__()
+        self.meter = meter
         self.tenancy = tenancy
         self.policy = tenancy.policy
         self.audit = tenancy.audit
@@ -205,6 +213,17 @@ class PolicyAccess(AccessControl):
                     f"{decision.max_concurrent} concurrent streams",
                 )
         self.live[session.id] = _Live(session, decision, lease, time.monotonic())
+        if self.meter is not None and session.mode == "play" and decision.tenant:
+            camera = self.policy.snapshot.cameras.get(decision.camera or "")
+            self.meter.start(
+                session_id=session.id,
+                tenant=decision.tenant,
+                principal=decision.principal,
+                camera=decision.camera or session.path,
+                camera_owner=camera.owner_tenant if camera else "",
+                variant=decision.variant,
+                reader=session.reader,
+            )
         self.audit.append(
             AuditAction.SESSION_START,
             tenant=decision.tenant,
@@ -224,10 +243,16 @@ class PolicyAccess(AccessControl):
         self._ensure_watcher()
         return None
 
+    def attached(self, session: Session) -> None:
+        if self.meter is not None and session.reader is not None:
+            self.meter.attach_reader(session.id, session.reader)
+
     def ended(self, session: Session, reason: str) -> None:
         live = self.live.pop(session.id, None)
         if live is None:
             return
+        if self.meter is not None:
+            self.meter.end(session.id)
         if live.lease is not None:
             self.policy.release(live.lease)
         reader = session.reader

@@ -68,6 +68,25 @@ class GrpcConfig:
 
 
 @dataclass(frozen=True)
+class BillingConfig:
+    """Metering and invoicing. Needs tenancy (usage is attributed to tenants)."""
+
+    enabled: bool = False
+    # "" means the tenancy database; with redis_url set, events go through a Redis Stream
+    # into this ledger (PostgreSQL for shared deployments).
+    ledger: str = ""
+    redis_url: str = ""
+    stream: str = "feedgate:usage"
+    # Where events wait when the ledger or Redis is down ("" = <data_dir>/spool).
+    spool_dir: str = ""
+    # Price plans and tenant assignments (TOML), relative to the config file.
+    plans: str = ""
+    stripe_api_key: str = ""
+    stripe_api_base: str = ""  # e.g. a localstripe URL in tests
+    stripe_webhook_secret: str = ""
+
+
+@dataclass(frozen=True)
 class TenancyConfig:
     """Tenants, grants, tokens and audit. Off: every configured camera is open (a lab relay)."""
 
@@ -108,6 +127,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     tenancy: TenancyConfig = field(default_factory=TenancyConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    billing: BillingConfig = field(default_factory=BillingConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: str = "var"
     log_level: str = "INFO"
@@ -236,6 +256,8 @@ def _validate(cfg: Config, source: str) -> None:
         ("sqlite://", "postgresql://", "postgres://")
     ):
         raise ConfigError(source, "tenancy.database", "must be sqlite://... or postgresql://...")
+    if cfg.billing.enabled and not cfg.tenancy.enabled:
+        raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(source, "log_level", "must be DEBUG, INFO, WARNING or ERROR")
 
@@ -251,6 +273,7 @@ def _from_dict(data: Mapping[str, Any], source: str) -> Config:
         ("http", HttpConfig),
         ("tenancy", TenancyConfig),
         ("grpc", GrpcConfig),
+        ("billing", BillingConfig),
     ):
         raw = data.get(name, {})
         if not isinstance(raw, Mapping):
@@ -271,6 +294,7 @@ def _from_dict(data: Mapping[str, Any], source: str) -> Config:
         http=sections["http"],
         tenancy=sections["tenancy"],
         grpc=sections["grpc"],
+        billing=sections["billing"],
         cameras=tuple(cameras),
         data_dir=scalars.data_dir,
         log_level=scalars.log_level,
@@ -292,7 +316,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
         parts = name[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) == 1 and parts[0] in ("data_dir", "log_level"):
             data[parts[0]] = value
-        elif len(parts) == 2 and parts[0] in ("rtsp", "http", "tenancy", "grpc"):
+        elif len(parts) == 2 and parts[0] in ("rtsp", "http", "tenancy", "grpc", "billing"):
             section = data.setdefault(parts[0], {})
             section[parts[1]] = value
         else:
@@ -321,12 +345,14 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, "-", f"TOML syntax: {exc}") from None
     if path is not None:
-        # A relative seed file is relative to the config file, not to the working directory.
-        seed = (
-            data.get("tenancy", {}).get("seed") if isinstance(data.get("tenancy"), dict) else None
-        )
-        if isinstance(seed, str) and seed and not os.path.isabs(seed):
-            data["tenancy"]["seed"] = str(Path(path).resolve().parent / seed)
+        # Relative file names in the config are relative to the config file, not the cwd.
+        for section, key in (("tenancy", "seed"), ("billing", "plans")):
+            table = data.get(section)
+            if not isinstance(table, dict):
+                continue
+            value = table.get(key)
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                table[key] = str(Path(path).resolve().parent / value)
     file_cfg = _from_dict(data, source)
     _validate(file_cfg, source)
     applied = _apply_env(data, env)

@@ -71,7 +71,7 @@ def mediamtx_handler(access: PolicyAccess) -> Any:
             token=token or None,
             username=user or None,
             password=password or None,
-            purpose=(query.get("purpose") or [None])[0],
+            purpose=query["purpose"][0] if query.get("purpose") else None,
             peer=_field(body, "ip"),
         )
         decision = await access.policy.authorize(req)

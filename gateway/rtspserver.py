@@ -98,6 +98,10 @@ class AccessControl:
     def started(self, session: Session) -> RtspReply | None:
         return None
 
+    def attached(self, session: Session) -> None:
+        """The session's hub reader exists now (it is created after the PLAY reply)."""
+        return None
+
     def ended(self, session: Session, reason: str) -> None:
         return None
 
@@ -728,6 +732,8 @@ class RtspServer:
         session.reader = reader
         session.state = "playing"
         stream.add_reader(reader)
+        if session.started:
+            self.access.attached(session)
 
     def _start_record(self, conn: RtspConnection, session: Session, stream: PathStream) -> None:
         tracks, attrs = conn._announced[session.path]
