@@ -158,9 +158,7 @@ class TimeWindow:
         try:
             a, b = span.split("-")
             start, end = time.fromisoformat(a.strip()), time.fromisoformat(b.strip())
-            weekdays = (
-                frozenset(int(d) for d in days.split(",")) if days else frozenset(range(7))
-            )
+            weekdays = frozenset(int(d) for d in days.split(",")) if days else frozenset(range(7))
         except ValueError:
             raise DomainError(f"time window {text!r}: expected HH:MM-HH:MM[@d,d,...]") from None
         if not weekdays <= frozenset(range(7)):
@@ -213,3 +211,40 @@ class Grant:
         if camera.owner_tenant != self.owner_tenant:
             return False
         return camera.id in self.camera_ids or bool(camera.tags & self.camera_tags)
+
+
+class MaskKind(StrEnum):
+    PERMANENT = "permanent"  # nobody sees through it
+    LIFTABLE = "liftable"  # a tenant with the unmask right may lift it, for a stated purpose
+
+
+MAX_MASK_POINTS = 64
+
+
+@dataclass(frozen=True)
+class MaskZone:
+    """A black-out polygon on one camera, in normalised coordinates (0..1, origin top left),
+    so it survives resolution changes. ``tenant_kinds`` empty: it applies to every tenant;
+    otherwise only to tenants of those kinds (a retail partner may have more zones than the
+    police on the same camera)."""
+
+    id: str
+    camera_id: str
+    points: tuple[tuple[float, float], ...]
+    kind: MaskKind = MaskKind.PERMANENT
+    tenant_kinds: frozenset[TenantKind] = frozenset()
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        check_id("mask", self.id)
+        check_id("camera", self.camera_id)
+        if not 3 <= len(self.points) <= MAX_MASK_POINTS:
+            raise DomainError(f"mask {self.id}: needs 3..{MAX_MASK_POINTS} points")
+        for x, y in self.points:
+            if not (isinstance(x, (int, float)) and isinstance(y, (int, float))):
+                raise DomainError(f"mask {self.id}: points must be numbers")
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise DomainError(f"mask {self.id}: point ({x}, {y}) outside 0..1")
+
+    def applies_to(self, kind: TenantKind) -> bool:
+        return not self.tenant_kinds or kind in self.tenant_kinds

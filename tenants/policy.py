@@ -12,13 +12,23 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from tenants.model import Camera, Grant, Principal, Quality, Right, Role, Tenant
+from tenants.model import (
+    Camera,
+    Grant,
+    MaskKind,
+    MaskZone,
+    Principal,
+    Quality,
+    Right,
+    Role,
+    Tenant,
+)
 from tenants.store import Snapshot, TenantStore
-from tenants.tokens import Claims, TokenError, TokenVerifier
+from tenants.tokens import Claims, PartnerIssuer, TokenError, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +98,22 @@ class Decision:
     expires_at: datetime | None = None  # the credential's end: sessions stop then
     purpose: str | None = None
     roles: frozenset[Role] = frozenset()
+    # The black-out zones this viewer must get burnt in; empty: the original stream.
+    mask_zones: tuple[MaskZone, ...] = ()
+    # Liftable zones were lifted (unmask right + purpose): audited, and only until then.
+    lifted: tuple[str, ...] = ()
+    lift_expires_at: datetime | None = None
 
     @property
     def variant(self) -> str:
-        return "masked" if self.masked else "unmasked"
+        """'unmasked', or 'masked-<digest of the zones>': viewers with the same zones share
+        one transcode."""
+        if not self.mask_zones:
+            return "unmasked"
+        h = hashlib.sha256()
+        for z in sorted(self.mask_zones, key=lambda z: z.id):
+            h.update(f"{z.id}:{z.points}".encode())
+        return f"masked-{h.hexdigest()[:12]}"
 
 
 def _deny(status: int, reason: str, **kw: object) -> Decision:
@@ -130,8 +152,15 @@ class _Index:
 
 
 class Policy:
-    def __init__(self, store: TenantStore, verifier: TokenVerifier) -> None:
+    def __init__(
+        self,
+        store: TenantStore,
+        verifier: TokenVerifier,
+        *,
+        lift_timeout: timedelta = timedelta(minutes=30),
+    ) -> None:
         self.store = store
+        self.lift_timeout = lift_timeout
         self.verifier = verifier
         self._index = self._build(store.snapshot())
         self._streams: dict[tuple[str, str], int] = {}
@@ -163,13 +192,12 @@ class Policy:
         self.verifier.set_partners(self._partners())
         return True
 
-    def _partners(self) -> list[object]:
-        from tenants.tokens import PartnerIssuer
-
-        out: list[object] = []
+    def _partners(self) -> list[PartnerIssuer]:
+        out: list[PartnerIssuer] = []
         for t in self._index.snapshot.tenants.values():
-            if t.jwks_url and t.issuer and t.algorithms:
-                out.append(PartnerIssuer(t.issuer, t.id, t.jwks_url, tuple(t.algorithms)))
+            partner = PartnerIssuer.from_tenant(t)
+            if partner is not None:
+                out.append(partner)
         return out
 
     # ---- identity ------------------------------------------------------------------------------
@@ -286,10 +314,35 @@ class Policy:
             return _deny(403, "token does not cover this camera", **base)
         purpose = req.purpose or ident.purpose
         if camera.owner_tenant == tenant.id:
-            return self._owner_decision(ident, req, camera, purpose, base)
-        if req.action == Action.PUBLISH:
+            decision = self._owner_decision(ident, req, camera, purpose, base)
+        elif req.action == Action.PUBLISH:
             return _deny(403, "only the camera's owner publishes it", **base)
-        return self._grant_decision(ident, req, camera, purpose, now, base)
+        else:
+            decision = self._grant_decision(ident, req, camera, purpose, now, base)
+        if not decision.allow or req.action == Action.PUBLISH:
+            return decision
+        return self._apply_masks(decision, ident, camera, now)
+
+    def _apply_masks(
+        self, decision: Decision, ident: _Identity, camera: Camera, now: datetime
+    ) -> Decision:
+        """Which zones this viewer gets burnt in. ``decision.masked`` on entry means 'no lift
+        allowed or asked'; a lift removes only liftable zones, never permanent ones."""
+        zones = tuple(
+            z
+            for z in self._index.snapshot.masks.get(camera.id, ())
+            if z.applies_to(ident.tenant.kind)
+        )
+        lifting = not decision.masked
+        kept = tuple(z for z in zones if not (lifting and z.kind == MaskKind.LIFTABLE))
+        lifted = tuple(z.id for z in zones if z not in kept)
+        return replace(
+            decision,
+            masked=bool(kept),
+            mask_zones=kept,
+            lifted=lifted,
+            lift_expires_at=now + self.lift_timeout if lifted else None,
+        )
 
     def _owner_decision(
         self,
@@ -399,6 +452,8 @@ class Policy:
         now = now or datetime.now(UTC)
         if decision.expires_at is not None and now >= decision.expires_at:
             return "credential expired"
+        if decision.lift_expires_at is not None and now >= decision.lift_expires_at:
+            return "mask lift expired"
         snap = self._index.snapshot
         tenant = snap.tenants.get(decision.tenant or "")
         if tenant is None or not tenant.active:

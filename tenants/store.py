@@ -18,7 +18,7 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +31,8 @@ from tenants.model import (
     Constraints,
     DomainError,
     Grant,
+    MaskKind,
+    MaskZone,
     Principal,
     PrincipalKind,
     Quality,
@@ -96,6 +98,18 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO tenancy_version (id, version) VALUES (1, 0)
     """,
+    # 2: privacy masks per camera.
+    """
+    CREATE TABLE masks (
+        id TEXT PRIMARY KEY,
+        camera_id TEXT NOT NULL REFERENCES cameras (id),
+        points TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        tenant_kinds TEXT NOT NULL,
+        label TEXT NOT NULL
+    );
+    CREATE INDEX masks_camera ON masks (camera_id)
+    """,
 ]
 
 
@@ -121,6 +135,7 @@ class Snapshot:
     principals: dict[str, Principal]
     cameras: dict[str, Camera]
     grants: tuple[Grant, ...]
+    masks: dict[str, tuple[MaskZone, ...]] = field(default_factory=dict)  # by camera id
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -492,7 +507,65 @@ class TenantStore:
             principals = {p.id: p for p in self.list_principals()}
             cameras = {c.id: c for c in self.list_cameras()}
             grants = tuple(self.list_grants())
-        return Snapshot(version, tenants, principals, cameras, grants)
+            masks: dict[str, list[MaskZone]] = {}
+            for zone in self.list_masks():
+                masks.setdefault(zone.camera_id, []).append(zone)
+        return Snapshot(
+            version,
+            tenants,
+            principals,
+            cameras,
+            grants,
+            {cam: tuple(zones) for cam, zones in masks.items()},
+        )
+
+    # -- masks ------------------------------------------------------------------------------
+
+    def put_mask(self, zone: MaskZone) -> None:
+        with self._db.transaction():
+            self._bump()
+            if self._db.query_one("SELECT 1 FROM cameras WHERE id = ?", (zone.camera_id,)) is None:
+                raise NotFound("camera", zone.camera_id, f" (referred to by mask {zone.id!r})")
+            self._db.execute(
+                "INSERT INTO masks (id, camera_id, points, kind, tenant_kinds, label)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " camera_id = excluded.camera_id, points = excluded.points,"
+                " kind = excluded.kind, tenant_kinds = excluded.tenant_kinds,"
+                " label = excluded.label",
+                (
+                    zone.id,
+                    zone.camera_id,
+                    json.dumps([[x, y] for x, y in zone.points]),
+                    str(zone.kind),
+                    _set(str(k) for k in zone.tenant_kinds),
+                    zone.label,
+                ),
+            )
+
+    def list_masks(self, camera_id: str | None = None) -> list[MaskZone]:
+        sql = "SELECT id, camera_id, points, kind, tenant_kinds, label FROM masks"
+        rows = (
+            self._db.query(sql + " ORDER BY id")
+            if camera_id is None
+            else self._db.query(sql + " WHERE camera_id = ? ORDER BY id", (camera_id,))
+        )
+        return [
+            MaskZone(
+                id=r[0],
+                camera_id=r[1],
+                points=tuple((float(x), float(y)) for x, y in json.loads(r[2])),
+                kind=MaskKind(r[3]),
+                tenant_kinds=frozenset(TenantKind(k) for k in json.loads(r[4])),
+                label=r[5],
+            )
+            for r in rows
+        ]
+
+    def delete_mask(self, mask_id: str) -> None:
+        with self._db.transaction():
+            self._bump()
+            if self._db.execute("DELETE FROM masks WHERE id = ?", (mask_id,)) == 0:
+                raise NotFound("mask", mask_id)
 
 
 # -- seed files ----------------------------------------------------------------------------
@@ -582,7 +655,7 @@ class _Entry:
             raise self.error(key, f"unknown {noun} {value!r} (known: {known})") from None
 
 
-_SEED_TABLES = ("tenants", "principals", "cameras", "grants")
+_SEED_TABLES = ("tenants", "principals", "cameras", "grants", "masks")
 
 
 def _entries(file: str, doc: dict[str, Any], table: str, keys: set[str]) -> list[_Entry]:
@@ -756,6 +829,34 @@ def load_seed(store: TenantStore, path: str | Path) -> None:
         )
     _unique(file, "grants", [g.id for g in grants])
 
+    masks: list[MaskZone] = []
+    for e in _entries(
+        file, doc, "masks", {"id", "camera", "points", "kind", "tenant_kinds", "label"}
+    ):
+        mid = e.ident("id", "mask")
+        cam = e.req("camera")
+        if cam not in camera_owner:
+            raise e.error("camera", f"unknown camera {cam!r}")
+        raw_points = e.raw.get("points")
+        if not isinstance(raw_points, list) or not all(
+            isinstance(p, list) and len(p) == 2 for p in raw_points
+        ):
+            raise e.error("points", "expected a list of [x, y] pairs in 0..1")
+        try:
+            masks.append(
+                MaskZone(
+                    id=mid,
+                    camera_id=cam,
+                    points=tuple((float(x), float(y)) for x, y in raw_points),
+                    kind=e.enum("kind", MaskKind, "mask kind", MaskKind.PERMANENT),
+                    tenant_kinds=e.enums("tenant_kinds", TenantKind, "tenant kind"),
+                    label=e.text("label") or "",
+                )
+            )
+        except (DomainError, TypeError, ValueError) as exc:
+            raise e.error("points", str(exc)) from None
+    _unique(file, "masks", [m.id for m in masks])
+
     with store.db.transaction():
         for t in tenants:
             store.put_tenant(t)
@@ -767,3 +868,5 @@ def load_seed(store: TenantStore, path: str | Path) -> None:
         for g in grants:
             if g.id not in revoked:
                 store.put_grant(g)
+        for m in masks:
+            store.put_mask(m)

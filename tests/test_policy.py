@@ -12,6 +12,8 @@ from tenants.model import (
     Camera,
     Constraints,
     Grant,
+    MaskKind,
+    MaskZone,
     Principal,
     Quality,
     Right,
@@ -87,6 +89,14 @@ def world(tmp_path: Path):
             constraints=Constraints(purpose_required=True),
         )
     )
+    # Street camera masks: a home's windows (permanent), a garden (liftable for incidents),
+    # and a shop front only retail partners must not see.
+    square = ((0.1, 0.1), (0.3, 0.1), (0.3, 0.3), (0.1, 0.3))
+    store.put_mask(MaskZone("windows", "street", square))
+    store.put_mask(MaskZone("garden", "street", square, kind=MaskKind.LIFTABLE))
+    store.put_mask(
+        MaskZone("rival-shop", "street", square, tenant_kinds=frozenset({TenantKind.RETAIL}))
+    )
     issuer = TokenIssuer([SigningKey.generate()])
     policy = Policy(store, TokenVerifier(issuer))
     policy.reload(force=True)
@@ -117,14 +127,19 @@ async def test_no_credentials_is_401(world):
     assert (d.allow, d.status) == (False, 401)
 
 
-async def test_owner_sees_its_camera_masked_unless_it_states_a_purpose(world):
+def zone_ids(d) -> set[str]:
+    return {z.id for z in d.mask_zones}
+
+
+async def test_owner_lifts_only_liftable_zones_and_only_with_a_purpose(world):
     _, policy, tok = world
     d = await decide(policy, tok("council", "op", roles=("operator",)))
-    assert d.allow and d.grant_id is None and d.masked
+    assert d.allow and d.grant_id is None and zone_ids(d) == {"windows", "garden"}
     d = await decide(
         policy, tok("council", "op", roles=("operator",)), unmasked=True, purpose="incident 42"
     )
-    assert d.allow and not d.masked
+    assert d.allow and zone_ids(d) == {"windows"} and d.lifted == ("garden",)
+    assert d.lift_expires_at == NOON + timedelta(minutes=30)
 
 
 async def test_grantee_without_unmask_right_never_gets_the_original(world):
@@ -132,14 +147,30 @@ async def test_grantee_without_unmask_right_never_gets_the_original(world):
     d = await decide(
         policy, tok("shop", "guard"), unmasked=True, purpose="theft", quality=Quality.MAIN
     )
-    assert d.allow and d.masked and d.quality == Quality.SUB  # the grant caps quality too
+    assert d.allow and d.masked and not d.lifted
+    assert zone_ids(d) == {"windows", "garden", "rival-shop"}  # retail sees more blacked out
+    assert d.quality == Quality.SUB  # the grant caps quality too
 
 
 async def test_police_unmask_needs_a_purpose(world):
     _, policy, tok = world
-    assert (await decide(policy, tok("police", "officer"), unmasked=True)).masked
-    d = await decide(policy, tok("police", "officer"), unmasked=True, purpose="CAD 1234")
-    assert d.allow and not d.masked and d.grant_id == "police-town"
+    kept = await decide(policy, tok("police", "officer"), unmasked=True)
+    assert zone_ids(kept) == {"windows", "garden"} and not kept.lifted
+    long = tok("police", "officer", ttl=timedelta(hours=2))
+    d = await decide(policy, long, unmasked=True, purpose="CAD 1234")
+    assert d.allow and zone_ids(d) == {"windows"} and d.grant_id == "police-town"
+    assert policy.revalidate(d, NOON + timedelta(minutes=29)) is None
+    assert policy.revalidate(d, NOON + timedelta(minutes=31)) == "mask lift expired"
+
+
+async def test_viewers_with_the_same_zones_share_a_variant(world):
+    _, policy, tok = world
+    a = await decide(policy, tok("police", "officer"))
+    b = await decide(policy, tok("council", "op", roles=("viewer",)))
+    shop = await decide(policy, tok("shop", "guard"))
+    assert a.variant == b.variant != shop.variant
+    unmasked_cam = await decide(policy, tok("council", "op", roles=("viewer",)), camera="home-row")
+    assert unmasked_cam.variant == "unmasked" and not unmasked_cam.masked
 
 
 async def test_no_grant_for_the_camera_is_403(world):
