@@ -22,6 +22,7 @@ from gateway.rtspauth import (
     parse_authorization,
 )
 from gateway.rtspserver import AccessCheck, AccessControl, RtspReply, RtspServer, Session
+from gateway.variants import VariantManager
 from tenants.audit import AuditAction, AuditLog
 from tenants.db import Database
 from tenants.model import Quality
@@ -95,9 +96,11 @@ class PolicyAccess(AccessControl):
         *,
         recheck_interval: float = 0.25,
         meter: UsageMeter | None = None,
+        variants: VariantManager | None = None,
     ) -> None:
         super().__init__()
         self.meter = meter
+        self.variants = variants
         self.tenancy = tenancy
         self.policy = tenancy.policy
         self.audit = tenancy.audit
@@ -188,6 +191,15 @@ class PolicyAccess(AccessControl):
         )
         return self._challenge(decision.status, decision.reason)
 
+    async def route(self, path: str, grant: object) -> str:
+        """A viewer whose decision names mask zones gets the shared masked variant; never the
+        original, whatever URL it asked for."""
+        if not isinstance(grant, Decision) or not grant.mask_zones:
+            return path
+        if self.variants is None:
+            raise RtspReply(503, "masking is required for this viewer but not available")
+        return self.variants.ensure(path, grant.variant, grant.mask_zones)
+
     # ---- live sessions -------------------------------------------------------------------------
 
     def started(self, session: Session) -> RtspReply | None:
@@ -213,6 +225,23 @@ class PolicyAccess(AccessControl):
                     f"{decision.max_concurrent} concurrent streams",
                 )
         self.live[session.id] = _Live(session, decision, lease, time.monotonic())
+        if self.variants is not None and decision.mask_zones:
+            self.variants.hold(session.path)
+        if decision.lifted:
+            self.audit.append(
+                AuditAction.MASK_LIFT,
+                tenant=decision.tenant,
+                principal=decision.principal,
+                camera=decision.camera,
+                purpose=decision.purpose,
+                detail={
+                    "session": session.id,
+                    "zones": list(decision.lifted),
+                    "until": decision.lift_expires_at.isoformat()
+                    if decision.lift_expires_at
+                    else None,
+                },
+            )
         if self.meter is not None and session.mode == "play" and decision.tenant:
             camera = self.policy.snapshot.cameras.get(decision.camera or "")
             self.meter.start(
@@ -253,6 +282,8 @@ class PolicyAccess(AccessControl):
             return
         if self.meter is not None:
             self.meter.end(session.id)
+        if self.variants is not None and live.decision.mask_zones:
+            self.variants.release(session.path)
         if live.lease is not None:
             self.policy.release(live.lease)
         reader = session.reader

@@ -24,6 +24,7 @@ from gateway.ingest import PullIngest
 from gateway.rtsp import Request
 from gateway.rtspserver import Authorizer, RtspConnection, RtspServer, allow_all
 from gateway.tasks import cancel_and_wait
+from gateway.variants import VariantManager
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +48,23 @@ class Gateway:
     ) -> None:
         self.config = config
         self.worker = worker
-        # The tenant policy, when tenancy is on (worker relays are internal and skip it).
-        self.tenancy: Tenancy | None = None
-        self.access: PolicyAccess | None = None
-        if config.tenancy.enabled:
-            self.tenancy = Tenancy.open(config)
-            self.access = PolicyAccess(
-                self.tenancy, recheck_interval=config.tenancy.recheck_interval
-            )
         # A secondary worker relays every camera from the primary over this Unix socket.
         self.upstream_unix = upstream_unix
         self.hub = StreamHub(
             gop_cache_bytes=config.rtsp.gop_cache_bytes, write_timeout=config.rtsp.write_timeout
         )
+        # The tenant policy, when tenancy is on (worker relays are internal and skip it).
+        self.tenancy: Tenancy | None = None
+        self.access: PolicyAccess | None = None
+        self.variants: VariantManager | None = None
+        if config.tenancy.enabled:
+            self.tenancy = Tenancy.open(config)
+            self.variants = VariantManager(self.hub)
+            self.access = PolicyAccess(
+                self.tenancy,
+                recheck_interval=config.tenancy.recheck_interval,
+                variants=self.variants,
+            )
         self.rtsp = RtspServer(
             config,
             self.hub,
@@ -149,6 +154,8 @@ class Gateway:
         await self.rtsp.stop()
         if self.access is not None:
             await self.access.stop()
+        if self.variants is not None:
+            await self.variants.stop()
         if self.tenancy is not None:
             await self.tenancy.close()
 

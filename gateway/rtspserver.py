@@ -102,6 +102,10 @@ class AccessControl:
         """The session's hub reader exists now (it is created after the PLAY reply)."""
         return None
 
+    async def route(self, path: str, grant: object) -> str:
+        """The hub path to serve for this grant: the camera's own, or a derived variant."""
+        return path
+
     def ended(self, session: Session, reason: str) -> None:
         return None
 
@@ -502,6 +506,8 @@ class RtspServer:
         return ("Session", format_session(session.id, int(self.config.rtsp.session_timeout)))
 
     def known_path(self, path: str) -> bool:
+        if "~" in path:
+            return False  # derived variants are reached through the policy, never by name
         if self.hub.get(path) is not None and self.hub.paths[path].has_source:
             return True
         cam_id, _, sub = path.partition("/")
@@ -558,12 +564,13 @@ class RtspServer:
         path, query = self._parse_uri(req)
         if not self.known_path(path):
             raise RtspReply(404, f"no camera {path!r}")
-        await self._authorize(conn, req, "read", path, query)
+        grant = await self._authorize(conn, req, "read", path, query)
         stream = self.hub.path(path)
         if not stream.has_source and self.on_demand is not None:
             self.on_demand(path)
         if not await stream.wait_source(DESCRIBE_WAIT):
             raise RtspReply(404, f"camera {path!r} has no source right now")
+        stream = await self._routed_stream(conn, path, grant)
         host = self._local_host(conn)
         cam = self.config.camera(path.partition("/")[0])
         sdp = describe_sdp(
@@ -578,6 +585,16 @@ class RtspServer:
             [("Content-Base", base), ("Content-Type", "application/sdp")],
             sdp.encode(),
         )
+
+    async def _routed_stream(self, conn: RtspConnection, path: str, grant: object) -> PathStream:
+        """The stream this viewer gets: the camera itself, or (masks) its shared variant."""
+        if conn.internal:
+            return self.hub.path(path)
+        routed = await self.access.route(path, grant)
+        stream = self.hub.path(routed)
+        if routed != path and not await stream.wait_source(DESCRIBE_WAIT):
+            raise RtspReply(503, f"masked variant of {path!r} is not ready")
+        return stream
 
     @staticmethod
     def _local_host(conn: RtspConnection) -> str:
@@ -611,15 +628,16 @@ class RtspServer:
         else:
             if not self.known_path(path):
                 raise RtspReply(404, f"no camera {path!r}")
-            await self._authorize(conn, req, "read", path, query)
-            stream = self.hub.path(path)
-            if not stream.has_source:
+            grant = await self._authorize(conn, req, "read", path, query)
+            if not self.hub.path(path).has_source:
                 raise RtspReply(404, f"camera {path!r} has no source right now")
+            stream = await self._routed_stream(conn, path, grant)
+            routed = stream.name
             track_index = _match_reader_control(stream.tracks, control)
         if track_index is None:
             raise RtspReply(404, f"no track {control!r}")
         if session is not None:
-            if session.path != path:
+            if session.path != (path if record else routed):
                 raise RtspReply(459, "aggregate operation not allowed across paths")
             if session.state != "ready":
                 raise RtspReply(455, "SETUP not allowed while playing or recording")
@@ -629,7 +647,9 @@ class RtspServer:
                 raise RtspReply(455, f"track {track_index} already set up")
         spec, setup = self._choose_transport(conn, specs, track_index, session)
         if session is None:
-            session = self._new_session(conn, path, "record" if record else "play")
+            session = self._new_session(
+                conn, path if record else routed, "record" if record else "play"
+            )
             session.grant = conn.allowed.get(("publish" if record else "read", path))
         session.tracks[track_index] = setup
         reply_spec = _reply_transport(spec, setup, self.udp_port, conn.peer_ip)
