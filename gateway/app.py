@@ -84,6 +84,7 @@ class Gateway:
         self._ingest_tasks: dict[str, asyncio.Task[None]] = {}
         self._rtsp_socket = rtsp_socket
         self._checkpointer: asyncio.Task[None] | None = None
+        self.grpc: Any = None  # grpc.aio.Server when the control API runs here
 
     def _pull_sources(self) -> Iterable[tuple[str, str, bool]]:
         if self.upstream_unix is not None:
@@ -104,6 +105,15 @@ class Gateway:
             self._checkpointer = asyncio.get_running_loop().create_task(
                 self._checkpoint_audit(), name="audit-checkpoints"
             )
+            if self.worker == 0 and self.config.grpc.port:
+                from gateway.grpcserver import start_grpc
+
+                self.grpc = await start_grpc(
+                    self.tenancy,
+                    self.config.grpc.host,
+                    self.config.grpc.port,
+                    platform_tenant=self.config.grpc.platform_tenant,
+                )
         for path, url, on_demand in self._pull_sources():
             cam = self.config.camera(path.partition("/")[0])
             assert cam is not None
@@ -149,6 +159,8 @@ class Gateway:
             self._start_ingest(path)
 
     async def stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(1.0)
         await cancel_and_wait(*self._ingest_tasks.values(), self._checkpointer)
         self._ingest_tasks.clear()
         await self.rtsp.stop()

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help=f"demo config (default {DEMO_CONFIG})")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.set_defaults(func=cmd_demo)
+
+    from gateway.cli_admin import register
+
+    register(sub)
     return parser
 
 

@@ -62,7 +62,7 @@ class GrpcConfig:
     """The control API (tenants, cameras, grants, tokens, audit); served when tenancy is on."""
 
     host: str = "127.0.0.1"
-    port: int = 50051
+    port: int = 50051  # 0: no control API in this process
     # The tenant that runs the network: its admins manage every tenant.
     platform_tenant: str = "council"
 

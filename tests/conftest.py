@@ -17,7 +17,7 @@ import imageio_ffmpeg
 import pytest
 
 from gateway.app import Gateway
-from gateway.config import CameraConfig, Config, HttpConfig, RtspConfig
+from gateway.config import CameraConfig, Config, GrpcConfig, HttpConfig, RtspConfig
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -77,6 +77,7 @@ def make_config(
     return Config(
         rtsp=RtspConfig(**rtsp_kwargs),
         http=HttpConfig(host="127.0.0.1", port=0),
+        grpc=GrpcConfig(port=0),  # tests that want the control API start their own
         cameras=cameras,
     )
 
