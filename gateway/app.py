@@ -276,8 +276,41 @@ class _GatewayCollector(Collector):
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
 
+# Reachable without a token: liveness, public keys, and endpoints that check their own
+# credentials (MediaMTX's auth hook carries the client's; Stripe signs its webhooks).
+PUBLIC_HTTP = frozenset({"/healthz", "/.well-known/jwks.json", "/mediamtx/auth", "/stripe/webhook"})
+
+
+def _bearer_middleware(gateway: Gateway) -> Any:
+    """With tenancy on, every other HTTP endpoint asks the one policy decision."""
+    from tenants.policy import AccessRequest, Action
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if gateway.tenancy is None or request.path in PUBLIC_HTTP:
+            return await handler(request)  # type: ignore[no-any-return]
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else ""
+        token = token or request.cookies.get("feedgate_token", "")
+        action = Action.METRICS if request.path == "/metrics" else Action.API
+        decision = await gateway.tenancy.policy.authorize(
+            AccessRequest(action, "http", token=token or None, peer=request.remote or "")
+        )
+        if not decision.allow:
+            headers = {"WWW-Authenticate": 'Bearer realm="feedgate"'}
+            raise (
+                web.HTTPUnauthorized(text=decision.reason, headers=headers)
+                if decision.status == 401
+                else web.HTTPForbidden(text=decision.reason)
+            )
+        request["decision"] = decision
+        return await handler(request)  # type: ignore[no-any-return]
+
+    return middleware
+
+
 def make_http_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=128 * 1024)
+    app = web.Application(client_max_size=128 * 1024, middlewares=[_bearer_middleware(gateway)])
     app[GATEWAY_KEY] = gateway
     registry = CollectorRegistry()
     registry.register(_GatewayCollector(gateway))

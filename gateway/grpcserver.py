@@ -71,8 +71,9 @@ from tenants.model import (
     TimeWindow,
     check_id,
 )
+from tenants.policy import AccessRequest, Action
 from tenants.store import NotFound, Snapshot, TenantStore, digest_ha1
-from tenants.tokens import PartnerIssuer, TokenError
+from tenants.tokens import PartnerIssuer
 
 log = logging.getLogger(__name__)
 
@@ -173,35 +174,6 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
     return None
 
 
-def resolve_caller(
-    snapshot: Snapshot,
-    *,
-    tenant_id: str,
-    subject: str,
-    token_roles: Iterable[str],
-    own_token: bool,
-    platform_tenant: str,
-) -> Caller:
-    """The caller as the tenancy knows it, or ApiError(PERMISSION_DENIED)."""
-    tenant = snapshot.tenants.get(tenant_id)
-    if tenant is None:
-        raise denied(f"unknown tenant {tenant_id!r}")
-    if not tenant.active:
-        raise denied(f"tenant {tenant_id} is suspended")
-    roles = frozenset(Role(r) for r in token_roles if r in Role._value2member_map_)
-    principal = snapshot.principals.get(subject)
-    if principal is not None:
-        if principal.tenant_id != tenant.id:
-            raise denied("principal belongs to another tenant")
-        if principal.disabled:
-            raise denied(f"principal {subject} is disabled")
-        roles = roles & principal.roles if roles else principal.roles
-    elif own_token:
-        raise denied(f"unknown principal {subject!r}")
-    # else: a partner's user, not in our store: its identity provider vouches for the roles.
-    return Caller(tenant.id, subject, roles, tenant.id == platform_tenant)
-
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Verifies ``authorization: Bearer <jwt>`` and makes the caller known to the handler.
 
@@ -222,21 +194,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             raise ApiError(
                 grpc.StatusCode.UNAUTHENTICATED, "missing credentials: authorization: Bearer <jwt>"
             )
-        try:
-            claims = await self.tenancy.verifier.verify_async(token)
-        except TokenError as exc:
-            raise ApiError(
-                grpc.StatusCode.UNAUTHENTICATED, f"invalid token: {exc.reason}"
-            ) from None
         policy = self.tenancy.policy
         await asyncio.to_thread(policy.reload)
-        return resolve_caller(
-            policy.snapshot,
-            tenant_id=claims.tenant,
-            subject=claims.subject,
-            token_roles=claims.roles,
-            own_token=claims.issuer == self.tenancy.issuer.issuer,
-            platform_tenant=self.platform_tenant,
+        # The same decision every entry point uses: identity, tenant status, roles.
+        decision = await policy.authorize(AccessRequest(Action.API, "grpc", token=token))
+        if not decision.allow:
+            code = (
+                grpc.StatusCode.UNAUTHENTICATED
+                if decision.status == 401
+                else grpc.StatusCode.PERMISSION_DENIED
+            )
+            raise ApiError(code, decision.reason)
+        assert decision.tenant is not None and decision.principal is not None
+        return Caller(
+            decision.tenant,
+            decision.principal,
+            decision.roles,
+            decision.tenant == self.platform_tenant,
         )
 
     async def intercept_service(

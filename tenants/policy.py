@@ -142,6 +142,7 @@ class _Identity:
     cameras: frozenset[str] | None = None
     purpose: str | None = None
     expires_at: datetime | None = None
+    partner: bool = False  # vouched for by a partner's identity provider, not by us
 
 
 @dataclass
@@ -273,6 +274,7 @@ class Policy:
             cameras=claims.cameras,
             purpose=claims.purpose,
             expires_at=claims.expires_at,
+            partner=claims.issuer != self.verifier.own_issuer,
         )
 
     def _from_principal(self, principal: Principal) -> _Identity | Decision:
@@ -304,6 +306,9 @@ class Policy:
         if not (ident.roles & _ROLES_FOR[req.action]):
             return _deny(403, f"no role allows {req.action.value}", **base)
         if req.action in (Action.API, Action.METRICS):
+            if ident.principal is None and not ident.partner:
+                # Our own tokens for the control plane name registered principals only.
+                return _deny(403, f"unknown principal {ident.subject!r}", **base)
             return Decision(True, 200, "ok", **base)  # type: ignore[arg-type]
         if req.camera is None:
             return _deny(400, "no camera named", **base)

@@ -261,6 +261,15 @@ async def test_http_publishes_jwks_and_answers_mediamtx_auth(tenancy_gw):
             }
             return {**base, **kw}
 
+        # Metrics and sessions are for the network's own staff: a bearer token is needed.
+        assert (await client.get("/metrics")).status == 401
+        viewer = {"Authorization": f"Bearer {good}"}
+        assert (await client.get("/metrics", headers=viewer)).status == 403  # a viewer
+        operator = token(tenancy_gw, "council", "encoder", roles=("operator",))
+        ok = await client.get("/metrics", headers={"Authorization": f"Bearer {operator}"})
+        assert ok.status == 200 and "feedgate_readers" in await ok.text()
+        assert (await client.get("/healthz")).status == 200
+
         async def status(**kw: object) -> int:
             return (await client.post("/mediamtx/auth", **kw)).status
 
