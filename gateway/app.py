@@ -274,6 +274,8 @@ class _GatewayCollector(Collector):
 
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
+# The policy decision that let an HTTP request in (who is asking, for which tenant).
+DECISION_KEY: web.RequestKey[Any] = web.RequestKey("decision", object)
 
 
 # Reachable without a token: liveness, public keys, and endpoints that check their own
@@ -303,7 +305,7 @@ def _bearer_middleware(gateway: Gateway) -> Any:
                 if decision.status == 401
                 else web.HTTPForbidden(text=decision.reason)
             )
-        request["decision"] = decision
+        request[DECISION_KEY] = decision
         return await handler(request)  # type: ignore[no-any-return]
 
     return middleware
