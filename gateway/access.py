@@ -62,7 +62,7 @@ class Tenancy:
             leeway=timedelta(seconds=tc.token_leeway),
             own_issuer=tc.issuer,
         )
-        policy = Policy(store, verifier)
+        policy = Policy(store, verifier, lift_timeout=timedelta(seconds=tc.mask_lift_timeout))
         policy.reload(force=True)
         audit = AuditLog(db, audit_key.private_key)
         return cls(db, store, issuer, verifier, policy, audit, audit_key)

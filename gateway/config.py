@@ -100,6 +100,8 @@ class TenancyConfig:
     token_leeway: float = 30.0
     # How often live sessions are re-checked (expiry, revocation, suspension).
     recheck_interval: float = 0.25
+    # A lifted (liftable) mask comes back after this long; the viewer reconnects masked.
+    mask_lift_timeout: float = 1800.0
 
 
 @dataclass(frozen=True)
