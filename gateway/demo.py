@@ -98,7 +98,8 @@ DEMO_VIEWS = (
     ("council", "council-operator", "high-street-north", "owner: sees its own cameras"),
     ("met-police", "viido-vms", "station-forecourt", "watch, rewind, steer, unmask"),
     ("tfl", "tfl-control", "station-forecourt", "live, at most 4 streams"),
-    ("westfield", "westfield-security", "high-street-north", "07:00-23:00, masked"),
+    ("westfield", "westfield-security", "high-street-north", "07:00-23:00, rival masked"),
+    ("council", "council-operator", "market-square", "homes blacked out"),
     ("st-marys", "hospital-security", "station-forecourt", "needs &purpose=..."),
     ("riverside-homes", "riverside-encoder", "estate-block-a", "its own camera"),
 )
