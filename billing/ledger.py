@@ -325,6 +325,17 @@ class Ledger:
         )
         return {str(r[0]): int(r[1]) for r in rows}
 
+    def totals_since(self, start: datetime) -> dict[str, tuple[int, int, int]]:
+        """Per camera (events, duration ms, bytes) of intervals starting at or after ``start``:
+        reconciled against what one gateway process reports it emitted since it started."""
+        rows = self.db.query(
+            "SELECT camera, COUNT(*), COALESCE(SUM(duration_ms), 0),"
+            " COALESCE(SUM(bytes_sent), 0) FROM usage_events WHERE start_at >= ?"
+            " GROUP BY camera ORDER BY camera",
+            [_fmt_time(start)],
+        )
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
     def count(self) -> int:
         row = self.db.query_one("SELECT COUNT(*) FROM usage_events")
         return int(row[0]) if row else 0

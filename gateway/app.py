@@ -21,6 +21,7 @@ from gateway.access import PolicyAccess, Tenancy
 from gateway.config import Config
 from gateway.hub import StreamHub
 from gateway.ingest import PullIngest
+from gateway.metering import Metering
 from gateway.rtsp import Request
 from gateway.rtspserver import Authorizer, RtspConnection, RtspServer, allow_all
 from gateway.tasks import cancel_and_wait
@@ -57,13 +58,17 @@ class Gateway:
         self.tenancy: Tenancy | None = None
         self.access: PolicyAccess | None = None
         self.variants: VariantManager | None = None
+        self.metering: Metering | None = None
         if config.tenancy.enabled:
             self.tenancy = Tenancy.open(config)
             self.variants = VariantManager(self.hub)
+            if config.billing.enabled:
+                self.metering = Metering(config, self.tenancy.db, worker=worker)
             self.access = PolicyAccess(
                 self.tenancy,
                 recheck_interval=config.tenancy.recheck_interval,
                 variants=self.variants,
+                meter=self.metering.meter if self.metering else None,
             )
         self.rtsp = RtspServer(
             config,
@@ -100,6 +105,8 @@ class Gateway:
                 yield f"{cam.id}/sub", cam.sub_source, cam.on_demand
 
     async def start(self) -> None:
+        if self.metering is not None:
+            self.metering.start()  # first: it drains any spool a crash left behind
         await self.rtsp.start(self._rtsp_socket)
         if self.tenancy is not None:
             self._checkpointer = asyncio.get_running_loop().create_task(
@@ -166,6 +173,8 @@ class Gateway:
         await self.rtsp.stop()
         if self.access is not None:
             await self.access.stop()
+        if self.metering is not None:
+            await self.metering.stop()
         if self.variants is not None:
             await self.variants.stop()
         if self.tenancy is not None:
@@ -372,6 +381,23 @@ def make_http_app(gateway: Gateway) -> web.Application:
         app.router.add_get("/.well-known/jwks.json", jwks)
         app.router.add_post("/mediamtx/auth", mediamtx_handler(gateway.access))
     app.router.add_get("/v1/rtsp/sessions", sessions)
+
+    async def emitted(request: web.Request) -> web.Response:
+        """What this process's meter handed to billing since it started (reconciliation)."""
+        gw = request.app[GATEWAY_KEY]
+        if gw.metering is None:
+            raise web.HTTPNotFound(text="billing is off")
+        meter = gw.metering.meter
+        return web.json_response(
+            {
+                "since": meter.since.isoformat(),
+                "events": meter.events_emitted,
+                "cameras": meter.emitted,
+                "sink": {"spooled": gw.metering.spool.stats.__dict__},
+            }
+        )
+
+    app.router.add_get("/v1/usage/emitted", emitted)
     app.cleanup_ctx.append(lifecycle)
     return app
 

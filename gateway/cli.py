@@ -87,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.set_defaults(func=cmd_demo)
 
-    from gateway.cli_admin import register
+    from gateway import cli_admin, cli_billing
 
-    register(sub)
+    cli_admin.register(sub)
+    cli_billing.register(sub)
     return parser
 
 

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from billing.invoices import InvoiceStore
+from billing.ledger import Ledger
 from billing.model import UsageEvent, UsageKind, UsageSink
+from billing.transport import DirectSink, LedgerConsumer, RedisStreamSink, Spool
+from gateway.config import Config
 from gateway.hub import Reader
 from gateway.tasks import cancel_and_wait
+from tenants.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,9 @@ class UsageMeter:
         self._live: dict[str, _Metered] = {}
         self._task: asyncio.Task[None] | None = None
         self.events_emitted = 0
+        # What this process handed to the sink, per camera, for reconciliation with the ledger.
+        self.since = datetime.now(UTC)
+        self.emitted: dict[str, list[int]] = {}  # camera -> [events, duration_ms, bytes]
 
     def start(
         self,
@@ -122,6 +132,10 @@ class UsageMeter:
         try:
             self.sink.emit(event)
             self.events_emitted += 1
+            totals = self.emitted.setdefault(event.camera, [0, 0, 0])
+            totals[0] += 1
+            totals[1] += event.duration_ms
+            totals[2] += event.bytes_sent
         except Exception:
             # The sink spools rather than fails; if even that failed, say so loudly.
             log.exception("usage event %s could not be emitted", event.event_id)
@@ -137,3 +151,50 @@ class UsageMeter:
         for sid in list(self._live):
             self.end(sid)
         await cancel_and_wait(self._task)
+
+
+class Metering:
+    """Billing's side of the gateway process: the ledger, the sink the meter emits into, and
+    (with Redis) the consumer that moves the stream into the ledger. Opened from the config."""
+
+    def __init__(self, config: Config, tenancy_db: Database, *, worker: int = 0) -> None:
+        bc = config.billing
+        self.db = Database.open(bc.ledger) if bc.ledger else tenancy_db
+        self._own_db = bool(bc.ledger)
+        self.ledger = Ledger(self.db)
+        self.invoices = InvoiceStore(self.db, ledger=self.ledger)
+        spool_root = Path(bc.spool_dir or Path(config.data_dir) / "spool")
+        self.spool = Spool(spool_root / f"w{worker}")
+        self.consumer: LedgerConsumer | None = None
+        self.sink: DirectSink | RedisStreamSink
+        if bc.redis_url:
+            self.sink = RedisStreamSink(bc.redis_url, bc.stream, self.spool)
+            if worker == 0:
+                self.consumer = LedgerConsumer(
+                    bc.redis_url,
+                    self.ledger,
+                    consumer=f"{socket.gethostname()}-w0",
+                    stream=bc.stream,
+                )
+        else:
+            self.sink = DirectSink(self.ledger, self.spool)
+        self.meter = UsageMeter(self.sink, interval=config.rtsp.report_interval)
+        self._consumer_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.sink.start()
+        if self.consumer is not None:
+            self._consumer_task = asyncio.get_running_loop().create_task(
+                self.consumer.run(), name="ledger-consumer"
+            )
+
+    async def stop(self) -> None:
+        """Last intervals of open sessions first, then flush, then stop consuming."""
+        await self.meter.stop()
+        await self.sink.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await cancel_and_wait(self._consumer_task)
+        self.spool.close()
+        if self._own_db:
+            self.db.close()

@@ -1,0 +1,250 @@
+"""``feedgate usage`` and ``feedgate invoices``: what council finance runs each month.
+
+They work on the gateway's data (the config's database and plans), so finance can run them on
+the gateway host or on a copy of its database; ``usage reconcile`` also asks a running gateway
+what it metered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+from billing.invoices import InvoiceStore, run_invoices
+from billing.ledger import Ledger
+from billing.model import BillingError, Invoice, InvoiceStatus, Metric, parse_period
+from billing.rating import PlanError, load_plans, plan_assignments
+from gateway.config import Config, ConfigError, load_config
+from tenants.db import Database
+
+
+def _fail(message: str) -> int:
+    print(f"feedgate: {message}", file=sys.stderr)
+    return 2
+
+
+def _open(args: argparse.Namespace) -> tuple[Config, Database, Ledger, InvoiceStore]:
+    config = load_config(args.config)
+    if not config.billing.enabled:
+        raise ConfigError(str(args.config or "<defaults>"), "billing.enabled", "billing is off")
+    db = Database.open(config.billing.ledger or config.database_url)
+    ledger = Ledger(db)
+    return config, db, ledger, InvoiceStore(db, ledger=ledger)
+
+
+def _plans(config: Config) -> tuple[dict[str, Any], dict[str, str]]:
+    if not config.billing.plans:
+        raise ConfigError("config", "billing.plans", "no price plans file configured")
+    plans = load_plans(config.billing.plans)
+    return plans, plan_assignments(config.billing.plans, plans)
+
+
+def _pounds(pence: int) -> str:
+    sign = "-" if pence < 0 else ""
+    pence = abs(pence)
+    return f"{sign}£{pence // 100:,}.{pence % 100:02d}"
+
+
+def _invoice_dict(inv: Invoice) -> dict[str, Any]:
+    return {
+        "invoice_id": inv.invoice_id,
+        "tenant": inv.tenant,
+        "period": inv.period,
+        "currency": inv.currency,
+        "status": inv.status.value,
+        "subtotal_pence": inv.subtotal_pence,
+        "vat_rate": inv.vat_rate,
+        "vat_pence": inv.vat_pence,
+        "total_pence": inv.total_pence,
+        "credit_note_for": inv.credit_note_for,
+        "stripe_invoice_id": inv.stripe_invoice_id,
+        "lines": [
+            {
+                "line_id": line.line_id,
+                "kind": line.kind.value,
+                "description": line.description,
+                "quantity": line.quantity,
+                "unit": line.unit,
+                "unit_price": line.unit_price,
+                "amount_pence": line.amount_pence,
+            }
+            for line in inv.lines
+        ],
+    }
+
+
+def _print_invoice(inv: Invoice) -> None:
+    print(f"Invoice {inv.invoice_id}  tenant {inv.tenant}  period {inv.period}  [{inv.status}]")
+    for line in inv.lines:
+        print(f"  {line.description:<64} {_pounds(line.amount_pence):>14}")
+    print(f"  {'Subtotal':<64} {_pounds(inv.subtotal_pence):>14}")
+    rate = f"VAT at {float(inv.vat_rate) * 100:g}%"
+    print(f"  {rate:<64} {_pounds(inv.vat_pence):>14}")
+    print(f"  {'Total':<64} {_pounds(inv.total_pence):>14}")
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    try:
+        config, _db, ledger, invoices = _open(args)
+        if args.action == "reconcile":
+            return _reconcile(args, config, ledger, invoices)
+        if not args.tenant or not args.period:
+            return _fail("usage needs --tenant and --period")
+        parse_period(args.period)
+        usage = ledger.usage(args.tenant, args.period)
+        by_camera = ledger.usage_by_camera(args.tenant, args.period)
+    except (ConfigError, BillingError) as exc:
+        return _fail(str(exc))
+    out = {
+        "tenant": args.tenant,
+        "period": args.period,
+        "units": {"*_seconds": "milliseconds", "bytes": "bytes", "exports": "count"},
+        "usage": {m.value: v for m, v in usage.items()},
+        "by_camera": {c: {m.value: v for m, v in u.items()} for c, u in by_camera.items()},
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"Usage of {args.tenant} in {args.period}")
+    print(f"  live viewing      {usage[Metric.LIVE_SECONDS] / 3_600_000:>14,.2f} camera-hours")
+    print(f"  playback          {usage[Metric.PLAYBACK_SECONDS] / 3_600_000:>14,.2f} hours")
+    print(f"  delivered         {usage[Metric.BYTES] / 1e9:>14,.3f} GB")
+    print(f"  PTZ control       {usage[Metric.PTZ_SECONDS] / 60_000:>14,.2f} minutes")
+    print(f"  exports           {usage[Metric.EXPORTS]:>14,}")
+    for camera, u in by_camera.items():
+        hours = u[Metric.LIVE_SECONDS] / 3_600_000
+        print(f"    {camera:<30} {hours:>10,.2f} h  {u[Metric.BYTES] / 1e9:>10,.3f} GB")
+    return 0
+
+
+def _reconcile(
+    args: argparse.Namespace, config: Config, ledger: Ledger, invoices: InvoiceStore
+) -> int:
+    problems: list[str] = []
+    if args.gateway:
+        # What the running gateway says it metered since it started, against the ledger.
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                args.gateway.rstrip("/") + "/v1/usage/emitted",
+                headers={"Authorization": f"Bearer {args.token}"} if args.token else {},
+            ),
+            timeout=10,
+        ) as resp:
+            emitted = json.load(resp)
+        since = datetime.fromisoformat(emitted["since"])
+        recorded = ledger.totals_since(since)
+        for camera, (n, ms, nbytes) in sorted(emitted["cameras"].items()):
+            got = recorded.get(camera, (0, 0, 0))
+            status = "ok" if got == (n, ms, nbytes) else "DIFFERS"
+            print(
+                f"{camera:<30} gateway {n} events {nbytes:,} B | ledger {got[0]} events "
+                f"{got[2]:,} B  {status}"
+            )
+            if status != "ok":
+                problems.append(f"{camera}: gateway {n}/{nbytes} vs ledger {got[0]}/{got[2]}")
+    if args.period and config.billing.stripe_api_key:
+        from billing.stripe_sync import StripeSync
+
+        sync = StripeSync(
+            ledger.db,
+            api_key=config.billing.stripe_api_key,
+            api_base=config.billing.stripe_api_base or None,
+        )
+        synced = [
+            i
+            for i in invoices.list(period=args.period)
+            if i.status in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
+        ]
+        for diff in sync.reconcile(synced):
+            print(f"stripe: {diff}")
+            problems.append(diff)
+    if problems:
+        print(f"{len(problems)} difference(s)")
+        return 1
+    print("no differences")
+    return 0
+
+
+def cmd_invoices(args: argparse.Namespace) -> int:
+    try:
+        config, _db, ledger, store = _open(args)
+        parse_period(args.period)
+        now = datetime.now(UTC)
+        if args.action == "run":
+            plans, assignments = _plans(config)
+            for inv in run_invoices(ledger, store, plans, assignments, args.period, now=now):
+                print(f"{inv.invoice_id:<40} {inv.status.value:<10} {_pounds(inv.total_pence):>14}")
+            return 0
+        if args.action == "finalize":
+            for inv in store.list(period=args.period):
+                if inv.status == InvoiceStatus.DRAFT and (
+                    not args.tenant or inv.tenant == args.tenant
+                ):
+                    done = store.finalize(inv.invoice_id, now)
+                    print(f"{done.invoice_id} finalized: {_pounds(done.total_pence)}")
+            return 0
+        if args.action == "show":
+            found = [
+                i
+                for i in store.list(period=args.period)
+                if not args.tenant or i.tenant == args.tenant
+            ]
+            if args.json:
+                print(json.dumps([_invoice_dict(i) for i in found], indent=2))
+            else:
+                for inv in found:
+                    _print_invoice(inv)
+            return 0 if found else 1
+        if args.action == "sync":
+            from billing.stripe_sync import StripeSync
+
+            if not config.billing.stripe_api_key:
+                return _fail("billing.stripe_api_key is not set")
+            sync = StripeSync(
+                store.db,
+                api_key=config.billing.stripe_api_key,
+                api_base=config.billing.stripe_api_base or None,
+            )
+            names = _tenant_names(config)
+            for inv in store.list(period=args.period):
+                if inv.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID):
+                    continue
+                sync.ensure_customer(inv.tenant, names.get(inv.tenant, inv.tenant))
+                stripe_id = sync.sync_invoice(inv)
+                store.attach_stripe_id(inv.invoice_id, stripe_id)
+                print(f"{inv.invoice_id} -> {stripe_id}")
+            return 0
+    except (ConfigError, BillingError, PlanError) as exc:
+        return _fail(str(exc))
+    return _fail(f"unknown action {args.action}")
+
+
+def _tenant_names(config: Config) -> dict[str, str]:
+    from tenants.store import TenantStore
+
+    store = TenantStore(Database.open(config.database_url))
+    return {t.id: t.name for t in store.list_tenants()}
+
+
+def register(sub: Any) -> None:
+    usage = sub.add_parser("usage", help="metered usage by tenant and month; reconciliation")
+    usage.add_argument("action", nargs="?", choices=["show", "reconcile"], default="show")
+    usage.add_argument("--config", help="the gateway's TOML config")
+    usage.add_argument("--tenant")
+    usage.add_argument("--period", help="YYYY-MM")
+    usage.add_argument("--json", action="store_true")
+    usage.add_argument("--gateway", help="reconcile: a running gateway's HTTP base URL")
+    usage.add_argument("--token", help="reconcile: a bearer token for that gateway")
+    usage.set_defaults(func=cmd_usage)
+
+    inv = sub.add_parser("invoices", help="monthly invoices: run, finalize, show, sync to Stripe")
+    inv.add_argument("action", choices=["run", "finalize", "show", "sync"])
+    inv.add_argument("--config", help="the gateway's TOML config")
+    inv.add_argument("--period", required=True, help="YYYY-MM")
+    inv.add_argument("--tenant")
+    inv.add_argument("--json", action="store_true")
+    inv.set_defaults(func=cmd_invoices)
