@@ -751,9 +751,10 @@ class RtspServer:
                     self.udp_readers[(conn.peer_ip, pair[1])] = session
         session.reader = reader
         session.state = "playing"
-        stream.add_reader(reader)
         if session.started:
+            # Before add_reader: the GOP burst it writes at once is delivered bytes too.
             self.access.attached(session)
+        stream.add_reader(reader)
 
     def _start_record(self, conn: RtspConnection, session: Session, stream: PathStream) -> None:
         tracks, attrs = conn._announced[session.path]
