@@ -1,4 +1,5 @@
-"""``feedgate tenants|principals|cameras|grants|token|audit``: the control API from a shell.
+"""``feedgate tenants|principals|cameras|masks|grants|token|audit``: the control API from a
+shell.
 
 Every verb calls the gRPC control API (``--server host:port``, default 127.0.0.1:50051 or
 ``FEEDGATE_SERVER``; ``--token`` or ``FEEDGATE_TOKEN``). Three work offline on a data dir,
@@ -86,14 +87,17 @@ def _rpc_error(exc: grpc.RpcError) -> CliError:
 # ----------------------------------------------------------------------------- output
 
 
-def _dict(msg: Message) -> dict[str, Any]:
+def _dict(msg: Message, *, full: bool = False) -> dict[str, Any]:
+    """``full``: keep fields at their zero value (a mask's point at x = 0 keeps its x)."""
     from google.protobuf.json_format import MessageToDict
 
-    return MessageToDict(msg, preserving_proto_field_name=True)
+    return MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=full
+    )
 
 
-def _show(args: argparse.Namespace, msg: Message) -> None:
-    d = _dict(msg)
+def _show(args: argparse.Namespace, msg: Message, *, full: bool = False) -> None:
+    d = _dict(msg, full=full)
     if args.json:
         print(json.dumps(d, indent=2, sort_keys=True))
         return
@@ -110,6 +114,10 @@ def _table(
     if args.json:
         print(json.dumps({key: rows}, indent=2, sort_keys=True))
         return
+    _print_table(rows, columns)
+
+
+def _print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
@@ -352,6 +360,78 @@ def cmd_cameras_delete(args: argparse.Namespace) -> int:
         cameras_pb2.DeleteCameraResponse,
     )
     print(f"deleted camera {args.id}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def parse_points(text: str) -> list[tuple[float, float]]:
+    """'0.1,0.1 0.5,0.1 0.5,0.4' -> [(0.1, 0.1), (0.5, 0.1), (0.5, 0.4)]. Ranges and counts
+    are the server's to check (it names the offending field)."""
+    points: list[tuple[float, float]] = []
+    for part in text.split():
+        xs, sep, ys = part.partition(",")
+        try:
+            if not sep:
+                raise ValueError
+            points.append((float(xs), float(ys)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected space-separated x,y pairs in 0..1"
+            ) from None
+    if not points:
+        raise argparse.ArgumentTypeError('no points: expected "x,y x,y x,y ..."')
+    return points
+
+
+def cmd_masks_list(args: argparse.Namespace) -> int:
+    from feedgate.v1 import masks_pb2
+
+    resp = _client(args).call(
+        "MaskService",
+        "ListMasks",
+        masks_pb2.ListMasksRequest(camera_id=args.camera or ""),
+        masks_pb2.ListMasksResponse,
+    )
+    if args.json:
+        rows = [_dict(m, full=True) for m in resp.masks]
+        print(json.dumps({"masks": rows}, indent=2, sort_keys=True))
+        return 0
+    # The table shows how many points a mask has; --json gives the coordinates.
+    rows = [{**_dict(m), "points": len(m.points)} for m in resp.masks]
+    _print_table(rows, ("id", "camera_id", "kind", "tenant_kinds", "points", "label"))
+    return 0
+
+
+def cmd_masks_put(args: argparse.Namespace) -> int:
+    from feedgate.v1 import masks_pb2
+
+    mask = masks_pb2.Mask(
+        id=args.id,
+        camera_id=args.camera,
+        points=[masks_pb2.Point(x=x, y=y) for x, y in args.points],
+        kind=args.kind or "",
+        tenant_kinds=_csv(args.tenant_kinds or ""),
+        label=args.label or "",
+    )
+    resp = _client(args).call(
+        "MaskService", "PutMask", masks_pb2.PutMaskRequest(mask=mask), masks_pb2.Mask
+    )
+    _show(args, resp, full=True)
+    return 0
+
+
+def cmd_masks_delete(args: argparse.Namespace) -> int:
+    from feedgate.v1 import masks_pb2
+
+    _client(args).call(
+        "MaskService",
+        "DeleteMask",
+        masks_pb2.DeleteMaskRequest(id=args.id),
+        masks_pb2.DeleteMaskResponse,
+    )
+    print(f"deleted mask {args.id}")
     return 0
 
 
@@ -726,6 +806,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--area-type", help="high_street, transport_hub, ...")
     p.add_argument("--retention-days", type=int)
     verb(g, "delete", cmd_cameras_delete, "delete a camera").add_argument("id")
+
+    # masks
+    g = noun("masks", "privacy masks on cameras (changes are audited)")
+    verb(g, "list", cmd_masks_list, "list masks").add_argument("--camera")
+    p = verb(g, "put", cmd_masks_put, "create or update a mask")
+    p.add_argument("--id", required=True)
+    p.add_argument("--camera", required=True)
+    p.add_argument(
+        "--points",
+        required=True,
+        type=parse_points,
+        help='polygon corners, normalised 0..1 from the top left: "x,y x,y x,y ..." (3..64)',
+    )
+    p.add_argument("--kind", help="permanent (default) or liftable")
+    p.add_argument("--tenant-kinds", help="comma-separated: retail,sports,... (default: all)")
+    p.add_argument("--label")
+    verb(g, "delete", cmd_masks_delete, "delete a mask").add_argument("id")
 
     # grants
     g = noun("grants", "who may use whose cameras")

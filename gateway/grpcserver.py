@@ -1,4 +1,5 @@
-"""The control API: tenants, principals, cameras, grants, tokens and the audit log over gRPC.
+"""The control API: tenants, principals, cameras, masks, grants, tokens and the audit log
+over gRPC.
 
 The contract is ``protos/feedgate/v1/*.proto`` (package ``feedgate.v1``). Handlers are built
 from the services' descriptors, so a method added to a .proto without an implementation here
@@ -10,9 +11,10 @@ Every call but ``TokenService/GetJwks`` carries ``authorization: Bearer <jwt>``;
 its principal). Who may do what:
 
 * admins of the platform tenant: everything;
-* a tenant's admins: their own principals and cameras, grants their tenant owns (and reading
-  grants it receives and the cameras those cover), tokens for their own tenant's principals
-  with no more roles than the principal holds;
+* a tenant's admins: their own principals, cameras and the cameras' privacy masks, grants
+  their tenant owns (and reading grants it receives and the cameras, and their masks, those
+  cover), tokens for their own tenant's principals with no more roles than the principal
+  holds;
 * auditors: the audit log's entries about their own tenant, Verify, and their own tenant's
   disclosures (platform auditors: all of it);
 * every other role (finance, viewer, ...): nothing here.
@@ -31,6 +33,7 @@ import csv
 import io
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ from feedgate.v1 import (
     cameras_pb2,
     common_pb2,
     grants_pb2,
+    masks_pb2,
     tenants_pb2,
     tokens_pb2,
 )
@@ -55,11 +59,14 @@ from gateway.access import Tenancy
 from tenants.audit import AuditAction, AuditEntry, export_disclosures, verify_log
 from tenants.db import IntegrityError
 from tenants.model import (
+    MAX_MASK_POINTS,
     AreaType,
     Camera,
     Constraints,
     DomainError,
     Grant,
+    MaskKind,
+    MaskZone,
     Principal,
     PrincipalKind,
     Quality,
@@ -419,6 +426,49 @@ def camera_to_pb(c: Camera) -> common_pb2.Camera:
         area_type=c.area_type.value,
         retention_days=c.retention_days,
     )
+
+
+def mask_from_pb(msg: masks_pb2.Mask, *, field: str = "mask") -> MaskZone:
+    mid = _check_id(f"{field}.id", "mask", msg.id)
+    cid = _check_id(f"{field}.camera_id", "camera", msg.camera_id)
+    if not 3 <= len(msg.points) <= MAX_MASK_POINTS:
+        raise invalid(
+            f"{field}.points", f"{len(msg.points)} points; a mask needs 3..{MAX_MASK_POINTS}"
+        )
+    points: list[tuple[float, float]] = []
+    for i, pt in enumerate(msg.points):
+        for axis, value in (("x", pt.x), ("y", pt.y)):
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise invalid(f"{field}.points[{i}].{axis}", f"{value!r} is not in 0..1")
+        points.append((pt.x, pt.y))
+    kind = _check_enum(f"{field}.kind", MaskKind, msg.kind, MaskKind.PERMANENT)
+    tenant_kinds = _check_enums(f"{field}.tenant_kinds", TenantKind, msg.tenant_kinds)
+    label = _check_text(f"{field}.label", msg.label, MAX_NAME)
+    try:
+        return MaskZone(mid, cid, tuple(points), kind, tenant_kinds, label)
+    except DomainError as exc:
+        raise invalid(field, str(exc)) from None
+
+
+def mask_to_pb(z: MaskZone) -> masks_pb2.Mask:
+    return masks_pb2.Mask(
+        id=z.id,
+        camera_id=z.camera_id,
+        points=[masks_pb2.Point(x=x, y=y) for x, y in z.points],
+        kind=z.kind.value,
+        tenant_kinds=sorted(k.value for k in z.tenant_kinds),
+        label=z.label,
+    )
+
+
+def _mask_summary(z: MaskZone) -> dict[str, Any]:
+    """What the audit log records of a mask (not its coordinates)."""
+    return {
+        "kind": z.kind.value,
+        "tenant_kinds": sorted(k.value for k in z.tenant_kinds),
+        "points": len(z.points),
+        "label": z.label,
+    }
 
 
 def _window_from_pb(field: str, w: common_pb2.TimeWindow) -> TimeWindow:
@@ -976,6 +1026,112 @@ class ControlApi:
         await self._changed()
         return cameras_pb2.DeleteCameraResponse()
 
+    # -- MaskService
+
+    def _find_mask(self, mask_id: str) -> MaskZone | None:
+        return next((z for z in self.store.list_masks() if z.id == mask_id), None)
+
+    def _mask_camera(self, caller: Caller, camera_id: str, hidden: NotFound) -> Camera:
+        """The camera a mask change is about, if the caller manages its masks. Callers who
+        cannot see the camera get ``hidden`` (NOT_FOUND), so ids of others' cameras and masks
+        are not told apart from none."""
+        cam = self.store.get_camera(camera_id)
+        if caller.admin_of(cam.owner_tenant):
+            return cam
+        if self._visible_camera(caller, cam, self.tenancy.policy.snapshot):
+            raise denied(f"may not manage masks of {cam.owner_tenant}'s camera {cam.id}")
+        raise hidden
+
+    async def PutMask(self, req: masks_pb2.PutMaskRequest, caller: Caller) -> masks_pb2.Mask:
+        self._require(Role.ADMIN in caller.roles, "needs the admin role")
+        if not req.HasField("mask"):
+            raise invalid("mask", "required")
+        zone = mask_from_pb(req.mask)
+
+        def op() -> tuple[Camera, MaskZone | None]:
+            cam = self._mask_camera(caller, zone.camera_id, NotFound("camera", zone.camera_id))
+            existing = self._find_mask(zone.id)
+            if existing is not None and existing.camera_id != zone.camera_id:
+                other = self.store.get_camera(existing.camera_id)
+                if not caller.admin_of(other.owner_tenant):
+                    raise denied(f"mask {zone.id!r} belongs to another tenant's camera")
+                raise ApiError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"mask {zone.id!r} is on camera {existing.camera_id}; masks cannot move "
+                    "between cameras (delete it and put a new one)",
+                )
+            self.store.put_mask(zone)
+            return cam, existing
+
+        cam, existing = await self._run(op)
+        detail: dict[str, Any] = {
+            "op": "create" if existing is None else "update",
+            "mask": zone.id,
+            "owner": cam.owner_tenant,
+            **_mask_summary(zone),
+        }
+        if existing is not None:
+            detail["previous"] = _mask_summary(existing)
+        await self._audit(
+            caller,
+            AuditAction.MASK_CHANGED,
+            "PutMask",
+            [cam.owner_tenant],
+            camera=cam.id,
+            detail=detail,
+        )
+        await self._changed()
+        return mask_to_pb(zone)
+
+    async def ListMasks(
+        self, req: masks_pb2.ListMasksRequest, caller: Caller
+    ) -> masks_pb2.ListMasksResponse:
+        self._require(Role.ADMIN in caller.roles, "needs the admin role")
+        cid = _check_id("camera_id", "camera", req.camera_id) if req.camera_id else None
+        snap = self.tenancy.policy.snapshot
+
+        def op() -> list[MaskZone]:
+            if cid is not None:
+                cam = self.store.get_camera(cid)
+                if not self._visible_camera(caller, cam, snap):
+                    raise NotFound("camera", cid)
+                return self.store.list_masks(cid)
+            cams = {c.id: c for c in self.store.list_cameras()}
+            return [
+                z
+                for z in self.store.list_masks()
+                if z.camera_id in cams and self._visible_camera(caller, cams[z.camera_id], snap)
+            ]
+
+        zones = await self._run(op)
+        return masks_pb2.ListMasksResponse(masks=[mask_to_pb(z) for z in zones])
+
+    async def DeleteMask(
+        self, req: masks_pb2.DeleteMaskRequest, caller: Caller
+    ) -> masks_pb2.DeleteMaskResponse:
+        mid = _check_id("id", "mask", req.id)
+        self._require(Role.ADMIN in caller.roles, "needs the admin role")
+
+        def op() -> tuple[Camera, MaskZone]:
+            zone = self._find_mask(mid)
+            if zone is None:
+                raise NotFound("mask", mid)
+            cam = self._mask_camera(caller, zone.camera_id, NotFound("mask", mid))
+            self.store.delete_mask(mid)
+            return cam, zone
+
+        cam, zone = await self._run(op)
+        await self._audit(
+            caller,
+            AuditAction.MASK_CHANGED,
+            "DeleteMask",
+            [cam.owner_tenant],
+            camera=cam.id,
+            detail={"op": "delete", "mask": mid, "owner": cam.owner_tenant, **_mask_summary(zone)},
+        )
+        await self._changed()
+        return masks_pb2.DeleteMaskResponse()
+
     # -- GrantService
 
     async def PutGrant(self, req: grants_pb2.PutGrantRequest, caller: Caller) -> common_pb2.Grant:
@@ -1209,7 +1365,7 @@ class ControlApi:
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         out: list[grpc.GenericRpcHandler] = []
-        for module in (tenants_pb2, cameras_pb2, grants_pb2, tokens_pb2, audit_pb2):
+        for module in (tenants_pb2, cameras_pb2, masks_pb2, grants_pb2, tokens_pb2, audit_pb2):
             for service in module.DESCRIPTOR.services_by_name.values():
                 methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
                 for m in service.methods:

@@ -79,16 +79,24 @@ def test_the_generator_script_runs_that_command() -> None:
 
 
 def test_stubs_import_as_feedgate_v1() -> None:
-    from feedgate.v1 import audit_pb2, cameras_pb2, grants_pb2, tenants_pb2, tokens_pb2
+    from feedgate.v1 import (
+        audit_pb2,
+        cameras_pb2,
+        grants_pb2,
+        masks_pb2,
+        tenants_pb2,
+        tokens_pb2,
+    )
 
     services = {
         s
-        for m in (tenants_pb2, cameras_pb2, grants_pb2, tokens_pb2, audit_pb2)
+        for m in (tenants_pb2, cameras_pb2, masks_pb2, grants_pb2, tokens_pb2, audit_pb2)
         for s in m.DESCRIPTOR.services_by_name
     }
     assert services == {
         "TenantService",
         "CameraService",
+        "MaskService",
         "GrantService",
         "TokenService",
         "AuditService",
