@@ -398,6 +398,17 @@ def make_http_app(gateway: Gateway) -> web.Application:
         )
 
     app.router.add_get("/v1/usage/emitted", emitted)
+    bc = gateway.config.billing
+    if gateway.metering is not None and bc.stripe_webhook_secret and bc.stripe_api_key:
+        from billing.stripe_sync import StripeSync, webhook_handler
+
+        sync = StripeSync(
+            gateway.metering.db, api_key=bc.stripe_api_key, api_base=bc.stripe_api_base or None
+        )
+        app.router.add_post(
+            "/stripe/webhook",
+            webhook_handler(bc.stripe_webhook_secret, sync, gateway.metering.invoices),
+        )
     app.cleanup_ctx.append(lifecycle)
     return app
 
