@@ -289,7 +289,9 @@ DECISION_KEY: web.RequestKey[Any] = web.RequestKey("decision", object)
 
 # Reachable without a token: liveness, public keys, and endpoints that check their own
 # credentials (MediaMTX's auth hook carries the client's; Stripe signs its webhooks).
-PUBLIC_HTTP = frozenset({"/healthz", "/.well-known/jwks.json", "/mediamtx/auth", "/stripe/webhook"})
+PUBLIC_HTTP = frozenset(
+    {"/healthz", "/.well-known/jwks.json", "/mediamtx/auth", "/stripe/webhook", "/finance/login"}
+)
 
 
 def _bearer_middleware(gateway: Gateway) -> Any:
@@ -408,6 +410,19 @@ def make_http_app(gateway: Gateway) -> web.Application:
         app.router.add_post(
             "/stripe/webhook",
             webhook_handler(bc.stripe_webhook_secret, sync, gateway.metering.invoices),
+        )
+    if gateway.tenancy is not None and gateway.metering is not None:
+        from gateway.finance import add_finance_routes
+
+        fin_tenancy = gateway.tenancy
+        add_finance_routes(
+            app,
+            ledger=gateway.metering.ledger,
+            invoices=gateway.metering.invoices,
+            platform_tenant=gateway.config.grpc.platform_tenant,
+            tenant_names=lambda: {
+                t.id: t.name for t in fin_tenancy.policy.snapshot.tenants.values()
+            },
         )
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # ffmpeg: ffprobe, used by the demo check and as a second RTSP viewer.
 # postgresql: the shared-deployment store; tests start private clusters from its binaries.
-APT_PACKAGES=(ffmpeg postgresql)
+# redis-server: the usage stream when several nodes run; tests start private servers.
+# chromium: the finance pages are tested in headless Chromium.
+APT_PACKAGES=(ffmpeg postgresql redis-server chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -21,8 +21,8 @@ from gateway.config import CameraConfig, Config, GrpcConfig, HttpConfig, RtspCon
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
-# Database fixtures (SQLite and a private PostgreSQL cluster): tests/fixtures_db.py.
-pytest_plugins = ["fixtures_db"]
+# Private PostgreSQL clusters and Redis servers: tests/fixtures_db.py, tests/fixtures_redis.py.
+pytest_plugins = ["fixtures_db", "fixtures_redis"]
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -1,0 +1,477 @@
+"""The finance view end to end: the real gateway HTTP app (bearer middleware, tenant policy)
+with the finance routes over a SQLite ledger and invoice store, driven by headless Chromium
+(rendered DOM and screenshots) and by plain HTTP (status codes, CSV)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import shutil
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp import web
+from conftest import free_port, make_config
+
+import gateway.app as gateway_app
+from billing.invoices import InvoiceStore, run_invoices
+from billing.ledger import Ledger
+from billing.model import Metric, UsageEvent, UsageKind
+from billing.rating import MetricPrice, PricePlan, Tier
+from gateway.app import Gateway, make_http_app
+from gateway.config import TenancyConfig
+from gateway.finance import add_finance_routes, csv_cell, format_money
+from tenants.db import Database
+
+CHROMIUM = "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason="headless Chromium not installed: apt-get install -y chromium (ops/install.sh)",
+)
+
+PERIOD = "2026-04"
+
+SEED = """
+[[tenants]]
+id = "council"
+name = "Borough Council of Testford"
+kind = "council"
+
+[[tenants]]
+id = "police"
+name = "Testshire Police"
+kind = "police"
+
+[[tenants]]
+id = "shop"
+name = 'Riverside <Shops> & "Co"'
+kind = "retail"
+
+[[tenants]]
+id = "evil"
+name = '=HYPERLINK("http://x.invalid","click")'
+kind = "retail"
+
+[[principals]]
+id = "council-fin"
+tenant = "council"
+name = "Council finance officer"
+roles = ["finance"]
+
+[[principals]]
+id = "police-fin"
+tenant = "police"
+name = "Police finance officer"
+roles = ["finance"]
+
+[[principals]]
+id = "police-viewer"
+tenant = "police"
+name = "Police control room"
+roles = ["viewer"]
+
+[[cameras]]
+id = "street"
+owner = "council"
+"""
+
+# The plan, one single-rate tier per metric, so every amount can be worked out by hand.
+PLAN = PricePlan(
+    id="standard",
+    prices=(
+        MetricPrice(Metric.LIVE_SECONDS, "camera-hour", (Tier(None, Decimal(45)),)),
+        MetricPrice(Metric.PLAYBACK_SECONDS, "hour", (Tier(None, Decimal(60)),)),
+        MetricPrice(Metric.BYTES, "GB", (Tier(None, Decimal(10)),)),
+        MetricPrice(Metric.PTZ_SECONDS, "minute", (Tier(None, Decimal(5)),)),
+        MetricPrice(Metric.EXPORTS, "export", (Tier(None, Decimal(250)),)),
+    ),
+    platform_fee_pence=5000,
+    vat_rate=Decimal("0.20"),
+)
+
+# Police, April 2026, by hand from PLAN:
+#   live      2,345.5 camera-hours x 45p  = 105,547.5p -> 105,548p (half up)
+#   playback      2   hours        x 60p  =     120p
+#   data         12.345 GB         x 10p  =     123.45p -> 123p
+#   PTZ          15   minutes      x  5p  =      75p
+#   exports       2                x 250p =     500p
+#   platform fee                          =   5,000p
+#   subtotal 111,366p; VAT 20% = 22,273.2p -> 22,273p; total 133,639p = £1,336.39
+POLICE_SUBTOTAL, POLICE_VAT, POLICE_TOTAL = 111_366, 22_273, 133_639
+# Shop: live 3 h x 45p = 135p; 0.5 GB x 10p = 5p; fee 5,000p -> 5,140p; VAT 1,028p; £61.68
+SHOP_TOTAL = 6_168
+# The credit note on the police invoice: the playback line, 120p + VAT 24p -> -£1.44
+CREDIT_TOTAL = -144
+
+HOUR = 3_600_000
+
+
+def _event(
+    tenant: str,
+    session: str,
+    kind: UsageKind,
+    start: datetime,
+    *,
+    ms: int = 0,
+    nbytes: int = 0,
+    seq: int = 0,
+) -> UsageEvent:
+    return UsageEvent(
+        event_id=UsageEvent.make_id(session, seq),
+        session_id=session,
+        seq=seq,
+        tenant=tenant,
+        principal=None,
+        camera="street",
+        camera_owner="council",
+        kind=kind,
+        protocol="rtsp",
+        variant="masked",
+        start=start,
+        end=start + timedelta(milliseconds=ms),
+        duration_ms=ms,
+        bytes_sent=nbytes,
+    )
+
+
+def _fill(ledger: Ledger, store: InvoiceStore) -> None:
+    t = datetime(2026, 4, 3, 10, tzinfo=UTC)
+    ledger.record(
+        [
+            # Police: 2,000 h + 345.5 h live (two sessions), 12.345 GB in all.
+            _event("police", "p-live-1", UsageKind.LIVE, t, ms=2_000 * HOUR, nbytes=10**10),
+            _event(
+                "police",
+                "p-live-2",
+                UsageKind.LIVE,
+                t,
+                ms=345 * HOUR + HOUR // 2,
+                nbytes=2_345_000_000,
+            ),
+            _event("police", "p-play", UsageKind.PLAYBACK, t, ms=2 * HOUR),
+            _event("police", "p-ptz", UsageKind.PTZ, t, ms=15 * 60_000),
+            # Two exports; the first reported as two intervals is still one export.
+            _event("police", "p-exp-1", UsageKind.EXPORT, t, seq=0),
+            _event("police", "p-exp-1", UsageKind.EXPORT, t, seq=1),
+            _event("police", "p-exp-2", UsageKind.EXPORT, t),
+            _event("shop", "s-live", UsageKind.LIVE, t, ms=3 * HOUR, nbytes=500_000_000),
+            _event("evil", "e-live", UsageKind.LIVE, t, ms=HOUR),
+            # March, for the six-month chart.
+            _event(
+                "police", "p-march", UsageKind.LIVE, datetime(2026, 3, 9, tzinfo=UTC), ms=900 * HOUR
+            ),
+        ],
+        now=datetime(2026, 4, 30, 23, tzinfo=UTC),
+    )
+    assignments = {"police": "standard", "shop": "standard", "evil": "standard"}
+    run_invoices(
+        ledger,
+        store,
+        {"standard": PLAN},
+        assignments,
+        PERIOD,
+        now=datetime(2026, 5, 1, 6, tzinfo=UTC),
+    )
+    store.finalize(f"inv-police-{PERIOD}", datetime(2026, 5, 2, 9, tzinfo=UTC))
+    store.credit_note(
+        f"inv-police-{PERIOD}",
+        ["usage:playback_seconds"],
+        "Recorded playback unavailable on 12 April",
+        datetime(2026, 5, 9, 9, tzinfo=UTC),
+    )
+
+
+@dataclass
+class Site:
+    base: str
+    gateway: Gateway
+    tmp: Path
+
+    def token(self, tenant: str, subject: str, roles: tuple[str, ...]) -> str:
+        assert self.gateway.tenancy is not None
+        return self.gateway.tenancy.issuer.issue(
+            tenant=tenant, subject=subject, ttl=timedelta(minutes=10), roles=roles
+        )
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, str, dict[str, str]]:
+        req = urllib.request.Request(self.base + path)
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(req, timeout=10) as resp:
+                return resp.status, resp.read().decode(), dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), dict(exc.headers)
+
+    def login_url(self, token: str, next_path: str) -> str:
+        return f"{self.base}/finance/login?{urlencode({'token': token, 'next': next_path})}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    tmp = tmp_path_factory.mktemp("finance")
+    seed = tmp / "seed.toml"
+    seed.write_text(SEED)
+    config = replace(
+        make_config(),
+        data_dir=str(tmp / "var"),
+        tenancy=TenancyConfig(enabled=True, seed=str(seed)),
+    )
+    db = Database.open(f"sqlite:///{tmp}/billing.db")
+    ledger = Ledger(db)
+    store = InvoiceStore(db, ledger=ledger)
+    _fill(ledger, store)
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="finance-site", daemon=True)
+    thread.start()
+    port = free_port()
+    holder: dict[str, object] = {}
+
+    async def start() -> None:
+        gw = Gateway(config)
+        app = make_http_app(gw)
+        assert gw.tenancy is not None
+        tenancy = gw.tenancy
+        add_finance_routes(
+            app,
+            ledger=ledger,
+            invoices=store,
+            platform_tenant=config.grpc.platform_tenant,
+            tenant_names=lambda: {t.id: t.name for t in tenancy.policy.snapshot.tenants.values()},
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        holder["gw"], holder["runner"] = gw, runner
+
+    # The lead adds "/finance/login" to gateway.app.PUBLIC_HTTP; until then, here.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gateway_app, "PUBLIC_HTTP", gateway_app.PUBLIC_HTTP | {"/finance/login"})
+        asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+        gw = holder["gw"]
+        assert isinstance(gw, Gateway)
+        try:
+            yield Site(f"http://127.0.0.1:{port}", gw, tmp)
+        finally:
+            runner = holder["runner"]
+            assert isinstance(runner, web.AppRunner)
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+            db.close()
+
+
+def chromium(site: Site, url: str, *, screenshot: Path | None = None) -> str:
+    """Run headless Chromium once on ``url`` (its own throwaway profile); the rendered DOM, or
+    a screenshot when ``screenshot`` is given."""
+    profile = Path(site.tmp / f"profile-{os.urandom(4).hex()}")
+    argv = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+    ]
+    if screenshot is not None:
+        argv += [f"--screenshot={screenshot}", "--window-size=1280,1024"]
+    else:
+        argv += ["--dump-dom"]
+    try:
+        proc = subprocess.run([*argv, url], capture_output=True, text=True, timeout=45, check=False)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+# ------------------------------------------------------------------------------ unit level
+def test_money_and_csv_cells() -> None:
+    assert format_money(133_639) == "£1,336.39"
+    assert format_money(-144) == "-£1.44"
+    assert format_money(5) == "£0.05"
+    assert format_money(123_456_789_00) == "£123,456,789.00"
+    assert csv_cell("=SUM(A1)") == "'=SUM(A1)"
+    assert csv_cell("+1") == "'+1" and csv_cell("@x") == "'@x" and csv_cell("\tx") == "'\tx"
+    assert csv_cell("-2+cmd|' /C calc'!A0") == "'-2+cmd|' /C calc'!A0"
+    assert csv_cell("-1.44") == "-1.44"  # a plain number is no formula
+    assert csv_cell("Testshire Police") == "Testshire Police"
+
+
+# ---------------------------------------------------------------------------- access rules
+def test_no_token_is_401_and_a_viewer_is_403(site: Site) -> None:
+    status, _, headers = site.get("/finance/usage")
+    assert status == 401 and "Bearer" in headers.get("WWW-Authenticate", "")
+    viewer = site.token("police", "police-viewer", ("viewer",))
+    for path in ("/finance/usage", "/finance/invoices", f"/finance/invoices/inv-police-{PERIOD}"):
+        status, body, _ = site.get(path, viewer)
+        assert status == 403, path
+        assert "finance or admin role" in body
+    status, body, headers = site.get(site.login_url(viewer, "/finance")[len(site.base) :])
+    assert status == 403 and "Set-Cookie" not in headers
+    status, body, headers = site.get("/finance/login?token=not.a.token")
+    assert status == 401 and "Set-Cookie" not in headers
+    assert "not.a.token" not in body
+
+
+def test_other_tenants_invoices_are_404_and_bad_input_400(site: Site) -> None:
+    police = site.token("police", "police-fin", ("finance",))
+    assert site.get(f"/finance/invoices/inv-police-{PERIOD}", police)[0] == 200
+    status, body, _ = site.get(f"/finance/invoices/inv-shop-{PERIOD}", police)
+    assert status == 404 and "Riverside" not in body
+    assert site.get(f"/finance/invoices/inv-shop-{PERIOD}/print", police)[0] == 404
+    assert site.get("/finance/invoices/inv-nobody-2026-04", police)[0] == 404
+    assert site.get("/finance/usage?tenant=shop", police)[0] == 404
+    assert site.get("/finance/usage?period=2026-13", police)[0] == 400
+    assert site.get("/finance/usage.csv?period=April", police)[0] == 400
+    assert site.get("/finance/invoices/INV%3Cscript%3E", police)[0] == 400
+
+
+def test_login_sets_a_strict_http_only_cookie(site: Site) -> None:
+    police = site.token("police", "police-fin", ("finance",))
+    status, _, headers = site.get(site.login_url(police, "//evil.example/")[len(site.base) :])
+    assert status == 302 and headers["Location"] == "/finance"
+    cookie = headers["Set-Cookie"]
+    assert cookie.startswith("feedgate_token=")
+    for attr in ("HttpOnly", "SameSite=Strict", "Path=/finance"):
+        assert attr in cookie
+    status, _, headers = site.get(
+        site.login_url(police, f"/finance/invoices?period={PERIOD}")[len(site.base) :]
+    )
+    assert headers["Location"] == f"/finance/invoices?period={PERIOD}"
+    assert police not in headers["Location"]
+
+
+def test_csv_exports(site: Site) -> None:
+    police = site.token("police", "police-fin", ("finance",))
+    status, body, headers = site.get(f"/finance/usage.csv?period={PERIOD}", police)
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert headers["Content-Disposition"] == (
+        f'attachment; filename="feedgate-usage-{PERIOD}-police.csv"'
+    )
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows == [
+        ["period", "tenant", "tenant_name", "live_camera_hours", "playback_hours",
+         "gb_delivered", "ptz_minutes", "exports"],
+        [PERIOD, "police", "Testshire Police", "2345.5000", "2.0000", "12.3450", "15.0000", "2"],
+    ]  # fmt: skip
+
+    council = site.token("council", "council-fin", ("finance",))
+    rows = list(csv.DictReader(io.StringIO(site.get(f"/finance/usage.csv?period={PERIOD}",
+                                                    council)[1])))  # fmt: skip
+    assert [r["tenant"] for r in rows] == ["evil", "police", "shop"]
+    evil = rows[0]
+    assert evil["tenant_name"].startswith("'=HYPERLINK")  # defused for spreadsheets
+
+    status, body, _ = site.get(f"/finance/invoices.csv?period={PERIOD}", council)
+    by_id = {r["invoice_id"]: r for r in csv.DictReader(io.StringIO(body))}
+    assert set(by_id) == {
+        f"inv-evil-{PERIOD}",
+        f"inv-police-{PERIOD}",
+        f"cn-police-{PERIOD}-1",
+        f"inv-shop-{PERIOD}",
+    }
+    assert by_id[f"inv-police-{PERIOD}"]["total"] == "1336.39"
+    assert by_id[f"inv-police-{PERIOD}"]["status"] == "finalized"
+    assert by_id[f"cn-police-{PERIOD}-1"]["total"] == "-1.44"
+    assert by_id[f"inv-shop-{PERIOD}"]["total"] == "61.68"
+
+    body = site.get(f"/finance/invoices.csv?period={PERIOD}", police)[1]
+    ids = [r["invoice_id"] for r in csv.DictReader(io.StringIO(body))]
+    assert ids == [f"cn-police-{PERIOD}-1", f"inv-police-{PERIOD}"]
+
+
+# ---------------------------------------------------------------------------- in Chromium
+@needs_chromium
+def test_tenant_finance_user_sees_own_invoice_in_chromium(site: Site, tmp_path: Path) -> None:
+    police = site.token("police", "police-fin", ("finance",))
+    page = f"/finance/invoices/inv-police-{PERIOD}"
+    dom = chromium(site, site.login_url(police, page))
+    assert f"Invoice inv-police-{PERIOD}" in dom
+    assert f'<td class="num" id="total">{format_money(POLICE_TOTAL)}</td>' in dom
+    assert format_money(POLICE_SUBTOTAL) in dom and format_money(POLICE_VAT) in dom
+    assert "VAT at 20%" in dom
+    assert "Live viewing: 2,345.50 camera-hours" in dom
+    assert "£1,055.48" in dom  # the live line, 105,548p
+    assert f"cn-police-{PERIOD}-1" in dom  # its credit note
+    assert "Signed in as <strong>police-fin</strong>" in dom
+    assert "Testshire Police" in dom
+
+    dom = chromium(site, site.login_url(police, f"/finance/invoices?period={PERIOD}"))
+    assert f"inv-police-{PERIOD}" in dom
+    assert "inv-shop" not in dom and "Riverside" not in dom and "inv-evil" not in dom
+
+    dom = chromium(site, site.login_url(police, f"/finance/usage?period={PERIOD}"))
+    assert "<svg" in dom and "2,345.50" in dom and "12.35" in dom
+    assert "Riverside" not in dom
+
+    shot = tmp_path / "finance.png"
+    chromium(site, site.login_url(police, page), screenshot=shot)
+    assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 20_000
+
+
+@needs_chromium
+def test_platform_finance_user_sees_every_tenant(site: Site, tmp_path: Path) -> None:
+    council = site.token("council", "council-fin", ("finance",))
+    dom = chromium(site, site.login_url(council, f"/finance/invoices?period={PERIOD}"))
+    for invoice_id in ("inv-police", "inv-shop", "inv-evil", "cn-police"):
+        assert f"{invoice_id}-{PERIOD}" in dom
+    assert format_money(POLICE_TOTAL) in dom and format_money(SHOP_TOTAL) in dom
+    assert format_money(CREDIT_TOTAL) in dom
+    # Names are escaped, never markup.
+    assert 'Riverside &lt;Shops&gt; &amp; "Co"' in dom and "<Shops>" not in dom
+
+    dom = chromium(site, site.login_url(council, f"/finance/usage?period={PERIOD}"))
+    assert "Testshire Police" in dom and "Riverside &lt;Shops&gt;" in dom
+    assert dom.count("<rect") >= 3 * 5  # three tenants, five panels
+    chromium(
+        site,
+        site.login_url(council, f"/finance/usage?period={PERIOD}"),
+        screenshot=tmp_path / "usage.png",
+    )
+    assert (tmp_path / "usage.png").stat().st_size > 20_000
+
+
+@needs_chromium
+def test_printable_invoice(site: Site, tmp_path: Path) -> None:
+    council = site.token("council", "council-fin", ("finance",))
+    url = site.login_url(council, f"/finance/invoices/inv-police-{PERIOD}/print")
+    dom = chromium(site, url)
+    assert "Borough Council of Testford" in dom  # the issuer
+    assert "Testshire Police" in dom  # billed to
+    assert f"inv-police-{PERIOD}" in dom
+    assert "2 May 2026" in dom and "1 June 2026" in dom  # issued, due (30 days)
+    assert "1 April 2026 \u2013 30 April 2026" in dom
+    for text in ("Live viewing", "Recorded playback", "Video data delivered",
+                 "PTZ camera control", "Clip exports", "Platform fee"):  # fmt: skip
+        assert text in dom
+    assert "Total due" in dom and format_money(POLICE_TOTAL) in dom
+    assert "Payment is due within 30 days" in dom
+    assert "size: A4" in dom
+    shot = tmp_path / "print.png"
+    chromium(site, url, screenshot=shot)
+    assert shot.stat().st_size > 20_000
