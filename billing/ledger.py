@@ -104,7 +104,6 @@ _COLUMNS = (
     " variant, start_at, end_at, duration_ms, bytes_sent, final, recorded_at"
 )
 _NCOLS = 16
-_ROWS_PER_INSERT = 500  # 8,000 parameters: under SQLite's 32,766 and PostgreSQL's 65,535
 
 # One pass over the rows gives every metric. Exports count distinct sessions, so an export
 # reported as several intervals is still one export.
@@ -168,41 +167,47 @@ class Ledger:
         if not unique:
             return 0
         batch = list(unique.values())
-        inserted = 0
         with self.db.transaction():
-            recorded_at = self._next_recorded_at(now)
-            stamp = _fmt_time(recorded_at)
-            for i in range(0, len(batch), _ROWS_PER_INSERT):
-                chunk = batch[i : i + _ROWS_PER_INSERT]
-                marks = ", ".join(["(" + ", ".join(["?"] * _NCOLS) + ")"] * len(chunk))
-                params: list[Any] = []
-                for e in chunk:
-                    params.extend(
-                        (
-                            e.event_id,
-                            e.session_id,
-                            e.seq,
-                            e.tenant,
-                            e.principal,
-                            e.camera,
-                            e.camera_owner,
-                            str(e.kind),
-                            e.protocol,
-                            e.variant,
-                            _fmt_time(e.start),
-                            _fmt_time(e.end),
-                            e.duration_ms,
-                            e.bytes_sent,
-                            int(e.final),
-                            stamp,
-                        )
-                    )
-                inserted += self.db.execute(
-                    f"INSERT INTO usage_events ({_COLUMNS}) VALUES {marks}"
-                    " ON CONFLICT (event_id) DO NOTHING",
-                    params,
+            stamp = _fmt_time(self._next_recorded_at(now))
+            rows = [
+                (
+                    e.event_id,
+                    e.session_id,
+                    e.seq,
+                    e.tenant,
+                    e.principal,
+                    e.camera,
+                    e.camera_owner,
+                    str(e.kind),
+                    e.protocol,
+                    e.variant,
+                    _fmt_time(e.start),
+                    _fmt_time(e.end),
+                    e.duration_ms,
+                    e.bytes_sent,
+                    int(e.final),
+                    stamp,
                 )
-        return inserted
+                for e in batch
+            ]
+            if self.db.dialect == "postgres":
+                # COPY into a per-transaction staging table, then one set-based insert that
+                # skips ids already recorded: exactly-once at bulk speed.
+                self.db.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS usage_stage"
+                    " (LIKE usage_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+                self.db.copy_rows("usage_stage", _COLUMNS.split(", "), rows)
+                return self.db.execute(
+                    f"INSERT INTO usage_events ({_COLUMNS}) SELECT {_COLUMNS} FROM usage_stage"
+                    " ON CONFLICT (event_id) DO NOTHING"
+                )
+            # SQLite: one prepared statement reused for every row.
+            return self.db.executemany(
+                f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join(['?'] * _NCOLS)})"
+                " ON CONFLICT (event_id) DO NOTHING",
+                rows,
+            )
 
     def _next_recorded_at(self, now: datetime | None) -> datetime:
         t = (now or self._clock()).astimezone(UTC)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -92,25 +92,45 @@ class Database:
             cur = self._run(sql, params)
             return int(cur.rowcount or 0)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement for many rows; return the rows it changed (SQLite reports it)."""
         with self._lock:
             if self.dialect == "sqlite":
                 try:
-                    self._conn.executemany(sql, rows)
+                    cur = self._conn.executemany(sql, rows)
+                    return int(cur.rowcount or 0)
                 except sqlite3.IntegrityError as exc:
                     raise IntegrityError(str(exc)) from None
                 except sqlite3.Error as exc:
                     raise DatabaseError(str(exc)) from None
-            else:
-                import psycopg
+            import psycopg
 
-                try:
-                    with self._conn.cursor() as cur:
-                        cur.executemany(self._sql(sql), rows)
-                except psycopg.errors.IntegrityError as exc:
-                    raise IntegrityError(str(exc)) from None
-                except psycopg.Error as exc:
-                    raise DatabaseError(str(exc)) from None
+            try:
+                with self._conn.cursor() as cur:
+                    cur.executemany(self._sql(sql), rows)
+                    return int(cur.rowcount or 0)
+            except psycopg.errors.IntegrityError as exc:
+                raise IntegrityError(str(exc)) from None
+            except psycopg.Error as exc:
+                raise DatabaseError(str(exc)) from None
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """PostgreSQL COPY ... FROM STDIN: the fast bulk path (no SQL text to build or parse).
+        ``table`` and ``columns`` are our own identifiers, never user input."""
+        if self.dialect != "postgres":
+            raise DatabaseError("COPY is PostgreSQL only")
+        import psycopg
+
+        with self._lock:
+            try:
+                with (
+                    self._conn.cursor() as cur,
+                    cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+                ):
+                    for row in rows:
+                        copy.write_row(row)
+            except psycopg.Error as exc:
+                raise DatabaseError(str(exc)) from None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
