@@ -687,7 +687,10 @@ class DirectSink(_BatchingSink):
         self.new_events = 0  # what record() reported as new (the rest were duplicates)
 
     async def _write(self, batch: list[UsageEvent]) -> None:
-        self.new_events += await asyncio.to_thread(self.ledger.record, batch)
+        # Not `self.new_events += await ...`: that reads the counter before awaiting, and the
+        # flusher and the spool replay write concurrently, so one update would be lost.
+        new = await asyncio.to_thread(self.ledger.record, batch)
+        self.new_events += new
 
     # No separate probe: the recovery's first replayed batch is the probe.
 

@@ -44,8 +44,13 @@ def build(tmp: Path) -> tuple[Policy, TokenIssuer]:
         store.put_camera(Camera(f"cam{c}", "council", tags=frozenset({f"zone{c % 20}"})))
     for i in range(50):
         store.put_grant(
-            Grant(f"g{i}", "council", f"partner{i}", camera_tags=frozenset({f"zone{i % 20}"}),
-                  rights=frozenset({Right.LIVE}))
+            Grant(
+                f"g{i}",
+                "council",
+                f"partner{i}",
+                camera_tags=frozenset({f"zone{i % 20}"}),
+                rights=frozenset({Right.LIVE}),
+            )
         )
     issuer = TokenIssuer([SigningKey.generate()])
     verifier = TokenVerifier(issuer)
@@ -80,17 +85,25 @@ async def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         policy, issuer = build(Path(tmp))
-        ok_token = issuer.issue(tenant="partner3", subject="user3", roles=["viewer"],
-                                ttl=timedelta(hours=1))
-        fresh = [issuer.issue(tenant="partner3", subject="user3", roles=["viewer"],
-                              ttl=timedelta(hours=1)) for _ in range(20000)]
+        ok_token = issuer.issue(
+            tenant="partner3", subject="user3", roles=["viewer"], ttl=timedelta(hours=1)
+        )
+        fresh = [
+            issuer.issue(
+                tenant="partner3", subject="user3", roles=["viewer"], ttl=timedelta(hours=1)
+            )
+            for _ in range(20000)
+        ]
         cases = {
             "repeat token (cached verify)": lambda n: AccessRequest(
-                Action.LIVE, "rtsp", camera="cam3", token=ok_token),
+                Action.LIVE, "rtsp", camera="cam3", token=ok_token
+            ),
             "fresh token (EdDSA verify)": lambda n: AccessRequest(
-                Action.LIVE, "rtsp", camera="cam3", token=fresh[n % len(fresh)]),
+                Action.LIVE, "rtsp", camera="cam3", token=fresh[n % len(fresh)]
+            ),
             "denied (no grant), cached": lambda n: AccessRequest(
-                Action.LIVE, "rtsp", camera="cam4", token=ok_token),
+                Action.LIVE, "rtsp", camera="cam4", token=ok_token
+            ),
         }
         rows = []
         for name, make in cases.items():
@@ -105,13 +118,24 @@ async def main() -> None:
         deadline = time.perf_counter() + args.seconds
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            jwt.decode(ok_token, key, algorithms=["EdDSA"], audience="feedgate",
-                       issuer="feedgate",
-                       options={"require": ["exp", "iat", "aud", "iss", "sub"]})
+            jwt.decode(
+                ok_token,
+                key,
+                algorithms=["EdDSA"],
+                audience="feedgate",
+                issuer="feedgate",
+                options={"require": ["exp", "iat", "aud", "iss", "sub"]},
+            )
             lat.append(time.perf_counter() - t0)
             n += 1
-        rows.append(("peer: bare jwt.decode", n / (time.process_time() - start),
-                     pct(lat, 0.5) * 1e6, pct(lat, 0.99) * 1e6))
+        rows.append(
+            (
+                "peer: bare jwt.decode",
+                n / (time.process_time() - start),
+                pct(lat, 0.5) * 1e6,
+                pct(lat, 0.99) * 1e6,
+            )
+        )
     print(f"{'case':<32} {'decisions/s/core':>17} {'p50 µs':>9} {'p99 µs':>9}")
     for name, rate, p50, p99 in rows:
         print(f"{name:<32} {rate:>17,.0f} {p50:>9.1f} {p99:>9.1f}")
