@@ -53,6 +53,9 @@ digest_password = "enc"
 [[cameras]]
 id = "cam1"
 owner = "council"
+[[cameras]]
+id = "cam2"
+owner = "council"
 
 [[masks]]
 id = "house"
@@ -65,11 +68,17 @@ camera = "cam1"
 points = {[list(p) for p in GARDEN]}
 kind = "liftable"
 
+[[masks]]
+id = "yard"
+camera = "cam2"
+points = {[list(p) for p in GARDEN]}
+kind = "liftable"
+
 [[grants]]
 id = "police-cam1"
 owner = "council"
 grantee = "police"
-cameras = ["cam1"]
+cameras = ["cam1", "cam2"]
 rights = ["live", "unmask"]
 [[grants]]
 id = "shop-cam1"
@@ -84,7 +93,7 @@ async def _masked_gateway(tmp_path: Path, procs, lift_timeout: float = 1800.0):
     seed = tmp_path / "seed.toml"
     seed.write_text(SEED)
     config = replace(
-        make_config((CameraConfig(id="cam1"),)),
+        make_config((CameraConfig(id="cam1"), CameraConfig(id="cam2"))),
         data_dir=str(tmp_path / "var"),
         tenancy=TenancyConfig(
             enabled=True, seed=str(seed), recheck_interval=0.1, mask_lift_timeout=lift_timeout
@@ -206,3 +215,32 @@ async def test_one_ten_and_fifty_viewers_cost_one_transcode(tmp_path, procs):
                 await v.wait(20)
         # Fan-out to 50 costs little next to the one decode + encode every viewer shares.
         assert cpu_per_s[50] < cpu_per_s[1] * 1.6 + 0.05, cpu_per_s
+
+
+async def test_with_only_liftable_masks_the_unmask_right_and_a_purpose_get_the_original(
+    tmp_path, procs
+):
+    still = await _still_image(tmp_path)
+    config = await _masked_gateway(tmp_path, procs)
+    async with running_gateway(config) as gw:
+        await procs(_publish_still(still, f"rtsp://encoder:enc@127.0.0.1:{gw.port}/cam2"))
+        await publishing(gw, "cam2")
+        police = _token(gw, "police", "officer")
+        # Without a purpose: the liftable zone stays, through a masked variant.
+        masked = await procs(read_argv(gw.url(f"cam2?token={police}"), seconds=2, decode=False))
+        assert await masked.wait(30) == 0, masked.text
+        assert gw.gateway.variants.transcodes_started == 1
+        # With the right and a purpose: the camera's own stream, no transcode, and audited.
+        url = gw.url(f"cam2?token={police}&unmasked=1&purpose=CAD-77")
+        viewer = await procs(read_argv(url, seconds=8, decode=False))
+        original = gw.hub.path("cam2")
+        await wait_for(
+            lambda: any(type(r.transport).__name__ != "_Sink" for r in original.readers),
+            15,
+            what="the police viewer on the original stream",
+        )
+        assert gw.gateway.variants.transcodes_started == 1
+        viewer.kill()
+        lifts = [e for e in gw.gateway.tenancy.audit.entries() if e.action == AuditAction.MASK_LIFT]
+        assert len(lifts) == 1 and lifts[0].camera == "cam2"
+        assert lifts[0].detail["zones"] == ["yard"]
