@@ -286,3 +286,36 @@ async def test_http_reports_health_metrics_and_per_session_counters(gateway, pro
         assert 'feedgate_readers{path="cam1"} 1.0' in text
         assert 'feedgate_source_up{path="cam1"} 1.0' in text
     viewer.kill()
+
+
+async def test_a_cameras_sub_stream_is_served_as_its_own_path(procs):
+    # The "camera" serves a main and a lower-resolution sub stream, as IP cameras do.
+    async with running_gateway(
+        make_config((CameraConfig(id="main"), CameraConfig(id="low")))
+    ) as camera:
+        await procs(publish_argv(camera.url("main"), size="640x360"))
+        await procs(publish_argv(camera.url("low"), size="320x180"))
+        await publishing(camera, "main")
+        await publishing(camera, "low")
+        cams = (CameraConfig(id="gate", source=camera.url("main"), sub_source=camera.url("low")),)
+        async with running_gateway(make_config(cams)) as gw:
+            await publishing(gw, "gate")
+            await publishing(gw, "gate/sub")
+            main = await procs(read_argv(gw.url("gate"), seconds=1))
+            sub = await procs(read_argv(gw.url("gate/sub"), seconds=1))
+            assert await main.wait() == 0 and await sub.wait() == 0, sub.text
+            assert frames_of(main.text) > 0 and frames_of(sub.text) > 0
+
+            def resolution(path: str) -> tuple[int, int]:
+                import base64
+                import re
+
+                from gateway.h264 import parse_sps_resolution
+
+                fmtp = next(x for x in gw.hub.get(path).tracks[0].sdp_lines if "fmtp" in x)
+                sprop = re.search(r"sprop-parameter-sets=([^;,\s]+)", fmtp)
+                assert sprop is not None
+                return parse_sps_resolution(base64.b64decode(sprop.group(1)))
+
+            assert resolution("gate") == (640, 360)
+            assert resolution("gate/sub") == (320, 180)
