@@ -202,6 +202,20 @@ class PolicyAccess(AccessControl):
 
     # ---- live sessions -------------------------------------------------------------------------
 
+    def _audit(
+        self, action: AuditAction, d: Decision, detail: dict[str, Any], outcome: str = "ok"
+    ) -> None:
+        """An audit entry about a decision's tenant, principal, camera and purpose."""
+        self.audit.append(
+            action,
+            tenant=d.tenant,
+            principal=d.principal,
+            camera=d.camera,
+            purpose=d.purpose,
+            outcome=outcome,
+            detail=detail,
+        )
+
     def started(self, session: Session) -> RtspReply | None:
         decision = session.grant
         if not isinstance(decision, Decision):
@@ -210,14 +224,11 @@ class PolicyAccess(AccessControl):
         if session.mode == "play":
             lease = self.policy.acquire(decision)
             if lease is None:
-                self.audit.append(
+                self._audit(
                     AuditAction.DENIED,
-                    tenant=decision.tenant,
-                    principal=decision.principal,
-                    camera=decision.camera,
-                    purpose=decision.purpose,
+                    decision,
+                    {"reason": "concurrent stream limit", "limit": decision.max_concurrent},
                     outcome="denied",
-                    detail={"reason": "concurrent stream limit", "limit": decision.max_concurrent},
                 )
                 return RtspReply(
                     453,
@@ -228,13 +239,10 @@ class PolicyAccess(AccessControl):
         if self.variants is not None and decision.mask_zones:
             self.variants.hold(session.path)
         if decision.lifted:
-            self.audit.append(
+            self._audit(
                 AuditAction.MASK_LIFT,
-                tenant=decision.tenant,
-                principal=decision.principal,
-                camera=decision.camera,
-                purpose=decision.purpose,
-                detail={
+                decision,
+                {
                     "session": session.id,
                     "zones": list(decision.lifted),
                     "until": decision.lift_expires_at.isoformat()
@@ -253,13 +261,10 @@ class PolicyAccess(AccessControl):
                 variant=decision.variant,
                 reader=session.reader,
             )
-        self.audit.append(
+        self._audit(
             AuditAction.SESSION_START,
-            tenant=decision.tenant,
-            principal=decision.principal,
-            camera=decision.camera,
-            purpose=decision.purpose,
-            detail={
+            decision,
+            {
                 "session": session.id,
                 "mode": session.mode,
                 "protocol": "rtsp",
@@ -288,13 +293,10 @@ class PolicyAccess(AccessControl):
             self.policy.release(live.lease)
         reader = session.reader
         d = live.decision
-        self.audit.append(
+        self._audit(
             AuditAction.SESSION_END,
-            tenant=d.tenant,
-            principal=d.principal,
-            camera=d.camera,
-            purpose=d.purpose,
-            detail={
+            d,
+            {
                 "session": session.id,
                 "reason": reason,
                 "seconds": round(time.monotonic() - live.started, 3),
