@@ -25,12 +25,16 @@ from gateway.rtspserver import AccessCheck, AccessControl, RtspReply, RtspServer
 from gateway.variants import VariantManager
 from tenants.audit import AuditAction, AuditLog
 from tenants.db import Database
+from tenants.leases import LeaseStore
 from tenants.model import Quality
 from tenants.policy import DIGEST_REALM, AccessRequest, Action, Decision, Lease, Policy
 from tenants.store import TenantStore, load_seed
 from tenants.tokens import SigningKey, TokenIssuer, TokenVerifier
 
 log = logging.getLogger(__name__)
+
+# Shared stream leases live 30 s unless renewed: renew well within that.
+LEASE_RENEW_EVERY = 10.0
 
 
 @dataclass
@@ -62,7 +66,12 @@ class Tenancy:
             leeway=timedelta(seconds=tc.token_leeway),
             own_issuer=tc.issuer,
         )
-        policy = Policy(store, verifier, lift_timeout=timedelta(seconds=tc.mask_lift_timeout))
+        policy = Policy(
+            store,
+            verifier,
+            lift_timeout=timedelta(seconds=tc.mask_lift_timeout),
+            leases=LeaseStore(db),
+        )
         policy.reload(force=True)
         audit = AuditLog(db, audit_key.private_key)
         return cls(db, store, issuer, verifier, policy, audit, audit_key)
@@ -311,10 +320,14 @@ class PolicyAccess(AccessControl):
     async def _watch(self) -> None:
         """End live sessions within a second of their credential expiring, their grant being
         revoked or their tenant being suspended."""
+        renewed = time.monotonic()
         while self.live:
             await asyncio.sleep(self.recheck_interval)
             try:
                 self.policy.reload()
+                if time.monotonic() - renewed > LEASE_RENEW_EVERY:
+                    self.policy.renew_leases()
+                    renewed = time.monotonic()
             except Exception:
                 log.exception("policy reload failed; keeping the last snapshot")
             now = datetime.now(UTC)

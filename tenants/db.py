@@ -17,6 +17,8 @@ from typing import Any, Literal
 Dialect = Literal["sqlite", "postgres"]
 
 _PLACEHOLDER = re.compile(r"\?")
+# The PostgreSQL advisory lock key that serialises schema migrations across processes.
+_MIGRATION_LOCK = 0x66656564
 
 
 class DatabaseError(RuntimeError):
@@ -167,24 +169,24 @@ class Database:
 
     def migrate(self, component: str, migrations: Sequence[str]) -> int:
         """Apply this component's migrations not yet applied, in order; return how many ran.
-        Each migration is one string of ;-separated statements, applied in one transaction."""
+        Each migration is one string of ;-separated statements, applied in one transaction.
+
+        Safe when several processes or nodes start at once on a fresh database: the version is
+        read inside the migration's transaction, under a lock every process respects (SQLite's
+        write lock, a PostgreSQL advisory lock), so exactly one of them applies each step."""
         with self._lock:
-            self._run(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " component TEXT NOT NULL, version INTEGER NOT NULL,"
-                " PRIMARY KEY (component, version))",
-                (),
-            )
-            row = self.query_one(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?",
-                (component,),
-            )
-            done = int(row[0]) if row else 0
+            self._create_migrations_table()
             applied = 0
             for version, script in enumerate(migrations, start=1):
-                if version <= done:
-                    continue
                 with self.transaction():
+                    if self.dialect == "postgres":
+                        self._run("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+                    row = self.query_one(
+                        "SELECT 1 FROM schema_migrations WHERE component = ? AND version = ?",
+                        (component, version),
+                    )
+                    if row is not None:
+                        continue
                     for statement in _statements(script):
                         self._run(statement, ())
                     self._run(
@@ -193,6 +195,18 @@ class Database:
                     )
                 applied += 1
             return applied
+
+    def _create_migrations_table(self) -> None:
+        # CREATE TABLE IF NOT EXISTS can still race on PostgreSQL's catalog: lock first.
+        with self.transaction():
+            if self.dialect == "postgres":
+                self._run("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            self._run(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " component TEXT NOT NULL, version INTEGER NOT NULL,"
+                " PRIMARY KEY (component, version))",
+                (),
+            )
 
     def close(self) -> None:
         with self._lock:

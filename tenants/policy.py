@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from tenants.leases import LeaseStore
 from tenants.model import (
     Camera,
     Grant,
@@ -131,6 +132,7 @@ class Lease:
     key: tuple[str, str]  # (tenant, grant id or "owner")
     decision: Decision
     released: bool = False
+    shared_id: str | None = None  # the row in the shared lease table, for capped streams
 
 
 @dataclass
@@ -159,8 +161,11 @@ class Policy:
         verifier: TokenVerifier,
         *,
         lift_timeout: timedelta = timedelta(minutes=30),
+        leases: LeaseStore | None = None,
     ) -> None:
         self.store = store
+        # Caps shared by every process on the store; without it, caps hold per process.
+        self.leases = leases
         self.lift_timeout = lift_timeout
         self.verifier = verifier
         self._index = self._build(store.snapshot())
@@ -428,20 +433,32 @@ class Policy:
     # ---- live sessions -------------------------------------------------------------------------
 
     def acquire(self, decision: Decision) -> Lease | None:
-        """Count one stream against the decision's cap; None if the cap is reached. Runs on the
-        event loop with no await between check and increment, so it is atomic per process."""
+        """Count one stream against the decision's cap; None if the cap is reached.
+
+        With a shared lease store the cap holds across every gateway process and node on the
+        database (the check and the insert are one locked transaction); without one, it holds
+        per process (no await between check and increment on the event loop)."""
         assert decision.allow and decision.tenant is not None
         key = (decision.tenant, decision.grant_id or "owner")
         count = self._streams.get(key, 0)
-        if decision.max_concurrent is not None and count >= decision.max_concurrent:
-            return None
+        shared_id = None
+        cap = decision.max_concurrent
+        if cap is not None:
+            if self.leases is not None:
+                shared_id = self.leases.acquire(f"{key[0]}:{key[1]}", cap)
+                if shared_id is None:
+                    return None
+            elif count >= cap:
+                return None
         self._streams[key] = count + 1
-        return Lease(key, decision)
+        return Lease(key, decision, shared_id=shared_id)
 
     def release(self, lease: Lease) -> None:
         if lease.released:
             return
         lease.released = True
+        if lease.shared_id is not None and self.leases is not None:
+            self.leases.release(lease.shared_id)
         left = self._streams.get(lease.key, 1) - 1
         if left > 0:
             self._streams[lease.key] = left
@@ -450,6 +467,11 @@ class Policy:
 
     def streams(self, tenant: str, grant_id: str | None) -> int:
         return self._streams.get((tenant, grant_id or "owner"), 0)
+
+    def renew_leases(self) -> None:
+        """Keep this process's shared leases alive (they expire if it dies)."""
+        if self.leases is not None and self._streams:
+            self.leases.renew()
 
     def revalidate(self, decision: Decision, now: datetime | None = None) -> str | None:
         """Why a live session must end now (expired credential, revoked grant, suspended tenant,
