@@ -286,6 +286,10 @@ class PolicyAccess(AccessControl):
         self._ensure_watcher()
         return None
 
+    def paused(self, session: Session) -> None:
+        if self.meter is not None:
+            self.meter.pause(session.id)
+
     def attached(self, session: Session) -> None:
         if self.meter is not None and session.reader is not None:
             self.meter.attach_reader(session.id, session.reader)

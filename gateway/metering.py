@@ -43,6 +43,7 @@ class _Metered:
     last_wall: datetime
     last_mono: float
     last_bytes: int
+    paused: bool = False
 
 
 class UsageMeter:
@@ -90,15 +91,30 @@ class UsageMeter:
             self._task = asyncio.get_running_loop().create_task(self._tick(), name="metering")
 
     def attach_reader(self, session_id: str, reader: Reader) -> None:
-        """PLAY creates the hub reader after the session was admitted."""
+        """PLAY creates the hub reader after the session was admitted (and again after a
+        PAUSE): metering runs from here."""
         m = self._live.get(session_id)
-        if m is not None and m.reader is None:
-            m.reader = reader
-            m.last_bytes = reader.bytes_sent
+        if m is None:
+            return
+        if m.paused:
+            m.paused = False
+            m.last_wall, m.last_mono = datetime.now(UTC), time.monotonic()
+        m.reader = reader
+        m.last_bytes = reader.bytes_sent
+
+    def pause(self, session_id: str) -> None:
+        """A paused session is not watching: report up to now, then stop the clock."""
+        m = self._live.get(session_id)
+        if m is not None and not m.paused:
+            self._report(m)
+            m.paused = True
 
     def end(self, session_id: str) -> None:
         m = self._live.pop(session_id, None)
         if m is not None:
+            if m.paused:  # nothing watched since the pause: close with an empty interval
+                m.last_mono = time.monotonic()
+                m.last_wall = datetime.now(UTC)
             self._report(m, final=True)
 
     def _report(self, m: _Metered, *, final: bool = False) -> None:
@@ -144,7 +160,8 @@ class UsageMeter:
         while self._live:
             await asyncio.sleep(self.interval)
             for m in list(self._live.values()):
-                self._report(m)
+                if not m.paused:
+                    self._report(m)
 
     async def stop(self) -> None:
         """Report every open session's last partial interval, then stop the clock."""

@@ -102,6 +102,10 @@ class AccessControl:
         """The session's hub reader exists now (it is created after the PLAY reply)."""
         return None
 
+    def paused(self, session: Session) -> None:
+        """The session was PAUSEd: it receives nothing until the next PLAY."""
+        return None
+
     async def route(self, path: str, grant: object) -> str:
         """The hub path to serve for this grant: the camera's own, or a derived variant."""
         return path
@@ -798,6 +802,8 @@ class RtspServer:
         if session.state == "playing" and session.reader is not None and session.stream:
             session.stream.remove_reader(session.reader)
             session.state = "ready"
+            if session.started:
+                self.access.paused(session)
         return 200, [self._session_header(session)], b""
 
     async def _teardown(self, conn: RtspConnection, req: Request) -> HandlerResult:

@@ -1,0 +1,67 @@
+"""The meter's clock: intervals, pauses and the final report, against a recording sink."""
+
+from __future__ import annotations
+
+import asyncio
+
+from billing.model import UsageEvent
+from gateway.hub import Reader
+from gateway.metering import UsageMeter
+
+
+class RecordingSink:
+    """Keeps what the meter emits (the UsageSink interface is this one method)."""
+
+    def __init__(self) -> None:
+        self.events: list[UsageEvent] = []
+
+    def emit(self, event: UsageEvent) -> None:
+        self.events.append(event)
+
+
+def _start(meter: UsageMeter, reader: Reader) -> None:
+    meter.start(
+        session_id="s1",
+        tenant="police",
+        principal="p",
+        camera="cam",
+        camera_owner="council",
+        variant="unmasked",
+        reader=reader,
+    )
+
+
+async def test_intervals_are_dense_and_add_up_to_the_bytes_sent() -> None:
+    sink = RecordingSink()
+    meter = UsageMeter(sink, interval=0.05)
+    reader = Reader(channels=(0,))
+    _start(meter, reader)
+    for _ in range(5):
+        reader.bytes_sent += 1000
+        await asyncio.sleep(0.03)  # the session runs; the meter reports on its own clock
+    meter.end("s1")
+    await meter.stop()
+    assert [e.seq for e in sink.events] == list(range(len(sink.events)))
+    assert sum(e.bytes_sent for e in sink.events) == 5000
+    assert sink.events[-1].final and len({e.event_id for e in sink.events}) == len(sink.events)
+    # Consecutive intervals meet: no time is lost or counted twice between reports.
+    for a, b in zip(sink.events, sink.events[1:], strict=False):
+        assert a.end == b.start
+
+
+async def test_a_paused_session_accrues_no_viewing_time() -> None:
+    sink = RecordingSink()
+    meter = UsageMeter(sink, interval=10)
+    reader = Reader(channels=(0,))
+    _start(meter, reader)
+    await asyncio.sleep(0.2)
+    meter.pause("s1")
+    paused_at = sum(e.duration_ms for e in sink.events)
+    await asyncio.sleep(0.3)  # paused: this time is not viewing
+    meter.attach_reader("s1", reader)  # PLAY again
+    await asyncio.sleep(0.1)
+    meter.end("s1")
+    total = sum(e.duration_ms for e in sink.events)
+    assert 150 <= paused_at <= 400
+    assert total - paused_at < 250, (paused_at, total)  # the 300 ms pause is not in it
+    await meter.stop()
