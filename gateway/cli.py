@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from gateway.config import Config, ConfigError, load_config
@@ -41,6 +43,22 @@ async def _until_signal(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+# A shutdown that has not finished by then is stuck (a peer that will not let go, a wedged
+# worker thread): exit anyway, loudly, rather than hold the ports forever.
+SHUTDOWN_DEADLINE = 30.0
+
+
+def arm_shutdown_watchdog(deadline: float = SHUTDOWN_DEADLINE) -> None:
+    def force() -> None:
+        log.error("shutdown did not finish in %.0fs; exiting now", deadline)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(deadline, force)
+    timer.daemon = True
+    timer.start()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging(config.log_level)
@@ -54,6 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         await _until_signal(stop)
+        waiter = asyncio.ensure_future(stop.wait())
+        waiter.add_done_callback(lambda _: arm_shutdown_watchdog())
         await run_gateway(config, stop=stop)
 
     asyncio.run(main())

@@ -225,6 +225,9 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     print("\n".join(lines), flush=True)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), duration)
+    from gateway.cli import arm_shutdown_watchdog
+
+    arm_shutdown_watchdog()
     cameras_stop.set()
     await asyncio.gather(*cameras, return_exceptions=True)
     stop.set()

@@ -39,6 +39,7 @@ from gateway import h264
 from gateway.hub import PathStream, Reader
 from gateway.masking import MaskRaster, Zone
 from gateway.rtp import RtpError, payload_of, rtp_header
+from gateway.tasks import cancel_and_wait
 from gateway.tracks import Track
 
 log = logging.getLogger(__name__)
@@ -228,13 +229,8 @@ class MaskTranscoder:
     async def stop(self) -> None:
         """Detach from both paths and wait for the worker to finish its current frame."""
         self._stopped = True
-        if self._watch is not None:
-            self._watch.cancel()
-            try:
-                await self._watch
-            except asyncio.CancelledError:
-                pass
-            self._watch = None
+        await cancel_and_wait(self._watch)  # never swallows our own cancellation
+        self._watch = None
         self._detach_reader()
         self.target.detach_source(self.source_id)
         thread = self._thread
