@@ -6,13 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from gateway.config import Config, ConfigError, load_config
+from gateway.tasks import arm_shutdown_watchdog
 
 log = logging.getLogger("feedgate")
 
@@ -41,22 +40,6 @@ async def _until_signal(stop: asyncio.Event) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-
-
-# A shutdown that has not finished by then is stuck (a peer that will not let go, a wedged
-# worker thread): exit anyway, loudly, rather than hold the ports forever.
-SHUTDOWN_DEADLINE = 30.0
-
-
-def arm_shutdown_watchdog(deadline: float = SHUTDOWN_DEADLINE) -> None:
-    def force() -> None:
-        log.error("shutdown did not finish in %.0fs; exiting now", deadline)
-        logging.shutdown()
-        os._exit(1)
-
-    timer = threading.Timer(deadline, force)
-    timer.daemon = True
-    timer.start()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

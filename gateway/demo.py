@@ -20,6 +20,7 @@ import imageio_ffmpeg
 
 from gateway.app import Gateway, run_gateway
 from gateway.config import CameraConfig, Config, HttpConfig, RtspConfig
+from gateway.tasks import arm_shutdown_watchdog
 from tenants.audit import AuditAction
 
 log = logging.getLogger(__name__)
@@ -225,8 +226,6 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     print("\n".join(lines), flush=True)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), duration)
-    from gateway.cli import arm_shutdown_watchdog
-
     arm_shutdown_watchdog()
     cameras_stop.set()
     await asyncio.gather(*cameras, return_exceptions=True)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import threading
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
@@ -18,3 +23,19 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
         t.cancel()
     if live:
         await asyncio.wait(live)
+
+
+# A shutdown that has not finished by then is stuck (a peer that will not let go, a wedged
+# worker thread): exit anyway, loudly, rather than hold the ports forever.
+SHUTDOWN_DEADLINE = 30.0
+
+
+def arm_shutdown_watchdog(deadline: float = SHUTDOWN_DEADLINE) -> None:
+    def force() -> None:
+        log.error("shutdown did not finish in %.0fs; exiting now", deadline)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(deadline, force)
+    timer.daemon = True
+    timer.start()
