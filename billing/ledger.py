@@ -3,10 +3,12 @@
 Usage
 -----
 ``usage_events`` holds one row per :class:`~billing.model.UsageEvent`, keyed by its derived
-``event_id``. :meth:`Ledger.record` inserts a batch in one transaction with
-``INSERT ... ON CONFLICT (event_id) DO NOTHING`` (SQLite >= 3.24 and PostgreSQL), so a report
-that arrives twice, in the same batch or in another, is stored and counted once; the first copy
-wins.
+``event_id``. :meth:`Ledger.record` (events) and :meth:`Ledger.record_rows` (events already
+in :mod:`billing.usagerow` text form, as the Redis stream carries them) insert a batch in one
+transaction so that a report that arrives twice, in the same batch or in another, is stored and
+counted once; the first copy wins. SQLite uses ``INSERT ... ON CONFLICT (event_id) DO NOTHING``;
+PostgreSQL ``COPY``s the rows straight into the table and, only if that hits an id already
+there (a redelivered batch), goes through a staging table and ``INSERT ... ON CONFLICT``.
 
 An event belongs to the calendar month (UTC) in which it *starts*. Aggregates are returned in
 **base units**, as integers:
@@ -44,7 +46,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from billing.model import BillingError, Metric, UsageEvent, check_currency, parse_period
-from tenants.db import Database
+from billing.usagerow import COLUMNS as USAGE_ROW_COLUMNS
+from billing.usagerow import encode_row, format_time, parse_time, row_event_id, row_values
+from tenants.db import Database, IntegrityError
 
 __all__ = [
     "MIGRATIONS",
@@ -103,7 +107,9 @@ _COLUMNS = (
     "event_id, session_id, seq, tenant, principal, camera, camera_owner, kind, protocol,"
     " variant, start_at, end_at, duration_ms, bytes_sent, final, recorded_at"
 )
-_NCOLS = 16
+_COLUMN_LIST = (*USAGE_ROW_COLUMNS, "recorded_at")
+_NCOLS = len(_COLUMN_LIST)
+assert _COLUMNS == ", ".join(_COLUMN_LIST)
 
 # One pass over the rows gives every metric. Exports count distinct sessions, so an export
 # reported as several intervals is still one export.
@@ -116,17 +122,14 @@ _AGGREGATES = (
 )
 
 
-def _fmt_time(t: datetime) -> str:
-    """UTC, fixed width, microseconds, ``Z``: sorts as text in both databases."""
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise BillingError("times must be timezone-aware")
-    if t.tzinfo is not UTC:
-        t = t.astimezone(UTC)
-    return t.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+_fmt_time = format_time
+_parse_time = parse_time
 
 
-def _parse_time(s: str) -> datetime:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
+def _stamped(rows: list[str], stamp: str) -> str:
+    """Rows plus the ``recorded_at`` column, as one block of COPY text."""
+    tail = f"\t{stamp}\n"
+    return tail.join(rows) + tail
 
 
 def empty_usage() -> dict[Metric, int]:
@@ -166,61 +169,110 @@ class Ledger:
             unique.setdefault(event.event_id, event)
         if not unique:
             return 0
-        batch = list(unique.values())
+        if self.db.dialect == "postgres":
+            return self._record_pg([encode_row(e) for e in unique.values()], now)
+        rows = [
+            (
+                e.event_id,
+                e.session_id,
+                e.seq,
+                e.tenant,
+                e.principal,
+                e.camera,
+                e.camera_owner,
+                str(e.kind),
+                e.protocol,
+                e.variant,
+                _fmt_time(e.start),
+                _fmt_time(e.end),
+                e.duration_ms,
+                e.bytes_sent,
+                int(e.final),
+            )
+            for e in unique.values()
+        ]
+        return self._record_sqlite(rows, now)
+
+    def record_rows(self, rows: Sequence[str], *, now: datetime | None = None) -> int:
+        """:meth:`record` for events already in :mod:`billing.usagerow` form, checked by
+        :func:`~billing.usagerow.check_rows` (or made by ``encode_row``): on PostgreSQL the
+        text goes to ``COPY`` as it is, with no Python object per event."""
+        unique: dict[str, str] = {}
+        for row in rows:
+            unique.setdefault(row_event_id(row), row)
+        if not unique:
+            return 0
+        if self.db.dialect == "postgres":
+            return self._record_pg(list(unique.values()), now)
+        return self._record_sqlite([row_values(r) for r in unique.values()], now)
+
+    def _record_sqlite(self, rows: list[tuple[Any, ...]], now: datetime | None) -> int:
+        # BEGIN IMMEDIATE: writers are serialised, so recorded_at follows commit order.
         with self.db.transaction():
             stamp = _fmt_time(self._next_recorded_at(now))
-            rows = [
-                (
-                    e.event_id,
-                    e.session_id,
-                    e.seq,
-                    e.tenant,
-                    e.principal,
-                    e.camera,
-                    e.camera_owner,
-                    str(e.kind),
-                    e.protocol,
-                    e.variant,
-                    _fmt_time(e.start),
-                    _fmt_time(e.end),
-                    e.duration_ms,
-                    e.bytes_sent,
-                    int(e.final),
-                    stamp,
-                )
-                for e in batch
-            ]
-            if self.db.dialect == "postgres":
-                # COPY into a per-transaction staging table, then one set-based insert that
-                # skips ids already recorded: exactly-once at bulk speed.
-                self.db.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS usage_stage"
-                    " (LIKE usage_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                )
-                self.db.copy_rows("usage_stage", _COLUMNS.split(", "), rows)
-                return self.db.execute(
-                    f"INSERT INTO usage_events ({_COLUMNS}) SELECT {_COLUMNS} FROM usage_stage"
-                    " ON CONFLICT (event_id) DO NOTHING"
-                )
-            # SQLite: one prepared statement reused for every row.
             return self.db.executemany(
                 f"INSERT INTO usage_events ({_COLUMNS}) VALUES ({', '.join(['?'] * _NCOLS)})"
                 " ON CONFLICT (event_id) DO NOTHING",
-                rows,
+                [(*r, stamp) for r in rows],
             )
+
+    def _record_pg(self, rows: list[str], now: datetime | None) -> int:
+        """Rows (unique ids) -> usage_events. First straight ``COPY`` into the table, the fast
+        path, which fails as a whole if any id is already recorded; that only happens when a
+        batch is delivered again (a replayed spool, a re-read or claimed stream entry), and then
+        the batch goes through a staging table and ``INSERT ... ON CONFLICT DO NOTHING``."""
+        try:
+            with self.db.transaction():
+                stamp = self._lock_and_stamp(now)
+                self.db.copy_text("usage_events", _COLUMN_LIST, _stamped(rows, stamp))
+                return len(rows)
+        except IntegrityError:
+            pass
+        with self.db.transaction():
+            stamp = self._lock_and_stamp(now)
+            self.db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS usage_stage"
+                " (LIKE usage_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            self.db.copy_text("usage_stage", _COLUMN_LIST, _stamped(rows, stamp))
+            return self.db.execute(
+                f"INSERT INTO usage_events ({_COLUMNS}) SELECT {_COLUMNS} FROM usage_stage"
+                " ON CONFLICT (event_id) DO NOTHING"
+            )
+
+    def _lock_and_stamp(self, now: datetime | None) -> str:
+        # ROW EXCLUSIVE (what any insert takes) before reading the high-water mark: writers
+        # run side by side, but high_water()'s SHARE lock waits until every writer that has
+        # already chosen its stamp has committed (see high_water).
+        self.db.execute("LOCK TABLE usage_events IN ROW EXCLUSIVE MODE")
+        return _fmt_time(self._next_recorded_at(now))
 
     def _next_recorded_at(self, now: datetime | None) -> datetime:
         t = (now or self._clock()).astimezone(UTC)
-        last = self.high_water()
+        last = self._max_recorded()
         if last is not None and t <= last:
             t = last + timedelta(microseconds=1)
         return t
 
-    def high_water(self) -> datetime | None:
-        """The latest ``recorded_at`` in the ledger (None when empty). Everything recorded so
-        far is at or before it; everything recorded later is strictly after it."""
+    def _max_recorded(self) -> datetime | None:
         row = self.db.query_one("SELECT MAX(recorded_at) FROM usage_events")
         return _parse_time(row[0]) if row and row[0] else None
+
+    def high_water(self) -> datetime | None:
+        """The latest ``recorded_at`` in the ledger (None when empty). Everything recorded so
+        far is at or before it; everything recorded later is strictly after it.
+
+        On PostgreSQL several consumers write at once, and a writer picks its stamp before it
+        commits; a mark read while one is in flight could later turn out to have been passed
+        by a commit with an earlier stamp. So the mark is read under a SHARE lock on the table,
+        which waits for the writers in flight (they hold ROW EXCLUSIVE from before they read
+        the mark they stamp after) and holds new ones back for the moment it takes. On SQLite
+        writers are serialised by ``BEGIN IMMEDIATE`` already."""
+        if self.db.dialect != "postgres":
+            return self._max_recorded()
+        with self.db.transaction():
+            self.db.execute("LOCK TABLE usage_events IN SHARE MODE")
+            return self._max_recorded()
 
     def _window(
         self, period: str, recorded_until: datetime | None, recorded_after: datetime | None = None

@@ -119,6 +119,20 @@ class Database:
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """PostgreSQL COPY ... FROM STDIN: the fast bulk path (no SQL text to build or parse).
         ``table`` and ``columns`` are our own identifiers, never user input."""
+
+        def feed(copy: Any) -> None:
+            for row in rows:
+                copy.write_row(row)
+
+        self._copy(table, columns, feed)
+
+    def copy_text(self, table: str, columns: Sequence[str], data: str) -> None:
+        """PostgreSQL COPY ... FROM STDIN of text that is already in COPY's text format (tab
+        separated, one row per line, newline-terminated): no per-row work in Python at all."""
+        self._copy(table, columns, lambda copy: copy.write(data))
+
+    def _copy(self, table: str, columns: Sequence[str], feed: Any) -> None:
+        # Raises IntegrityError on a duplicate key, so callers can take a slower path.
         if self.dialect != "postgres":
             raise DatabaseError("COPY is PostgreSQL only")
         import psycopg
@@ -129,8 +143,9 @@ class Database:
                     self._conn.cursor() as cur,
                     cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
                 ):
-                    for row in rows:
-                        copy.write_row(row)
+                    feed(copy)
+            except psycopg.errors.IntegrityError as exc:
+                raise IntegrityError(str(exc)) from None
             except psycopg.Error as exc:
                 raise DatabaseError(str(exc)) from None
 

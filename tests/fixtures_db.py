@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,19 +173,32 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextmanager
+def fresh_database(server: PostgresServer, prefix: str = "test") -> Iterator[str]:
+    """A new, empty database on the shared cluster, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    server.admin(f"CREATE DATABASE {name}")
+    try:
+        yield server.url(name)
+    finally:
+        server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL per test, on each backend."""
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path / 'feedgate.db'}"
         return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    name = f"test_{uuid.uuid4().hex}"
-    server.admin(f"CREATE DATABASE {name}")
-    try:
-        yield server.url(name)
-    finally:
-        server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_database(request.getfixturevalue("postgres_server")) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database URL (tests that need the shared backend)."""
+    with fresh_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture
