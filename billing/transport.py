@@ -6,9 +6,11 @@ Two ways in, one guarantee:
   background task; when the store is down, batches go to a local disk ``Spool`` and are replayed
   when it works again.
 * ``RedisStreamSink`` (shared mode) batches events into Redis stream entries (up to
-  ``entry_events`` events per entry, pipelined); when Redis is down, batches go to the spool and
-  are replayed when Redis is back. ``LedgerConsumer`` reads the stream in a consumer group and
-  acknowledges an entry only after the ledger committed its events.
+  ``entry_events`` events per entry, as :mod:`billing.usagerow` text, pipelined); when Redis is
+  down, batches go to the spool and are replayed when Redis is back. ``LedgerConsumer`` reads
+  the stream in a consumer group, checks every row, hands the checked text to the ledger
+  (``record_rows``: PostgreSQL ``COPY``s it as it is) and acknowledges an entry only after the
+  ledger committed its events.
 
 Every hop is at-least-once (a replay, a retried pipeline, a re-read pending entry may deliver an
 event twice); exactly-once comes from the ledger, whose ``record`` inserts each ``event_id`` once
@@ -39,13 +41,18 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential, wait_rando
 from tenacity.wait import wait_base
 
 from billing.model import UsageEvent, UsageKind
+from billing.usagerow import RowError, check_rows, encode_row, encode_rows
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DEFAULT_STREAM = "feedgate:usage"
-FORMAT_VERSION = b"1"
+# Stream entry formats: "2" is {"v", "n", "rows"} with rows in billing.usagerow form (written
+# now); "1" is {"v", "n", "events"} with a JSON list of event objects (still read, so entries
+# left in the stream by an older gateway are not lost in an upgrade).
+FORMAT_VERSION = b"2"
+_JSON_FORMAT_VERSION = b"1"
 
 # ---------------------------------------------------------------------------------------------
 # Event (de)serialisation: compact JSON objects keyed by field name; times are ISO 8601 with
@@ -399,9 +406,15 @@ def _backoff(initial: float, maximum: float) -> wait_base:
 
 
 class LedgerLike(Protocol):
-    """What the transport needs of ``billing.ledger.Ledger``."""
+    """What ``DirectSink`` needs of ``billing.ledger.Ledger``."""
 
     def record(self, events: Sequence[UsageEvent]) -> int: ...
+
+
+class RowLedgerLike(Protocol):
+    """What ``LedgerConsumer`` needs of ``billing.ledger.Ledger``."""
+
+    def record_rows(self, rows: Sequence[str]) -> int: ...
 
 
 @dataclasses.dataclass
@@ -697,7 +710,8 @@ class DirectSink(_BatchingSink):
 
 class RedisStreamSink(_BatchingSink):
     """Shared mode: each flush XADDs its batch as entries of up to ``entry_events`` events
-    (field ``events``: a JSON list; ``n``: how many; ``v``: format version) in one pipeline.
+    (field ``rows``: newline-separated :mod:`billing.usagerow` rows; ``n``: how many; ``v``:
+    format version) in one pipeline.
 
     ``maxlen`` (approximate MAXLEN trimming) is off by default: trimming entries the consumer
     has not read would lose usage; ``LedgerConsumer`` deletes entries once acknowledged."""
@@ -739,7 +753,7 @@ class RedisStreamSink(_BatchingSink):
     def _entries(self, batch: list[UsageEvent]) -> list[dict[Any, Any]]:
         n = self.entry_events
         return [
-            {"v": FORMAT_VERSION, "n": str(len(chunk)), "events": encode_events(chunk)}
+            {"v": FORMAT_VERSION, "n": str(len(chunk)), "rows": encode_rows(chunk)}
             for chunk in (batch[i : i + n] for i in range(0, len(batch), n))
         ]
 
@@ -803,7 +817,7 @@ class LedgerConsumer:
     def __init__(
         self,
         redis_url: str,
-        ledger: LedgerLike,
+        ledger: RowLedgerLike,
         group: str = "ledger",
         consumer: str | None = None,
         *,
@@ -814,13 +828,13 @@ class LedgerConsumer:
         count: int = 50,
         block_ms: int = 250,
         delete_acked: bool = True,
-        ledger_factory: Callable[[], LedgerLike] | None = None,
+        ledger_factory: Callable[[], RowLedgerLike] | None = None,
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
         socket_timeout: float = 10.0,
     ) -> None:
         self.redis_url = redis_url
-        self.ledger: LedgerLike | None = ledger
+        self.ledger: RowLedgerLike | None = ledger
         self.group = group
         self.consumer = consumer or socket.gethostname()
         self.stream = stream
@@ -967,25 +981,24 @@ class LedgerConsumer:
                 return
 
     async def _process(self, entries: list[Any]) -> None:
-        good_ids, events, poison = await asyncio.to_thread(_decode_entries, entries)
+        good_ids, rows, poison = await asyncio.to_thread(_decode_entries, entries)
         for entry_id, fields, error in poison:
             await self._dead_letter(entry_id, fields, error)
         if not good_ids:
             return
-        unique = list({e.event_id: e for e in events}.values())
-        new = await self._retry(lambda: self._record(unique), "ledger record", ledger=True)
+        new = await self._retry(lambda: self._record(rows), "ledger record", ledger=True)
         await self._retry(lambda: self._ack(good_ids), "ack")
         self.stats.entries += len(good_ids)
-        self.stats.events += len(events)
+        self.stats.events += len(rows)
         self.stats.new += new
-        self.stats.duplicates += len(events) - new
+        self.stats.duplicates += len(rows) - new
 
-    async def _record(self, events: list[UsageEvent]) -> int:
+    async def _record(self, rows: list[str]) -> int:
         if self.ledger is None:
             assert self.ledger_factory is not None
             self.ledger = await asyncio.to_thread(self.ledger_factory)
         try:
-            return await asyncio.to_thread(self.ledger.record, events)
+            return await asyncio.to_thread(self.ledger.record_rows, rows)
         except Exception:
             if self.ledger_factory is not None:
                 old, self.ledger = self.ledger, None
@@ -1085,27 +1098,41 @@ class LedgerConsumer:
         return result  # type: ignore[return-value]
 
 
+def _field(fields: dict[Any, Any], name: str) -> Any:
+    return fields.get(name.encode(), fields.get(name))
+
+
 def _decode_entries(
     entries: list[Any],
-) -> tuple[list[Any], list[UsageEvent], list[tuple[Any, dict[Any, Any], str]]]:
+) -> tuple[list[Any], list[str], list[tuple[Any, dict[Any, Any], str]]]:
+    """Stream entries -> (ids of good entries, their checked rows, bad entries with why)."""
     good_ids: list[Any] = []
-    events: list[UsageEvent] = []
+    rows: list[str] = []
     poison: list[tuple[Any, dict[Any, Any], str]] = []
     for entry_id, fields in entries:
         try:
-            version = fields.get(b"v", fields.get("v"))
-            if version not in (FORMAT_VERSION, FORMAT_VERSION.decode()):
+            version = _field(fields, "v")
+            if isinstance(version, str):
+                version = version.encode()
+            if version == FORMAT_VERSION:
+                payload = _field(fields, "rows")
+                if payload is None:
+                    raise DecodeError("no 'rows' field")
+                text = payload.decode() if isinstance(payload, bytes) else str(payload)
+                decoded = check_rows(text)
+            elif version == _JSON_FORMAT_VERSION:
+                payload = _field(fields, "events")
+                if payload is None:
+                    raise DecodeError("no 'events' field")
+                decoded = [encode_row(e) for e in decode_events(payload)]
+            else:
                 raise DecodeError(f"unknown format version {version!r}")
-            payload = fields.get(b"events", fields.get("events"))
-            if payload is None:
-                raise DecodeError("no 'events' field")
-            decoded = decode_events(payload)
-            n = fields.get(b"n", fields.get("n"))
+            n = _field(fields, "n")
             if n is not None and int(n) != len(decoded):
                 raise DecodeError(f"entry says {int(n)} events, holds {len(decoded)}")
-        except (DecodeError, ValueError) as exc:
+        except (DecodeError, RowError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             poison.append((entry_id, fields, f"{type(exc).__name__}: {exc}"))
             continue
         good_ids.append(entry_id)
-        events.extend(decoded)
-    return good_ids, events, poison
+        rows.extend(decoded)
+    return good_ids, rows, poison

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -38,7 +39,10 @@ from billing.transport import (
     encode_event,
     encode_events,
 )
+from billing.usagerow import encode_rows
 from tenants.db import Database, DatabaseError
+
+T = TypeVar("T")
 
 T0 = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 
@@ -89,23 +93,19 @@ class FlakyLedger:
         self.after_commit: Callable[[], None] | None = None
 
     def record(self, events: Sequence[UsageEvent]) -> int:
+        return self._through(self.inner.record, events)
+
+    def record_rows(self, rows: Sequence[str]) -> int:
+        return self._through(self.inner.record_rows, rows)
+
+    def _through(self, record: Callable[[T], int], batch: T) -> int:
         if self.down:
             self.failures += 1
             raise DatabaseError("store unreachable (test)")
-        new = self.inner.record(events)
+        new = record(batch)
         if self.after_commit is not None:
             self.after_commit()
         return new
-
-
-@pytest.fixture
-def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
-    name = f"transport_{uuid.uuid4().hex}"
-    postgres_server.admin(f"CREATE DATABASE {name}")
-    try:
-        yield postgres_server.url(name)
-    finally:
-        postgres_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -509,19 +509,29 @@ async def test_poison_entries_are_dead_lettered(
 ) -> None:
     r = redis_server.client()
     good = make_events(5)
-    r.xadd("feedgate:usage", {"v": "1", "n": "5", "events": encode_events(good)})
+    rows = encode_rows(good)
+    r.xadd("feedgate:usage", {"v": "2", "n": "5", "rows": rows})
+    forged = rows.replace("\t0\t", "\t-1\t", 1)  # a negative quantity
+    r.xadd("feedgate:usage", {"v": "2", "n": "5", "rows": forged})
+    r.xadd("feedgate:usage", {"v": "2", "n": "1", "rows": b"\xff\xfe not utf-8"})
+    r.xadd("feedgate:usage", {"v": "2", "n": "4", "rows": rows})  # n lies
+    r.xadd("feedgate:usage", {"v": "2", "n": "5"})  # no rows
     r.xadd("feedgate:usage", {"v": "1", "n": "1", "events": b"{not json"})
     r.xadd("feedgate:usage", {"v": "9", "events": encode_events(good)})
-    r.xadd("feedgate:usage", {"v": "1", "n": "3", "events": encode_events(good)})  # n lies
+    # Format 1 (JSON), as an older gateway wrote it, is still read: no usage lost in an upgrade.
+    older = make_events(3, session="older")
+    r.xadd("feedgate:usage", {"v": "1", "n": "3", "events": encode_events(older)})
     consumer = LedgerConsumer(redis_server.url, pg_ledger, consumer="c1")
     async with consuming(consumer):
-        await until(lambda: consumer.stats.dead_lettered == 3, 10, "dead letters")
-        await until(lambda: consumer.stats.entries == 1, 10, "the good entry")
-    assert pg_ledger.count() == 5
+        await until(lambda: consumer.stats.dead_lettered == 6, 10, "dead letters")
+        await until(lambda: consumer.stats.entries == 2, 10, "the good entries")
+    assert pg_ledger.count() == 8
     dead = r.xrange("feedgate:usage:dead")
-    assert len(dead) == 3
+    assert len(dead) == 6
     assert all(b"dl:error" in fields and b"dl:id" in fields for _, fields in dead)
-    assert dead[0][1][b"orig:events"] == b"{not json"
+    assert b"RowError: row 1" in dead[0][1][b"dl:error"]  # names the bad row
+    assert dead[0][1][b"orig:rows"] == forged.encode()  # kept whole, for inspection
+    assert dead[4][1][b"orig:events"] == b"{not json"
     assert r.xpending("feedgate:usage", "ledger")["pending"] == 0
     r.close()
 
