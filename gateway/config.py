@@ -77,6 +77,10 @@ class BillingConfig:
     ledger: str = ""
     redis_url: str = ""
     stream: str = "feedgate:usage"
+    # LedgerConsumers this node runs (on worker 0), each with its own ledger connection: while
+    # one waits for PostgreSQL's COPY the other reads and checks the next entries (2 measured
+    # 1.25x one on 2 cores; see BENCHMARKS.md). 0: this node only produces (another consumes).
+    consumers: int = 2
     # Where events wait when the ledger or Redis is down ("" = <data_dir>/spool).
     spool_dir: str = ""
     # Price plans and tenant assignments (TOML), relative to the config file.
@@ -258,6 +262,8 @@ def _validate(cfg: Config, source: str) -> None:
         ("sqlite://", "postgresql://", "postgres://")
     ):
         raise ConfigError(source, "tenancy.database", "must be sqlite://... or postgresql://...")
+    if not 0 <= cfg.billing.consumers <= 32:
+        raise ConfigError(source, "billing.consumers", "must be between 0 and 32")
     if cfg.billing.enabled and not cfg.tenancy.enabled:
         raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

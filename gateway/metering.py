@@ -170,6 +170,16 @@ class UsageMeter:
         await cancel_and_wait(self._task)
 
 
+class _ConsumerLedger(Ledger):
+    """A ledger on a connection of its own, closed with it (a consumer's)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(Database.open(url))
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class Metering:
     """Billing's side of the gateway process: the ledger, the sink the meter emits into, and
     (with Redis) the consumer that moves the stream into the ledger. Opened from the config."""
@@ -182,36 +192,50 @@ class Metering:
         self.invoices = InvoiceStore(self.db, ledger=self.ledger)
         spool_root = Path(bc.spool_dir or Path(config.data_dir) / "spool")
         self.spool = Spool(spool_root / f"w{worker}")
-        self.consumer: LedgerConsumer | None = None
+        self.consumers: list[LedgerConsumer] = []
         self.sink: DirectSink | RedisStreamSink
         if bc.redis_url:
             self.sink = RedisStreamSink(bc.redis_url, bc.stream, self.spool)
             if worker == 0:
-                self.consumer = LedgerConsumer(
-                    bc.redis_url,
-                    self.ledger,
-                    consumer=f"{socket.gethostname()}-w0",
-                    stream=bc.stream,
-                )
+                ledger_url = self.db.url
+                host = socket.gethostname()
+                for i in range(bc.consumers):
+                    # Each consumer its own connection (a Database serialises its users), and
+                    # a fresh one after a failure: a dropped connection does not heal.
+                    self.consumers.append(
+                        LedgerConsumer(
+                            bc.redis_url,
+                            _ConsumerLedger(ledger_url),
+                            consumer=f"{host}-w0" if i == 0 else f"{host}-w0-c{i}",
+                            stream=bc.stream,
+                            ledger_factory=lambda: _ConsumerLedger(ledger_url),
+                        )
+                    )
         else:
             self.sink = DirectSink(self.ledger, self.spool)
         self.meter = UsageMeter(self.sink, interval=config.rtsp.report_interval)
-        self._consumer_task: asyncio.Task[None] | None = None
+        self._consumer_tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self.sink.start()
-        if self.consumer is not None:
-            self._consumer_task = asyncio.get_running_loop().create_task(
-                self.consumer.run(), name="ledger-consumer"
-            )
+        loop = asyncio.get_running_loop()
+        self._consumer_tasks = [
+            loop.create_task(c.run(), name=f"ledger-consumer-{i}")
+            for i, c in enumerate(self.consumers)
+        ]
 
     async def stop(self) -> None:
         """Last intervals of open sessions first, then flush, then stop consuming."""
         await self.meter.stop()
         await self.sink.stop()
-        if self.consumer is not None:
-            await self.consumer.stop()
-        await cancel_and_wait(self._consumer_task)
+        for consumer in self.consumers:
+            await consumer.stop()
+        for task in self._consumer_tasks:
+            await cancel_and_wait(task)
+        for consumer in self.consumers:
+            close = getattr(consumer.ledger, "close", None)
+            if callable(close):
+                close()
         self.spool.close()
         if self._own_db:
             self.db.close()
