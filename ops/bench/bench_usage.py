@@ -9,7 +9,8 @@ peer: raw pipelined XADD with redis-py, one event per stream entry (what batchin
 Starts its own redis-server and PostgreSQL cluster (Debian binaries, temp dirs, free ports)
 unless given --redis-url / --pg-url.
 
-    python ops/bench/bench_usage.py [--events 200000] [--consumers 1] [--only a|b|peer]
+    python ops/bench/bench_usage.py [--events 200000] [--consumers 1] [--tasks 2]
+                                    [--only a|b|peer]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from billing.transport import (  # noqa: E402
     Spool,
     encode_event,
 )
+from billing.usagerow import check_rows, encode_row, encode_rows, row_event_id  # noqa: E402
 from tenants.db import Database  # noqa: E402
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -217,30 +219,39 @@ class _NullLedger:
     def __init__(self, counter: Any) -> None:
         self.counter = counter
 
-    def record(self, events: Sequence[UsageEvent]) -> int:
-        n = len({e.event_id for e in events})
+    def record_rows(self, rows: Sequence[str]) -> int:
+        n = len({row_event_id(r) for r in rows})
         with self.counter.get_lock():
             self.counter.value += n
         return n
 
 
-def _consumer_main(redis_url: str, pg_url: str | None, name: str, stop: Any, counter: Any) -> None:
+def _consumer_main(
+    redis_url: str, pg_url: str | None, name: str, tasks: int, stop: Any, counter: Any
+) -> None:
+    """One consumer process running ``tasks`` LedgerConsumers, each with its own connection
+    (as a gateway's worker 0 does with ``billing.consumers``)."""
+
     async def main() -> None:
-        db = Database.open(pg_url) if pg_url else None
-        ledger: Any = Ledger(db) if db else _NullLedger(counter)
-        consumer = LedgerConsumer(redis_url, ledger, consumer=name, count=50)
-        task = asyncio.create_task(consumer.run())
+        dbs = [Database.open(pg_url) for _ in range(tasks)] if pg_url else []
+        ledgers: list[Any] = [Ledger(db) for db in dbs] or [_NullLedger(counter)] * tasks
+        consumers = [
+            LedgerConsumer(redis_url, ledger, consumer=f"{name}-{j}", count=50)
+            for j, ledger in enumerate(ledgers)
+        ]
+        running = [asyncio.create_task(c.run()) for c in consumers]
         await asyncio.to_thread(stop.wait)
-        await consumer.stop()
-        await task
-        if db:
+        for c in consumers:
+            await c.stop()
+        await asyncio.gather(*running)
+        for db in dbs:
             db.close()
 
     asyncio.run(main())
 
 
 async def bench_redis(
-    n: int, redis_url: str, pg_url: str | None, consumers: int
+    n: int, redis_url: str, pg_url: str | None, consumers: int, tasks: int = 1
 ) -> tuple[float, float]:
     """pg_url None: the consumers use a null ledger (transport capacity alone)."""
     db = Database.open(pg_url) if pg_url else None
@@ -252,7 +263,10 @@ async def bench_redis(
     stop = ctx.Event()
     counter = ctx.Value("q", 0)
     procs = [
-        ctx.Process(target=_consumer_main, args=(redis_url, pg_url, f"bench-{i}", stop, counter))
+        ctx.Process(
+            target=_consumer_main,
+            args=(redis_url, pg_url, f"bench-{i}", tasks, stop, counter),
+        )
         for i in range(consumers)
     ]
     for p in procs:
@@ -290,16 +304,40 @@ async def bench_redis(
     return n / elapsed, n / t_emit
 
 
-def bench_ledger_alone(n: int, pg_url: str) -> float:
+def bench_ledger_alone(n: int, pg_url: str) -> tuple[float, float, float]:
+    """Ledger on PostgreSQL, 5,000 per call: record(events), record_rows(checked rows) as the
+    consumer calls it, and the same rows again (every id already there: the slow path)."""
     db = Database.open(pg_url)
     ledger = Ledger(db)
     events = make_events(n, f"alone-{uuid.uuid4().hex[:6]}")
     t0 = time.perf_counter()
     for i in range(0, n, 5000):
         ledger.record(events[i : i + 5000])
-    rate = n / (time.perf_counter() - t0)
+    events_rate = n / (time.perf_counter() - t0)
+    rows = [encode_row(e) for e in make_events(n, f"rows-{uuid.uuid4().hex[:6]}")]
+    t0 = time.perf_counter()
+    for i in range(0, n, 5000):
+        ledger.record_rows(rows[i : i + 5000])
+    rows_rate = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(0, n, 5000):
+        assert ledger.record_rows(rows[i : i + 5000]) == 0
+    replay_rate = n / (time.perf_counter() - t0)
     db.close()
-    return rate
+    return events_rate, rows_rate, replay_rate
+
+
+def bench_stages(n: int) -> tuple[float, float]:
+    """Microseconds per event to encode (the gateway's side) and to check (the consumer's)."""
+    events = make_events(n, "stages")
+    t0 = time.perf_counter()
+    blocks = [encode_rows(events[i : i + 100]) for i in range(0, n, 100)]
+    encode_us = (time.perf_counter() - t0) / n * 1e6
+    t0 = time.perf_counter()
+    checked = sum(len(check_rows(b)) for b in blocks)
+    check_us = (time.perf_counter() - t0) / n * 1e6
+    assert checked == n
+    return encode_us, check_us
 
 
 def bench_peer_xadd(n: int, redis_url: str) -> float:
@@ -323,7 +361,10 @@ def bench_peer_xadd(n: int, redis_url: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--consumers", type=int, default=1)
+    ap.add_argument("--consumers", type=int, default=1, help="consumer processes")
+    ap.add_argument(
+        "--tasks", type=int, default=2, help="LedgerConsumers per process (billing.consumers)"
+    )
     ap.add_argument("--redis-url")
     ap.add_argument("--pg-url")
     ap.add_argument("--only", choices=["a", "b", "peer"])
@@ -338,14 +379,27 @@ def main() -> None:
             redis_url = args.redis_url or stack.enter_context(redis_server())
         if args.only in (None, "b"):
             pg_url = args.pg_url or stack.enter_context(postgres_server())
-            e2e, emit = asyncio.run(bench_redis(args.events, redis_url, pg_url, args.consumers))
+            e2e, emit = asyncio.run(
+                bench_redis(args.events, redis_url, pg_url, args.consumers, args.tasks)
+            )
             print(
-                f"(b) RedisStreamSink -> Redis -> LedgerConsumer x{args.consumers} -> PostgreSQL:"
+                f"(b) RedisStreamSink -> Redis -> LedgerConsumer {args.consumers} process(es)"
+                f" x {args.tasks} -> PostgreSQL:"
                 f" {e2e:,.0f} ev/s end to end (emit side {emit:,.0f} ev/s)"
             )
-            alone = bench_ledger_alone(min(args.events, 50_000), pg_url)
-            print(f"    Ledger.record alone on PostgreSQL (5,000 per call): {alone:>9,.0f} ev/s")
-            cap, emit = asyncio.run(bench_redis(args.events, redis_url, None, args.consumers))
+            events_rate, rows_rate, replay = bench_ledger_alone(min(args.events, 50_000), pg_url)
+            print(
+                f"    Ledger alone on PostgreSQL, 5,000 per call: record(events) {events_rate:,.0f}"
+                f" ev/s, record_rows {rows_rate:,.0f} ev/s, a replay of them {replay:,.0f} ev/s"
+            )
+            encode_us, check_us = bench_stages(min(args.events, 50_000))
+            print(
+                f"    per event: encode_row {encode_us:.1f} us (gateway), check_rows"
+                f" {check_us:.1f} us (consumer)"
+            )
+            cap, emit = asyncio.run(
+                bench_redis(args.events, redis_url, None, args.consumers, args.tasks)
+            )
             print(
                 f"    transport alone (same path, null ledger):         {cap:>9,.0f} ev/s"
                 f" (emit side {emit:,.0f} ev/s)"
