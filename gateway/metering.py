@@ -198,6 +198,8 @@ class Metering:
             self.sink = RedisStreamSink(bc.redis_url, bc.stream, self.spool)
             if worker == 0:
                 ledger_url = self.db.url
+                # An in-memory database exists only on its one connection: share it.
+                shared = ledger_url.endswith(":memory:")
                 host = socket.gethostname()
                 for i in range(bc.consumers):
                     # Each consumer its own connection (a Database serialises its users), and
@@ -205,10 +207,10 @@ class Metering:
                     self.consumers.append(
                         LedgerConsumer(
                             bc.redis_url,
-                            _ConsumerLedger(ledger_url),
+                            self.ledger if shared else _ConsumerLedger(ledger_url),
                             consumer=f"{host}-w0" if i == 0 else f"{host}-w0-c{i}",
                             stream=bc.stream,
-                            ledger_factory=lambda: _ConsumerLedger(ledger_url),
+                            ledger_factory=None if shared else lambda: _ConsumerLedger(ledger_url),
                         )
                     )
         else:
