@@ -110,12 +110,20 @@ async def test_serve_with_two_workers_relays_and_hands_off_publishers(tmp_path, 
     # SO_REUSEPORT spreads connections by port hash: publish until one lands on the secondary
     # and is handed to the primary. Each new publisher replaces the last.
     for _ in range(12):
+        before = server.text.count("publishing cam1")
         pub = await procs(publish_argv(url))
-        await wait_for(lambda: server.text.count("publishing cam1") >= 1, 20, what="publishing")
+        # This publisher is in (on either worker) before the next one replaces it.
+        await wait_for(
+            lambda b=before: (
+                server.text.count("publishing cam1") > b or "handed to the primary" in server.text
+            ),
+            20,
+            what="publishing",
+        )
         if "handed to the primary" in server.text:
             break
-        await asyncio.sleep(0.3)
         pub.kill()
+        await pub.wait(10)
     assert "handed to the primary" in server.text, server.text[-3000:]
     viewers = [await procs(read_argv(url, seconds=3, decode=False)) for _ in range(8)]
     codes = await asyncio.gather(*(v.wait(60) for v in viewers))
