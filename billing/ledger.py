@@ -170,7 +170,7 @@ class Ledger:
         if not unique:
             return 0
         if self.db.dialect == "postgres":
-            return self._record_pg([encode_row(e) for e in unique.values()], now)
+            return self._record_pg([encode_row(unique[k]) for k in sorted(unique)], now)
         rows = [
             (
                 e.event_id,
@@ -203,7 +203,7 @@ class Ledger:
         if not unique:
             return 0
         if self.db.dialect == "postgres":
-            return self._record_pg(list(unique.values()), now)
+            return self._record_pg([unique[k] for k in sorted(unique)], now)
         return self._record_sqlite([row_values(r) for r in unique.values()], now)
 
     def _record_sqlite(self, rows: list[tuple[Any, ...]], now: datetime | None) -> int:
@@ -217,10 +217,13 @@ class Ledger:
             )
 
     def _record_pg(self, rows: list[str], now: datetime | None) -> int:
-        """Rows (unique ids) -> usage_events. First straight ``COPY`` into the table, the fast
-        path, which fails as a whole if any id is already recorded; that only happens when a
-        batch is delivered again (a replayed spool, a re-read or claimed stream entry), and then
-        the batch goes through a staging table and ``INSERT ... ON CONFLICT DO NOTHING``."""
+        """Rows (unique ids, in id order) -> usage_events. First straight ``COPY`` into the
+        table, the fast path, which fails as a whole if any id is already recorded; that only
+        happens when a batch is delivered again (a replayed spool, a re-read or claimed stream
+        entry), and then the batch goes through a staging table and ``INSERT ... ON CONFLICT
+        DO NOTHING``. Id order matters when two consumers write overlapping batches at once
+        (a claimed entry whose first reader was only slow): each waits for the other's
+        uncommitted ids, and in one shared order that wait can never become a deadlock."""
         try:
             with self.db.transaction():
                 stamp = self._lock_and_stamp(now)

@@ -289,3 +289,46 @@ def test_high_water_waits_for_a_writer_in_flight(db_url: str) -> None:
     finally:
         for d in (writer_db, reader_db, watch_db):
             d.close()
+
+
+def _at_once(ledgers: list[Ledger], batches: list[list[str]]) -> list[int | BaseException]:
+    """record_rows on every ledger in its own thread, released together; results in order."""
+    results: list[int | BaseException] = [RuntimeError("did not finish")] * len(ledgers)
+    barrier = threading.Barrier(len(ledgers))
+
+    def write(i: int) -> None:
+        barrier.wait(30)
+        try:
+            results[i] = ledgers[i].record_rows(batches[i])
+        except BaseException as exc:  # returned, not lost in the thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(ledgers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_overlapping_batches_written_at_once_count_each_event_once(db_url: str) -> None:
+    """Two consumers recording the same events at the same moment (an entry claimed from a
+    consumer that was only slow), in opposite orders: neither fails, nothing counts twice."""
+    if not db_url.startswith("postgres"):
+        pytest.skip("SQLite serialises writers with BEGIN IMMEDIATE")
+    dbs = [Database.open(db_url) for _ in range(2)]
+    try:
+        ledgers = [Ledger(d) for d in dbs]
+        for round_no in range(5):
+            session = f"race-{round_no}"
+            rows = [
+                encode_row(event(i, session_id=session, event_id=UsageEvent.make_id(session, i)))
+                for i in range(2000)
+            ]
+            results = _at_once(ledgers, [rows, rows[::-1]])
+            assert all(isinstance(r, int) for r in results), results
+            assert sorted(r for r in results if isinstance(r, int)) == [0, 2000]
+        assert ledgers[0].count() == 5 * 2000
+    finally:
+        for d in dbs:
+            d.close()
