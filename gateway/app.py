@@ -114,12 +114,19 @@ class Gateway:
             )
             if self.worker == 0 and self.config.grpc.port:
                 from gateway.grpcserver import start_grpc
+                from gateway.tls import grpc_server_credentials
 
+                gc = self.config.grpc
                 self.grpc = await start_grpc(
                     self.tenancy,
-                    self.config.grpc.host,
-                    self.config.grpc.port,
-                    platform_tenant=self.config.grpc.platform_tenant,
+                    gc.host,
+                    gc.port,
+                    platform_tenant=gc.platform_tenant,
+                    credentials=(
+                        grpc_server_credentials(gc.tls_cert, gc.tls_key, gc.tls_client_ca)
+                        if gc.tls_cert
+                        else None
+                    ),
                 )
         for path, url, on_demand in self._pull_sources():
             cam = self.config.camera(path.partition("/")[0])
@@ -428,6 +435,18 @@ def make_http_app(gateway: Gateway) -> web.Application:
     return app
 
 
+def http_site(runner: web.AppRunner, config: Config) -> web.TCPSite:
+    """The HTTP listener: HTTPS when ``http.tls_cert`` is set."""
+    ssl_context = None
+    if config.http.tls_cert:
+        from gateway.tls import server_ssl_context
+
+        ssl_context = server_ssl_context(config.http.tls_cert, config.http.tls_key)
+    return web.TCPSite(
+        runner, config.http.host, config.http.port, reuse_address=True, ssl_context=ssl_context
+    )
+
+
 async def run_gateway(
     config: Config,
     *,
@@ -440,13 +459,14 @@ async def run_gateway(
     app = make_http_app(gateway)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+    site = http_site(runner, config)
     try:
         await site.start()
         log.info(
-            "feedgate listening: rtsp://%s:%d  http://%s:%d",
+            "feedgate listening: rtsp://%s:%d  %s://%s:%d",
             config.rtsp.host,
             gateway.rtsp.port,
+            "https" if config.http.tls_cert else "http",
             config.http.host,
             config.http.port,
         )

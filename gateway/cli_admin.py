@@ -52,12 +52,20 @@ class CliError(Exception):
 class Client:
     """A blocking client for the feedgate.v1 services."""
 
-    def __init__(self, server: str, token: str | None) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str | None,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         import grpc
 
-        self._channel = grpc.insecure_channel(
-            server, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        )
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        if credentials is None:
+            self._channel = grpc.insecure_channel(server, options=options)
+        else:
+            self._channel = grpc.secure_channel(server, credentials, options=options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def call(self, service: str, method: str, request: Message, response: type[_M]) -> _M:
@@ -74,7 +82,15 @@ class Client:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.server, args.token)
+    credentials = None
+    if args.tls or args.tls_ca or args.tls_cert:
+        from gateway.tls import TlsError, grpc_channel_credentials
+
+        try:
+            credentials = grpc_channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+        except TlsError as exc:
+            raise CliError(str(exc), 2) from None
+    return Client(args.server, args.token, credentials=credentials)
 
 
 def _rpc_error(exc: grpc.RpcError) -> CliError:
@@ -729,6 +745,12 @@ def _common() -> argparse.ArgumentParser:
         help="bearer token (default $FEEDGATE_TOKEN)",
     )
     p.add_argument("--json", action="store_true", help="JSON output")
+    tls = p.add_argument_group("TLS (a control API with grpc.tls_cert set)")
+    tls.add_argument("--tls", action="store_true", help="use TLS, trusting the system's CAs")
+    env = os.environ.get
+    tls.add_argument("--tls-ca", default=env("FEEDGATE_TLS_CA"), help="trust this CA (PEM)")
+    tls.add_argument("--tls-cert", default=env("FEEDGATE_TLS_CERT"), help="client certificate")
+    tls.add_argument("--tls-key", default=env("FEEDGATE_TLS_KEY"), help="client certificate's key")
     return p
 
 

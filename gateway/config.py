@@ -55,6 +55,9 @@ class RtspConfig:
 class HttpConfig:
     host: str = "0.0.0.0"
     port: int = 8080
+    # PEM files (relative to the config file): serve HTTPS instead of HTTP.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ class GrpcConfig:
 
     host: str = "127.0.0.1"
     port: int = 50051  # 0: no control API in this process
+    # PEM files (relative to the config file): serve the control API over TLS; with
+    # tls_client_ca, require client certificates signed by that CA (mutual TLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # The tenant that runs the network: its admins manage every tenant.
     platform_tenant: str = "council"
 
@@ -264,10 +272,42 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(source, "tenancy.database", "must be sqlite://... or postgresql://...")
     if not 0 <= cfg.billing.consumers <= 32:
         raise ConfigError(source, "billing.consumers", "must be between 0 and 32")
+    _validate_tls(cfg, source)
     if cfg.billing.enabled and not cfg.tenancy.enabled:
         raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(source, "log_level", "must be DEBUG, INFO, WARNING or ERROR")
+
+
+# Keys naming files, resolved against the config file's directory when relative.
+_FILE_KEYS = (
+    ("tenancy", "seed"),
+    ("billing", "plans"),
+    ("http", "tls_cert"),
+    ("http", "tls_key"),
+    ("grpc", "tls_cert"),
+    ("grpc", "tls_key"),
+    ("grpc", "tls_client_ca"),
+)
+
+
+def _validate_tls(cfg: Config, source: str) -> None:
+    from gateway.tls import TlsError, check_files
+
+    for section, client_ca in (("http", ""), ("grpc", cfg.grpc.tls_client_ca)):
+        sec = getattr(cfg, section)
+        if not sec.tls_cert and not sec.tls_key:
+            if client_ca:
+                raise ConfigError(source, f"{section}.tls_client_ca", "needs tls_cert and tls_key")
+            continue
+        if not sec.tls_cert or not sec.tls_key:
+            missing = "tls_key" if sec.tls_cert else "tls_cert"
+            raise ConfigError(source, f"{section}.{missing}", "required with the other TLS file")
+        try:
+            check_files(sec.tls_cert, sec.tls_key, client_ca)
+        except TlsError as exc:
+            key = "tls_client_ca" if "client CA" in str(exc) else "tls_cert"
+            raise ConfigError(source, f"{section}.{key}", str(exc)) from None
 
 
 def _from_dict(data: Mapping[str, Any], source: str) -> Config:
@@ -354,7 +394,7 @@ def load_config(
             raise ConfigError(source, "-", f"TOML syntax: {exc}") from None
     if path is not None:
         # Relative file names in the config are relative to the config file, not the cwd.
-        for section, key in (("tenancy", "seed"), ("billing", "plans")):
+        for section, key in _FILE_KEYS:
             table = data.get(section)
             if not isinstance(table, dict):
                 continue

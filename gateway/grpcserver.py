@@ -1422,10 +1422,16 @@ def _behavior(
 
 
 async def start_grpc(
-    tenancy: Tenancy, host: str, port: int, *, platform_tenant: str
+    tenancy: Tenancy,
+    host: str,
+    port: int,
+    *,
+    platform_tenant: str,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> grpc.aio.Server:
-    """Start the control API on host:port (insecure: keep it on loopback or a private
-    network). The caller stops it with ``await server.stop(grace)``."""
+    """Start the control API on host:port, over TLS with ``credentials`` (see
+    ``gateway.tls``); without, keep it on loopback or a private network. The caller stops it
+    with ``await server.stop(grace)``."""
     check_id("tenant", platform_tenant)
     api = ControlApi(tenancy, platform_tenant)
     server = grpc.aio.server(
@@ -1439,13 +1445,16 @@ async def start_grpc(
     server.add_generic_rpc_handlers(api.handlers())
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(f"control API: cannot listen on {address}: {exc}") from None
     if bound == 0:
         raise OSError(f"control API: cannot listen on {address}")
     await server.start()
-    log.info("control API (gRPC) on %s", address)
+    log.info("control API (gRPC%s) on %s", "" if credentials is None else " over TLS", address)
     return server
 
 

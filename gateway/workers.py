@@ -223,7 +223,7 @@ class StatsReceiver:
 async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
     from aiohttp import web
 
-    from gateway.app import Gateway, make_http_app
+    from gateway.app import Gateway, http_site, make_http_app
 
     paths = _paths(runtime_dir)
     stop = asyncio.Event()
@@ -247,7 +247,7 @@ async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
         app.cleanup_ctx.append(primary_extras)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+        site = http_site(runner, config)
         await site.start()
         log.info("worker 0 ready (primary)")
         try:
