@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -148,3 +149,19 @@ def test_bad_config_names_file_key_and_reason(tmp_path):
     )
     assert out.returncode == 2
     assert f"{cfg}: rtsp.port: expected an integer" in out.stderr
+
+
+def test_example_config_lists_every_key_with_its_default():
+    """ops/config/example.toml is the reference: every key of every section, at its default."""
+    import dataclasses
+    import tomllib
+
+    from gateway.config import Config, load_config
+
+    example = Path(__file__).resolve().parents[1] / "ops" / "config" / "example.toml"
+    raw = tomllib.loads(example.read_text())
+    loaded, defaults = load_config(example, env={}), Config()
+    for section in ("rtsp", "http", "tenancy", "grpc", "billing"):
+        fields = {f.name for f in dataclasses.fields(getattr(defaults, section))}
+        assert set(raw[section]) == fields, section
+        assert getattr(loaded, section) == getattr(defaults, section), section
