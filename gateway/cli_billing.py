@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import ssl
 import sys
 import urllib.request
 from datetime import UTC, datetime
@@ -127,14 +129,20 @@ def _reconcile(
     problems: list[str] = []
     if args.gateway:
         # What the running gateway says it metered since it started, against the ledger.
-        with urllib.request.urlopen(
-            urllib.request.Request(
-                args.gateway.rstrip("/") + "/v1/usage/emitted",
-                headers={"Authorization": f"Bearer {args.token}"} if args.token else {},
-            ),
-            timeout=10,
-        ) as resp:
-            emitted = json.load(resp)
+        url = args.gateway.rstrip("/") + "/v1/usage/emitted"
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(
+                    url,
+                    headers={"Authorization": f"Bearer {args.token}"} if args.token else {},
+                ),
+                timeout=10,
+                # An https:// gateway whose certificate comes from the council's own CA.
+                context=ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None,
+            ) as resp:
+                emitted = json.load(resp)
+        except (OSError, ValueError) as exc:  # URLError, HTTPError, a bad CA file, not JSON
+            return _fail(f"cannot read {url}: {getattr(exc, 'reason', None) or exc}")
         since = datetime.fromisoformat(emitted["since"])
         recorded = ledger.totals_since(since)
         for camera, (n, ms, nbytes) in sorted(emitted["cameras"].items()):
@@ -239,6 +247,11 @@ def register(sub: Any) -> None:
     usage.add_argument("--json", action="store_true")
     usage.add_argument("--gateway", help="reconcile: a running gateway's HTTP base URL")
     usage.add_argument("--token", help="reconcile: a bearer token for that gateway")
+    usage.add_argument(
+        "--tls-ca",
+        default=os.environ.get("FEEDGATE_TLS_CA"),
+        help="reconcile: trust this CA (PEM) for an https:// gateway",
+    )
     usage.set_defaults(func=cmd_usage)
 
     inv = sub.add_parser("invoices", help="monthly invoices: run, finalize, show, sync to Stripe")
