@@ -462,10 +462,12 @@ async def run_gateway(
     site = http_site(runner, config)
     try:
         await site.start()
+        rtsps = gateway.rtsp.tls_port
         log.info(
-            "feedgate listening: rtsp://%s:%d  %s://%s:%d",
+            "feedgate listening: rtsp://%s:%d%s  %s://%s:%d",
             config.rtsp.host,
             gateway.rtsp.port,
+            f"  rtsps://{config.rtsp.host}:{rtsps}" if rtsps else "",
             "https" if config.http.tls_cert else "http",
             config.http.host,
             config.http.port,

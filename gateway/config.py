@@ -49,6 +49,11 @@ class RtspConfig:
     max_connections: int = 10_000
     # Seconds between usage reports for open sessions (a crash loses at most one interval).
     report_interval: float = 5.0
+    # RTSPS (RTSP over TLS, media interleaved in the same TLS stream) on tls_port when tls_cert
+    # and tls_key (PEM, relative to the config file) are set. Served by worker 0 only.
+    tls_port: int = 8322
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,9 @@ def _validate(cfg: Config, source: str) -> None:
     port("http.port", cfg.http.port)
     port("grpc.port", cfg.grpc.port)
     port("rtsp.rtp_port", cfg.rtsp.rtp_port)
+    port("rtsp.tls_port", cfg.rtsp.tls_port)
+    if cfg.rtsp.tls_cert and cfg.rtsp.tls_port and cfg.rtsp.tls_port == cfg.rtsp.port:
+        raise ConfigError(source, "rtsp.tls_port", "must differ from rtsp.port")
     if cfg.rtsp.rtp_port % 2:
         raise ConfigError(source, "rtsp.rtp_port", "must be even (RTCP uses the next port)")
     if not 1 <= cfg.rtsp.workers <= 64:
@@ -281,6 +289,8 @@ def _validate(cfg: Config, source: str) -> None:
 
 # Keys naming files, resolved against the config file's directory when relative.
 _FILE_KEYS = (
+    ("rtsp", "tls_cert"),
+    ("rtsp", "tls_key"),
     ("tenancy", "seed"),
     ("billing", "plans"),
     ("http", "tls_cert"),
@@ -294,7 +304,7 @@ _FILE_KEYS = (
 def _validate_tls(cfg: Config, source: str) -> None:
     from gateway.tls import TlsError, check_files
 
-    for section, client_ca in (("http", ""), ("grpc", cfg.grpc.tls_client_ca)):
+    for section, client_ca in (("rtsp", ""), ("http", ""), ("grpc", cfg.grpc.tls_client_ca)):
         sec = getattr(cfg, section)
         if not sec.tls_cert and not sec.tls_key:
             if client_ca:

@@ -143,10 +143,12 @@ class Session:
 
 
 class RtspConnection(asyncio.Protocol):
-    def __init__(self, server: RtspServer, *, internal: bool = False) -> None:
+    def __init__(self, server: RtspServer, *, internal: bool = False, secure: bool = False) -> None:
         self.server = server
         # Connections on the private Unix socket come from this gateway's own worker processes.
         self.internal = internal
+        # RTSPS: media must stay inside the TLS stream (interleaved), never go out over UDP.
+        self.secure = secure
         self.parser = RtspParser()
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -392,6 +394,7 @@ class RtspServer:
         self.udp_sources: dict[tuple[str, int], tuple[PathStream, int, Session]] = {}
         self.udp_readers: dict[tuple[str, int], Session] = {}
         self._servers: list[asyncio.Server] = []
+        self._tls_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sdp_session_id = secrets.randbits(40)
         self.handlers: dict[str, Handler] = {
@@ -424,6 +427,21 @@ class RtspServer:
                 backlog=4096,
             )
         self._servers.append(server)
+        if rc.tls_cert and self.handoff is None:
+            # Secondaries hand publishers to the primary by passing the socket, which a TLS
+            # session cannot survive; so RTSPS is the primary's (or the only process's).
+            from gateway.tls import server_ssl_context
+
+            self._tls_server = await loop.create_server(
+                lambda: RtspConnection(self, secure=True),
+                rc.host,
+                rc.tls_port,
+                ssl=server_ssl_context(rc.tls_cert, rc.tls_key),
+                ssl_handshake_timeout=10.0,
+                reuse_address=True,
+                backlog=4096,
+            )
+            self._servers.append(self._tls_server)
         if self.internal_path is not None:
             internal = await loop.create_unix_server(
                 lambda: RtspConnection(self, internal=True), self.internal_path, backlog=256
@@ -444,6 +462,13 @@ class RtspServer:
     def port(self) -> int:
         sock = self._servers[0].sockets[0]
         return int(sock.getsockname()[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        """The RTSPS port, when this process serves RTSPS."""
+        if self._tls_server is None:
+            return None
+        return int(self._tls_server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         for server in self._servers:
@@ -683,8 +708,10 @@ class RtspServer:
                 if pair[0] in used or pair[1] in used:
                     raise RtspReply(461, f"interleaved channels {pair} already in use")
                 return spec, TrackSetup(track, spec, channels=pair)
-            if spec.client_port is not None and self.udp_rtp is not None:
+            if spec.client_port is not None and self.udp_rtp is not None and not conn.secure:
                 return spec, TrackSetup(track, spec, client_ports=spec.client_port)
+        if conn.secure:
+            raise RtspReply(461, "RTSPS carries media interleaved in the TLS stream (TCP) only")
         raise RtspReply(461, "no supported transport (TCP interleaved or UDP unicast)")
 
     async def _play(self, conn: RtspConnection, req: Request) -> HandlerResult:

@@ -1,18 +1,31 @@
-"""TLS on the HTTP server and the gRPC control API: a real `feedgate serve` with certificates
-from a test CA, reached by real TLS clients (httpx; the `feedgate` CLI over grpc), and
-refused to clients that do not speak TLS or cannot show a certificate from the right CA."""
+"""TLS on RTSP (RTSPS), the HTTP server and the gRPC control API, with certificates from a
+test CA, reached by real TLS clients (ffmpeg, httpx, the `feedgate` CLI over grpc) and refused
+to clients that do not speak TLS or cannot show a certificate from the right CA."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import ssl
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, free_udp_pair, wait_for
+from conftest import (
+    frames_of,
+    free_port,
+    free_udp_pair,
+    make_config,
+    publish_argv,
+    publishing,
+    read_argv,
+    running_gateway,
+    wait_for,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,7 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from test_billing_crash import SEED
 from test_grpc import _cli_env, cli
 
-from gateway.config import ConfigError, load_config
+from gateway.config import CameraConfig, ConfigError, load_config
 from tenants.tokens import SigningKey, TokenIssuer
 
 NOW = datetime.now(UTC)
@@ -173,3 +186,97 @@ async def test_https_and_mutual_tls_grpc(tmp_path: Path, pki: Path, procs) -> No
         assert rc == 1 and "UNAVAILABLE" in err, (refused, rc, err)
     rc, out, err = await cli("tenants", "list", *ca, "--tls-cert", str(pki / "vms.pem"), env=env)
     assert rc == 2 and "needs its key" in err
+
+
+async def _setup_over_tls(pki: Path, port: int, transport: str) -> int:
+    """DESCRIBE then SETUP of the first track over RTSPS; the SETUP reply's status code."""
+    trust = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    reader, writer = await asyncio.open_connection("localhost", port, ssl=trust)
+    try:
+        url = f"rtsps://localhost:{port}/cam1"
+
+        async def ask(request: str) -> tuple[int, str]:
+            writer.write(request.encode())
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+            length = re.search(r"(?im)^content-length:\s*(\d+)", head)
+            body = await reader.readexactly(int(length.group(1))) if length else b""
+            return int(head.split()[1]), body.decode()
+
+        status, sdp = await ask(f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+        assert status == 200
+        control = re.search(r"a=control:(\S+)", sdp.split("m=", 1)[1])
+        assert control is not None
+        track = control.group(1)
+        track_url = track if "://" in track else f"{url}/{track}"
+        status, _ = await ask(
+            f"SETUP {track_url} RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\r\n"
+        )
+        return status
+    finally:
+        writer.close()
+
+
+def _over(argv: list[str], *options: str) -> list[str]:
+    """ffmpeg viewer argv with input options (TLS trust) placed before its -i."""
+    i = argv.index("-i")
+    return [*argv[:i], *options, *argv[i:]]
+
+
+async def test_rtsps_viewers_verify_the_gateway_and_get_media_only_inside_tls(
+    pki: Path, procs
+) -> None:
+    config = make_config((CameraConfig(id="cam1"),))
+    config = replace(
+        config,
+        rtsp=replace(
+            config.rtsp,
+            tls_port=0,
+            tls_cert=str(pki / "server.pem"),
+            tls_key=str(pki / "server.key"),
+        ),
+    )
+    async with running_gateway(config) as gw:
+        await procs(publish_argv(gw.url("cam1")))  # the camera side stays plain RTSP
+        await publishing(gw, "cam1")
+        tls_port = gw.gateway.rtsp.tls_port
+        assert tls_port is not None and tls_port != gw.port
+        rtsps = f"rtsps://localhost:{tls_port}/cam1"
+        trust = ("-ca_file", str(pki / "ca.pem"))
+
+        # Plain RTSP on the TLS port is a failed handshake, and harms nothing else.
+        plain = await procs(read_argv(f"rtsp://127.0.0.1:{tls_port}/cam1", seconds=1))
+        assert await plain.wait(30) != 0
+        # A viewer that does not trust the council's CA refuses the gateway.
+        untrusting = await procs(read_argv(rtsps, seconds=1))
+        assert await untrusting.wait(30) != 0
+        assert "certificate verify failed" in untrusting.text
+        # Media over UDP would leave the TLS stream: refused (ffmpeg never asks over rtsps,
+        # so ask by hand).
+        assert await _setup_over_tls(pki, tls_port, "RTP/AVP;unicast;client_port=5000-5001") == 461
+        assert await _setup_over_tls(pki, tls_port, "RTP/AVP/TCP;unicast;interleaved=0-1") == 200
+
+        viewers = [await procs(_over(read_argv(rtsps, seconds=2), *trust)) for _ in range(2)]
+        for v in viewers:
+            assert await v.wait(30) == 0, v.text
+            assert frames_of(v.text) >= 30, v.text
+
+
+async def test_rtsps_with_two_workers_is_served_by_the_primary(
+    tmp_path: Path, pki: Path, procs
+) -> None:
+    rtsp, tls_port, http = free_port(), free_port(), free_port()
+    cfg = _config(
+        tmp_path,
+        f'[rtsp]\nhost = "127.0.0.1"\nport = {rtsp}\nrtp_port = {free_udp_pair()}\nworkers = 2\n'
+        f'tls_port = {tls_port}\ntls_cert = "{pki}/server.pem"\ntls_key = "{pki}/server.key"\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {http}\n'
+        '[[cameras]]\nid = "cam1"\nsource = "push"\n',
+    )
+    server = await procs([sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)])
+    await wait_for(lambda: "worker 1 ready" in server.text, 30, what="both workers")
+    await procs(publish_argv(f"rtsp://127.0.0.1:{rtsp}/cam1"))
+    await wait_for(lambda: "publishing cam1" in server.text, 30, what="the camera")
+    url = f"rtsps://localhost:{tls_port}/cam1"
+    viewer = await procs(_over(read_argv(url, seconds=2), "-ca_file", str(pki / "ca.pem")))
+    assert await viewer.wait(30) == 0, (viewer.text, server.text[-2000:])
+    assert frames_of(viewer.text) >= 30
