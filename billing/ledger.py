@@ -357,6 +357,17 @@ class Ledger:
         )
         return int(row[0]) if row else 0
 
+    def viewing_by_tenant(self, period: str) -> dict[str, int]:
+        """Milliseconds of live and playback viewing per tenant in the month (the public
+        transparency figures, aggregated further by kind of organisation)."""
+        where, params = self._window(period, None)
+        rows = self.db.query(
+            "SELECT tenant, COALESCE(SUM(duration_ms), 0) FROM usage_events"
+            f" WHERE kind IN ('live', 'playback') AND {where} GROUP BY tenant ORDER BY tenant",
+            params,
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def tenants(self, period: str, *, recorded_until: datetime | None = None) -> list[str]:
         """Tenants with any usage in the month, sorted."""
         where, params = self._window(period, recorded_until)

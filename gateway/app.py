@@ -294,8 +294,9 @@ GATEWAY_KEY = web.AppKey("gateway", Gateway)
 DECISION_KEY: web.RequestKey[Any] = web.RequestKey("decision", object)
 
 
-# Reachable without a token: liveness, public keys, and endpoints that check their own
-# credentials (MediaMTX's auth hook carries the client's; Stripe signs its webhooks).
+# Reachable without a token: liveness, public keys, the published anonymised figures
+# (/transparency...), and endpoints that check their own credentials (MediaMTX's auth hook
+# carries the client's; Stripe signs its webhooks).
 PUBLIC_HTTP = frozenset(
     {"/healthz", "/.well-known/jwks.json", "/mediamtx/auth", "/stripe/webhook", "/finance/login"}
 )
@@ -307,7 +308,12 @@ def _bearer_middleware(gateway: Gateway) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        if gateway.tenancy is None or request.path in PUBLIC_HTTP:
+        if (
+            gateway.tenancy is None
+            or request.path in PUBLIC_HTTP
+            or request.path == "/transparency"
+            or request.path.startswith("/transparency/")
+        ):
             return await handler(request)  # type: ignore[no-any-return]
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         token = value.strip() if scheme.lower() == "bearer" else ""
@@ -430,6 +436,14 @@ def make_http_app(gateway: Gateway) -> web.Application:
             tenant_names=lambda: {
                 t.id: t.name for t in fin_tenancy.policy.snapshot.tenants.values()
             },
+        )
+    if gateway.tenancy is not None:
+        from gateway.transparency import add_transparency_routes
+
+        add_transparency_routes(
+            app,
+            db=gateway.tenancy.db,
+            viewing_ms=gateway.metering.ledger.viewing_by_tenant if gateway.metering else None,
         )
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -676,6 +676,48 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_figures(args: argparse.Namespace) -> int:
+    """The month's published, anonymised figures (what /transparency serves)."""
+    if not args.local:
+        raise CliError("figures are built from the data dir: use --local --config FILE", 2)
+    from gateway.transparency import last_full_month
+    from tenants.db import Database
+    from tenants.transparency import ACTIVITIES, monthly_report, publishable
+
+    config = _load_config(args.config)
+    period = args.period or last_full_month(datetime.now(UTC))
+    db = Database.open(config.database_url)
+    ledger_db = None
+    try:
+        viewing = None
+        if config.billing.enabled:
+            from billing.ledger import Ledger
+
+            ledger_db = Database.open(config.billing.ledger) if config.billing.ledger else db
+            viewing = Ledger(ledger_db).viewing_by_tenant(period)
+        try:
+            report = publishable(monthly_report(db, period, viewing_ms_by_tenant=viewing))
+        except ValueError as exc:
+            raise CliError(str(exc), 2) from None
+    finally:
+        if ledger_db is not None and ledger_db is not db:
+            ledger_db.close()
+        db.close()
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    print(f"CCTV network, {report['period']}: {report['cameras']} cameras,")
+    print(f"  {report['cameras_with_privacy_masks']} with privacy masks")
+    columns = ["organisations", "grants", *ACTIVITIES]
+    if any("viewing_hours" in v for v in report["by_organisation_kind"].values()):
+        columns.append("viewing_hours")
+    print(f"  {'kind':<12}" + "".join(f"{c:>15}" for c in columns))
+    for kind, entry in report["by_organisation_kind"].items():
+        print(f"  {kind:<12}" + "".join(f"{entry.get(c, '')!s:>15}" for c in columns))
+    print(f"  ({report['suppression']})")
+    return 0
+
+
 def cmd_audit_list(args: argparse.Namespace) -> int:
     from feedgate.v1 import audit_pb2
     from google.protobuf.timestamp_pb2 import Timestamp
@@ -892,6 +934,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--to", dest="to_day", type=parse_day, required=True, help="YYYY-MM-DD (inclusive)"
     )
     p.add_argument("--out", help="write to this file (default: standard output)")
+    _local(p)
+    p = verb(g, "figures", cmd_audit_figures, "the month's published anonymised figures")
+    p.add_argument("--period", help="YYYY-MM (default: last full month)")
     _local(p)
     p = verb(g, "list", cmd_audit_list, "list audit entries")
     p.add_argument("--limit", type=int, default=50)

@@ -475,3 +475,16 @@ def test_printable_invoice(site: Site, tmp_path: Path) -> None:
     shot = tmp_path / "print.png"
     chromium(site, url, screenshot=shot)
     assert shot.stat().st_size > 20_000
+
+
+@needs_chromium
+def test_public_transparency_page_in_chromium(site: Site, tmp_path: Path) -> None:
+    """The published figures, as a member of the public sees them: no login."""
+    url = f"{site.base}/transparency?period={PERIOD}"
+    dom = chromium(site, url)
+    assert f"published figures for {PERIOD}" in dom
+    assert '<table id="figures">' in dom and "Kind of organisation" in dom
+    assert "<th>Police</th>" in dom
+    shot = tmp_path / "transparency.png"
+    chromium(site, url, screenshot=shot)
+    assert shot.stat().st_size > 5_000
