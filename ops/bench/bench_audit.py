@@ -8,7 +8,8 @@ Measures, on a fresh database:
 1. single appends (each its own committed transaction, as the gateway does), per second;
 2. filling to --verify-entries entries (batches of 1,000 appends per transaction), then
    the time to reopen the log (frontier rebuilt from the table), to verify_log the whole table,
-   and to build + check one inclusion and one consistency proof.
+   and to build + check one inclusion and one consistency proof;
+3. the time to build the month's public anonymised figures (tenants.transparency) over it.
 
 With --db-url the tables must not exist yet (use an empty database): the run appends to them.
 """
@@ -21,6 +22,7 @@ import math
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -29,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tenants.audit import AuditAction, AuditLog, verify_log
 from tenants.db import Database
+from tenants.transparency import ACTIVITIES, monthly_report
 
 
 def _entry_kwargs(i: int) -> dict[str, object]:
@@ -92,6 +95,16 @@ def main() -> int:
         ) and AuditLog.verify_consistency(old, n, reopened.root(old), reopened.root(), con)
         proof_s = time.perf_counter() - t0
 
+        # The public monthly figures scan the whole month of entries (all of them are now).
+        t0 = time.perf_counter()
+        published = monthly_report(db, datetime.now(UTC).strftime("%Y-%m"))
+        report_s = time.perf_counter() - t0
+        counted = sum(
+            sum(v for k, v in entry.items() if k in ACTIVITIES)
+            for entry in published["by_organisation_kind"].values()
+        )
+        assert counted == n, (counted, n)
+
         figures = {
             "backend": db.dialect,
             "appends": args.appends,
@@ -109,6 +122,8 @@ def main() -> int:
             "proofs_s": round(proof_s, 4),
             "proof_hashes": [len(inc), len(con)],
             "proofs_ok": proofs_ok,
+            "figures_s": round(report_s, 3),
+            "figures_entries_per_s": round(n / report_s),
         }
         db.close()
 
@@ -128,6 +143,10 @@ def main() -> int:
     print(
         f"proofs             {figures['proofs_s'] * 1000:.1f} ms for one inclusion "
         f"({len(inc)} hashes) + one consistency ({len(con)} hashes), ok={proofs_ok}"
+    )
+    print(
+        f"published figures  {figures['figures_s']} s for a month of {n:,} entries "
+        f"({figures['figures_entries_per_s']:,} entries/s)"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
