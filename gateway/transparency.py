@@ -1,8 +1,9 @@
 """The public transparency page: the anonymised monthly figures of ``tenants.transparency``,
 served without a token at ``/transparency`` (HTML) and ``/transparency/<YYYY-MM>.json``.
 
-Reports are built off the event loop and kept for a minute per month, so a page that is
-fetched often costs one build a minute, whoever asks.
+Reports are built off the event loop and kept for a minute (an hour for a month that is over,
+whose activity no longer changes), so a page fetched often costs one build a minute at most,
+whoever asks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = ["PUBLIC_PREFIX", "add_transparency_routes", "last_full_month"]
 
 PUBLIC_PREFIX = "/transparency"
 CACHE_SECONDS = 60.0
+CACHE_SECONDS_PAST = 3600.0
 CACHE_PERIODS = 36
 
 _LABELS = {
@@ -78,7 +80,9 @@ def add_transparency_routes(
             raise web.HTTPBadRequest(text=str(exc)) from None
         async with lock:  # one build at a time; the others wait for its result
             hit = cache.get(period)
-            if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+            over = period_bounds(period)[1] <= datetime.now(UTC)
+            ttl = CACHE_SECONDS_PAST if over else CACHE_SECONDS
+            if hit is not None and time.monotonic() - hit[0] < ttl:
                 return hit[1]
             result = await asyncio.to_thread(build, period)
             cache[period] = (time.monotonic(), result)
