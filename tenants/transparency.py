@@ -10,10 +10,10 @@ A monthly report, built from the audit log and the register of cameras, grants a
 
 Activity is the month's; the register figures (cameras, masks, organisations, grants) are as
 the register stands when the report is built. It names no organisation, person, camera or
-purpose: only kinds of organisation, which is what
-the public is told (the disclosure log with names goes to oversight bodies, not here). Small
-counts are suppressed as UK official statistics do: a count from 1 to 4 is published as "<5",
-and no total is published that would let a suppressed count be worked out from the others.
+purpose: only kinds of organisation, which is what the public is told (the disclosure log with
+names goes to oversight bodies, not here). Small counts of activity are suppressed as UK
+official statistics do: a count from 1 to 4 is published as "<5", and no total is published
+that would let a suppressed count be worked out from the others.
 """
 
 from __future__ import annotations
