@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import imageio_ffmpeg
@@ -220,6 +220,13 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
         f"  e.g.  ffplay -rtsp_transport tcp '{first_url(gateway, host, config)}'",
         f"  health: http://{host}:{config.http.port}/healthz   "
         f"metrics: http://{host}:{config.http.port}/metrics",
+    ]
+    if gateway.tenancy is not None:
+        lines.append(
+            f"  published figures (public): http://{host}:{config.http.port}/transparency"
+            f"?period={datetime.now(UTC):%Y-%m}"
+        )
+    lines += [
         "  Ctrl-C stops the demo.",
         "",
     ]

@@ -93,6 +93,11 @@ async def test_demo_serves_an_h264_stream_that_ffprobe_reads(procs):
     )
     _, err = await asyncio.wait_for(bare.communicate(), 30)
     assert bare.returncode != 0 and b"401" in err
+    # The published figures are public: the link the demo prints works without a token.
+    figures = re.search(r"published figures \(public\): (\S+)", demo.text)
+    assert figures, demo.text
+    page = await asyncio.to_thread(_get, figures.group(1))
+    assert "<th>Police</th>" in page and "privacy masks" in page
 
 
 async def test_serve_with_two_workers_relays_and_hands_off_publishers(tmp_path, procs):
