@@ -75,9 +75,11 @@ def add_transparency_routes(
 
     async def report(period: str) -> dict[str, Any]:
         try:
-            period_bounds(period)
+            start, _ = period_bounds(period)
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
+        if start > datetime.now(UTC):  # nothing to count, and no reason to build anything
+            raise web.HTTPNotFound(text=f"{period} has not begun")
         async with lock:  # one build at a time; the others wait for its result
             hit = cache.get(period)
             over = period_bounds(period)[1] <= datetime.now(UTC)

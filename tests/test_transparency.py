@@ -154,6 +154,7 @@ async def test_served_to_anyone_without_a_token(tenancy_gw) -> None:  # noqa: F8
         html = await page.text()
         assert f"published figures for {period}" in html and '<table id="figures">' in html
         assert (await client.get("/transparency/2026-13.json")).status == 400
+        assert (await client.get("/transparency/2099-01.json")).status == 404
         assert (await client.get("/transparency?period=<script>")).status == 400
         # Everything else still needs a token.
         assert (await client.get("/v1/rtsp/sessions")).status == 401
