@@ -316,8 +316,7 @@ def _validate_tls(cfg: Config, source: str) -> None:
         try:
             check_files(sec.tls_cert, sec.tls_key, client_ca)
         except TlsError as exc:
-            key = "tls_client_ca" if "client CA" in str(exc) else "tls_cert"
-            raise ConfigError(source, f"{section}.{key}", str(exc)) from None
+            raise ConfigError(source, f"{section}.{exc.which}", str(exc)) from None
 
 
 def _from_dict(data: Mapping[str, Any], source: str) -> Config:

@@ -21,7 +21,12 @@ __all__ = ["TlsError", "check_files", "grpc_channel_credentials", "grpc_server_c
 
 
 class TlsError(ValueError):
-    """A certificate, key or CA file that cannot be used; says which and why."""
+    """A certificate, key or CA file that cannot be used; says which and why. ``which`` is
+    "tls_cert", "tls_key" or "tls_client_ca": the config key to blame."""
+
+    def __init__(self, message: str, which: str = "tls_cert") -> None:
+        super().__init__(message)
+        self.which = which
 
 
 def _read(path: str, what: str) -> bytes:
@@ -36,19 +41,18 @@ def server_ssl_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLConte
     it are required."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    for path, which in ((cert, "tls_cert"), (key, "tls_key"), (client_ca, "tls_client_ca")):
+        if path and not Path(path).is_file():
+            raise TlsError(f"{path}: no such file", which)
     try:
         ctx.load_cert_chain(cert, key)
-    except FileNotFoundError as exc:
-        raise TlsError(f"{exc.filename}: no such file") from None
     except (OSError, ssl.SSLError) as exc:
         raise TlsError(f"certificate {cert} / key {key}: {_reason(exc)}") from None
     if client_ca:
         try:
             ctx.load_verify_locations(cafile=client_ca)
-        except FileNotFoundError:
-            raise TlsError(f"client CA {client_ca}: no such file") from None
         except (OSError, ssl.SSLError) as exc:
-            raise TlsError(f"client CA {client_ca}: {_reason(exc)}") from None
+            raise TlsError(f"client CA {client_ca}: {_reason(exc)}", "tls_client_ca") from None
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 

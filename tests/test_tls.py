@@ -119,6 +119,8 @@ def test_tls_config_errors_name_the_key_and_reason(tmp_path: Path, pki: Path) ->
          "no such file"),
         (f'[http]\ntls_cert = "{pki}/server.pem"\ntls_key = "{pki}/vms.key"\n', "http.tls_cert",
          "mismatch"),
+        (f'[rtsp]\ntls_cert = "{pki}/server.pem"\ntls_key = "gone.key"\n', "rtsp.tls_key",
+         "no such file"),
         (f'[grpc]\ntls_client_ca = "{pki}/ca.pem"\n', "grpc.tls_client_ca", "needs tls_cert"),
         (f'[grpc]\ntls_cert = "{pki}/server.pem"\ntls_key = "{pki}/server.key"\n'
          f'tls_client_ca = "{pki}/server.key"\n', "grpc.tls_client_ca", "client CA"),
