@@ -53,6 +53,12 @@ DEFAULT_STREAM = "feedgate:usage"
 # left in the stream by an older gateway are not lost in an upgrade).
 FORMAT_VERSION = b"2"
 _JSON_FORMAT_VERSION = b"1"
+# Bounds on what the consumer will look at. A real entry holds at most MAX_ENTRY_EVENTS rows of
+# a few hundred bytes; anything bigger was not written by a sink and is dead-lettered unread,
+# with at most DEAD_LETTER_FIELD_BYTES of each field kept for inspection.
+MAX_ENTRY_EVENTS = 1000
+MAX_ENTRY_BYTES = 1 << 20
+DEAD_LETTER_FIELD_BYTES = 64 * 1024
 
 # ---------------------------------------------------------------------------------------------
 # Event (de)serialisation: compact JSON objects keyed by field name; times are ISO 8601 with
@@ -733,6 +739,8 @@ class RedisStreamSink(_BatchingSink):
     ) -> None:
         if spool is None:
             raise ValueError("RedisStreamSink needs a Spool for when Redis is down")
+        if not 1 <= entry_events <= MAX_ENTRY_EVENTS:
+            raise ValueError(f"entry_events must be between 1 and {MAX_ENTRY_EVENTS}")
         super().__init__(
             spool,
             batch_size=batch_size,
@@ -1025,6 +1033,9 @@ class LedgerConsumer:
         }
         for key, value in fields.items():
             name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+            if isinstance(value, bytes | str) and len(value) > DEAD_LETTER_FIELD_BYTES:
+                record[f"dl:truncated:{name}"] = str(len(value))
+                value = value[:DEAD_LETTER_FIELD_BYTES]
             record[f"orig:{name}"] = value
 
         async def move() -> None:
@@ -1111,6 +1122,9 @@ def _decode_entries(
     poison: list[tuple[Any, dict[Any, Any], str]] = []
     for entry_id, fields in entries:
         try:
+            size = sum(len(v) for v in fields.values() if isinstance(v, bytes | str))
+            if size > MAX_ENTRY_BYTES:
+                raise DecodeError(f"entry of {size} bytes is over the {MAX_ENTRY_BYTES} limit")
             version = _field(fields, "v")
             if isinstance(version, str):
                 version = version.encode()

@@ -516,6 +516,7 @@ async def test_poison_entries_are_dead_lettered(
     r.xadd("feedgate:usage", {"v": "2", "n": "1", "rows": b"\xff\xfe not utf-8"})
     r.xadd("feedgate:usage", {"v": "2", "n": "4", "rows": rows})  # n lies
     r.xadd("feedgate:usage", {"v": "2", "n": "5"})  # no rows
+    r.xadd("feedgate:usage", {"v": "2", "n": "5", "rows": rows + "x" * (1 << 20)})  # too big
     r.xadd("feedgate:usage", {"v": "1", "n": "1", "events": b"{not json"})
     r.xadd("feedgate:usage", {"v": "9", "events": encode_events(good)})
     # Format 1 (JSON), as an older gateway wrote it, is still read: no usage lost in an upgrade.
@@ -523,15 +524,19 @@ async def test_poison_entries_are_dead_lettered(
     r.xadd("feedgate:usage", {"v": "1", "n": "3", "events": encode_events(older)})
     consumer = LedgerConsumer(redis_server.url, pg_ledger, consumer="c1")
     async with consuming(consumer):
-        await until(lambda: consumer.stats.dead_lettered == 6, 10, "dead letters")
+        await until(lambda: consumer.stats.dead_lettered == 7, 10, "dead letters")
         await until(lambda: consumer.stats.entries == 2, 10, "the good entries")
     assert pg_ledger.count() == 8
     dead = r.xrange("feedgate:usage:dead")
-    assert len(dead) == 6
+    assert len(dead) == 7
     assert all(b"dl:error" in fields and b"dl:id" in fields for _, fields in dead)
     assert b"RowError: row 1" in dead[0][1][b"dl:error"]  # names the bad row
     assert dead[0][1][b"orig:rows"] == forged.encode()  # kept whole, for inspection
-    assert dead[4][1][b"orig:events"] == b"{not json"
+    big = dead[4][1]
+    assert b"over the 1048576 limit" in big[b"dl:error"]
+    assert len(big[b"orig:rows"]) == 64 * 1024  # kept in part, not copied whole
+    assert int(big[b"dl:truncated:rows"]) > 1 << 20
+    assert dead[5][1][b"orig:events"] == b"{not json"
     assert r.xpending("feedgate:usage", "ledger")["pending"] == 0
     r.close()
 
@@ -547,3 +552,13 @@ def test_redis_fixture_restart_keeps_data(redis_server: RedisServer) -> None:
     r = redis_server.client()
     assert r.xlen("s") == 1
     r.close()
+
+
+def test_a_sink_cannot_write_entries_the_consumer_would_refuse(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    try:
+        for bad in (0, 1001):
+            with pytest.raises(ValueError, match="entry_events"):
+                RedisStreamSink("redis://127.0.0.1:1/0", spool=spool, entry_events=bad)
+    finally:
+        spool.close()
