@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
+from tenants.months import month_bounds, month_of
+
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 class BillingError(ValueError):
@@ -90,18 +91,13 @@ def check_currency(currency: str) -> str:
 
 def parse_period(period: str) -> tuple[datetime, datetime]:
     """'2026-11' -> [2026-11-01T00:00Z, 2026-12-01T00:00Z)."""
-    m = _PERIOD.match(period)
-    if m is None:
-        raise BillingError(f"period {period!r}: expected YYYY-MM")
-    year, month = int(m.group(1)), int(m.group(2))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
+    try:
+        return month_bounds(period)
+    except ValueError as exc:
+        raise BillingError(str(exc)) from None
 
 
-def period_of(when: datetime) -> str:
-    when = when.astimezone(UTC)
-    return f"{when.year:04d}-{when.month:02d}"
+period_of = month_of
 
 
 class InvoiceStatus(StrEnum):

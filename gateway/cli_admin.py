@@ -680,12 +680,12 @@ def cmd_audit_figures(args: argparse.Namespace) -> int:
     """The month's published, anonymised figures (what /transparency serves)."""
     if not args.local:
         raise CliError("figures are built from the data dir: use --local --config FILE", 2)
-    from gateway.transparency import last_full_month
     from tenants.db import Database
+    from tenants.months import previous_month
     from tenants.transparency import ACTIVITIES, monthly_report, publishable
 
     config = _load_config(args.config)
-    period = args.period or last_full_month(datetime.now(UTC))
+    period = args.period or previous_month(datetime.now(UTC))
     db = Database.open(config.database_url)
     ledger_db = None
     try:

@@ -19,9 +19,10 @@ from typing import Any
 from aiohttp import web
 
 from tenants.db import Database
-from tenants.transparency import ACTIVITIES, monthly_report, period_bounds, publishable
+from tenants.months import month_bounds, previous_month
+from tenants.transparency import ACTIVITIES, monthly_report, publishable
 
-__all__ = ["PUBLIC_PREFIX", "add_transparency_routes", "last_full_month"]
+__all__ = ["PUBLIC_PREFIX", "add_transparency_routes"]
 
 PUBLIC_PREFIX = "/transparency"
 CACHE_SECONDS = 60.0
@@ -38,12 +39,6 @@ _LABELS = {
     "refused": "Requests refused",
     "viewing_hours": "Hours of viewing",
 }
-
-
-def last_full_month(now: datetime) -> str:
-    now = now.astimezone(UTC)
-    year, month = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
-    return f"{year:04d}-{month:02d}"
 
 
 def add_transparency_routes(
@@ -75,14 +70,14 @@ def add_transparency_routes(
 
     async def report(period: str) -> dict[str, Any]:
         try:
-            start, _ = period_bounds(period)
+            start, _ = month_bounds(period)
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         if start > datetime.now(UTC):  # nothing to count, and no reason to build anything
             raise web.HTTPNotFound(text=f"{period} has not begun")
         async with lock:  # one build at a time; the others wait for its result
             hit = cache.get(period)
-            over = period_bounds(period)[1] <= datetime.now(UTC)
+            over = month_bounds(period)[1] <= datetime.now(UTC)
             ttl = CACHE_SECONDS_PAST if over else CACHE_SECONDS
             if hit is not None and time.monotonic() - hit[0] < ttl:
                 return hit[1]
@@ -97,7 +92,7 @@ def add_transparency_routes(
         return web.json_response(await report(request.match_info["period"]))
 
     async def page(request: web.Request) -> web.Response:
-        period = request.query.get("period") or last_full_month(datetime.now(UTC))
+        period = request.query.get("period") or previous_month(datetime.now(UTC))
         return web.Response(
             text=_render(await report(period), council),
             content_type="text/html",

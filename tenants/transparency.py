@@ -19,7 +19,6 @@ that would let a suppressed count be worked out from the others.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -28,9 +27,10 @@ from typing import Any
 from tenants.audit import MIGRATIONS as AUDIT_MIGRATIONS
 from tenants.audit import AuditAction, _fmt_time
 from tenants.db import Database
+from tenants.months import month_bounds
 from tenants.store import TenantStore
 
-__all__ = ["SUPPRESS_BELOW", "Suppressed", "monthly_report", "period_bounds", "publishable"]
+__all__ = ["SUPPRESS_BELOW", "Suppressed", "monthly_report", "publishable"]
 
 SUPPRESS_BELOW = 5
 UNKNOWN = "unidentified"  # a refusal before the caller was identified
@@ -45,22 +45,10 @@ _ACTIVITY = {
 }
 ACTIVITIES: tuple[str, ...] = tuple(_ACTIVITY.values())
 _PAGE = 5000
-_PERIOD = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 
 
 class Suppressed(str):
     """A published count too small to publish exactly ("<5")."""
-
-
-def period_bounds(period: str) -> tuple[datetime, datetime]:
-    """'2026-11' -> [2026-11-01T00:00Z, 2026-12-01T00:00Z)."""
-    m = _PERIOD.fullmatch(period)
-    if m is None:
-        raise ValueError(f"period {period!r}: expected YYYY-MM")
-    year, month = int(m.group(1)), int(m.group(2))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
 
 
 def monthly_report(
@@ -73,7 +61,7 @@ def monthly_report(
     """The month's figures, exact (not yet suppressed: see :func:`publishable`).
     ``viewing_ms_by_tenant`` (metered live + playback milliseconds per tenant id, from billing)
     adds hours of viewing by kind of organisation."""
-    start, end = period_bounds(period)
+    start, end = month_bounds(period)
     db.migrate("audit", AUDIT_MIGRATIONS)
     store = TenantStore(db)
     kind_of = {t.id: t.kind.value for t in store.list_tenants()}

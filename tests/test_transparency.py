@@ -15,10 +15,10 @@ from test_access import tenancy_gw  # noqa: F401 - the gateway fixture
 from test_grpc import cli
 
 from gateway.app import make_http_app
-from gateway.transparency import last_full_month
 from tenants.audit import AuditAction, AuditLog
 from tenants.db import Database
 from tenants.model import Camera, Grant, MaskZone, Tenant, TenantKind
+from tenants.months import month_bounds, previous_month
 from tenants.store import TenantStore
 from tenants.transparency import monthly_report, publishable
 
@@ -133,9 +133,16 @@ def test_a_bad_period_is_refused(db: Database) -> None:
             monthly_report(db, bad)
 
 
-def test_last_full_month() -> None:
-    assert last_full_month(datetime(2026, 1, 15, tzinfo=UTC)) == "2025-12"
-    assert last_full_month(datetime(2026, 11, 22, tzinfo=UTC)) == "2026-10"
+def test_months() -> None:
+    assert previous_month(datetime(2026, 1, 15, tzinfo=UTC)) == "2025-12"
+    assert previous_month(datetime(2026, 11, 22, tzinfo=UTC)) == "2026-10"
+    assert month_bounds("2026-12") == (
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
+    for bad in ("2026-11\n", "9999-12", "0000-01", "2026-00"):
+        with pytest.raises(ValueError):
+            month_bounds(bad)
 
 
 async def test_served_to_anyone_without_a_token(tenancy_gw) -> None:  # noqa: F811
