@@ -21,7 +21,7 @@ from billing.ledger import Ledger
 from billing.model import UsageEvent, UsageKind, UsageSink
 from billing.transport import DirectSink, LedgerConsumer, RedisStreamSink, Spool
 from gateway.config import Config
-from gateway.hub import Reader
+from gateway.stream.hub import Reader
 from gateway.tasks import cancel_and_wait
 from tenants.db import Database
 

@@ -29,8 +29,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.config import Config, load_config
-from gateway.rtsp import Request, format_request
-from gateway.rtspserver import RtspConnection
+from gateway.protocols.rtsp import Request, format_request
+from gateway.rtsp.server import RtspConnection
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,8 @@ class StatsReceiver:
 async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
     from aiohttp import web
 
-    from gateway.app import Gateway, http_site, make_http_app
+    from gateway.core import Gateway
+    from gateway.http.app import http_site, make_http_app
 
     paths = _paths(runtime_dir)
     stop = asyncio.Event()

@@ -16,8 +16,8 @@ from typing import Any
 import imageio_ffmpeg
 import pytest
 
-from gateway.app import Gateway
 from gateway.config import CameraConfig, Config, GrpcConfig, HttpConfig, RtspConfig
+from gateway.core import Gateway
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 

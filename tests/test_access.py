@@ -22,8 +22,8 @@ from conftest import (
     wait_for,
 )
 
-from gateway.app import make_http_app
 from gateway.config import CameraConfig, TenancyConfig
+from gateway.http.app import make_http_app
 from tenants.audit import AuditAction
 from tenants.model import TenantStatus
 

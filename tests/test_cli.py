@@ -138,7 +138,7 @@ async def test_serve_with_two_workers_relays_and_hands_off_publishers(tmp_path, 
     text = await asyncio.to_thread(_get, metrics_url)
     assert _metric(text, "feedgate_workers") == 2
     # Readers on both workers: the secondary relayed the camera from the primary.
-    assert "w1 gateway.hub: path cam1: source pull" in server.text
+    assert "w1 gateway.stream.hub: path cam1: source pull" in server.text
 
 
 def test_bad_config_names_file_key_and_reason(tmp_path):

@@ -24,14 +24,14 @@ import pytest
 from aiohttp import web
 from conftest import free_port, make_config
 
-import gateway.app as gateway_app
 from billing.invoices import InvoiceStore, run_invoices
 from billing.ledger import Ledger
 from billing.model import Metric, UsageEvent, UsageKind
 from billing.rating import MetricPrice, PricePlan, Tier
-from gateway.app import Gateway, make_http_app
 from gateway.config import TenancyConfig
-from gateway.finance import add_finance_routes, csv_cell, format_money
+from gateway.core import Gateway
+from gateway.http.app import make_http_app
+from gateway.http.finance import add_finance_routes, csv_cell, format_money
 from tenants.db import Database
 
 CHROMIUM = "/usr/bin/chromium"
@@ -262,22 +262,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         holder["gw"], holder["runner"] = gw, runner
 
-    # The lead adds "/finance/login" to gateway.app.PUBLIC_HTTP; until then, here.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gateway_app, "PUBLIC_HTTP", gateway_app.PUBLIC_HTTP | {"/finance/login"})
-        asyncio.run_coroutine_threadsafe(start(), loop).result(30)
-        gw = holder["gw"]
-        assert isinstance(gw, Gateway)
-        try:
-            yield Site(f"http://127.0.0.1:{port}", gw, tmp)
-        finally:
-            runner = holder["runner"]
-            assert isinstance(runner, web.AppRunner)
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
-            loop.close()
-            db.close()
+    asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    gw = holder["gw"]
+    assert isinstance(gw, Gateway)
+    try:
+        yield Site(f"http://127.0.0.1:{port}", gw, tmp)
+    finally:
+        runner = holder["runner"]
+        assert isinstance(runner, web.AppRunner)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        db.close()
 
 
 def chromium(site: Site, url: str, *, screenshot: Path | None = None) -> str:

@@ -34,9 +34,9 @@ from feedgate.v1 import (
     tokens_pb2_grpc,
 )
 
-from gateway.access import Tenancy
 from gateway.config import Config, TenancyConfig
-from gateway.grpcserver import start_grpc
+from gateway.grpc.server import start_grpc
+from gateway.tenancy import Tenancy
 from tenants.audit import AuditAction
 from tenants.model import TenantStatus
 

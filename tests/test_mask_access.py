@@ -22,7 +22,7 @@ from conftest import (
 from test_masking import H, W, _frames, _psnr, _publish_still, _read_raw, _still_image
 
 from gateway.config import CameraConfig, TenancyConfig
-from gateway.masking import Zone, rasterize
+from gateway.masking.zones import Zone, rasterize
 from tenants.audit import AuditAction
 
 HOUSE = ((0.1, 0.1), (0.35, 0.1), (0.35, 0.5), (0.1, 0.5))

@@ -13,10 +13,17 @@ import numpy as np
 import pytest
 from conftest import FFMPEG, frames_of, publishing, read_argv, wait_for
 
-from gateway.hub import PathStream, Reader
-from gateway.masking import MaskRaster, Zone, ZoneError, chroma_mask, rasterize, zones_from_json
-from gateway.rtp import rtp_header
-from gateway.transcoder import MaskTranscoder
+from gateway.masking.transcoder import MaskTranscoder
+from gateway.masking.zones import (
+    MaskRaster,
+    Zone,
+    ZoneError,
+    chroma_mask,
+    rasterize,
+    zones_from_json,
+)
+from gateway.protocols.rtp import rtp_header
+from gateway.stream.hub import PathStream, Reader
 
 
 def box(zid: str, x0: float, y0: float, x1: float, y1: float) -> Zone:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from billing.model import UsageEvent
-from gateway.hub import Reader
 from gateway.metering import UsageMeter
+from gateway.stream.hub import Reader
 
 
 class RecordingSink:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import h264, h265
-from gateway.h264 import NalError
+from gateway.protocols import h264, h265
+from gateway.protocols.h264 import NalError
 
 FUZZ = settings(max_examples=300, deadline=None)
 STRUCTURED = settings(max_examples=100, deadline=None)

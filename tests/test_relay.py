@@ -115,10 +115,10 @@ async def test_camera_restart_resumes_every_attached_reader(gateway, procs):
 
 
 async def test_gop_cache_starts_a_new_reader_at_a_keyframe_at_once(gateway, procs):
-    from gateway.h264 import is_keyframe_packet
-    from gateway.rtp import rtp_header
-    from gateway.rtspclient import RtspClient
-    from gateway.tracks import tracks_from_sdp
+    from gateway.protocols.h264 import is_keyframe_packet
+    from gateway.protocols.rtp import rtp_header
+    from gateway.sources.rtsp_client import RtspClient
+    from gateway.stream.tracks import tracks_from_sdp
 
     # A 4 s GOP: without the cache a new reader would wait up to 4 s for a keyframe.
     await procs(publish_argv(gateway.url("cam1"), gop=100))
@@ -167,7 +167,7 @@ async def test_stalled_reader_is_dropped_and_others_keep_their_timing(procs):
         writer.write(f"PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {sid}\r\n\r\n".encode())
 
         # A healthy reader alongside, timing every packet it gets.
-        from gateway.rtspclient import RtspClient
+        from gateway.sources.rtsp_client import RtspClient
 
         arrivals: list[float] = []
         good = RtspClient(url, on_packet=lambda ch, p: arrivals.append(time.monotonic()))
@@ -194,8 +194,8 @@ async def test_stalled_reader_is_dropped_and_others_keep_their_timing(procs):
 
 def _digest_guard(user: str, password: str):
     """An authorizer that demands Digest credentials, as an IP camera does."""
-    from gateway.rtspauth import DigestChallenger, DigestCredentials, parse_authorization
-    from gateway.rtspserver import RtspReply
+    from gateway.protocols.rtsp_auth import DigestChallenger, DigestCredentials, parse_authorization
+    from gateway.rtsp.server import RtspReply
 
     challenger = DigestChallenger()
     seen: list[str] = []
@@ -224,7 +224,7 @@ def _digest_guard(user: str, password: str):
 
 
 async def test_pull_camera_with_digest_credentials(procs):
-    from gateway.app import Gateway
+    from gateway.core import Gateway
 
     authorize, seen = _digest_guard("viewer", "s3cret")
     camera_gw = Gateway(make_config(), authorizer=authorize)
@@ -261,7 +261,7 @@ async def test_pull_camera_with_digest_credentials(procs):
 async def test_http_reports_health_metrics_and_per_session_counters(gateway, procs):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from gateway.app import make_http_app
+    from gateway.http.app import make_http_app
 
     await procs(publish_argv(gateway.url("cam1")))
     await publishing(gateway, "cam1")
@@ -309,7 +309,7 @@ async def test_a_cameras_sub_stream_is_served_as_its_own_path(procs):
                 import base64
                 import re
 
-                from gateway.h264 import parse_sps_resolution
+                from gateway.protocols.h264 import parse_sps_resolution
 
                 fmtp = next(x for x in gw.hub.get(path).tracks[0].sdp_lines if "fmtp" in x)
                 sprop = re.search(r"sprop-parameter-sets=([^;,\s]+)", fmtp)

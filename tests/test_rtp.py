@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.rtp import (
+from gateway.protocols.rtp import (
     RTCP_SDES,
     ReceiverReport,
     ReportBlock,

@@ -1,4 +1,4 @@
-"""Specification tests for gateway.rtsp: the sans-I/O RTSP 1.0 parser and helpers."""
+"""Specification tests for gateway.protocols.rtsp: the sans-I/O RTSP 1.0 parser and helpers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.rtsp import (
+from gateway.protocols.rtsp import (
     DEFAULT_LIMITS,
     STATUS_PHRASES,
     Event,

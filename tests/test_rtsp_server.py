@@ -27,10 +27,16 @@ from conftest import (
     wait_for,
 )
 
-from gateway.hub import PathStream, Reader
-from gateway.rtsp import InterleavedFrame, Response, RtspParser, parse_rtp_info, parse_session
-from gateway.rtspclient import RtspClient
-from gateway.rtspserver import RtspServer
+from gateway.protocols.rtsp import (
+    InterleavedFrame,
+    Response,
+    RtspParser,
+    parse_rtp_info,
+    parse_session,
+)
+from gateway.rtsp.server import RtspServer
+from gateway.sources.rtsp_client import RtspClient
+from gateway.stream.hub import PathStream, Reader
 
 TCP_TRANSPORT = "RTP/AVP/TCP;unicast;interleaved=0-1"
 SDP = (
@@ -183,7 +189,8 @@ async def rejected_and_closed(gw: RunningGateway, data: bytes) -> Response:
 
 @dataclass
 class Healthy:
-    """A well-behaved viewer (gateway.rtspclient) playing cam1 over TCP, counting packets."""
+    """A well-behaved viewer (gateway.sources.rtsp_client) playing cam1 over TCP, counting
+    packets."""
 
     client: RtspClient = field(init=False)
     seqs: list[int] = field(default_factory=list)  # RTP sequence numbers received on track 0

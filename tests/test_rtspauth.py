@@ -1,4 +1,5 @@
-"""Specification tests for gateway.rtspauth: Basic/Digest for RTSP (RFC 2326 + RFC 2617)."""
+"""Specification tests for gateway.protocols.rtsp_auth: Basic/Digest for RTSP (RFC 2326 +
+RFC 2617)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.rtsp import RtspError
-from gateway.rtspauth import (
+from gateway.protocols.rtsp import RtspError
+from gateway.protocols.rtsp_auth import (
     BasicCredentials,
     Challenge,
     DigestChallenger,

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.h264 import parse_sps_resolution
-from gateway.h265 import nal_type
-from gateway.sdp import (
+from gateway.protocols.h264 import parse_sps_resolution
+from gateway.protocols.h265 import nal_type
+from gateway.protocols.sdp import (
     MAX_SDP_BYTES,
     MediaDescription,
     RtpMap,

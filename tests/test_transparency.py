@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_access import tenancy_gw  # noqa: F401 - the gateway fixture
 from test_grpc import cli
 
-from gateway.app import make_http_app
+from gateway.http.app import make_http_app
 from tenants.audit import AuditAction, AuditLog
 from tenants.db import Database
 from tenants.model import Camera, Grant, MaskZone, Tenant, TenantKind

@@ -24,7 +24,7 @@
 
 Prints frames per CPU-second for both, the ratio ours/ffmpeg per resolution, and every command.
 ``--apply`` adds a micro-benchmark of the mask fill strategies (rectangles, boolean box, flat
-indices) behind the constants in gateway/masking.py.
+indices) behind the constants in gateway/masking/zones.py.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ import av  # noqa: E402
 import imageio_ffmpeg  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gateway.hub import PathStream  # noqa: E402
-from gateway.masking import MaskRaster, PlaneMask, Zone, _rectangles  # noqa: E402
-from gateway.rtp import rtp_header  # noqa: E402
-from gateway.transcoder import _STOP, MaskTranscoder, _Unit, encoder_options  # noqa: E402
+from gateway.masking.transcoder import _STOP, MaskTranscoder, _Unit, encoder_options  # noqa: E402
+from gateway.masking.zones import MaskRaster, PlaneMask, Zone, _rectangles  # noqa: E402
+from gateway.protocols.rtp import rtp_header  # noqa: E402
+from gateway.stream.hub import PathStream  # noqa: E402
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 FPS = 25
@@ -191,10 +191,10 @@ def _free_port(kind: int) -> int:
 
 
 async def measure_latency(clip: Path, seconds: float) -> dict[str, Any]:
-    from gateway.app import Gateway
     from gateway.config import CameraConfig, Config, HttpConfig, RtspConfig
-    from gateway.rtspclient import RtspClient
-    from gateway.tracks import tracks_from_sdp
+    from gateway.core import Gateway
+    from gateway.sources.rtsp_client import RtspClient
+    from gateway.stream.tracks import tracks_from_sdp
 
     rtp_port = _free_port(socket.SOCK_DGRAM) & ~1
     config = Config(

@@ -152,12 +152,10 @@ def feedgate_command() -> tuple[list[str] | None, str]:
     exe = shutil.which("feedgate")
     if exe:
         candidates.append([exe])
-    if (REPO / "gateway" / "cli.py").exists():
-        candidates.append(
-            [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())"]
-        )
+    if (REPO / "gateway" / "cli" / "main.py").exists():
+        candidates.append([sys.executable, "-m", "gateway.cli"])
     if not candidates:
-        return None, "no `feedgate` on PATH and no gateway/cli.py yet"
+        return None, "no `feedgate` on PATH and no gateway/cli/main.py yet"
     reason = ""
     for cmd in candidates:
         try:

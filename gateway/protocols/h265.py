@@ -1,6 +1,6 @@
 """Sans-I/O H.265/HEVC RTP payload helpers (RFC 7798).
 
-Same contract as :mod:`gateway.h264`: inspection functions never raise and accept an
+Same contract as :mod:`gateway.protocols.h264`: inspection functions never raise and accept an
 ``offset`` into the RTP packet; :func:`depacketize` and :func:`packetize` raise
 :class:`NalError`.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.h264 import Buffer, NalError, annexb, split_annexb
+from gateway.protocols.h264 import Buffer, NalError, annexb, split_annexb
 
 __all__ = [
     "AP",

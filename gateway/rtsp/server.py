@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Config
-from gateway.hub import PathStream, Reader, StreamHub, UdpTarget
-from gateway.rtsp import (
+from gateway.protocols.rtsp import (
     InterleavedFrame,
     Request,
     Response,
@@ -37,8 +36,9 @@ from gateway.rtsp import (
     parse_transport,
     split_uri,
 )
+from gateway.stream.hub import PathStream, Reader, StreamHub, UdpTarget
+from gateway.stream.tracks import Track, TrackError, describe_sdp, tracks_from_sdp
 from gateway.tasks import cancel_and_wait
-from gateway.tracks import Track, TrackError, describe_sdp, tracks_from_sdp
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class AccessControl:
     """The server's one policy hook. ``check`` answers every DESCRIBE/SETUP/ANNOUNCE with a
     refusal or an opaque grant (kept on the session); ``started`` may still refuse a PLAY or
     RECORD (a concurrency cap) and ``ended`` is told when that session ends. This base class
-    wraps a bare authorizer; gateway.access.PolicyAccess is the tenant policy."""
+    wraps a bare authorizer; gateway.rtsp.access.PolicyAccess is the tenant policy."""
 
     def __init__(self, authorizer: Authorizer = allow_all) -> None:
         self.authorizer = authorizer

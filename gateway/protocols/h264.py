@@ -7,7 +7,7 @@ hot path and a malformed packet must simply count as "not a keyframe". Only
 someone will decode, raise :class:`NalError`.
 
 All inspection functions take an optional ``offset`` so the relay can pass the whole RTP
-packet plus the payload offset from :func:`gateway.rtp.rtp_header` without slicing.
+packet plus the payload offset from :func:`gateway.protocols.rtp.rtp_header` without slicing.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from gateway.access import PolicyAccess, camera_of
+from gateway.rtsp.access import PolicyAccess, camera_of
 from tenants.audit import AuditAction
 from tenants.policy import AccessRequest, Action
 

@@ -8,78 +8,28 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
-from gateway.config import Config
+from gateway.masking.variants import VariantManager
 from gateway.metering import UsageMeter
-from gateway.rtsp import RtspError
-from gateway.rtspauth import (
+from gateway.protocols.rtsp import RtspError
+from gateway.protocols.rtsp_auth import (
     BasicCredentials,
     DigestChallenger,
     DigestCredentials,
     parse_authorization,
 )
-from gateway.rtspserver import AccessCheck, AccessControl, RtspReply, RtspServer, Session
-from gateway.variants import VariantManager
-from tenants.audit import AuditAction, AuditLog
-from tenants.db import Database
-from tenants.leases import LeaseStore
+from gateway.rtsp.server import AccessCheck, AccessControl, RtspReply, RtspServer, Session
+from gateway.tenancy import Tenancy
+from tenants.audit import AuditAction
 from tenants.model import Quality
-from tenants.policy import DIGEST_REALM, AccessRequest, Action, Decision, Lease, Policy
-from tenants.store import TenantStore, load_seed
-from tenants.tokens import SigningKey, TokenIssuer, TokenVerifier
+from tenants.policy import DIGEST_REALM, AccessRequest, Action, Decision, Lease
 
 log = logging.getLogger(__name__)
 
 # Shared stream leases live 30 s unless renewed: renew well within that.
 LEASE_RENEW_EVERY = 10.0
-
-
-@dataclass
-class Tenancy:
-    """Everything the tenant policy needs, opened from the config."""
-
-    db: Database
-    store: TenantStore
-    issuer: TokenIssuer
-    verifier: TokenVerifier
-    policy: Policy
-    audit: AuditLog
-    audit_key: SigningKey
-
-    @classmethod
-    def open(cls, config: Config) -> Tenancy:
-        tc = config.tenancy
-        db = Database.open(config.database_url)
-        store = TenantStore(db)
-        if tc.seed:
-            load_seed(store, tc.seed)
-        keys_dir = Path(config.data_dir) / "keys"
-        token_key = SigningKey.load_or_create(keys_dir / "token-signing.pem")
-        audit_key = SigningKey.load_or_create(keys_dir / "audit-signing.pem")
-        issuer = TokenIssuer([token_key], issuer=tc.issuer, audience=tc.audience)
-        verifier = TokenVerifier(
-            issuer,
-            audience=tc.audience,
-            leeway=timedelta(seconds=tc.token_leeway),
-            own_issuer=tc.issuer,
-        )
-        policy = Policy(
-            store,
-            verifier,
-            lift_timeout=timedelta(seconds=tc.mask_lift_timeout),
-            leases=LeaseStore(db),
-        )
-        policy.reload(force=True)
-        audit = AuditLog(db, audit_key.private_key)
-        return cls(db, store, issuer, verifier, policy, audit, audit_key)
-
-    async def close(self) -> None:
-        self.audit.close()
-        await self.verifier.aclose()
-        self.db.close()
 
 
 def camera_of(path: str) -> tuple[str, Quality]:

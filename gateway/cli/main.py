@@ -15,7 +15,7 @@ from gateway.tasks import arm_shutdown_watchdog
 
 log = logging.getLogger("feedgate")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "ops" / "config" / "demo-borough.toml"
 
 
@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return run_supervisor(config, args.config)
 
-    from gateway.app import run_gateway
+    from gateway.serve import run_gateway
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -66,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     config = _load(args.config or str(DEMO_CONFIG))
     _setup_logging(config.log_level)
-    from gateway.demo import run_demo
+    from gateway.cli.demo import run_demo
 
     asyncio.run(run_demo(config, duration=args.duration))
     return 0
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.set_defaults(func=cmd_demo)
 
-    from gateway import cli_admin, cli_billing
+    from gateway.cli import admin as cli_admin
+    from gateway.cli import billing as cli_billing
 
     cli_admin.register(sub)
     cli_billing.register(sub)

@@ -572,8 +572,8 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 
 
 def _issue_local(args: argparse.Namespace, req: Any) -> Any:
-    from gateway.access import Tenancy
-    from gateway.grpcserver import ApiError, issue_token, plan_token
+    from gateway.grpc.server import ApiError, issue_token, plan_token
+    from gateway.tenancy import Tenancy
     from tenants.model import DomainError
     from tenants.store import NotFound
 
@@ -946,7 +946,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry (``python -m gateway.cli_admin``), the same verbs as ``feedgate``."""
+    """Standalone entry (``python -m gateway.cli.admin``), the same verbs as ``feedgate``."""
     parser = argparse.ArgumentParser(prog="feedgate")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

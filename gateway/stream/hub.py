@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from gateway import h264, h265
-from gateway.rtp import RtpError, rewrite_rtp, rewrite_sender_report, rtp_header
-from gateway.tracks import Track
+from gateway.protocols import h264, h265
+from gateway.protocols.rtp import RtpError, rewrite_rtp, rewrite_sender_report, rtp_header
+from gateway.stream.tracks import Track
 
 log = logging.getLogger(__name__)
 

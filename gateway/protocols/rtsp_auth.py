@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from gateway.rtsp import RtspError
+from gateway.protocols.rtsp import RtspError
 
 __all__ = [
     "BasicCredentials",

@@ -35,7 +35,7 @@ from aiohttp import web
 from billing.invoices import InvoiceStore
 from billing.ledger import Ledger
 from billing.model import BillingError, Invoice, InvoiceStatus, Metric, parse_period, period_of
-from gateway.app import DECISION_KEY, GATEWAY_KEY
+from gateway.http.keys import DECISION_KEY, GATEWAY_KEY
 from tenants.model import ID_RE, Role
 from tenants.policy import AccessRequest, Action, Decision
 

@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 
 import imageio_ffmpeg
 
-from gateway.app import Gateway, run_gateway
 from gateway.config import CameraConfig, Config, HttpConfig, RtspConfig
+from gateway.core import Gateway
+from gateway.serve import run_gateway
 from gateway.tasks import arm_shutdown_watchdog
 from tenants.audit import AuditAction
 

@@ -9,9 +9,9 @@ import time
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from gateway.hub import PathStream
-from gateway.rtspclient import RtspClient, RtspClientError
-from gateway.tracks import TrackError, tracks_from_sdp
+from gateway.sources.rtsp_client import RtspClient, RtspClientError
+from gateway.stream.hub import PathStream
+from gateway.stream.tracks import TrackError, tracks_from_sdp
 
 log = logging.getLogger(__name__)
 

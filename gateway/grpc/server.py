@@ -55,7 +55,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.access import Tenancy
+from gateway.tenancy import Tenancy
 from tenants.audit import AuditAction, AuditEntry, export_disclosures, verify_log
 from tenants.db import IntegrityError
 from tenants.model import (

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from gateway.rtsp import (
+from gateway.protocols.rtsp import (
     InterleavedFrame,
     Request,
     Response,
@@ -25,8 +25,8 @@ from gateway.rtsp import (
     parse_session,
     parse_transport,
 )
-from gateway.rtspauth import Challenge, authorization_header, parse_www_authenticate
-from gateway.sdp import resolve_control
+from gateway.protocols.rtsp_auth import Challenge, authorization_header, parse_www_authenticate
+from gateway.protocols.sdp import resolve_control
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

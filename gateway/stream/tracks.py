@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.sdp import SdpError, SessionDescription, parse_sdp
+from gateway.protocols.sdp import SdpError, SessionDescription, parse_sdp
 
 # Attributes that describe the source's transport or addressing, not the media format: readers
 # get our own values for these (control) or none at all.

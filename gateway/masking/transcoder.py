@@ -4,7 +4,8 @@ derived hub path, shared by every viewer of that variant.
 One :class:`MaskTranscoder` per (camera path, mask set). It reads the source path like any other
 hub reader (interleaved ``$`` frames through a transport-like sink), reassembles H.264 access
 units, and hands them to one worker thread that decodes (PyAV), fills the zones black
-(:class:`gateway.masking.MaskRaster`), re-encodes with libx264 (ultrafast, zerolatency, in-band
+(:class:`gateway.masking.zones.MaskRaster`), re-encodes with libx264 (ultrafast, zerolatency,
+in-band
 SPS/PPS on every keyframe) and sends the RTP back to the event loop, where it enters the target
 path through ``PathStream.on_rtp`` exactly like a publisher's packets.
 
@@ -35,12 +36,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from gateway import h264
-from gateway.hub import PathStream, Reader
-from gateway.masking import MaskRaster, Zone
-from gateway.rtp import RtpError, payload_of, rtp_header
+from gateway.masking.zones import MaskRaster, Zone
+from gateway.protocols import h264
+from gateway.protocols.rtp import RtpError, payload_of, rtp_header
+from gateway.stream.hub import PathStream, Reader
+from gateway.stream.tracks import Track
 from gateway.tasks import cancel_and_wait
-from gateway.tracks import Track
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from gateway.hub import StreamHub
-from gateway.masking import Zone
-from gateway.transcoder import MaskTranscoder
+from gateway.masking.transcoder import MaskTranscoder
+from gateway.masking.zones import Zone
+from gateway.stream.hub import StreamHub
 from tenants.model import MaskZone
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,181 @@
+"""The gateway process's media plane and control plane: hub, RTSP server, pull ingests,
+masked variants, metering and the tenant policy, with one owner for every long-lived task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from gateway.config import Config
+from gateway.masking.variants import VariantManager
+from gateway.metering import Metering
+from gateway.protocols.rtsp import Request
+from gateway.rtsp.access import PolicyAccess
+from gateway.rtsp.server import Authorizer, RtspConnection, RtspServer, allow_all
+from gateway.sources.ingest import PullIngest
+from gateway.stream.hub import StreamHub
+from gateway.tasks import cancel_and_wait
+from gateway.tenancy import Tenancy
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Everything one gateway process runs. ``start``/``stop`` are called by the HTTP app's
+    cleanup context, so the web server owns the media plane's lifetime."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        authorizer: Authorizer = allow_all,
+        rtsp_socket: socket.socket | None = None,
+        worker: int = 0,
+        reuse_port: bool = False,
+        internal_path: str | None = None,
+        upstream_unix: str | None = None,
+        handoff: Callable[[RtspConnection, Request], Awaitable[None]] | None = None,
+        udp_port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.worker = worker
+        # A secondary worker relays every camera from the primary over this Unix socket.
+        self.upstream_unix = upstream_unix
+        self.hub = StreamHub(
+            gop_cache_bytes=config.rtsp.gop_cache_bytes, write_timeout=config.rtsp.write_timeout
+        )
+        # The tenant policy, when tenancy is on (worker relays are internal and skip it).
+        self.tenancy: Tenancy | None = None
+        self.access: PolicyAccess | None = None
+        self.variants: VariantManager | None = None
+        self.metering: Metering | None = None
+        if config.tenancy.enabled:
+            self.tenancy = Tenancy.open(config)
+            self.variants = VariantManager(self.hub)
+            if config.billing.enabled:
+                self.metering = Metering(config, self.tenancy.db, worker=worker)
+            self.access = PolicyAccess(
+                self.tenancy,
+                recheck_interval=config.tenancy.recheck_interval,
+                variants=self.variants,
+                meter=self.metering.meter if self.metering else None,
+            )
+        self.rtsp = RtspServer(
+            config,
+            self.hub,
+            authorizer=authorizer,
+            on_demand=self._start_on_demand,
+            access=self.access,
+            reuse_port=reuse_port,
+            internal_path=internal_path,
+            handoff=handoff,
+            udp_port=udp_port,
+        )
+        if self.access is not None:
+            self.access.server = self.rtsp
+        # Counters other workers report (primary only), merged into /metrics.
+        self.peer_stats: Callable[[], list[dict[str, Any]]] = list
+        self.ingests: dict[str, PullIngest] = {}
+        self._ingest_tasks: dict[str, asyncio.Task[None]] = {}
+        self._rtsp_socket = rtsp_socket
+        self._checkpointer: asyncio.Task[None] | None = None
+        self.grpc: Any = None  # grpc.aio.Server when the control API runs here
+
+    def _pull_sources(self) -> Iterable[tuple[str, str, bool]]:
+        if self.upstream_unix is not None:
+            for cam in self.config.cameras:
+                yield cam.id, f"rtsp://127.0.0.1/{cam.id}", True
+                if cam.sub_source:
+                    yield f"{cam.id}/sub", f"rtsp://127.0.0.1/{cam.id}/sub", True
+            return
+        for cam in self.config.cameras:
+            if not cam.is_push:
+                yield cam.id, cam.source, cam.on_demand
+            if cam.sub_source:
+                yield f"{cam.id}/sub", cam.sub_source, cam.on_demand
+
+    async def start(self) -> None:
+        if self.metering is not None:
+            self.metering.start()  # first: it drains any spool a crash left behind
+        await self.rtsp.start(self._rtsp_socket)
+        if self.tenancy is not None:
+            self._checkpointer = asyncio.get_running_loop().create_task(
+                self._checkpoint_audit(), name="audit-checkpoints"
+            )
+            if self.worker == 0 and self.config.grpc.port:
+                from gateway.grpc.server import start_grpc
+                from gateway.tls import grpc_server_credentials
+
+                gc = self.config.grpc
+                self.grpc = await start_grpc(
+                    self.tenancy,
+                    gc.host,
+                    gc.port,
+                    platform_tenant=gc.platform_tenant,
+                    credentials=(
+                        grpc_server_credentials(gc.tls_cert, gc.tls_key, gc.tls_client_ca)
+                        if gc.tls_cert
+                        else None
+                    ),
+                )
+        for path, url, on_demand in self._pull_sources():
+            cam = self.config.camera(path.partition("/")[0])
+            assert cam is not None
+            if self.upstream_unix is not None:
+                self.ingests[path] = PullIngest(
+                    self.hub.path(path),
+                    url,
+                    unix_path=self.upstream_unix,
+                    backoff_initial=0.1,
+                    backoff_max=2.0,
+                )
+            else:
+                self.ingests[path] = PullIngest(
+                    self.hub.path(path),
+                    url,
+                    transport=cam.transport,
+                    username=cam.username,
+                    password=cam.password,
+                )
+            if not on_demand:
+                self._start_ingest(path)
+
+    async def _checkpoint_audit(self) -> None:
+        """Sign a checkpoint of the audit log every few seconds when entries arrived, so a
+        quiet log is still covered by a signature soon after its last entry."""
+        assert self.tenancy is not None
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                await asyncio.to_thread(self.tenancy.audit.maybe_checkpoint)
+            except Exception:
+                log.exception("audit checkpoint failed")
+
+    def _start_ingest(self, path: str) -> None:
+        task = self._ingest_tasks.get(path)
+        if task is None or task.done():
+            self._ingest_tasks[path] = asyncio.get_running_loop().create_task(
+                self.ingests[path].run(), name=f"ingest:{path}"
+            )
+
+    def _start_on_demand(self, path: str) -> None:
+        if path in self.ingests:
+            self._start_ingest(path)
+
+    async def stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(1.0)
+        await cancel_and_wait(*self._ingest_tasks.values(), self._checkpointer)
+        self._ingest_tasks.clear()
+        await self.rtsp.stop()
+        if self.access is not None:
+            await self.access.stop()
+        if self.metering is not None:
+            await self.metering.stop()
+        if self.variants is not None:
+            await self.variants.stop()
+        if self.tenancy is not None:
+            await self.tenancy.close()

@@ -1,0 +1,185 @@
+"""The HTTP server: health, metrics, sessions, JWKS, the MediaMTX hook, finance pages and the
+published figures, behind one bearer-token middleware that asks the tenant policy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+
+from gateway.config import Config
+from gateway.core import Gateway
+from gateway.http.keys import DECISION_KEY, GATEWAY_KEY
+from gateway.http.metrics import _GatewayCollector
+
+log = logging.getLogger(__name__)
+
+
+# Reachable without a token: liveness, public keys, the published anonymised figures
+# (/transparency...), and endpoints that check their own credentials (MediaMTX's auth hook
+# carries the client's; Stripe signs its webhooks).
+PUBLIC_HTTP = frozenset(
+    {"/healthz", "/.well-known/jwks.json", "/mediamtx/auth", "/stripe/webhook", "/finance/login"}
+)
+
+
+def _bearer_middleware(gateway: Gateway) -> Any:
+    """With tenancy on, every other HTTP endpoint asks the one policy decision."""
+    from tenants.policy import AccessRequest, Action
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if (
+            gateway.tenancy is None
+            or request.path in PUBLIC_HTTP
+            or request.path == "/transparency"
+            or request.path.startswith("/transparency/")
+        ):
+            return await handler(request)  # type: ignore[no-any-return]
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else ""
+        token = token or request.cookies.get("feedgate_token", "")
+        action = Action.METRICS if request.path == "/metrics" else Action.API
+        decision = await gateway.tenancy.policy.authorize(
+            AccessRequest(action, "http", token=token or None, peer=request.remote or "")
+        )
+        if not decision.allow:
+            headers = {"WWW-Authenticate": 'Bearer realm="feedgate"'}
+            raise (
+                web.HTTPUnauthorized(text=decision.reason, headers=headers)
+                if decision.status == 401
+                else web.HTTPForbidden(text=decision.reason)
+            )
+        request[DECISION_KEY] = decision
+        return await handler(request)  # type: ignore[no-any-return]
+
+    return middleware
+
+
+def make_http_app(gateway: Gateway) -> web.Application:
+    app = web.Application(client_max_size=128 * 1024, middlewares=[_bearer_middleware(gateway)])
+    app[GATEWAY_KEY] = gateway
+    registry = CollectorRegistry()
+    registry.register(_GatewayCollector(gateway))
+
+    async def healthz(request: web.Request) -> web.Response:
+        gw = request.app[GATEWAY_KEY]
+        paths = {
+            name: {"source": s.has_source, "readers": len(s.readers)}
+            for name, s in sorted(gw.hub.paths.items())
+        }
+        return web.json_response({"status": "ok", "worker": gw.worker, "paths": paths})
+
+    async def sessions(request: web.Request) -> web.Response:
+        """This process's RTSP sessions with their counters (MediaMTX's rtspsessions/list)."""
+        gw = request.app[GATEWAY_KEY]
+        items = []
+        for s in gw.rtsp.sessions.values():
+            r = s.reader
+            tcp = any(t.channels for t in s.tracks.values())
+            items.append(
+                {
+                    "id": s.id,
+                    "created": s.created,
+                    "remoteAddr": s.conn.peer,
+                    "state": s.state,
+                    "path": s.path,
+                    "transport": "tcp" if tcp else "udp",
+                    "bytesSent": r.bytes_sent if r else 0,
+                    "packetsSent": r.packets_sent if r else 0,
+                    "packetsDropped": r.packets_dropped if r else 0,
+                    "framesDropped": r.frames_dropped if r else 0,
+                }
+            )
+        return web.json_response({"worker": gw.worker, "items": items})
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await gateway.start()
+        yield
+        await gateway.stop()
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    if gateway.tenancy is not None and gateway.access is not None:
+        from gateway.http.mediamtx import mediamtx_handler
+
+        tenancy = gateway.tenancy
+
+        async def jwks(request: web.Request) -> web.Response:
+            return web.json_response(
+                tenancy.issuer.jwks(), headers={"Cache-Control": "public, max-age=300"}
+            )
+
+        app.router.add_get("/.well-known/jwks.json", jwks)
+        app.router.add_post("/mediamtx/auth", mediamtx_handler(gateway.access))
+    app.router.add_get("/v1/rtsp/sessions", sessions)
+
+    async def emitted(request: web.Request) -> web.Response:
+        """What this process's meter handed to billing since it started (reconciliation)."""
+        gw = request.app[GATEWAY_KEY]
+        if gw.metering is None:
+            raise web.HTTPNotFound(text="billing is off")
+        meter = gw.metering.meter
+        return web.json_response(
+            {
+                "since": meter.since.isoformat(),
+                "events": meter.events_emitted,
+                "cameras": meter.emitted,
+                "sink": {"spooled": gw.metering.spool.stats.__dict__},
+            }
+        )
+
+    app.router.add_get("/v1/usage/emitted", emitted)
+    bc = gateway.config.billing
+    if gateway.metering is not None and bc.stripe_webhook_secret and bc.stripe_api_key:
+        from billing.stripe_sync import StripeSync, webhook_handler
+
+        sync = StripeSync(
+            gateway.metering.db, api_key=bc.stripe_api_key, api_base=bc.stripe_api_base or None
+        )
+        app.router.add_post(
+            "/stripe/webhook",
+            webhook_handler(bc.stripe_webhook_secret, sync, gateway.metering.invoices),
+        )
+    if gateway.tenancy is not None and gateway.metering is not None:
+        from gateway.http.finance import add_finance_routes
+
+        fin_tenancy = gateway.tenancy
+        add_finance_routes(
+            app,
+            ledger=gateway.metering.ledger,
+            invoices=gateway.metering.invoices,
+            platform_tenant=gateway.config.grpc.platform_tenant,
+            tenant_names=lambda: {
+                t.id: t.name for t in fin_tenancy.policy.snapshot.tenants.values()
+            },
+        )
+    if gateway.tenancy is not None:
+        from gateway.http.transparency import add_transparency_routes
+
+        add_transparency_routes(
+            app,
+            db=gateway.tenancy.db,
+            viewing_ms=gateway.metering.ledger.viewing_by_tenant if gateway.metering else None,
+        )
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def http_site(runner: web.AppRunner, config: Config) -> web.TCPSite:
+    """The HTTP listener: HTTPS when ``http.tls_cert`` is set."""
+    ssl_context = None
+    if config.http.tls_cert:
+        from gateway.tls import server_ssl_context
+
+        ssl_context = server_ssl_context(config.http.tls_cert, config.http.tls_key)
+    return web.TCPSite(
+        runner, config.http.host, config.http.port, reuse_address=True, ssl_context=ssl_context
+    )

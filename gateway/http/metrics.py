@@ -1,0 +1,116 @@
+"""Prometheus ``/metrics``: the hub's and sessions' counters read at scrape time."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.core import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class _GatewayCollector(Collector):
+    """Reads the hub's counters at scrape time, so the packet path pays nothing for metrics."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        gw = self.gateway
+        labels = ["path"]
+        fams: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "bytes_received": CounterMetricFamily(
+                "feedgate_bytes_received", "RTP bytes received from the source", labels=labels
+            ),
+            "packets_received": CounterMetricFamily(
+                "feedgate_packets_received", "RTP packets received from the source", labels=labels
+            ),
+            "bytes_sent": CounterMetricFamily(
+                "feedgate_bytes_sent", "Bytes written to readers", labels=labels
+            ),
+            "packets_sent": CounterMetricFamily(
+                "feedgate_packets_sent", "RTP/RTCP packets written to readers", labels=labels
+            ),
+            "dropped_packets": CounterMetricFamily(
+                "feedgate_dropped_packets",
+                "Packets not sent to slow readers (skipped to the next keyframe)",
+                labels=labels,
+            ),
+            "dropped_frames": CounterMetricFamily(
+                "feedgate_dropped_frames", "Access units not sent to slow readers", labels=labels
+            ),
+            "readers_kicked": CounterMetricFamily(
+                "feedgate_readers_disconnected",
+                "Readers disconnected by the hub (write timeout, format change)",
+                labels=labels,
+            ),
+            "restarts": CounterMetricFamily(
+                "feedgate_source_restarts", "Times the source came back", labels=labels
+            ),
+            "bad": CounterMetricFamily(
+                "feedgate_bad_packets", "Malformed packets from the source", labels=labels
+            ),
+            "readers": GaugeMetricFamily("feedgate_readers", "Readers playing", labels=labels),
+            "up": GaugeMetricFamily("feedgate_source_up", "1 if the source is live", labels=labels),
+            "gop": GaugeMetricFamily(
+                "feedgate_gop_cache_bytes", "Bytes in the GOP cache", labels=labels
+            ),
+        }
+        peers = gw.peer_stats()
+        # Readers and bytes out are summed over all workers; what comes in is the primary's
+        # own (the secondaries' intake is the primary's internal fan-out, not the camera's).
+        out_keys = (
+            "bytes_out",
+            "packets_out",
+            "packets_dropped",
+            "frames_dropped",
+            "readers_dropped",
+            "readers",
+        )
+        for name, stream in gw.hub.paths.items():
+            c = {**asdict(stream.counters), "readers": len(stream.readers)}
+            for peer in peers:
+                theirs = peer.get("paths", {}).get(name, {})
+                for key in out_keys:
+                    c[key] += int(theirs.get(key, 0))
+            fams["bytes_received"].add_metric([name], c["bytes_in"])
+            fams["packets_received"].add_metric([name], c["packets_in"])
+            fams["bytes_sent"].add_metric([name], c["bytes_out"])
+            fams["packets_sent"].add_metric([name], c["packets_out"])
+            fams["dropped_packets"].add_metric([name], c["packets_dropped"])
+            fams["dropped_frames"].add_metric([name], c["frames_dropped"])
+            fams["readers_kicked"].add_metric([name], c["readers_dropped"])
+            fams["restarts"].add_metric([name], c["source_restarts"])
+            fams["bad"].add_metric([name], c["bad_packets"])
+            fams["readers"].add_metric([name], c["readers"])
+            fams["up"].add_metric([name], 1 if stream.has_source else 0)
+            fams["gop"].add_metric([name], stream.gop_cached_bytes)
+        yield from fams.values()
+        yield GaugeMetricFamily(
+            "feedgate_rtsp_connections",
+            "Open RTSP connections",
+            value=len(gw.rtsp.connections) + sum(p.get("connections", 0) for p in peers),
+        )
+        yield GaugeMetricFamily(
+            "feedgate_rtsp_sessions",
+            "Open RTSP sessions",
+            value=len(gw.rtsp.sessions) + sum(p.get("sessions", 0) for p in peers),
+        )
+        yield GaugeMetricFamily(
+            "feedgate_workers", "Worker processes reporting", value=1 + len(peers)
+        )
+        events: collections.Counter[str] = collections.Counter(gw.rtsp.counters)
+        for peer in peers:
+            events.update({k: int(v) for k, v in peer.get("events", {}).items()})
+        errors = CounterMetricFamily(
+            "feedgate_rtsp_events", "RTSP server events by kind", labels=["event"]
+        )
+        for key, value in sorted(events.items()):
+            errors.add_metric([key], value)
+        yield errors

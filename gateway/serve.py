@@ -1,0 +1,49 @@
+"""Run one gateway process: the media plane (:mod:`gateway.core`) hosted by the HTTP app, which
+owns its lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.core import Gateway
+from gateway.http.app import http_site, make_http_app
+
+log = logging.getLogger(__name__)
+
+
+async def run_gateway(
+    config: Config,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    gateway: Gateway | None = None,
+) -> None:
+    """Run one gateway process until ``stop`` is set (or forever)."""
+    gateway = gateway if gateway is not None else Gateway(config)
+    app = make_http_app(gateway)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = http_site(runner, config)
+    try:
+        await site.start()
+        rtsps = gateway.rtsp.tls_port
+        log.info(
+            "feedgate listening: rtsp://%s:%d%s  %s://%s:%d",
+            config.rtsp.host,
+            gateway.rtsp.port,
+            f"  rtsps://{config.rtsp.host}:{rtsps}" if rtsps else "",
+            "https" if config.http.tls_cert else "http",
+            config.http.host,
+            config.http.port,
+        )
+        if ready is not None:
+            ready.set()
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
