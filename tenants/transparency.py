@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tenants.audit import MIGRATIONS as AUDIT_MIGRATIONS
-from tenants.audit import AuditAction, _fmt_time
+from tenants.audit import AuditAction
+from tenants.audit.entry import format_time as _fmt_time
 from tenants.db import Database
 from tenants.months import month_bounds
 from tenants.store import TenantStore
