@@ -62,7 +62,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from billing import money
 from billing.model import BillingError, InvoiceLine, LineKind, Metric, check_currency
+from billing.money import UNIT_SIZES
 
 if TYPE_CHECKING:
     from billing.ledger import Ledger
@@ -104,13 +106,13 @@ class _Unit:
 
 #: Display units: how many base units (ms, bytes, exports) make one, and what they may price.
 UNITS: dict[str, _Unit] = {
-    "camera-hour": _Unit(3_600_000, "camera-hours", _TIME, 2),
-    "hour": _Unit(3_600_000, "hours", _TIME, 2),
-    "minute": _Unit(60_000, "minutes", _TIME, 2),
-    "second": _Unit(1_000, "seconds", _TIME, 2),
-    "GB": _Unit(10**9, "GB", frozenset({Metric.BYTES}), 2),  # decimal gigabytes
-    "MB": _Unit(10**6, "MB", frozenset({Metric.BYTES}), 2),
-    "export": _Unit(1, "exports", frozenset({Metric.EXPORTS}), 0),
+    "camera-hour": _Unit(UNIT_SIZES["camera-hour"], "camera-hours", _TIME, 2),
+    "hour": _Unit(UNIT_SIZES["hour"], "hours", _TIME, 2),
+    "minute": _Unit(UNIT_SIZES["minute"], "minutes", _TIME, 2),
+    "second": _Unit(UNIT_SIZES["second"], "seconds", _TIME, 2),
+    "GB": _Unit(UNIT_SIZES["GB"], "GB", frozenset({Metric.BYTES}), 2),  # 10**9 bytes
+    "MB": _Unit(UNIT_SIZES["MB"], "MB", frozenset({Metric.BYTES}), 2),  # 10**6 bytes
+    "export": _Unit(UNIT_SIZES["export"], "exports", frozenset({Metric.EXPORTS}), 0),
 }
 
 _LABELS: dict[Metric, str] = {
@@ -286,20 +288,13 @@ def display_quantity(base: int, unit: str) -> Decimal:
 
 def format_quantity(base: int, unit: str) -> str:
     u = UNITS[unit]
-    with localcontext(_CTX):
-        q = (Decimal(base) / u.size).quantize(Decimal(1).scaleb(-u.places), rounding=ROUND_HALF_UP)
-    return f"{q:,.{u.places}f} {u.plural}"
+    return f"{money.format_quantity(base, u.size, u.places)} {u.plural}"
 
 
 def _fmt_price(pence: Decimal) -> str:
     if pence == pence.quantize(_Q2):
         return f"{pence:,.2f}p"
     return f"{pence.normalize():,f}p"
-
-
-def _fmt_money(pence: int) -> str:
-    sign = "-" if pence < 0 else ""
-    return f"{sign}£{Decimal(abs(pence)) / 100:,.2f}"
 
 
 def _per(unit: str) -> str:
@@ -400,11 +395,12 @@ def rate(
     subtotal = sum(line.amount_pence for line in lines)
     if not zero and subtotal < plan.minimum_commitment_pence:
         minimum = plan.minimum_commitment_pence
+        shown = money.format_money(minimum, plan.currency)
         lines.append(
             _flat_line(
                 "minimum_top_up",
                 LineKind.MINIMUM_TOP_UP,
-                f"Minimum monthly commitment of {_fmt_money(minimum)}: top-up",
+                f"Minimum monthly commitment of {shown}: top-up",
                 minimum - subtotal,
             )
         )

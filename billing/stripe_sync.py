@@ -82,6 +82,7 @@ import tenacity
 from aiohttp import web
 
 from billing.model import BillingError, Invoice, InvoiceStatus
+from billing.money import plain_money
 from tenants.db import Database, IntegrityError
 
 log = logging.getLogger(__name__)
@@ -733,16 +734,18 @@ class StripeSync:
             diffs.append(f"{label}: currency ours {inv.currency}, Stripe {currency}")
         if line_sum != inv.total_pence:
             diffs.append(
-                f"{label}: lines add up to {_money(line_sum)} in Stripe, "
-                f"ours {_money(inv.total_pence)}"
+                f"{label}: lines add up to {plain_money(line_sum)} in Stripe, "
+                f"ours {plain_money(inv.total_pence)}"
             )
         clamped = inv.total_pence < 0 and total == 0  # negative totals become balance credit
         if total != inv.total_pence and not clamped:
-            diffs.append(f"{label}: total ours {_money(inv.total_pence)}, Stripe {_money(total)}")
+            diffs.append(
+                f"{label}: total ours {plain_money(inv.total_pence)}, Stripe {plain_money(total)}"
+            )
         if amount_due != max(0, inv.total_pence) and not clamped:
             diffs.append(
-                f"{label}: amount due ours {_money(max(0, inv.total_pence))}, "
-                f"Stripe {_money(amount_due)}"
+                f"{label}: amount due ours {plain_money(max(0, inv.total_pence))}, "
+                f"Stripe {plain_money(amount_due)}"
             )
         ours_tagged = [m for _, m in items if m.get("feedgate_invoice") == inv.invoice_id]
         if len(ours_tagged) != len(lines):
@@ -809,11 +812,6 @@ class StripeSync:
                     return "refused"
         log.info("stripe: event %s (%s) -> %s %s", event_id, event_type, outcome, our_id or "")
         return outcome
-
-
-def _money(pence: int) -> str:
-    sign = "-" if pence < 0 else ""
-    return f"{sign}{abs(pence) // 100}.{abs(pence) % 100:02d}"
 
 
 def verify_signature(

@@ -19,6 +19,7 @@ from typing import Any
 from billing.invoices import InvoiceStore, run_invoices
 from billing.ledger import Ledger
 from billing.model import BillingError, Invoice, InvoiceStatus, Metric, parse_period
+from billing.money import BYTES_PER_GB, MS_PER_HOUR, MS_PER_MINUTE, format_money, format_quantity
 from billing.rating import PlanError, load_plans, plan_assignments
 from gateway.config import Config, ConfigError, load_config
 from tenants.db import Database
@@ -43,12 +44,6 @@ def _plans(config: Config) -> tuple[dict[str, Any], dict[str, str]]:
         raise ConfigError("config", "billing.plans", "no price plans file configured")
     plans = load_plans(config.billing.plans)
     return plans, plan_assignments(config.billing.plans, plans)
-
-
-def _pounds(pence: int) -> str:
-    sign = "-" if pence < 0 else ""
-    pence = abs(pence)
-    return f"{sign}£{pence // 100:,}.{pence % 100:02d}"
 
 
 def _invoice_dict(inv: Invoice) -> dict[str, Any]:
@@ -82,11 +77,11 @@ def _invoice_dict(inv: Invoice) -> dict[str, Any]:
 def _print_invoice(inv: Invoice) -> None:
     print(f"Invoice {inv.invoice_id}  tenant {inv.tenant}  period {inv.period}  [{inv.status}]")
     for line in inv.lines:
-        print(f"  {line.description:<64} {_pounds(line.amount_pence):>14}")
-    print(f"  {'Subtotal':<64} {_pounds(inv.subtotal_pence):>14}")
+        print(f"  {line.description:<64} {format_money(line.amount_pence, inv.currency):>14}")
+    print(f"  {'Subtotal':<64} {format_money(inv.subtotal_pence, inv.currency):>14}")
     rate = f"VAT at {float(inv.vat_rate) * 100:g}%"
-    print(f"  {rate:<64} {_pounds(inv.vat_pence):>14}")
-    print(f"  {'Total':<64} {_pounds(inv.total_pence):>14}")
+    print(f"  {rate:<64} {format_money(inv.vat_pence, inv.currency):>14}")
+    print(f"  {'Total':<64} {format_money(inv.total_pence, inv.currency):>14}")
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -112,14 +107,18 @@ def cmd_usage(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"Usage of {args.tenant} in {args.period}")
-    print(f"  live viewing      {usage[Metric.LIVE_SECONDS] / 3_600_000:>14,.2f} camera-hours")
-    print(f"  playback          {usage[Metric.PLAYBACK_SECONDS] / 3_600_000:>14,.2f} hours")
-    print(f"  delivered         {usage[Metric.BYTES] / 1e9:>14,.3f} GB")
-    print(f"  PTZ control       {usage[Metric.PTZ_SECONDS] / 60_000:>14,.2f} minutes")
+    live = format_quantity(usage[Metric.LIVE_SECONDS], MS_PER_HOUR)
+    playback = format_quantity(usage[Metric.PLAYBACK_SECONDS], MS_PER_HOUR)
+    print(f"  live viewing      {live:>14} camera-hours")
+    print(f"  playback          {playback:>14} hours")
+    print(f"  delivered         {format_quantity(usage[Metric.BYTES], BYTES_PER_GB, 3):>14} GB")
+    ptz = format_quantity(usage[Metric.PTZ_SECONDS], MS_PER_MINUTE)
+    print(f"  PTZ control       {ptz:>14} minutes")
     print(f"  exports           {usage[Metric.EXPORTS]:>14,}")
     for camera, u in by_camera.items():
-        hours = u[Metric.LIVE_SECONDS] / 3_600_000
-        print(f"    {camera:<30} {hours:>10,.2f} h  {u[Metric.BYTES] / 1e9:>10,.3f} GB")
+        hours = format_quantity(u[Metric.LIVE_SECONDS], MS_PER_HOUR)
+        gb = format_quantity(u[Metric.BYTES], BYTES_PER_GB, 3)
+        print(f"    {camera:<30} {hours:>10} h  {gb:>10} GB")
     return 0
 
 
@@ -185,7 +184,8 @@ def cmd_invoices(args: argparse.Namespace) -> int:
         if args.action == "run":
             plans, assignments = _plans(config)
             for inv in run_invoices(ledger, store, plans, assignments, args.period, now=now):
-                print(f"{inv.invoice_id:<40} {inv.status.value:<10} {_pounds(inv.total_pence):>14}")
+                total = format_money(inv.total_pence, inv.currency)
+                print(f"{inv.invoice_id:<40} {inv.status.value:<10} {total:>14}")
             return 0
         if args.action == "finalize":
             for inv in store.list(period=args.period):
@@ -193,7 +193,8 @@ def cmd_invoices(args: argparse.Namespace) -> int:
                     not args.tenant or inv.tenant == args.tenant
                 ):
                     done = store.finalize(inv.invoice_id, now)
-                    print(f"{done.invoice_id} finalized: {_pounds(done.total_pence)}")
+                    total = format_money(done.total_pence, done.currency)
+                    print(f"{done.invoice_id} finalized: {total}")
             return 0
         if args.action == "show":
             found = [
