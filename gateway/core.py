@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from gateway.config import Config
+from gateway.live import LiveSessions
 from gateway.masking.variants import VariantManager
 from gateway.metering import Metering
 from gateway.protocols.rtsp import Request
@@ -50,6 +51,7 @@ class Gateway:
         # The tenant policy, when tenancy is on (worker relays are internal and skip it).
         self.tenancy: Tenancy | None = None
         self.access: PolicyAccess | None = None
+        self.live: LiveSessions | None = None
         self.variants: VariantManager | None = None
         self.metering: Metering | None = None
         if config.tenancy.enabled:
@@ -57,12 +59,14 @@ class Gateway:
             self.variants = VariantManager(self.hub)
             if config.billing.enabled:
                 self.metering = Metering(config, self.tenancy.db, worker=worker)
-            self.access = PolicyAccess(
+            # One admission, audit trail and re-check for the live sessions of every protocol.
+            self.live = LiveSessions(
                 self.tenancy,
                 recheck_interval=config.tenancy.recheck_interval,
                 variants=self.variants,
                 meter=self.metering.meter if self.metering else None,
             )
+            self.access = PolicyAccess(self.tenancy, self.live)
         self.rtsp = RtspServer(
             config,
             self.hub,

@@ -1,0 +1,301 @@
+"""Live sessions of every protocol under the tenant policy.
+
+A protocol adapter (``gateway/rtsp/access.py`` for RTSP, ``gateway/webrtc/`` for WHEP) turns its
+request into an ``AccessRequest`` and the policy's ``Decision`` into a session. From there the
+life of a session is the same whatever the protocol, and lives here:
+
+decision → **admitted** (counted against the tenant's concurrency cap, its masked variant held)
+→ **started** (media flows: audited, metered) → **re-checked** every ``recheck_interval`` (ended
+within a second of its credential expiring, its grant being revoked or its tenant suspended) →
+**ended** (cap released, audited, the last usage interval reported).
+
+How a session is actually stopped (closing an RTSP connection, tearing down a peer connection) is
+the adapter's: it hands ``admit`` a ``stop`` callback, which the re-check calls with the reason,
+and which must end up calling ``end``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.masking.variants import VariantManager
+from gateway.metering import UsageMeter
+from gateway.stream.hub import Reader
+from gateway.tasks import cancel_and_wait
+from gateway.tenancy import Tenancy
+from tenants.audit import AuditAction
+from tenants.model import Quality
+from tenants.policy import Decision, Lease
+
+log = logging.getLogger(__name__)
+
+# Shared stream leases live 30 s unless renewed: renew well within that.
+LEASE_RENEW_EVERY = 10.0
+
+
+def camera_of(path: str) -> tuple[str, Quality]:
+    """'cam1' -> (cam1, main); 'cam1/sub' -> (cam1, sub)."""
+    cam, _, rest = path.partition("/")
+    return cam, Quality.SUB if rest == "sub" else Quality.MAIN
+
+
+class MaskingUnavailable(Exception):
+    """The decision needs a masked variant and this process cannot make one."""
+
+
+@dataclass(eq=False)
+class Live:
+    """One admitted session, whatever its protocol."""
+
+    id: str
+    protocol: str
+    mode: str  # "play" or "record"
+    decision: Decision
+    path: str  # the hub path served: the camera's own, or its masked variant
+    peer: str
+    stop: Callable[[str], None]
+    lease: Lease | None
+    admitted: float  # monotonic
+    started: float | None = None  # monotonic, once media flows
+    held_variant: bool = False
+
+
+class LiveSessions:
+    """The admitted sessions of this process, of every protocol, with their one re-check."""
+
+    def __init__(
+        self,
+        tenancy: Tenancy,
+        *,
+        recheck_interval: float = 0.25,
+        meter: UsageMeter | None = None,
+        variants: VariantManager | None = None,
+    ) -> None:
+        self.tenancy = tenancy
+        self.policy = tenancy.policy
+        self.audit = tenancy.audit
+        self.meter = meter
+        self.variants = variants
+        self.recheck_interval = recheck_interval
+        self.live: dict[str, Live] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- audit ---------------------------------------------------------------------------------
+
+    def _audit(
+        self, action: AuditAction, d: Decision, detail: dict[str, Any], outcome: str = "ok"
+    ) -> None:
+        """An audit entry about a decision's tenant, principal, camera and purpose."""
+        self.audit.append(
+            action,
+            tenant=d.tenant,
+            principal=d.principal,
+            camera=d.camera,
+            purpose=d.purpose,
+            outcome=outcome,
+            detail=detail,
+        )
+
+    def refused(
+        self,
+        decision: Decision,
+        *,
+        protocol: str,
+        action: str,
+        camera: str | None,
+        purpose: str | None,
+        peer: str,
+    ) -> None:
+        """Audit a refusal of presented credentials (or of a request without any)."""
+        self.audit.append(
+            AuditAction.DENIED,
+            tenant=decision.tenant,
+            principal=decision.principal,
+            camera=camera,
+            purpose=purpose,
+            outcome="denied",
+            detail={
+                "reason": decision.reason,
+                "status": decision.status,
+                "protocol": protocol,
+                "action": action,
+                "peer": peer,
+            },
+        )
+
+    # ---- admission -----------------------------------------------------------------------------
+
+    def serve_path(self, path: str, decision: Decision) -> str:
+        """The hub path a viewer with this decision gets: the shared masked variant when its
+        decision names mask zones, never the original whatever it asked for."""
+        if not decision.mask_zones:
+            return path
+        if self.variants is None:
+            raise MaskingUnavailable("masking is required for this viewer but not available")
+        return self.variants.ensure(path, decision.variant, decision.mask_zones)
+
+    def admit(
+        self,
+        session_id: str,
+        decision: Decision,
+        *,
+        protocol: str,
+        mode: str,
+        path: str,
+        peer: str,
+        stop: Callable[[str], None],
+    ) -> Live | str:
+        """Count the session against its tenant's cap (playing sessions only) and hold its
+        masked variant. Returns the admitted session, or the reason it is refused (audited)."""
+        lease = None
+        if mode == "play":
+            lease = self.policy.acquire(decision)
+            if lease is None:
+                self._audit(
+                    AuditAction.DENIED,
+                    decision,
+                    {
+                        "reason": "concurrent stream limit",
+                        "limit": decision.max_concurrent,
+                        "protocol": protocol,
+                    },
+                    outcome="denied",
+                )
+                return (
+                    f"tenant {decision.tenant} is at its limit of "
+                    f"{decision.max_concurrent} concurrent streams"
+                )
+        live = Live(session_id, protocol, mode, decision, path, peer, stop, lease, time.monotonic())
+        self.live[session_id] = live
+        if self.variants is not None and decision.mask_zones:
+            self.variants.hold(path)
+            live.held_variant = True
+        self._ensure_watcher()
+        return live
+
+    def start(self, live: Live, reader: Reader | None) -> None:
+        """Media starts flowing: audit the start (and any mask lift) and meter from here."""
+        if live.started is not None or live.id not in self.live:
+            return
+        live.started = time.monotonic()
+        decision = live.decision
+        if decision.lifted:
+            self._audit(
+                AuditAction.MASK_LIFT,
+                decision,
+                {
+                    "session": live.id,
+                    "zones": list(decision.lifted),
+                    "until": decision.lift_expires_at.isoformat()
+                    if decision.lift_expires_at
+                    else None,
+                },
+            )
+        if self.meter is not None and live.mode == "play" and decision.tenant:
+            camera = self.policy.snapshot.cameras.get(decision.camera or "")
+            self.meter.start(
+                session_id=live.id,
+                tenant=decision.tenant,
+                principal=decision.principal,
+                camera=decision.camera or live.path,
+                camera_owner=camera.owner_tenant if camera else "",
+                variant=decision.variant,
+                reader=reader,
+                protocol=live.protocol,
+            )
+        self._audit(
+            AuditAction.SESSION_START,
+            decision,
+            {
+                "session": live.id,
+                "mode": live.mode,
+                "protocol": live.protocol,
+                "variant": decision.variant,
+                "quality": decision.quality.value,
+                "grant": decision.grant_id,
+                "peer": live.peer,
+            },
+        )
+
+    def attach(self, session_id: str, reader: Reader) -> None:
+        """The session's hub reader exists now (RTSP creates it after PLAY, again after PAUSE)."""
+        if self.meter is not None and session_id in self.live:
+            self.meter.attach_reader(session_id, reader)
+
+    def pause(self, session_id: str) -> None:
+        if self.meter is not None:
+            self.meter.pause(session_id)
+
+    def end(self, session_id: str, reason: str, *, bytes_sent: int = 0) -> None:
+        """The session is over: report its last interval, release its cap and variant, and
+        audit its end (only for a session that started: one that never delivered anything
+        was not a use)."""
+        live = self.live.pop(session_id, None)
+        if live is None:
+            return
+        if self.meter is not None:
+            self.meter.end(session_id)
+        if live.held_variant and self.variants is not None:
+            self.variants.release(live.path)
+        if live.lease is not None:
+            self.policy.release(live.lease)
+        if live.started is None:
+            return
+        self._audit(
+            AuditAction.SESSION_END,
+            live.decision,
+            {
+                "session": live.id,
+                "reason": reason,
+                "seconds": round(time.monotonic() - live.started, 3),
+                "bytes": bytes_sent,
+            },
+        )
+
+    # ---- the re-check --------------------------------------------------------------------------
+
+    def _ensure_watcher(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name="recheck")
+
+    async def _watch(self) -> None:
+        """End live sessions within a second of their credential expiring, their grant being
+        revoked or their tenant being suspended."""
+        renewed = time.monotonic()
+        while self.live:
+            await asyncio.sleep(self.recheck_interval)
+            try:
+                self.policy.reload()
+                if time.monotonic() - renewed > LEASE_RENEW_EVERY:
+                    self.policy.renew_leases()
+                    renewed = time.monotonic()
+            except Exception:
+                log.exception("policy reload failed; keeping the last snapshot")
+            now = datetime.now(UTC)
+            for sid, live in list(self.live.items()):
+                why = self.policy.revalidate(live.decision, now)
+                if why is None:
+                    continue
+                log.info(
+                    "ending %s session %s of %s on %s: %s",
+                    live.protocol,
+                    sid,
+                    live.decision.tenant,
+                    live.decision.camera,
+                    why,
+                )
+                try:
+                    live.stop(why)
+                except Exception:
+                    log.exception("stopping session %s failed", sid)
+                # A stop that could not reach its session still frees the cap and audits.
+                self.end(sid, why)
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
