@@ -80,6 +80,17 @@ class Gateway:
         )
         if self.access is not None:
             self.access.server = self.rtsp
+        # The control service every control entry point (gRPC, REST) of this process uses.
+        self.control: Any = None
+        if self.tenancy is not None:
+            from gateway.control import LedgerBilling, RtspMedia, control_service
+
+            self.control = control_service(
+                self.tenancy,
+                config.grpc.platform_tenant,
+                media=RtspMedia(config, self.rtsp),
+                billing=LedgerBilling(self.metering) if self.metering is not None else None,
+            )
         # Counters other workers report (primary only), merged into /metrics.
         self.peer_stats: Callable[[], list[dict[str, Any]]] = list
         self.ingests: dict[str, PullIngest] = {}
@@ -119,6 +130,7 @@ class Gateway:
                     gc.host,
                     gc.port,
                     platform_tenant=gc.platform_tenant,
+                    service=self.control,
                     credentials=(
                         grpc_server_credentials(gc.tls_cert, gc.tls_key, gc.tls_client_ca)
                         if gc.tls_cert

@@ -447,7 +447,15 @@ async def test_a_tenant_admin_stays_within_its_tenant(api: Api) -> None:
     err = await refused(
         api.cameras.GetCamera(cameras_pb2.GetCameraRequest(id="street"), metadata=police)
     )
-    assert err.code() == grpc.StatusCode.NOT_FOUND  # others' cameras are not even listed
+    # Others' cameras look exactly like no camera at all (issue #10 finding 9).
+    assert err.code() == pd
+    missing = await refused(
+        api.cameras.GetCamera(cameras_pb2.GetCameraRequest(id="nothing"), metadata=police)
+    )
+    assert missing.code() == pd
+    assert (err.details() or "").replace("street", "X") == (missing.details() or "").replace(
+        "nothing", "X"
+    )
 
     # Principals: its own only.
     err = await refused(

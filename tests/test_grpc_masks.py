@@ -107,13 +107,18 @@ async def test_a_tenant_admin_manages_only_its_own_cameras_masks(api: Api) -> No
     masks = stub(api)
     shop, police = api.md("sadmin"), api.md("padmin")
 
-    # Another tenant's camera the police cannot see: as if it did not exist.
+    # Another tenant's camera the police cannot see: as if it did not exist (the same refusal
+    # as for a camera that does not exist).
     err = await refused(masks.PutMask(mask("snoop", "mall"), metadata=police))
-    assert err.code() == grpc.StatusCode.NOT_FOUND
+    none = await refused(masks.PutMask(mask("snoop", "no-such-camera"), metadata=police))
+    assert err.code() == none.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.details() == (none.details() or "").replace("no-such-camera", "mall")
     # Its owner can.
     await masks.PutMask(mask("till", "mall"), metadata=shop)
     err = await refused(masks.DeleteMask(masks_pb2.DeleteMaskRequest(id="till"), metadata=police))
-    assert err.code() == grpc.StatusCode.NOT_FOUND
+    none = await refused(masks.DeleteMask(masks_pb2.DeleteMaskRequest(id="nil"), metadata=police))
+    assert err.code() == none.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.details() == (none.details() or "").replace("nil", "till")
     listed = await masks.ListMasks(masks_pb2.ListMasksRequest(), metadata=police)
     assert list(listed.masks) == []
 
@@ -149,7 +154,7 @@ async def test_a_tenant_admin_manages_only_its_own_cameras_masks(api: Api) -> No
     err = await refused(
         masks.ListMasks(masks_pb2.ListMasksRequest(camera_id="street"), metadata=police)
     )
-    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert [(e.principal, e.detail["mask"]) for e in mask_entries(api)] == [
         ("sadmin", "till"),
         ("padmin", "plate"),

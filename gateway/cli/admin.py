@@ -572,27 +572,36 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 
 
 def _issue_local(args: argparse.Namespace, req: Any) -> Any:
-    from gateway.grpc.server import ApiError, issue_token, plan_token
+    from gateway.grpc.converters import token_body, token_pb
+    from gateway.grpc.interceptor import STATUS
     from gateway.tenancy import Tenancy
-    from tenants.model import DomainError
-    from tenants.store import NotFound
+    from tenants.control.errors import from_exception
+    from tenants.control.tokens import issue_token, plan_token
 
     config = _load_config(args.config)
     tenancy = Tenancy.open(config)
     try:
         try:
-            plan = plan_token(tenancy.store, req, None)
-        except ApiError as exc:
-            raise CliError(f"{exc.code.name}: {exc.message}") from None
-        except (NotFound, DomainError) as exc:
-            raise CliError(str(exc)) from None
+            plan = plan_token(tenancy.store, token_body(req), None)
+        except Exception as exc:
+            error = from_exception(exc)
+            if error is None:
+                raise
+            raise CliError(f"{STATUS[error.code].name}: {error}") from None
         try:
             user = getpass.getuser()
         except (KeyError, OSError):
             user = str(os.getuid())
-        return issue_token(
-            tenancy, plan, actor_tenant=None, actor=f"local:{user}", via="cli --local"
+        view = issue_token(
+            tenancy.issuer,
+            tenancy.verifier,
+            tenancy.audit,
+            plan,
+            actor_tenant=None,
+            actor=f"local:{user}",
+            via="cli --local",
         )
+        return token_pb(view)
     finally:
         asyncio.run(tenancy.close())
 

@@ -1,0 +1,130 @@
+"""The control service of one gateway process, wired to its tenancy bundle, its media plane
+(live sessions, configured cameras) and its billing. gRPC, REST and the admin CLI all use
+the one built here.
+
+Nothing here imports the RTSP server, masking or PyAV: the media plane is reached through the
+objects the process hands in, so a control-only process loads none of the media stack."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.config import Config
+from gateway.tenancy import Tenancy
+from tenants.control import ControlService, Core
+from tenants.control.ports import Billing, LiveSession, MediaPlane, UsageLine
+
+
+def control_service(
+    tenancy: Tenancy,
+    platform_tenant: str,
+    *,
+    media: MediaPlane | None = None,
+    billing: Billing | None = None,
+) -> ControlService:
+    core = Core(
+        db=tenancy.db,
+        store=tenancy.store,
+        policy=tenancy.policy,
+        audit=tenancy.audit,
+        issuer=tenancy.issuer,
+        verifier=tenancy.verifier,
+        audit_public_key=tenancy.audit_key.private_key.public_key(),
+        platform_tenant=platform_tenant,
+        billing=billing,
+    )
+    if media is not None:
+        core.media = media
+    return ControlService(core)
+
+
+class RtspMedia:
+    """The RTSP server's sessions and the config's cameras, as the control service's media
+    plane. ``server``: a ``gateway.rtsp.server.RtspServer`` (duck-typed, not imported)."""
+
+    def __init__(self, config: Config, server: Any) -> None:
+        self._configured = frozenset(c.id for c in config.cameras)
+        self.server = server
+
+    def configured_cameras(self) -> frozenset[str]:
+        return self._configured
+
+    def sessions(self) -> Sequence[LiveSession]:
+        out = []
+        for s in list(self.server.sessions.values()):
+            d = s.grant
+            r = s.reader
+            out.append(
+                LiveSession(
+                    id=s.id,
+                    protocol="rtsp",
+                    mode=s.mode,
+                    state=s.state,
+                    tenant=getattr(d, "tenant", None),
+                    principal=getattr(d, "principal", None),
+                    camera=getattr(d, "camera", None) or s.path.partition("/")[0],
+                    variant=getattr(d, "variant", "unmasked"),
+                    peer=s.conn.peer,
+                    created=datetime.fromtimestamp(s.created, UTC),
+                    bytes_sent=r.bytes_sent if r else 0,
+                    packets_sent=r.packets_sent if r else 0,
+                    packets_dropped=r.packets_dropped if r else 0,
+                    frames_dropped=r.frames_dropped if r else 0,
+                )
+            )
+        return out
+
+    def kick(self, session_id: str, reason: str) -> bool:
+        session = self.server.sessions.get(session_id)
+        if session is None:
+            return False
+        self.server.end_session(session, reason)
+        session.conn.sessions.pop(session_id, None)
+        session.conn.close()
+        return True
+
+
+class LedgerBilling:
+    """The ledger and invoices of this process's metering (blocking: called in threads)."""
+
+    def __init__(self, metering: Any) -> None:
+        self.metering = metering
+
+    def usage(self, tenant: str, period: str) -> Sequence[UsageLine]:
+        per_camera = self.metering.ledger.usage_by_camera(tenant, period)
+        return [
+            UsageLine(tenant, period, camera, str(metric), int(quantity))
+            for camera, metrics in per_camera.items()
+            for metric, quantity in sorted(metrics.items())
+        ]
+
+    def tenants(self, period: str) -> Sequence[str]:
+        return list(self.metering.ledger.tenants(period))
+
+    def invoices(self, tenant: str | None, period: str | None) -> Sequence[dict[str, Any]]:
+        out = []
+        for inv in self.metering.invoices.list(tenant=tenant, period=period):
+            d = asdict(inv)
+            d.pop("stripe_invoice_id", None)
+            d["status"] = str(inv.status)
+            d["lines"] = [
+                {**asdict(line), "kind": str(line.kind), "metric": line.metric and str(line.metric)}
+                for line in inv.lines
+            ]
+            out.append(d)
+        return out
+
+    def emitted(self) -> dict[str, Any]:
+        meter = self.metering.meter
+        return {
+            "since": meter.since,
+            "events": meter.events_emitted,
+            "cameras": {k: list(v) for k, v in meter.emitted.items()},
+            "sink": {"spooled": dict(self.metering.spool.stats.__dict__)},
+        }
+
+
+__all__ = ["LedgerBilling", "RtspMedia", "control_service"]
