@@ -49,6 +49,11 @@ class PullIngest:
         self.last_error: str | None = None
 
     async def run(self) -> None:
+        # Python 3.11's asyncio.wait_for returns the inner result (or raises its error) when a
+        # cancellation arrives just as the inner operation completes, swallowing the cancel; a
+        # refused connect during shutdown then looked like one more source failure and the loop
+        # retried until the shutdown watchdog fired. The client no longer uses wait_for, and a
+        # failure seen while this task is being cancelled ends the loop whatever raised it.
         while True:
             retrying = AsyncRetrying(
                 wait=wait_exponential_jitter(multiplier=self.backoff_initial, max=self.backoff_max),
@@ -61,6 +66,7 @@ class PullIngest:
                     try:
                         await self._session()
                     except (RtspClientError, TrackError, OSError) as exc:
+                        _raise_if_cancelling()
                         self.failures += 1
                         self.last_error = str(exc)
                         log.warning("path %s: source failed: %s", self.stream.name, exc)
@@ -113,7 +119,8 @@ class PullIngest:
         last = -1
         while True:
             try:
-                exc = await asyncio.wait_for(asyncio.shield(client.closed), self.stall_timeout)
+                async with asyncio.timeout(self.stall_timeout):
+                    exc = await asyncio.shield(client.closed)
             except TimeoutError:
                 now = self.stream.counters.packets_in
                 if now == last:
@@ -121,3 +128,9 @@ class PullIngest:
                 last = now
                 continue
             raise RtspClientError(f"source closed the connection ({exc or 'EOF'})")
+
+
+def _raise_if_cancelling() -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

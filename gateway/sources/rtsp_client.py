@@ -170,7 +170,8 @@ class RtspClient:
                 connecting = loop.create_unix_connection(factory, self.unix_path)
             else:
                 connecting = loop.create_connection(factory, self.host, self.port)
-            _t, proto = await asyncio.wait_for(connecting, self.timeout)
+            async with asyncio.timeout(self.timeout):
+                _t, proto = await connecting
         except (OSError, TimeoutError) as exc:
             raise RtspClientError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         self._proto = proto
@@ -221,7 +222,10 @@ class RtspClient:
         proto.waiters[cseq] = fut
         proto.transport.write(format_request(method, url, all_headers, body))
         try:
-            return await asyncio.wait_for(fut, self.timeout)
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that
+            # races with the response (see gateway.sources.ingest).
+            async with asyncio.timeout(self.timeout):
+                return await fut
         except TimeoutError:
             proto.waiters.pop(cseq, None)
             raise RtspClientError(f"{method} timed out after {self.timeout}s") from None
@@ -315,8 +319,9 @@ class RtspClient:
         proto = self._proto
         if proto is not None and proto.transport is not None and not proto.transport.is_closing():
             if self.session is not None:
-                with contextlib.suppress(RtspClientError, OSError):
-                    await asyncio.wait_for(self._send("TEARDOWN", self.url, [], b""), 1.0)
+                with contextlib.suppress(RtspClientError, OSError, TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._send("TEARDOWN", self.url, [], b"")
             proto.transport.close()
         for t in self._udp:
             t.close()

@@ -194,7 +194,8 @@ class PathStream:
         if self.has_source:
             return True
         try:
-            await asyncio.wait_for(self._source_event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._source_event.wait()
         except TimeoutError:
             return False
         return self.has_source
