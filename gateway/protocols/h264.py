@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gateway.protocols.fragments import FragmentAssembler, NalError, fragment
+
 __all__ = [
     "FU_A",
     "FU_B",
@@ -54,10 +56,6 @@ FU_A = 28
 FU_B = 29
 
 _START_CODE = b"\x00\x00\x00\x01"
-
-
-class NalError(ValueError):
-    """Inconsistent or truncated NAL data that cannot be reassembled or parsed."""
 
 
 # --------------------------------------------------------------------------------------
@@ -164,8 +162,7 @@ def depacketize(payloads: Iterable[Buffer]) -> list[bytes]:
     §5.4 asks receivers to ignore them.
     """
     out: list[bytes] = []
-    frag: list[bytes] | None = None
-    frag_type = -1
+    fragments = FragmentAssembler()
     for raw in payloads:
         p = bytes(raw)
         if not p:
@@ -175,31 +172,20 @@ def depacketize(payloads: Iterable[Buffer]) -> list[bytes]:
             if len(p) < 2:
                 raise NalError("FU payload without FU header")
             fu = p[1]
-            inner = fu & 0x1F
+            start = bool(fu & 0x80)
             body_at = 2
-            if fu & 0x80:
-                if frag is not None:
-                    raise NalError("FU start while a previous fragment is incomplete")
-                if t == FU_B:
-                    body_at = 4  # 16-bit DON follows the FU header
-                    if len(p) < body_at:
-                        raise NalError("FU-B without DON")
-                frag = [bytes(((p[0] & 0xE0) | inner,)), p[body_at:]]
-                frag_type = inner
-            else:
-                if t == FU_B:
+            if t == FU_B:
+                if not start:
                     raise NalError("FU-B is only allowed for the first fragment")
-                if frag is None:
-                    raise NalError("FU continuation without a start fragment")
-                if inner != frag_type:
-                    raise NalError("FU fragments disagree on NAL unit type")
-                frag.append(p[body_at:])
-            if fu & 0x40:
-                out.append(b"".join(frag))
-                frag = None
+                body_at = 4  # 16-bit DON follows the FU header
+                if len(p) < body_at:
+                    raise NalError("FU-B without DON")
+            header = bytes(((p[0] & 0xE0) | (fu & 0x1F),))
+            nal = fragments.feed(start, bool(fu & 0x40), fu & 0x1F, header, p[body_at:])
+            if nal is not None:
+                out.append(nal)
             continue
-        if frag is not None:
-            raise NalError("FU interrupted by another packet before its end fragment")
+        fragments.interrupted()
         if 0 < t < 24:
             out.append(p)
         elif t == STAP_A:
@@ -210,8 +196,7 @@ def depacketize(payloads: Iterable[Buffer]) -> list[bytes]:
             _split_aggregate(p, 3, 3, out)
         elif t == MTAP24:
             _split_aggregate(p, 3, 4, out)
-    if frag is not None:
-        raise NalError("access unit ends inside a fragmented NAL unit")
+    fragments.finish()
     return out
 
 
@@ -224,16 +209,8 @@ def packetize(nal: Buffer, mtu: int = 1200) -> list[bytes]:
         return [nal]
     if mtu < 3:
         raise ValueError("mtu too small for FU-A fragmentation")
-    indicator = (nal[0] & 0xE0) | FU_A
-    t = nal[0] & 0x1F
-    chunk = mtu - 2
-    body = memoryview(nal)[1:]
-    count = (len(body) + chunk - 1) // chunk
-    out = []
-    for i in range(count):
-        fu = t | (0x80 if i == 0 else 0) | (0x40 if i == count - 1 else 0)
-        out.append(bytes((indicator, fu)) + body[i * chunk : (i + 1) * chunk])
-    return out
+    indicator = bytes(((nal[0] & 0xE0) | FU_A,))
+    return fragment(indicator, nal[0] & 0x1F, memoryview(nal)[1:], mtu - 2)
 
 
 def annexb(nals: Iterable[Buffer]) -> bytes:

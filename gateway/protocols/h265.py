@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.protocols.h264 import Buffer, NalError, annexb, split_annexb
+from gateway.protocols.fragments import FragmentAssembler, NalError, fragment
+from gateway.protocols.h264 import Buffer, annexb, split_annexb
 
 __all__ = [
     "AP",
@@ -128,8 +129,7 @@ def depacketize(payloads: Iterable[Buffer], donl: bool = False) -> list[bytes]:
     DON values are skipped, not used for reordering; PACI packets are ignored.
     """
     out: list[bytes] = []
-    frag: list[bytes] | None = None
-    frag_type = -1
+    fragments = FragmentAssembler()
     for raw in payloads:
         p = bytes(raw)
         if len(p) < 2:
@@ -139,28 +139,17 @@ def depacketize(payloads: Iterable[Buffer], donl: bool = False) -> list[bytes]:
             if len(p) < 3:
                 raise NalError("FU payload without FU header")
             fu = p[2]
+            start = bool(fu & 0x80)
             inner = fu & 0x3F
-            if fu & 0x80:
-                if frag is not None:
-                    raise NalError("FU start while a previous fragment is incomplete")
-                body_at = 5 if donl else 3
-                if len(p) < body_at:
-                    raise NalError("FU start fragment without DONL")
-                header = bytes(((p[0] & 0x81) | (inner << 1), p[1]))
-                frag = [header, p[body_at:]]
-                frag_type = inner
-            else:
-                if frag is None:
-                    raise NalError("FU continuation without a start fragment")
-                if inner != frag_type:
-                    raise NalError("FU fragments disagree on NAL unit type")
-                frag.append(p[3:])
-            if fu & 0x40:
-                out.append(b"".join(frag))
-                frag = None
+            body_at = 5 if donl and start else 3
+            if len(p) < body_at:
+                raise NalError("FU start fragment without DONL")
+            header = bytes(((p[0] & 0x81) | (inner << 1), p[1]))
+            nal = fragments.feed(start, bool(fu & 0x40), inner, header, p[body_at:])
+            if nal is not None:
+                out.append(nal)
             continue
-        if frag is not None:
-            raise NalError("FU interrupted by another packet before its end fragment")
+        fragments.interrupted()
         if t < AP:
             if donl:
                 if len(p) < 4:
@@ -170,8 +159,7 @@ def depacketize(payloads: Iterable[Buffer], donl: bool = False) -> list[bytes]:
                 out.append(p)
         elif t == AP:
             _split_ap(p, donl, out)
-    if frag is not None:
-        raise NalError("access unit ends inside a fragmented NAL unit")
+    fragments.finish()
     return out
 
 
@@ -206,13 +194,5 @@ def packetize(nal: Buffer, mtu: int = 1200) -> list[bytes]:
         return [nal]
     if mtu < 4:
         raise ValueError("mtu too small for FU fragmentation")
-    t = (nal[0] >> 1) & 0x3F
     header = bytes(((nal[0] & 0x81) | (FU << 1), nal[1]))
-    chunk = mtu - 3
-    body = memoryview(nal)[2:]
-    count = (len(body) + chunk - 1) // chunk
-    out = []
-    for i in range(count):
-        fu = t | (0x80 if i == 0 else 0) | (0x40 if i == count - 1 else 0)
-        out.append(header + bytes((fu,)) + body[i * chunk : (i + 1) * chunk])
-    return out
+    return fragment(header, (nal[0] >> 1) & 0x3F, memoryview(nal)[2:], mtu - 3)
