@@ -1,7 +1,15 @@
 """One typed configuration, loaded defaults → TOML file → ``FEEDGATE_*`` env → validation.
 
-Every error names where the bad value came from (file and key, or the environment variable)
-and why it is bad, so an operator can fix a config without reading code.
+The sections are declared as pydantic dataclasses: each field's type says what it accepts
+(``Port``, ``Seconds``, ``ConfigPath``...), pydantic checks it, and an error names where the bad
+value came from (the file, or the environment variable), the key and why it is bad, so an
+operator can fix a config without reading code. Rules that span fields (a TLS key needs its
+certificate, billing needs tenancy) are checked after that, by :func:`_check`.
+
+Relative paths (every field typed ``ConfigPath``, and ``sqlite://`` database URLs) are relative
+to the config file's directory, whoever's working directory the process has; the same ones from
+the environment are relative to the working directory. Times a person sets or reads (grant
+windows, months, invoices) are in ``timezone`` (default ``Europe/London``).
 """
 
 from __future__ import annotations
@@ -9,126 +17,194 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tomllib
-import types
 import typing
+import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from tenants.loader import FileError, read_toml, validate
 
 ENV_PREFIX = "FEEDGATE_"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_STRICT = ConfigDict(extra="forbid")
 
 
-class ConfigError(ValueError):
-    """A config value is missing, malformed or out of range."""
+class ConfigError(FileError):
+    """A config value is missing, malformed or out of range: ``"{source}: {key}: {reason}"``."""
 
-    def __init__(self, source: str, key: str, reason: str) -> None:
-        super().__init__(f"{source}: {key}: {reason}")
-        self.source = source
-        self.key = key
-        self.reason = reason
+    @property
+    def source(self) -> str:
+        return self.file
 
 
-@dataclass(frozen=True)
+# ------------------------------------------------------------------------------ field types
+
+
+class _PathMarker:
+    """Marks a field holding a file or directory name (resolved against the config file)."""
+
+
+_PATH = _PathMarker()
+
+
+def _even(port: int) -> int:
+    if port % 2:
+        raise ValueError("must be even (RTCP uses the next port)")
+    return port
+
+
+def _source(value: str | None) -> str | None:
+    if value is None or value == "push" or value.startswith(("rtsp://", "rtsps://")):
+        return value
+    raise ValueError(f"{value!r} must be 'push' or an rtsp:// URL")
+
+
+def _database_url(value: str) -> str:
+    if value and not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ValueError("must be sqlite://... or postgresql://...")
+    return value
+
+
+def _redis_url(value: str) -> str:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be redis://..., rediss://... or unix://...")
+    return value
+
+
+def _zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name: Europe/London)") from None
+    return value
+
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+ConfigPath = Annotated[str, _PATH]
+DatabaseUrl = Annotated[str, AfterValidator(_database_url), _PATH]
+
+
+def _camera_id(value: str) -> str:
+    if not _ID_RE.match(value):
+        raise ValueError(f"{value!r} must be 1-64 of A-Z a-z 0-9 _ . - (start alnum)")
+    return value
+
+
+CameraId = Annotated[str, AfterValidator(_camera_id)]
+CameraSource = Annotated[str, AfterValidator(_source)]
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+    BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+]
+
+
+# ------------------------------------------------------------------------------ sections
+
+
+@dataclass(frozen=True, config=_STRICT)
 class RtspConfig:
     host: str = "0.0.0.0"
-    port: int = 8554
+    port: Port = 8554
     # UDP egress/ingest ports: RTP on rtp_port, RTCP on rtp_port + 1.
-    rtp_port: int = 8000
+    rtp_port: Annotated[Port, AfterValidator(_even)] = 8000
     # Worker processes sharing the RTSP port (SO_REUSEPORT); worker 0 owns every camera's ingest.
-    workers: int = 1
-    session_timeout: float = 60.0
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    session_timeout: Seconds = 60.0
     # A reader whose socket stays backed up this long is disconnected (MediaMTX uses 10 s).
-    write_timeout: float = 10.0
+    write_timeout: Seconds = 10.0
     # Bytes a reader may have queued in its socket buffer before it starts losing frames.
-    reader_queue_bytes: int = 8 * 1024 * 1024
+    reader_queue_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
     # Upper bound on one camera's GOP cache; a longer GOP is not cached (readers then wait).
-    gop_cache_bytes: int = 16 * 1024 * 1024
-    max_connections: int = 10_000
+    gop_cache_bytes: Annotated[int, Field(ge=0)] = 16 * 1024 * 1024
+    max_connections: Annotated[int, Field(ge=1)] = 10_000
     # Seconds between usage reports for open sessions (a crash loses at most one interval).
-    report_interval: float = 5.0
+    report_interval: Seconds = 5.0
     # RTSPS (RTSP over TLS, media interleaved in the same TLS stream) on tls_port when tls_cert
     # and tls_key (PEM, relative to the config file) are set. Served by worker 0 only.
-    tls_port: int = 8322
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls_port: Port = 8322
+    tls_cert: ConfigPath = ""
+    tls_key: ConfigPath = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class HttpConfig:
     host: str = "0.0.0.0"
-    port: int = 8080
+    port: Port = 8080
     # PEM files (relative to the config file): serve HTTPS instead of HTTP.
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls_cert: ConfigPath = ""
+    tls_key: ConfigPath = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class GrpcConfig:
     """The control API (tenants, cameras, grants, tokens, audit); served when tenancy is on."""
 
     host: str = "127.0.0.1"
-    port: int = 50051  # 0: no control API in this process
+    port: Port = 50051  # 0: no control API in this process
     # PEM files (relative to the config file): serve the control API over TLS; with
     # tls_client_ca, require client certificates signed by that CA (mutual TLS).
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
+    tls_cert: ConfigPath = ""
+    tls_key: ConfigPath = ""
+    tls_client_ca: ConfigPath = ""
     # The tenant that runs the network: its admins manage every tenant.
     platform_tenant: str = "council"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class BillingConfig:
     """Metering and invoicing. Needs tenancy (usage is attributed to tenants)."""
 
     enabled: bool = False
     # "" means the tenancy database; with redis_url set, events go through a Redis Stream
     # into this ledger (PostgreSQL for shared deployments).
-    ledger: str = ""
-    redis_url: str = ""
+    ledger: DatabaseUrl = ""
+    redis_url: Annotated[str, AfterValidator(_redis_url)] = ""
     stream: str = "feedgate:usage"
     # LedgerConsumers this node runs (on worker 0), each with its own ledger connection: while
     # one waits for PostgreSQL's COPY the other reads and checks the next entries (2 measured
     # 1.25x one on 2 cores; see BENCHMARKS.md). 0: this node only produces (another consumes).
-    consumers: int = 2
+    consumers: Annotated[int, Field(ge=0, le=32)] = 2
     # Where events wait when the ledger or Redis is down ("" = <data_dir>/spool).
-    spool_dir: str = ""
+    spool_dir: ConfigPath = ""
     # Price plans and tenant assignments (TOML), relative to the config file.
-    plans: str = ""
+    plans: ConfigPath = ""
     stripe_api_key: str = ""
     stripe_api_base: str = ""  # e.g. a localstripe URL in tests
     stripe_webhook_secret: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TenancyConfig:
     """Tenants, grants, tokens and audit. Off: every configured camera is open (a lab relay)."""
 
     enabled: bool = False
     # "" means sqlite:///<data_dir>/feedgate.db; or postgresql://user@host/db when shared.
-    database: str = ""
+    database: DatabaseUrl = ""
     # A TOML file of tenants/principals/cameras/grants loaded (upserted) at start.
-    seed: str = ""
+    seed: ConfigPath = ""
     issuer: str = "feedgate"
     audience: str = "feedgate"
-    token_leeway: float = 30.0
+    token_leeway: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
     # How often live sessions are re-checked (expiry, revocation, suspension).
-    recheck_interval: float = 0.25
+    recheck_interval: Seconds = 0.25
     # A lifted (liftable) mask comes back after this long; the viewer reconnects masked.
-    mask_lift_timeout: float = 1800.0
+    mask_lift_timeout: Seconds = 1800.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class CameraConfig:
-    id: str
+    id: CameraId
     name: str = ""
     # "push" (an encoder ANNOUNCEs to rtsp://gateway/<id>) or an rtsp:// URL to pull from.
-    source: str = "push"
+    source: CameraSource = "push"
     # Optional lower-resolution stream of the same camera, served as <id>/sub.
-    sub_source: str | None = None
+    sub_source: Annotated[str | None, AfterValidator(_source)] = None
     transport: Literal["tcp", "udp"] = "tcp"
     username: str | None = None
     password: str | None = None
@@ -140,7 +216,7 @@ class CameraConfig:
         return self.source == "push"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class Config:
     rtsp: RtspConfig = field(default_factory=RtspConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -148,12 +224,18 @@ class Config:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
     cameras: tuple[CameraConfig, ...] = ()
-    data_dir: str = "var"
-    log_level: str = "INFO"
+    data_dir: ConfigPath = "var"
+    log_level: LogLevel = "INFO"
+    # The deployment's time zone (IANA): grant windows, months and invoices are in local time.
+    timezone: Annotated[str, AfterValidator(_zone)] = "Europe/London"
 
     @property
     def database_url(self) -> str:
         return self.tenancy.database or f"sqlite:///{Path(self.data_dir).resolve()}/feedgate.db"
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         for cam in self.cameras:
@@ -162,146 +244,101 @@ class Config:
         return None
 
 
-def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
-    """Convert a TOML or env value to the declared field type, or explain why not."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], source, key)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(source, key, f"must be one of {', '.join(map(str, allowed))}")
+# ------------------------------------------------------------------------------ the layers
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _is_path(tp: Any) -> bool:
+    return typing.get_origin(tp) is Annotated and any(
+        m is _PATH for m in getattr(tp, "__metadata__", ())
+    )
+
+
+def _resolve(value: str, base: Path) -> str:
+    """A relative file name or sqlite:// URL made absolute against `base`."""
+    if value.startswith("sqlite://"):
+        path = value[len("sqlite://") :]
+        if path and path != ":memory:" and not os.path.isabs(path):
+            return f"sqlite://{base / path}"
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in (
-            "1",
-            "true",
-            "yes",
-            "on",
-            "0",
-            "false",
-            "no",
-            "off",
-        ):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ConfigError(source, key, f"expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(source, key, f"expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            return int(value)
-        raise ConfigError(source, key, f"expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(source, key, f"expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        try:
-            return float(str(value))
-        except ValueError:
-            raise ConfigError(source, key, f"expected a number, got {value!r}") from None
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(source, key, f"expected a string, got {value!r}")
+    if "://" in value or not value or os.path.isabs(value):
         return value
-    raise ConfigError(source, key, f"unsupported type {tp!r}")
+    return str(base / value)
 
 
-def _build(cls: Any, data: Mapping[str, Any], source: str, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if key not in known:
-            raise ConfigError(source, full, f"unknown key (known: {', '.join(sorted(known))})")
-        kwargs[key] = _coerce(value, hints[key], source, full)
-    missing = [
-        f.name
-        for f in known.values()
-        if f.name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(source, f"{prefix}{missing[0]}", "required")
-    return cls(**kwargs)
+def _resolved(obj: Any, base: Path) -> Any:
+    """`obj` (a config dataclass) with every relative path field made absolute."""
+    changes: dict[str, Any] = {}
+    for name, tp in _hints(type(obj)).items():
+        value = getattr(obj, name)
+        if _is_path(tp) and isinstance(value, str):
+            new = _resolve(value, base)
+            if new != value:
+                changes[name] = new
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            new_section = _resolved(value, base)
+            if new_section is not value:
+                changes[name] = new_section
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            items = tuple(_resolved(v, base) for v in value)
+            if any(a is not b for a, b in zip(items, value, strict=True)):
+                changes[name] = items
+    return dataclasses.replace(obj, **changes) if changes else obj
 
 
-def _validate(cfg: Config, source: str) -> None:
-    def port(key: str, value: int) -> None:
-        if not 0 <= value <= 65535:
-            raise ConfigError(source, key, f"port {value} out of range 0..65535")
+def _sections() -> dict[str, type]:
+    """The [section] tables of the config: fields whose type is a dataclass."""
+    out = {}
+    for name, tp in _hints(Config).items():
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            out[name] = tp
+    return out
 
-    port("rtsp.port", cfg.rtsp.port)
-    port("http.port", cfg.http.port)
-    port("grpc.port", cfg.grpc.port)
-    port("rtsp.rtp_port", cfg.rtsp.rtp_port)
-    port("rtsp.tls_port", cfg.rtsp.tls_port)
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Overlay FEEDGATE_SECTION__KEY=value (e.g. FEEDGATE_RTSP__PORT=9554) and FEEDGATE_KEY for
+    top-level keys onto the file's data. Returns {config key: variable name} for what it set.
+    Other FEEDGATE_* variables (the CLI's own, e.g. FEEDGATE_TLS_CA) are not config."""
+    sections = _sections()
+    top = {n: tp for n, tp in _hints(Config).items() if n not in sections and n != "cameras"}
+    applied: dict[str, str] = {}
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) == 1 and parts[0] in top:
+            tp, target, key = top[parts[0]], data, parts[0]
+        elif len(parts) == 2 and parts[0] in sections:
+            section = data.setdefault(parts[0], {})
+            if not isinstance(section, dict):
+                continue  # the file's own error (a section that is not a table) is reported
+            tp = _hints(sections[parts[0]]).get(parts[1])
+            target, key = section, parts[1]
+        else:
+            continue
+        target[key] = _resolve(value, Path.cwd()) if tp is not None and _is_path(tp) else value
+        applied[".".join(parts)] = name
+    return applied
+
+
+def _check(cfg: Config, source: str) -> None:
+    """The rules that span fields."""
     if cfg.rtsp.tls_cert and cfg.rtsp.tls_port and cfg.rtsp.tls_port == cfg.rtsp.port:
         raise ConfigError(source, "rtsp.tls_port", "must differ from rtsp.port")
-    if cfg.rtsp.rtp_port % 2:
-        raise ConfigError(source, "rtsp.rtp_port", "must be even (RTCP uses the next port)")
-    if not 1 <= cfg.rtsp.workers <= 64:
-        raise ConfigError(source, "rtsp.workers", "must be between 1 and 64")
-    for key in ("session_timeout", "write_timeout", "report_interval"):
-        if getattr(cfg.rtsp, key) <= 0:
-            raise ConfigError(source, f"rtsp.{key}", "must be positive")
-    if cfg.rtsp.reader_queue_bytes < 64 * 1024:
-        raise ConfigError(source, "rtsp.reader_queue_bytes", "must be at least 65536")
     seen: set[str] = set()
     for i, cam in enumerate(cfg.cameras):
-        key = f"cameras[{i}]"
-        if not _ID_RE.match(cam.id):
-            raise ConfigError(
-                source, f"{key}.id", f"{cam.id!r} must be 1-64 of A-Z a-z 0-9 _ . - (start alnum)"
-            )
         if cam.id in seen:
-            raise ConfigError(source, f"{key}.id", f"duplicate camera id {cam.id!r}")
+            raise ConfigError(source, f"cameras[{i}].id", f"duplicate camera id {cam.id!r}")
         seen.add(cam.id)
-        for attr in ("source", "sub_source"):
-            value = getattr(cam, attr)
-            if value is None or (attr == "source" and value == "push"):
-                continue
-            if not value.startswith(("rtsp://", "rtsps://")):
-                raise ConfigError(
-                    source, f"{key}.{attr}", f"{value!r} must be 'push' or an rtsp:// URL"
-                )
-    if cfg.tenancy.database and not cfg.tenancy.database.startswith(
-        ("sqlite://", "postgresql://", "postgres://")
-    ):
-        raise ConfigError(source, "tenancy.database", "must be sqlite://... or postgresql://...")
-    if not 0 <= cfg.billing.consumers <= 32:
-        raise ConfigError(source, "billing.consumers", "must be between 0 and 32")
-    _validate_tls(cfg, source)
     if cfg.billing.enabled and not cfg.tenancy.enabled:
         raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
-    if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(source, "log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    _check_tls(cfg, source)
 
 
-# Keys naming files, resolved against the config file's directory when relative.
-_FILE_KEYS = (
-    ("rtsp", "tls_cert"),
-    ("rtsp", "tls_key"),
-    ("tenancy", "seed"),
-    ("billing", "plans"),
-    ("http", "tls_cert"),
-    ("http", "tls_key"),
-    ("grpc", "tls_cert"),
-    ("grpc", "tls_key"),
-    ("grpc", "tls_client_ca"),
-)
-
-
-def _validate_tls(cfg: Config, source: str) -> None:
+def _check_tls(cfg: Config, source: str) -> None:
     from gateway.tls import TlsError, check_files
 
     for section, client_ca in (("rtsp", ""), ("http", ""), ("grpc", cfg.grpc.tls_client_ca)):
@@ -319,103 +356,37 @@ def _validate_tls(cfg: Config, source: str) -> None:
             raise ConfigError(source, f"{section}.{exc.which}", str(exc)) from None
 
 
-def _from_dict(data: Mapping[str, Any], source: str) -> Config:
-    allowed = {f.name for f in dataclasses.fields(Config)}
-    for key in data:
-        if key not in allowed:
-            raise ConfigError(source, key, f"unknown key (known: {', '.join(sorted(allowed))})")
-    sections: dict[str, Any] = {}
-    for name, cls in (
-        ("rtsp", RtspConfig),
-        ("http", HttpConfig),
-        ("tenancy", TenancyConfig),
-        ("grpc", GrpcConfig),
-        ("billing", BillingConfig),
-    ):
-        raw = data.get(name, {})
-        if not isinstance(raw, Mapping):
-            raise ConfigError(source, name, "must be a table")
-        sections[name] = _build(cls, raw, source, f"{name}.")
-    cams_raw = data.get("cameras", [])
-    if not isinstance(cams_raw, list):
-        raise ConfigError(source, "cameras", "must be an array of tables ([[cameras]])")
-    cameras = []
-    for i, raw in enumerate(cams_raw):
-        if not isinstance(raw, Mapping):
-            raise ConfigError(source, f"cameras[{i}]", "must be a table")
-        cameras.append(_build(CameraConfig, raw, source, f"cameras[{i}]."))
-    top = {k: v for k, v in data.items() if k in ("data_dir", "log_level")}
-    scalars = _build(_TopLevel, top, source, "")
-    return Config(
-        rtsp=sections["rtsp"],
-        http=sections["http"],
-        tenancy=sections["tenancy"],
-        grpc=sections["grpc"],
-        billing=sections["billing"],
-        cameras=tuple(cameras),
-        data_dir=scalars.data_dir,
-        log_level=scalars.log_level,
-    )
-
-
-@dataclass(frozen=True)
-class _TopLevel:
-    data_dir: str = "var"
-    log_level: str = "INFO"
-
-
-def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
-    """Overlay FEEDGATE_SECTION__KEY=value (e.g. FEEDGATE_RTSP__PORT=9554) onto the file's data."""
-    applied = []
-    for name, value in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
-        if len(parts) == 1 and parts[0] in ("data_dir", "log_level"):
-            data[parts[0]] = value
-        elif len(parts) == 2 and parts[0] in ("rtsp", "http", "tenancy", "grpc", "billing"):
-            section = data.setdefault(parts[0], {})
-            section[parts[1]] = value
-        else:
-            continue
-        applied.append(name)
-    return applied
+def _build(data: Mapping[str, Any], source: str, base: Path | None) -> Config:
+    cfg = validate(Config, data, source, ConfigError)
+    if base is not None:
+        cfg = _resolved(cfg, base)
+    _check(cfg, source)
+    return cfg
 
 
 def load_config(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Config:
-    """Load defaults, then the TOML file (if any), then FEEDGATE_* variables, then validate."""
+    """Load defaults, then the TOML file (if any), then FEEDGATE_* variables, then validate.
+
+    A bad value in the file is reported against the file; one the environment set, against
+    its variable."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     source = "<defaults>"
+    base: Path | None = None
     if path is not None:
         source = str(path)
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigError(source, "-", f"cannot read: {exc.strerror}") from None
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(source, "-", "not UTF-8 text") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(source, "-", f"TOML syntax: {exc}") from None
-    if path is not None:
-        # Relative file names in the config are relative to the config file, not the cwd.
-        for section, key in _FILE_KEYS:
-            table = data.get(section)
-            if not isinstance(table, dict):
-                continue
-            value = table.get(key)
-            if isinstance(value, str) and value and not os.path.isabs(value):
-                table[key] = str(Path(path).resolve().parent / value)
-    file_cfg = _from_dict(data, source)
-    _validate(file_cfg, source)
+        data = read_toml(Path(path), ConfigError)
+        base = Path(path).resolve().parent
+    file_cfg = _build(data, source, base)
     applied = _apply_env(data, env)
     if not applied:
         return file_cfg
-    env_source = f"{source} + env ({', '.join(applied)})"
-    cfg = _from_dict(data, env_source)
-    _validate(cfg, env_source)
-    return cfg
+    try:
+        return _build(data, f"{source} + env ({', '.join(sorted(applied.values()))})", base)
+    except ConfigError as exc:
+        var = applied.get(exc.key)
+        if var is None:
+            raise
+        raise ConfigError(f"environment {var}", exc.key, exc.reason) from None
