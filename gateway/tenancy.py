@@ -12,7 +12,8 @@ from tenants.audit import AuditLog
 from tenants.db import Database
 from tenants.leases import LeaseStore
 from tenants.policy import Policy
-from tenants.store import TenantStore, load_seed
+from tenants.seed import load_seed
+from tenants.store import TenantStore
 from tenants.tokens import SigningKey, TokenIssuer, TokenVerifier
 
 

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
-from enum import StrEnum
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tenants.db import Database, IntegrityError
 from tenants.model import (
@@ -42,7 +39,6 @@ from tenants.model import (
     TenantKind,
     TenantStatus,
     TimeWindow,
-    check_id,
 )
 
 DIGEST_REALM = "feedgate"
@@ -120,10 +116,6 @@ class NotFound(LookupError):
         self.kind = kind
         self.id = id
         super().__init__(f"{kind} {id!r} not found{detail}")
-
-
-class SeedError(ValueError):
-    """A seed file that cannot be loaded; the message names the file, the key and the reason."""
 
 
 @dataclass(frozen=True)
@@ -568,305 +560,9 @@ class TenantStore:
                 raise NotFound("mask", mask_id)
 
 
-# -- seed files ----------------------------------------------------------------------------
-
-_E = TypeVar("_E", bound=StrEnum)
+# -- credentials --------------------------------------------------------------------------
 
 
 def digest_ha1(principal_id: str, password: str, realm: str = DIGEST_REALM) -> str:
     """HTTP/RTSP Digest HA1: MD5(user:realm:password)."""
     return hashlib.md5(f"{principal_id}:{realm}:{password}".encode()).hexdigest()
-
-
-class _Entry:
-    """One [[table]] entry of a seed file, read key by key with precise error messages."""
-
-    def __init__(self, file: str, table: str, index: int, raw: Any, keys: set[str]) -> None:
-        self.file, self.where = file, f"{table}[{index}]"
-        if not isinstance(raw, dict):
-            raise SeedError(f"{file}: {self.where}: expected a table, got {type(raw).__name__}")
-        self.raw: dict[str, Any] = raw
-        for key in raw:
-            if key not in keys:
-                raise self.error(key, f"unknown key (expected one of {', '.join(sorted(keys))})")
-
-    def error(self, key: str, reason: str) -> SeedError:
-        return SeedError(f"{self.file}: {self.where}.{key}: {reason}")
-
-    def text(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        if key not in self.raw:
-            if required:
-                raise self.error(key, "missing")
-            return default
-        value = self.raw[key]
-        if not isinstance(value, str):
-            raise self.error(key, f"expected a string, got {value!r}")
-        return value
-
-    def req(self, key: str) -> str:
-        value = self.text(key, required=True)
-        assert value is not None
-        return value
-
-    def ident(self, key: str, kind: str) -> str:
-        value = self.req(key)
-        try:
-            return check_id(kind, value)
-        except DomainError as exc:
-            raise self.error(key, str(exc)) from None
-
-    def integer(self, key: str, lo: int, hi: int) -> int | None:
-        if key not in self.raw:
-            return None
-        value = self.raw[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {value!r}")
-        if not lo <= value <= hi:
-            raise self.error(key, f"{value} is out of range {lo}..{hi}")
-        return value
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.raw.get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {value!r}")
-        return value
-
-    def strs(self, key: str) -> list[str]:
-        value = self.raw.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.error(key, f"expected a list of strings, got {value!r}")
-        return value
-
-    def enum(self, key: str, cls: type[_E], noun: str, default: _E | None = None) -> _E:
-        value = self.text(key, required=default is None)
-        if value is None:
-            assert default is not None
-            return default
-        return self._member(key, cls, noun, value)
-
-    def enums(self, key: str, cls: type[_E], noun: str) -> frozenset[_E]:
-        return frozenset(self._member(key, cls, noun, v) for v in self.strs(key))
-
-    def _member(self, key: str, cls: type[_E], noun: str, value: str) -> _E:
-        try:
-            return cls(value)
-        except ValueError:
-            known = ", ".join(m.value for m in cls)
-            raise self.error(key, f"unknown {noun} {value!r} (known: {known})") from None
-
-
-_SEED_TABLES = ("tenants", "principals", "cameras", "grants", "masks")
-
-
-def _entries(file: str, doc: dict[str, Any], table: str, keys: set[str]) -> list[_Entry]:
-    items = doc.get(table, [])
-    if not isinstance(items, list):
-        raise SeedError(f"{file}: {table}: expected an array of tables ([[{table}]])")
-    return [_Entry(file, table, i, raw, keys) for i, raw in enumerate(items)]
-
-
-def _unique(file: str, table: str, ids: list[str]) -> None:
-    seen: set[str] = set()
-    for i, x in enumerate(ids):
-        if x in seen:
-            raise SeedError(f"{file}: {table}[{i}].id: duplicate id {x!r}")
-        seen.add(x)
-
-
-def load_seed(store: TenantStore, path: str | Path) -> None:
-    """Upsert tenants, principals, cameras and grants from a TOML seed file.
-
-    Idempotent. The whole file is validated first and written in one transaction, so a bad
-    file changes nothing. A grant already revoked in the store is left revoked (a seed does
-    not resurrect it); an existing grant keeps its creation time.
-    """
-    file = str(path)
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise SeedError(f"{file}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SeedError(f"{file}: invalid TOML: {exc}") from None
-    for key in doc:
-        if key not in _SEED_TABLES:
-            raise SeedError(f"{file}: {key}: unknown table (expected {', '.join(_SEED_TABLES)})")
-
-    # A seed re-run does not undo admin actions: a tenant without `status` keeps its stored
-    # status, a principal its `disabled` flag, and revoked grants stay revoked (see below).
-    stored_status = {t.id: t.status for t in store.list_tenants()}
-    stored_disabled = {p.id: p.disabled for p in store.list_principals()}
-    tenants: list[Tenant] = []
-    for e in _entries(
-        file, doc, "tenants", {"id", "name", "kind", "status", "jwks_url", "issuer", "algorithms"}
-    ):
-        tenants.append(
-            Tenant(
-                id=e.ident("id", "tenant"),
-                name=e.req("name"),
-                kind=e.enum("kind", TenantKind, "tenant kind"),
-                status=e.enum(
-                    "status",
-                    TenantStatus,
-                    "status",
-                    stored_status.get(str(e.raw.get("id")), TenantStatus.ACTIVE),
-                ),
-                jwks_url=e.text("jwks_url"),
-                issuer=e.text("issuer"),
-                algorithms=tuple(e.strs("algorithms")),
-            )
-        )
-    _unique(file, "tenants", [t.id for t in tenants])
-    known_tenants = {t.id for t in tenants} | set(stored_status)
-
-    def tenant_ref(e: _Entry, key: str) -> str:
-        tid = e.ident(key, "tenant")
-        if tid not in known_tenants:
-            raise e.error(key, f"unknown tenant {tid!r}")
-        return tid
-
-    principals: list[Principal] = []
-    for e in _entries(
-        file, doc, "principals", {"id", "tenant", "name", "kind", "roles", "digest_password"}
-    ):
-        pid = e.ident("id", "principal")
-        password = e.text("digest_password")
-        principals.append(
-            Principal(
-                id=pid,
-                tenant_id=tenant_ref(e, "tenant"),
-                name=e.req("name"),
-                kind=e.enum("kind", PrincipalKind, "principal kind", PrincipalKind.USER),
-                roles=e.enums("roles", Role, "role"),
-                digest_ha1=digest_ha1(pid, password) if password is not None else None,
-                disabled=stored_disabled.get(pid, False),
-            )
-        )
-    _unique(file, "principals", [p.id for p in principals])
-
-    cameras: list[Camera] = []
-    for e in _entries(
-        file,
-        doc,
-        "cameras",
-        {"id", "owner", "name", "tags", "location", "area_type", "retention_days"},
-    ):
-        retention = e.integer("retention_days", 1, 3650)
-        cameras.append(
-            Camera(
-                id=e.ident("id", "camera"),
-                owner_tenant=tenant_ref(e, "owner"),
-                name=e.text("name", "") or "",
-                tags=frozenset(e.strs("tags")),
-                location=e.text("location", "") or "",
-                area_type=e.enum("area_type", AreaType, "area type", AreaType.OTHER),
-                retention_days=31 if retention is None else retention,
-            )
-        )
-    _unique(file, "cameras", [c.id for c in cameras])
-    camera_owner = {c.id: c.owner_tenant for c in store.list_cameras()}
-    camera_owner.update({c.id: c.owner_tenant for c in cameras})
-
-    grants: list[Grant] = []
-    grant_keys = {
-        "id",
-        "owner",
-        "grantee",
-        "cameras",
-        "tags",
-        "rights",
-        "time_windows",
-        "max_concurrent_streams",
-        "max_playback_age_s",
-        "purpose_required",
-        "quality_cap",
-        "ptz_priority",
-    }
-    for e in _entries(file, doc, "grants", grant_keys):
-        gid = e.ident("id", "grant")
-        owner = tenant_ref(e, "owner")
-        grantee = tenant_ref(e, "grantee")
-        camera_ids = e.strs("cameras")
-        for cid in camera_ids:
-            if cid not in camera_owner:
-                raise e.error("cameras", f"unknown camera {cid!r}")
-            if camera_owner[cid] != owner:
-                raise e.error(
-                    "cameras", f"camera {cid!r} belongs to {camera_owner[cid]!r}, not {owner!r}"
-                )
-        tags = e.strs("tags")
-        if not camera_ids and not tags:
-            raise e.error("cameras", "names no cameras (give cameras or tags)")
-        if "rights" not in e.raw:
-            raise e.error("rights", "missing")
-        rights = e.enums("rights", Right, "right")
-        if not rights:
-            raise e.error("rights", "empty")
-        windows: list[TimeWindow] = []
-        for text in e.strs("time_windows"):
-            try:
-                windows.append(TimeWindow.parse(text))
-            except DomainError as exc:
-                raise e.error("time_windows", str(exc)) from None
-        ptz = e.integer("ptz_priority", 0, 32000)
-        grants.append(
-            Grant(
-                id=gid,
-                owner_tenant=owner,
-                grantee_tenant=grantee,
-                camera_ids=frozenset(camera_ids),
-                camera_tags=frozenset(tags),
-                rights=rights,
-                constraints=Constraints(
-                    time_windows=tuple(windows),
-                    max_concurrent_streams=e.integer("max_concurrent_streams", 1, 1_000_000),
-                    max_playback_age_s=e.integer("max_playback_age_s", 1, 100 * 365 * 86400),
-                    purpose_required=e.flag("purpose_required", False),
-                    quality_cap=e.enum("quality_cap", Quality, "quality", Quality.MAIN),
-                    ptz_priority=0 if ptz is None else ptz,
-                ),
-            )
-        )
-    _unique(file, "grants", [g.id for g in grants])
-
-    masks: list[MaskZone] = []
-    for e in _entries(
-        file, doc, "masks", {"id", "camera", "points", "kind", "tenant_kinds", "label"}
-    ):
-        mid = e.ident("id", "mask")
-        cam = e.req("camera")
-        if cam not in camera_owner:
-            raise e.error("camera", f"unknown camera {cam!r}")
-        raw_points = e.raw.get("points")
-        if not isinstance(raw_points, list) or not all(
-            isinstance(p, list) and len(p) == 2 for p in raw_points
-        ):
-            raise e.error("points", "expected a list of [x, y] pairs in 0..1")
-        try:
-            masks.append(
-                MaskZone(
-                    id=mid,
-                    camera_id=cam,
-                    points=tuple((float(x), float(y)) for x, y in raw_points),
-                    kind=e.enum("kind", MaskKind, "mask kind", MaskKind.PERMANENT),
-                    tenant_kinds=e.enums("tenant_kinds", TenantKind, "tenant kind"),
-                    label=e.text("label") or "",
-                )
-            )
-        except (DomainError, TypeError, ValueError) as exc:
-            raise e.error("points", str(exc)) from None
-    _unique(file, "masks", [m.id for m in masks])
-
-    with store.db.transaction():
-        for t in tenants:
-            store.put_tenant(t)
-        for p in principals:
-            store.put_principal(p)
-        for c in cameras:
-            store.put_camera(c)
-        revoked = {g.id for g in store.list_grants(include_revoked=True) if not g.active}
-        for g in grants:
-            if g.id not in revoked:
-                store.put_grant(g)
-        for m in masks:
-            store.put_mask(m)
