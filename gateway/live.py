@@ -5,7 +5,8 @@ request into an ``AccessRequest`` and the policy's ``Decision`` into a session. 
 life of a session is the same whatever the protocol, and lives here:
 
 decision → **admitted** (counted against the tenant's concurrency cap, its masked variant held)
-→ **started** (media flows: audited, metered) → **re-checked** every ``recheck_interval`` (ended
+→ **started** (its start recorded in the audit log; only then metered, from when its reader
+exists) → **re-checked** every ``recheck_interval`` (ended
 within a second of its credential expiring, its grant being revoked or its tenant suspended) →
 **ended** (cap released, audited, the last usage interval reported).
 
@@ -30,8 +31,9 @@ from gateway.stream.hub import Reader
 from gateway.tasks import cancel_and_wait
 from gateway.tenancy import Tenancy
 from tenants.audit import AuditAction
+from tenants.leases import Lease
 from tenants.model import Quality
-from tenants.policy import Decision, Lease
+from tenants.policy import Decision
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,19 @@ class MaskingUnavailable(Exception):
     """The decision needs a masked variant and this process cannot make one."""
 
 
+@dataclass(frozen=True)
+class Refused:
+    """Why a session was not admitted or started; nothing of it is left held or metered."""
+
+    status: int  # 453: at the concurrency cap; 503: the store cannot record it (come back)
+    reason: str
+    retry_after: int | None = None
+
+
+# How soon a client refused because the store could not record its session should retry.
+RETRY_AFTER_S = 5
+
+
 @dataclass(eq=False)
 class Live:
     """One admitted session, whatever its protocol."""
@@ -64,6 +79,7 @@ class Live:
     admitted: float  # monotonic
     started: float | None = None  # monotonic, once media flows
     held_variant: bool = False
+    metered: bool = False
 
 
 class LiveSessions:
@@ -79,6 +95,7 @@ class LiveSessions:
     ) -> None:
         self.tenancy = tenancy
         self.policy = tenancy.policy
+        self.caps = tenancy.caps
         self.audit = tenancy.audit
         self.meter = meter
         self.variants = variants
@@ -150,27 +167,17 @@ class LiveSessions:
         path: str,
         peer: str,
         stop: Callable[[str], None],
-    ) -> Live | str:
+    ) -> Live | Refused:
         """Count the session against its tenant's cap (playing sessions only) and hold its
-        masked variant. Returns the admitted session, or the reason it is refused (audited)."""
+        masked variant. Returns the admitted session, or why it is refused (audited)."""
         lease = None
         if mode == "play":
-            lease = self.policy.acquire(decision)
+            try:
+                lease = self.caps.acquire(decision)
+            except Exception as exc:
+                return self._unrecorded(session_id, decision, f"its stream lease: {exc}")
             if lease is None:
-                self._audit(
-                    AuditAction.DENIED,
-                    decision,
-                    {
-                        "reason": "concurrent stream limit",
-                        "limit": decision.max_concurrent,
-                        "protocol": protocol,
-                    },
-                    outcome="denied",
-                )
-                return (
-                    f"tenant {decision.tenant} is at its limit of "
-                    f"{decision.max_concurrent} concurrent streams"
-                )
+                return self._at_cap(decision, protocol)
         live = Live(session_id, protocol, mode, decision, path, peer, stop, lease, time.monotonic())
         self.live[session_id] = live
         if self.variants is not None and decision.mask_zones:
@@ -179,54 +186,105 @@ class LiveSessions:
         self._ensure_watcher()
         return live
 
-    def start(self, live: Live, reader: Reader | None) -> None:
-        """Media starts flowing: audit the start (and any mask lift) and meter from here."""
-        if live.started is not None or live.id not in self.live:
-            return
-        live.started = time.monotonic()
-        decision = live.decision
-        if decision.lifted:
+    def _at_cap(self, decision: Decision, protocol: str) -> Refused:
+        try:
             self._audit(
-                AuditAction.MASK_LIFT,
+                AuditAction.DENIED,
+                decision,
+                {
+                    "reason": "concurrent stream limit",
+                    "limit": decision.max_concurrent,
+                    "protocol": protocol,
+                },
+                outcome="denied",
+            )
+        except Exception as exc:
+            log.error("could not audit a refusal at the stream limit: %s", exc)
+        return Refused(
+            453,
+            f"tenant {decision.tenant} is at its limit of "
+            f"{decision.max_concurrent} concurrent streams",
+        )
+
+    @staticmethod
+    def _unrecorded(session_id: str, decision: Decision, what: str) -> Refused:
+        log.error(
+            "session %s of %s on %s refused: could not record %s",
+            session_id,
+            decision.tenant,
+            decision.camera,
+            what,
+        )
+        return Refused(503, "the session could not be recorded; try again", RETRY_AFTER_S)
+
+    def start(self, live: Live, reader: Reader | None) -> Refused | None:
+        """Media is about to flow: record the start (and any mask lift) in the audit log, then
+        meter from here, or from when its reader exists. If the start cannot be recorded the
+        session is dropped (cap and variant released, nothing metered) and refused."""
+        if live.started is not None or live.id not in self.live:
+            return None
+        decision = live.decision
+        try:
+            if decision.lifted:
+                self._audit(
+                    AuditAction.MASK_LIFT,
+                    decision,
+                    {
+                        "session": live.id,
+                        "zones": list(decision.lifted),
+                        "until": decision.lift_expires_at.isoformat()
+                        if decision.lift_expires_at
+                        else None,
+                    },
+                )
+            self._audit(
+                AuditAction.SESSION_START,
                 decision,
                 {
                     "session": live.id,
-                    "zones": list(decision.lifted),
-                    "until": decision.lift_expires_at.isoformat()
-                    if decision.lift_expires_at
-                    else None,
+                    "mode": live.mode,
+                    "protocol": live.protocol,
+                    "variant": decision.variant,
+                    "quality": decision.quality.value,
+                    "grant": decision.grant_id,
+                    "peer": live.peer,
                 },
             )
-        if self.meter is not None and live.mode == "play" and decision.tenant:
-            camera = self.policy.snapshot.cameras.get(decision.camera or "")
-            self.meter.start(
-                session_id=live.id,
-                tenant=decision.tenant,
-                principal=decision.principal,
-                camera=decision.camera or live.path,
-                camera_owner=camera.owner_tenant if camera else "",
-                variant=decision.variant,
-                reader=reader,
-                protocol=live.protocol,
-            )
-        self._audit(
-            AuditAction.SESSION_START,
-            decision,
-            {
-                "session": live.id,
-                "mode": live.mode,
-                "protocol": live.protocol,
-                "variant": decision.variant,
-                "quality": decision.quality.value,
-                "grant": decision.grant_id,
-                "peer": live.peer,
-            },
+        except Exception as exc:
+            self.end(live.id, "its start could not be recorded")
+            return self._unrecorded(live.id, decision, f"its start: {exc}")
+        live.started = time.monotonic()
+        if reader is not None:
+            self._meter(live, reader)
+        return None
+
+    def _meter(self, live: Live, reader: Reader) -> None:
+        decision = live.decision
+        if self.meter is None or live.mode != "play" or not decision.tenant:
+            return
+        camera = self.policy.snapshot.cameras.get(decision.camera or "")
+        self.meter.start(
+            session_id=live.id,
+            tenant=decision.tenant,
+            principal=decision.principal,
+            camera=decision.camera or live.path,
+            camera_owner=camera.owner_tenant if camera else "",
+            variant=decision.variant,
+            reader=reader,
+            protocol=live.protocol,
         )
+        live.metered = True
 
     def attach(self, session_id: str, reader: Reader) -> None:
-        """The session's hub reader exists now (RTSP creates it after PLAY, again after PAUSE)."""
-        if self.meter is not None and session_id in self.live:
+        """The session's hub reader exists now (RTSP creates it after the PLAY reply, again
+        after a PAUSE): a started session is metered from here."""
+        live = self.live.get(session_id)
+        if self.meter is None or live is None or live.started is None:
+            return
+        if live.metered:
             self.meter.attach_reader(session_id, reader)
+        else:
+            self._meter(live, reader)
 
     def pause(self, session_id: str) -> None:
         if self.meter is not None:
@@ -244,7 +302,11 @@ class LiveSessions:
         if live.held_variant and self.variants is not None:
             self.variants.release(live.path)
         if live.lease is not None:
-            self.policy.release(live.lease)
+            try:
+                self.caps.release(live.lease)
+            except Exception as exc:
+                # The row expires with its lifetime: this process no longer renews it.
+                log.error("could not release stream lease %s: %s", live.lease.shared_id, exc)
         if live.started is None:
             return
         self._audit(
@@ -273,7 +335,7 @@ class LiveSessions:
             try:
                 self.policy.reload()
                 if time.monotonic() - renewed > LEASE_RENEW_EVERY:
-                    self.policy.renew_leases()
+                    self.caps.renew()
                     renewed = time.monotonic()
             except Exception:
                 log.exception("policy reload failed; keeping the last snapshot")

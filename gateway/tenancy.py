@@ -10,7 +10,7 @@ from pathlib import Path
 from gateway.config import Config
 from tenants.audit import AuditLog
 from tenants.db import Database
-from tenants.leases import LeaseStore
+from tenants.leases import LeaseStore, StreamCaps
 from tenants.policy import Policy
 from tenants.seed import load_seed
 from tenants.store import TenantStore
@@ -28,6 +28,7 @@ class Tenancy:
     policy: Policy
     audit: AuditLog
     audit_key: SigningKey
+    caps: StreamCaps
 
     @classmethod
     def open(cls, config: Config) -> Tenancy:
@@ -50,11 +51,11 @@ class Tenancy:
             store,
             verifier,
             lift_timeout=timedelta(seconds=tc.mask_lift_timeout),
-            leases=LeaseStore(db),
         )
         policy.reload(force=True)
         audit = AuditLog(db, audit_key.private_key)
-        return cls(db, store, issuer, verifier, policy, audit, audit_key)
+        caps = StreamCaps(LeaseStore(db))
+        return cls(db, store, issuer, verifier, policy, audit, audit_key, caps)
 
     async def close(self) -> None:
         self.audit.close()

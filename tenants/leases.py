@@ -11,10 +11,13 @@ after ``ttl`` seconds.
 from __future__ import annotations
 
 import secrets
+import threading
 import zlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tenants.db import Database
+from tenants.policy import Decision
 
 MIGRATIONS = [
     """
@@ -82,3 +85,65 @@ class LeaseStore:
             (key, _ts(now)),
         )
         return int(row[0]) if row else 0
+
+
+@dataclass
+class Lease:
+    """One live stream counted against a tenant's concurrency cap."""
+
+    key: tuple[str, str]  # (tenant, grant id or "owner")
+    decision: Decision
+    released: bool = False
+    shared_id: str | None = None  # the row in the shared lease table, for capped streams
+
+
+class StreamCaps:
+    """Live streams counted against their grants' concurrency caps.
+
+    Without a :class:`LeaseStore` a cap holds for this process; with one, for every process
+    and node on the database. With a store, ``acquire``, ``release`` and ``renew`` do blocking
+    database work: call them off the event loop."""
+
+    def __init__(self, shared: LeaseStore | None = None) -> None:
+        self.shared = shared
+        self._streams: dict[tuple[str, str], int] = {}
+        # Guards the in-process count against two threads taking the last slot at once.
+        self._lock = threading.Lock()
+
+    def acquire(self, decision: Decision, now: datetime | None = None) -> Lease | None:
+        """Count one stream against the decision's cap; None if the cap is reached."""
+        assert decision.allow and decision.tenant is not None
+        key = (decision.tenant, decision.grant_id or "owner")
+        cap = decision.max_concurrent
+        shared_id = None
+        with self._lock:
+            if cap is not None:
+                if self.shared is not None:
+                    shared_id = self.shared.acquire(f"{key[0]}:{key[1]}", cap, now)
+                    if shared_id is None:
+                        return None
+                elif self._streams.get(key, 0) >= cap:
+                    return None
+            self._streams[key] = self._streams.get(key, 0) + 1
+        return Lease(key, decision, shared_id=shared_id)
+
+    def release(self, lease: Lease) -> None:
+        with self._lock:
+            if lease.released:
+                return
+            lease.released = True
+            left = self._streams.get(lease.key, 1) - 1
+            if left > 0:
+                self._streams[lease.key] = left
+            else:
+                self._streams.pop(lease.key, None)
+        if lease.shared_id is not None and self.shared is not None:
+            self.shared.release(lease.shared_id)
+
+    def streams(self, tenant: str, grant_id: str | None) -> int:
+        return self._streams.get((tenant, grant_id or "owner"), 0)
+
+    def renew(self, now: datetime | None = None) -> None:
+        """Keep this process's shared leases alive (they expire if it dies)."""
+        if self.shared is not None and self._streams:
+            self.shared.renew(now)

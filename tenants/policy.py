@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from tenants.leases import LeaseStore
 from tenants.model import (
     Camera,
     Grant,
@@ -126,16 +125,6 @@ def digest_ha1(username: str, password: str, realm: str = DIGEST_REALM) -> str:
 
 
 @dataclass
-class Lease:
-    """One live stream counted against a tenant's concurrency cap."""
-
-    key: tuple[str, str]  # (tenant, grant id or "owner")
-    decision: Decision
-    released: bool = False
-    shared_id: str | None = None  # the row in the shared lease table, for capped streams
-
-
-@dataclass
 class _Identity:
     tenant: Tenant
     principal: Principal | None
@@ -161,15 +150,11 @@ class Policy:
         verifier: TokenVerifier,
         *,
         lift_timeout: timedelta = timedelta(minutes=30),
-        leases: LeaseStore | None = None,
     ) -> None:
         self.store = store
-        # Caps shared by every process on the store; without it, caps hold per process.
-        self.leases = leases
         self.lift_timeout = lift_timeout
         self.verifier = verifier
         self._index = self._build(store.snapshot())
-        self._streams: dict[tuple[str, str], int] = {}
         # Identities of recently seen tokens at the current snapshot: the same token comes on
         # DESCRIBE, SETUP and PLAY, and on every reconnect.
         self._identities: dict[tuple[object, ...], _Identity | Decision] = {}
@@ -432,47 +417,6 @@ class Policy:
 
     # ---- live sessions -------------------------------------------------------------------------
 
-    def acquire(self, decision: Decision) -> Lease | None:
-        """Count one stream against the decision's cap; None if the cap is reached.
-
-        With a shared lease store the cap holds across every gateway process and node on the
-        database (the check and the insert are one locked transaction); without one, it holds
-        per process (no await between check and increment on the event loop)."""
-        assert decision.allow and decision.tenant is not None
-        key = (decision.tenant, decision.grant_id or "owner")
-        count = self._streams.get(key, 0)
-        shared_id = None
-        cap = decision.max_concurrent
-        if cap is not None:
-            if self.leases is not None:
-                shared_id = self.leases.acquire(f"{key[0]}:{key[1]}", cap)
-                if shared_id is None:
-                    return None
-            elif count >= cap:
-                return None
-        self._streams[key] = count + 1
-        return Lease(key, decision, shared_id=shared_id)
-
-    def release(self, lease: Lease) -> None:
-        if lease.released:
-            return
-        lease.released = True
-        if lease.shared_id is not None and self.leases is not None:
-            self.leases.release(lease.shared_id)
-        left = self._streams.get(lease.key, 1) - 1
-        if left > 0:
-            self._streams[lease.key] = left
-        else:
-            self._streams.pop(lease.key, None)
-
-    def streams(self, tenant: str, grant_id: str | None) -> int:
-        return self._streams.get((tenant, grant_id or "owner"), 0)
-
-    def renew_leases(self) -> None:
-        """Keep this process's shared leases alive (they expire if it dies)."""
-        if self.leases is not None and self._streams:
-            self.leases.renew()
-
     def revalidate(self, decision: Decision, now: datetime | None = None) -> str | None:
         """Why a live session must end now (expired credential, revoked grant, suspended tenant,
         closed time window), or None while it may go on."""
@@ -506,7 +450,6 @@ __all__ = [
     "AccessRequest",
     "Action",
     "Decision",
-    "Lease",
     "Policy",
     "digest_ha1",
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tenants.db import Database
+from tenants.leases import StreamCaps
 from tenants.model import (
     Camera,
     Constraints,
@@ -246,13 +247,14 @@ async def test_revoked_grant_and_expiry_end_sessions(world):
 async def test_concurrency_lease_is_atomic_and_released(world):
     _, policy, tok = world
     d = await decide(policy, tok("shop", "guard"))
-    lease = policy.acquire(d)
+    caps = StreamCaps()
+    lease = caps.acquire(d)
     assert lease is not None
-    assert policy.acquire(d) is None  # the cap is 1
-    policy.release(lease)
-    policy.release(lease)  # releasing twice is harmless
-    assert policy.streams("shop", "shop-day") == 0
-    assert policy.acquire(d) is not None
+    assert caps.acquire(d) is None  # the cap is 1
+    caps.release(lease)
+    caps.release(lease)  # releasing twice is harmless
+    assert caps.streams("shop", "shop-day") == 0
+    assert caps.acquire(d) is not None
 
 
 async def test_basic_password_and_token_as_password(world):

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from gateway.live import Live, LiveSessions, MaskingUnavailable, camera_of
+from gateway.live import Live, LiveSessions, MaskingUnavailable, Refused, camera_of
 from gateway.protocols.rtsp import RtspError
 from gateway.protocols.rtsp_auth import (
     BasicCredentials,
@@ -149,10 +149,11 @@ class PolicyAccess(AccessControl):
             peer=session.conn.peer,
             stop=stop,
         )
-        if isinstance(live, str):
-            return RtspReply(453, live)
-        self.sessions.start(live, session.reader)
-        return None
+        refused = live if isinstance(live, Refused) else self.sessions.start(live, session.reader)
+        if refused is None:
+            return None
+        headers = [("Retry-After", str(refused.retry_after))] if refused.retry_after else []
+        return RtspReply(refused.status, refused.reason, headers)
 
     def paused(self, session: Session) -> None:
         self.sessions.pause(session.id)
