@@ -115,6 +115,8 @@ class Gateway:
     async def start(self) -> None:
         if self.metering is not None:
             self.metering.start()  # first: it drains any spool a crash left behind
+        if self.tenancy is not None:
+            self.tenancy.start()
         await self.rtsp.start(self._rtsp_socket)
         if self.tenancy is not None:
             self._checkpointer = asyncio.get_running_loop().create_task(

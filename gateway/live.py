@@ -92,8 +92,11 @@ class LiveSessions:
         recheck_interval: float = 0.25,
         meter: UsageMeter | None = None,
         variants: VariantManager | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.tenancy = tenancy
+        # The wall clock live sessions are re-checked against (tests drive it).
+        self.clock = clock
         self.policy = tenancy.policy
         self.caps = tenancy.caps
         self.audit = tenancy.audit
@@ -327,37 +330,43 @@ class LiveSessions:
             self._task = asyncio.get_running_loop().create_task(self._watch(), name="recheck")
 
     async def _watch(self) -> None:
-        """End live sessions within a second of their credential expiring, their grant being
-        revoked or their tenant being suspended."""
+        """End live sessions within the re-check interval of their credential expiring, their
+        grant being revoked, their tenant being suspended or their principal being deleted,
+        disabled or narrowed (the tenancy keeps the policy's snapshot current)."""
         renewed = time.monotonic()
         while self.live:
             await asyncio.sleep(self.recheck_interval)
-            try:
-                self.policy.reload()
-                if time.monotonic() - renewed > LEASE_RENEW_EVERY:
-                    self.caps.renew()
-                    renewed = time.monotonic()
-            except Exception:
-                log.exception("policy reload failed; keeping the last snapshot")
-            now = datetime.now(UTC)
-            for sid, live in list(self.live.items()):
-                why = self.policy.revalidate(live.decision, now)
-                if why is None:
-                    continue
-                log.info(
-                    "ending %s session %s of %s on %s: %s",
-                    live.protocol,
-                    sid,
-                    live.decision.tenant,
-                    live.decision.camera,
-                    why,
-                )
+            if time.monotonic() - renewed > LEASE_RENEW_EVERY:
+                renewed = time.monotonic()
                 try:
-                    live.stop(why)
-                except Exception:
-                    log.exception("stopping session %s failed", sid)
-                # A stop that could not reach its session still frees the cap and audits.
-                self.end(sid, why)
+                    await self.tenancy.blocking(self.caps.renew)
+                except Exception as exc:
+                    log.warning("stream leases not renewed: %s", exc)
+            self.recheck(self.clock())
+
+    def recheck(self, now: datetime) -> int:
+        """End every live session the policy no longer allows at ``now``; how many ended."""
+        ended = 0
+        for sid, live in list(self.live.items()):
+            why = self.policy.revalidate(live.decision, now)
+            if why is None:
+                continue
+            log.info(
+                "ending %s session %s of %s on %s: %s",
+                live.protocol,
+                sid,
+                live.decision.tenant,
+                live.decision.camera,
+                why,
+            )
+            try:
+                live.stop(why)
+            except Exception:
+                log.exception("stopping session %s failed", sid)
+            # A stop that could not reach its session still frees the cap and audits.
+            self.end(sid, why)
+            ended += 1
+        return ended
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

@@ -1,13 +1,30 @@
-"""The control plane's tenancy bundle: the database, tenant store, token keys, policy and
-audit log, opened from the config. Every entry point (RTSP, HTTP, gRPC, the CLI) shares one."""
+"""The control plane's tenancy bundle: the database, tenant store, token keys, policy, stream
+caps and audit log, opened from the config. Every entry point (RTSP, HTTP, gRPC, the CLI)
+shares one.
+
+The event loop never touches the database itself. Blocking tenancy work from the loop (audit
+appends, lease transactions, policy reloads) runs on this bundle's one database thread, which
+it owns: a transaction a gRPC worker thread holds then stalls that thread, never the loop. The
+policy's snapshot is refreshed from the store every ``recheck_interval`` by a task the bundle
+owns, so every decision and every live re-check sees changes (ours or another node's) within
+that interval.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 from gateway.config import Config
+from gateway.tasks import cancel_and_wait
 from tenants.audit import AuditLog
 from tenants.db import Database
 from tenants.leases import LeaseStore, StreamCaps
@@ -15,6 +32,13 @@ from tenants.policy import Policy
 from tenants.seed import load_seed
 from tenants.store import TenantStore
 from tenants.tokens import SigningKey, TokenIssuer, TokenVerifier
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# While the store keeps failing, say so again this often (not at every attempt).
+RELOAD_FAILURE_REPORT_EVERY = 60.0
 
 
 @dataclass
@@ -29,6 +53,12 @@ class Tenancy:
     audit: AuditLog
     audit_key: SigningKey
     caps: StreamCaps
+    recheck_interval: float = 0.25
+    _db_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tenancy-db")
+    )
+    _refresher: asyncio.Task[None] | None = None
+    reload_failures: int = 0  # consecutive failed refreshes (0: the snapshot is current)
 
     @classmethod
     def open(cls, config: Config) -> Tenancy:
@@ -55,9 +85,62 @@ class Tenancy:
         policy.reload(force=True)
         audit = AuditLog(db, audit_key.private_key)
         caps = StreamCaps(LeaseStore(db))
-        return cls(db, store, issuer, verifier, policy, audit, audit_key, caps)
+        return cls(
+            db,
+            store,
+            issuer,
+            verifier,
+            policy,
+            audit,
+            audit_key,
+            caps,
+            recheck_interval=tc.recheck_interval,
+        )
+
+    async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking tenancy work on the database thread, in submission order."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_thread, functools.partial(fn, *args, **kwargs))
+
+    def start(self) -> None:
+        """Keep the policy's snapshot current (call on the event loop)."""
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh(), name="policy-refresh"
+            )
+
+    async def refresh(self) -> bool:
+        """Fetch the store's changes on the database thread and apply them on the loop."""
+        snapshot = await self.blocking(self.policy.fetch)
+        return snapshot is not None and self.policy.apply(snapshot)
+
+    async def _refresh(self) -> None:
+        reported = 0.0
+        while True:
+            await asyncio.sleep(self.recheck_interval)
+            try:
+                await self.refresh()
+            except Exception as exc:
+                # One warning when it starts and one a minute while it lasts, not a traceback
+                # four times a second; decisions go on from the last snapshot meanwhile.
+                self.reload_failures += 1
+                now = time.monotonic()
+                if self.reload_failures == 1 or now - reported >= RELOAD_FAILURE_REPORT_EVERY:
+                    reported = now
+                    log.warning(
+                        "policy reload failed (%d in a row); keeping snapshot %d: %s",
+                        self.reload_failures,
+                        self.policy.snapshot.version,
+                        exc,
+                    )
+                continue
+            if self.reload_failures:
+                log.warning("policy reload works again after %d failures", self.reload_failures)
+                self.reload_failures = 0
 
     async def close(self) -> None:
-        self.audit.close()
+        await cancel_and_wait(self._refresher)
+        await self.blocking(self.audit.close)
         await self.verifier.aclose()
+        self._db_thread.shutdown(wait=True)
         self.db.close()

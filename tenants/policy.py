@@ -103,6 +103,10 @@ class Decision:
     # Liftable zones were lifted (unmask right + purpose): audited, and only until then.
     lifted: tuple[str, ...] = ()
     lift_expires_at: datetime | None = None
+    action: Action = Action.LIVE
+    # The principal is one of ours (not vouched for by a partner's IdP): live sessions are
+    # re-checked against its record, so deleting, disabling or narrowing it ends them.
+    registered: bool = False
 
     @property
     def variant(self) -> str:
@@ -174,14 +178,28 @@ class Policy:
     def snapshot(self) -> Snapshot:
         return self._index.snapshot
 
-    def reload(self, force: bool = False) -> bool:
-        """Pick up store changes (ours or another node's). Cheap when nothing changed."""
-        if not force and self.store.version() == self._index.snapshot.version:
+    def fetch(self) -> Snapshot | None:
+        """The store's snapshot if it changed since ours, else None. Blocking (the database):
+        run it off the event loop, then :meth:`apply` the result on it."""
+        if self.store.version() == self._index.snapshot.version:
+            return None
+        return self.store.snapshot()
+
+    def apply(self, snapshot: Snapshot) -> bool:
+        """Decide from ``snapshot`` from now on, unless ours is already as new (two fetches
+        may finish out of order)."""
+        if snapshot.version < self._index.snapshot.version:
             return False
-        self._index = self._build(self.store.snapshot())
+        self._index = self._build(snapshot)
         self._identities = {}
         self.verifier.set_partners(self._partners())
         return True
+
+    def reload(self, force: bool = False) -> bool:
+        """Pick up store changes (ours or another node's), blocking. Cheap when nothing
+        changed; ``force`` rebuilds from the store whatever its version."""
+        snapshot = self.store.snapshot() if force else self.fetch()
+        return snapshot is not None and self.apply(snapshot)
 
     def _partners(self) -> list[PartnerIssuer]:
         out: list[PartnerIssuer] = []
@@ -246,6 +264,11 @@ class Policy:
             return _deny(403, f"unknown tenant {claims.tenant!r}")
         principal = snap.principals.get(claims.subject)
         token_roles = frozenset(Role(r) for r in claims.roles if r in Role._value2member_map_)
+        partner = claims.issuer != self.verifier.own_issuer
+        if principal is None and not partner:
+            # Our tokens are issued to registered principals only, and name one: a deleted
+            # principal's tokens die with it, whatever roles they list.
+            return _deny(403, f"unknown principal {claims.subject!r}", tenant=tenant.id)
         if principal is not None:
             if principal.tenant_id != tenant.id:
                 return _deny(403, "principal belongs to another tenant")
@@ -264,7 +287,7 @@ class Policy:
             cameras=claims.cameras,
             purpose=claims.purpose,
             expires_at=claims.expires_at,
-            partner=claims.issuer != self.verifier.own_issuer,
+            partner=partner,
         )
 
     def _from_principal(self, principal: Principal) -> _Identity | Decision:
@@ -290,15 +313,14 @@ class Policy:
             "camera": req.camera,
             "expires_at": ident.expires_at,
             "roles": ident.roles,
+            "action": req.action,
+            "registered": ident.principal is not None,
         }
         if not tenant.active:
             return _deny(403, f"tenant {tenant.id} is suspended", **base)
         if not (ident.roles & _ROLES_FOR[req.action]):
             return _deny(403, f"no role allows {req.action.value}", **base)
         if req.action in (Action.API, Action.METRICS):
-            if ident.principal is None and not ident.partner:
-                # Our own tokens for the control plane name registered principals only.
-                return _deny(403, f"unknown principal {ident.subject!r}", **base)
             return Decision(True, 200, "ok", **base)  # type: ignore[arg-type]
         if req.camera is None:
             return _deny(400, "no camera named", **base)
@@ -419,7 +441,8 @@ class Policy:
 
     def revalidate(self, decision: Decision, now: datetime | None = None) -> str | None:
         """Why a live session must end now (expired credential, revoked grant, suspended tenant,
-        closed time window), or None while it may go on."""
+        deleted, disabled or narrowed principal, closed time window), or None while it may go
+        on."""
         now = now or datetime.now(UTC)
         if decision.expires_at is not None and now >= decision.expires_at:
             return "credential expired"
@@ -429,6 +452,14 @@ class Policy:
         tenant = snap.tenants.get(decision.tenant or "")
         if tenant is None or not tenant.active:
             return "tenant suspended"
+        if decision.registered:
+            principal = snap.principals.get(decision.principal or "")
+            if principal is None or principal.tenant_id != decision.tenant:
+                return "principal deleted"
+            if principal.disabled:
+                return "principal disabled"
+            if not (decision.roles & principal.roles & _ROLES_FOR[decision.action]):
+                return f"principal's roles no longer allow {decision.action.value}"
         if decision.grant_id is None:
             return None
         grant = self._index.grants_by_id.get(decision.grant_id)

@@ -21,11 +21,12 @@ from conftest import (
     running_gateway,
     wait_for,
 )
+from rtsp_probe import play_status
 
 from gateway.config import CameraConfig, TenancyConfig
 from gateway.http.app import make_http_app
 from tenants.audit import AuditAction
-from tenants.model import TenantStatus
+from tenants.model import Role, TenantStatus
 
 SEED = """
 [[tenants]]
@@ -58,6 +59,12 @@ name = "Police VMS"
 kind = "service"
 roles = ["viewer", "operator"]
 digest_password = "vms-pass"
+
+[[principals]]
+id = "officer-1"
+tenant = "police"
+name = "Officer"
+roles = ["viewer"]
 
 [[principals]]
 id = "shop-guard"
@@ -236,6 +243,55 @@ async def test_suspending_the_tenant_drops_its_sessions(tenancy_gw, procs):
     assert time.monotonic() - t0 < 1.0
     again = await procs(read_argv(tenancy_gw.url(f"street?token={t}"), seconds=1))
     assert await again.wait() != 0 and "403" in again.text
+
+
+async def test_a_deleted_principals_token_opens_nothing(tenancy_gw):
+    t = token(tenancy_gw, "police", "officer-1", roles=("viewer", "operator"))
+    url = tenancy_gw.url(f"street?token={t}")
+    assert await play_status(url) == 200
+    tenancy = tenancy_gw.gateway.tenancy
+    assert tenancy is not None
+    await asyncio.to_thread(tenancy.store.delete_principal, "officer-1")
+    # Nothing is playing, so nothing but the decision itself can notice the deletion.
+    statuses: list[int] = []
+
+    async def refused() -> bool:
+        statuses.append(await play_status(url))
+        return statuses[-1] == 403
+
+    deadline = time.monotonic() + 5
+    while not await refused():
+        assert time.monotonic() < deadline, statuses
+    assert all(s in (200, 403) for s in statuses)
+
+
+@pytest.mark.parametrize("change", ["deleted", "disabled", "narrowed"])
+async def test_a_changed_principal_stops_playing_at_once(tenancy_gw, procs, change):
+    # The token lists its roles, as every token the demo prints does.
+    t = token(tenancy_gw, "police", "officer-1", roles=("viewer",))
+    url = tenancy_gw.url(f"street?token={t}")
+    await procs(read_argv(url, seconds=30, decode=False))
+    stream = tenancy_gw.hub.get("street")
+    await wait_for(lambda: len(stream.readers) == 1, 10, what="the officer's stream")
+    tenancy = tenancy_gw.gateway.tenancy
+    assert tenancy is not None
+    store = tenancy.store
+    officer = await asyncio.to_thread(store.get_principal, "officer-1")
+    t0 = time.monotonic()
+    if change == "deleted":
+        await asyncio.to_thread(store.delete_principal, "officer-1")
+    elif change == "disabled":
+        await asyncio.to_thread(store.put_principal, replace(officer, disabled=True))
+    else:
+        narrowed = replace(officer, roles=frozenset({Role.FINANCE}))
+        await asyncio.to_thread(store.put_principal, narrowed)
+    # The running session ends within the re-check interval (0.1 s here, plus the reload)...
+    await wait_for(lambda: not stream.readers, 5, what=f"the {change} principal's session to end")
+    assert time.monotonic() - t0 < 1.0
+    ends = audit_entries(tenancy_gw, AuditAction.SESSION_END)
+    assert any(e.detail["reason"].startswith("principal") for e in ends)
+    # ... and the same token opens nothing any more.
+    assert await play_status(url) == 403
 
 
 async def test_http_publishes_jwks_and_answers_mediamtx_auth(tenancy_gw):

@@ -30,6 +30,12 @@ name = "Encoder"
 kind = "service"
 roles = ["operator"]
 digest_password = "enc"
+
+[[principals]]
+id = "officer"
+tenant = "police"
+name = "officer"
+roles = ["viewer"]
 [[cameras]]
 id = "street"
 owner = "council"

@@ -49,6 +49,24 @@ kind = "service"
 roles = ["operator"]
 digest_password = "enc"
 
+[[principals]]
+id = "police-user"
+tenant = "police"
+name = "police-user"
+roles = ["viewer"]
+
+[[principals]]
+id = "shop-user"
+tenant = "shop"
+name = "shop-user"
+roles = ["viewer"]
+
+[[principals]]
+id = "officer"
+tenant = "police"
+name = "officer"
+roles = ["viewer"]
+
 [[cameras]]
 id = "street"
 owner = "council"

@@ -50,6 +50,18 @@ kind = "service"
 roles = ["operator"]
 digest_password = "enc"
 
+[[principals]]
+id = "officer"
+tenant = "police"
+name = "officer"
+roles = ["viewer"]
+
+[[principals]]
+id = "guard"
+tenant = "shop"
+name = "guard"
+roles = ["viewer"]
+
 [[cameras]]
 id = "cam1"
 owner = "council"

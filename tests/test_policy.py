@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def world(tmp_path: Path):
         Principal("officer", "police", "Officer", roles=frozenset({Role.VIEWER, Role.INVESTIGATOR}))
     )
     store.put_principal(Principal("clerk", "shop", "Clerk", roles=frozenset({Role.FINANCE})))
+    store.put_principal(Principal("guard", "shop", "Guard", roles=frozenset({Role.VIEWER})))
+    store.put_principal(Principal("desk", "hospital", "Desk", roles=frozenset({Role.VIEWER})))
     store.put_camera(Camera("street", "council", tags=frozenset({"town"})))
     store.put_camera(Camera("home-row", "council", tags=frozenset({"residential"})))
     store.put_grant(
@@ -296,3 +299,42 @@ async def test_digest_check_uses_the_stored_ha1(world):
         )
     )
     assert d.allow and seen == [digest_ha1("op", "pw")]
+
+
+async def test_a_token_names_a_registered_principal_whatever_roles_it_lists(world):
+    _, policy, tok = world
+    # Tokens are issued to principals of the store; one naming nobody is refused outright.
+    d = await decide(policy, tok("police", "nobody", roles=("viewer", "operator")))
+    assert (d.allow, d.status) == (False, 403) and "unknown principal" in d.reason
+
+
+@pytest.mark.parametrize("change", ["deleted", "disabled", "narrowed"])
+async def test_a_changed_principal_is_refused_and_its_live_sessions_end(world, change):
+    store, policy, tok = world
+    token = tok("police", "officer", roles=("viewer",))
+    live = await decide(policy, token)
+    assert live.allow and live.registered and policy.revalidate(live, NOON) is None
+    officer = store.get_principal("officer")
+    if change == "deleted":
+        store.delete_principal("officer")
+    elif change == "disabled":
+        store.put_principal(replace(officer, disabled=True))
+    else:  # its roles are cut to one that does not watch
+        store.put_principal(replace(officer, roles=frozenset({Role.INVESTIGATOR})))
+    policy.reload()
+    # The same token, decided again: the principal is resolved now, not when it was issued.
+    again = await decide(policy, token)
+    assert not again.allow and again.status == 403
+    why = policy.revalidate(live, NOON)
+    assert why is not None and why.startswith("principal"), why
+
+
+async def test_a_digest_users_live_session_ends_when_it_is_disabled(world):
+    store, policy, _ = world
+    d = await policy.authorize(
+        AccessRequest(Action.LIVE, "rtsp", camera="street", username="op", password="pw", now=NOON)
+    )
+    assert d.allow and d.registered
+    store.put_principal(replace(store.get_principal("op"), disabled=True))
+    policy.reload()
+    assert policy.revalidate(d, NOON) == "principal disabled"
