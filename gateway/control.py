@@ -7,6 +7,7 @@ objects the process hands in, so a control-only process loads none of the media 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -41,34 +42,40 @@ def control_service(
     return ControlService(core)
 
 
-class RtspMedia:
-    """The RTSP server's sessions and the config's cameras, as the control service's media
-    plane. ``server``: a ``gateway.rtsp.server.RtspServer`` (duck-typed, not imported)."""
+class GatewayMedia:
+    """This process's live sessions (``gateway.live.LiveSessions``, every protocol) and the
+    config's cameras, as the control service's media plane. ``live`` and ``rtsp`` are the
+    process's session registry and RTSP server (duck-typed, not imported); the RTSP server
+    adds each session's counters."""
 
-    def __init__(self, config: Config, server: Any) -> None:
+    def __init__(self, config: Config, live: Any, rtsp: Any = None) -> None:
         self._configured = frozenset(c.id for c in config.cameras)
-        self.server = server
+        self.live = live
+        self.rtsp = rtsp
 
     def configured_cameras(self) -> frozenset[str]:
         return self._configured
 
     def sessions(self) -> Sequence[LiveSession]:
         out = []
-        for s in list(self.server.sessions.values()):
-            d = s.grant
-            r = s.reader
+        rtsp_sessions = self.rtsp.sessions if self.rtsp is not None else {}
+        for sid, live in list(self.live.live.items()):
+            d = live.decision
+            rs = rtsp_sessions.get(sid)
+            r = rs.reader if rs is not None else None
+            created = rs.created if rs is not None else time.time()
             out.append(
                 LiveSession(
-                    id=s.id,
-                    protocol="rtsp",
-                    mode=s.mode,
-                    state=s.state,
-                    tenant=getattr(d, "tenant", None),
-                    principal=getattr(d, "principal", None),
-                    camera=getattr(d, "camera", None) or s.path.partition("/")[0],
-                    variant=getattr(d, "variant", "unmasked"),
-                    peer=s.conn.peer,
-                    created=datetime.fromtimestamp(s.created, UTC),
+                    id=sid,
+                    protocol=live.protocol,
+                    mode=live.mode,
+                    state=rs.state if rs is not None else "admitted",
+                    tenant=d.tenant,
+                    principal=d.principal,
+                    camera=d.camera or live.path.partition("/")[0],
+                    variant=d.variant,
+                    peer=live.peer,
+                    created=datetime.fromtimestamp(created, UTC),
                     bytes_sent=r.bytes_sent if r else 0,
                     packets_sent=r.packets_sent if r else 0,
                     packets_dropped=r.packets_dropped if r else 0,
@@ -78,12 +85,15 @@ class RtspMedia:
         return out
 
     def kick(self, session_id: str, reason: str) -> bool:
-        session = self.server.sessions.get(session_id)
-        if session is None:
+        """End the session as the re-check does: its protocol's stop, then the registry's end
+        (which frees its cap and audits, even if the stop could not reach it)."""
+        live = self.live.live.get(session_id)
+        if live is None:
             return False
-        self.server.end_session(session, reason)
-        session.conn.sessions.pop(session_id, None)
-        session.conn.close()
+        try:
+            live.stop(reason)
+        finally:
+            self.live.end(session_id, reason)
         return True
 
 
@@ -127,4 +137,4 @@ class LedgerBilling:
         }
 
 
-__all__ = ["LedgerBilling", "RtspMedia", "control_service"]
+__all__ = ["GatewayMedia", "LedgerBilling", "control_service"]

@@ -83,12 +83,12 @@ class Gateway:
         # The control service every control entry point (gRPC, REST) of this process uses.
         self.control: Any = None
         if self.tenancy is not None:
-            from gateway.control import LedgerBilling, RtspMedia, control_service
+            from gateway.control import GatewayMedia, LedgerBilling, control_service
 
             self.control = control_service(
                 self.tenancy,
                 config.grpc.platform_tenant,
-                media=RtspMedia(config, self.rtsp),
+                media=GatewayMedia(config, self.live, self.rtsp),
                 billing=LedgerBilling(self.metering) if self.metering is not None else None,
             )
         # Counters other workers report (primary only), merged into /metrics.

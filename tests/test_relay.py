@@ -277,10 +277,10 @@ async def test_http_reports_health_metrics_and_per_session_counters(gateway, pro
     async with TestClient(TestServer(app)) as client:
         health = await (await client.get("/healthz")).json()
         assert health["paths"]["cam1"] == {"source": True, "readers": 1}
-        sessions = (await (await client.get("/v1/rtsp/sessions")).json())["items"]
+        sessions = (await (await client.get("/v1/sessions")).json())["items"]
         playing = [s for s in sessions if s["state"] == "playing"]
-        assert len(playing) == 1 and playing[0]["path"] == "cam1"
-        assert playing[0]["bytesSent"] > 0 and playing[0]["packetsDropped"] == 0
+        assert len(playing) == 1 and playing[0]["camera"] == "cam1"
+        assert playing[0]["bytes_sent"] > 0 and playing[0]["packets_dropped"] == 0
         text = await (await client.get("/metrics")).text()
         assert 'feedgate_readers{path="cam1"} 1.0' in text
         assert 'feedgate_source_up{path="cam1"} 1.0' in text

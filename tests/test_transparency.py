@@ -164,7 +164,7 @@ async def test_served_to_anyone_without_a_token(tenancy_gw) -> None:  # noqa: F8
         assert (await client.get("/transparency/2099-01.json")).status == 404
         assert (await client.get("/transparency?period=<script>")).status == 400
         # Everything else still needs a token.
-        assert (await client.get("/v1/rtsp/sessions")).status == 401
+        assert (await client.get("/v1/sessions")).status == 401
 
 
 async def test_figures_from_the_cli(tmp_path: Path) -> None:

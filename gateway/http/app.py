@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.config import Config
 from gateway.core import Gateway
+from gateway.http.api.app import API_PREFIX, add_api_routes, api_problems
 from gateway.http.keys import DECISION_KEY, GATEWAY_KEY
 from gateway.http.metrics import _GatewayCollector
 
@@ -35,6 +36,8 @@ def _bearer_middleware(gateway: Gateway) -> Any:
         if (
             gateway.tenancy is None
             or request.path in PUBLIC_HTTP
+            # The REST API authenticates through the control service itself (and audits).
+            or (gateway.control is not None and request.path.startswith(API_PREFIX))
             or request.path == "/transparency"
             or request.path.startswith("/transparency/")
         ):
@@ -59,8 +62,26 @@ def _bearer_middleware(gateway: Gateway) -> Any:
     return middleware
 
 
+class _RtspSessions:
+    """The RTSP server's sessions in the shape of ``gateway.live.LiveSessions`` (lab mode has
+    no session registry)."""
+
+    def __init__(self, rtsp: Any) -> None:
+        self.live = {sid: _LabLive(s.mode, s.path, s.conn.peer) for sid, s in rtsp.sessions.items()}
+
+
+class _LabLive:
+    def __init__(self, mode: str, path: str, peer: str) -> None:
+        from tenants.policy import Decision
+
+        self.protocol, self.mode, self.path, self.peer = "rtsp", mode, path, peer
+        self.decision = Decision(True, 200, "open", camera=path.partition("/")[0], mask_zones=())
+
+
 def make_http_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=128 * 1024, middlewares=[_bearer_middleware(gateway)])
+    app = web.Application(
+        client_max_size=128 * 1024, middlewares=[api_problems, _bearer_middleware(gateway)]
+    )
     app[GATEWAY_KEY] = gateway
     registry = CollectorRegistry()
     registry.register(_GatewayCollector(gateway))
@@ -73,28 +94,17 @@ def make_http_app(gateway: Gateway) -> web.Application:
         }
         return web.json_response({"status": "ok", "worker": gw.worker, "paths": paths})
 
-    async def sessions(request: web.Request) -> web.Response:
-        """This process's RTSP sessions with their counters (MediaMTX's rtspsessions/list)."""
+    async def lab_sessions(request: web.Request) -> web.Response:
+        """Tenancy off (an open lab relay): this process's sessions, as /v1/sessions lists
+        them with tenancy on."""
+        from gateway.control import GatewayMedia
+        from tenants.control.views import SessionView
+
         gw = request.app[GATEWAY_KEY]
-        items = []
-        for s in gw.rtsp.sessions.values():
-            r = s.reader
-            tcp = any(t.channels for t in s.tracks.values())
-            items.append(
-                {
-                    "id": s.id,
-                    "created": s.created,
-                    "remoteAddr": s.conn.peer,
-                    "state": s.state,
-                    "path": s.path,
-                    "transport": "tcp" if tcp else "udp",
-                    "bytesSent": r.bytes_sent if r else 0,
-                    "packetsSent": r.packets_sent if r else 0,
-                    "packetsDropped": r.packets_dropped if r else 0,
-                    "framesDropped": r.frames_dropped if r else 0,
-                }
-            )
-        return web.json_response({"worker": gw.worker, "items": items})
+        rtsp_only = _RtspSessions(gw.rtsp)
+        items = [SessionView.of(x).model_dump(mode="json") for x in
+                 GatewayMedia(gw.config, rtsp_only, gw.rtsp).sessions()]  # fmt: skip
+        return web.json_response({"items": items, "next_offset": None})
 
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -119,24 +129,11 @@ def make_http_app(gateway: Gateway) -> web.Application:
 
         app.router.add_get("/.well-known/jwks.json", jwks)
         app.router.add_post("/mediamtx/auth", mediamtx_handler(gateway.access))
-    app.router.add_get("/v1/rtsp/sessions", sessions)
+    if gateway.control is not None:
+        add_api_routes(app, gateway.control)
+    else:
+        app.router.add_get("/v1/sessions", lab_sessions)
 
-    async def emitted(request: web.Request) -> web.Response:
-        """What this process's meter handed to billing since it started (reconciliation)."""
-        gw = request.app[GATEWAY_KEY]
-        if gw.metering is None:
-            raise web.HTTPNotFound(text="billing is off")
-        meter = gw.metering.meter
-        return web.json_response(
-            {
-                "since": meter.since.isoformat(),
-                "events": meter.events_emitted,
-                "cameras": meter.emitted,
-                "sink": {"spooled": gw.metering.spool.stats.__dict__},
-            }
-        )
-
-    app.router.add_get("/v1/usage/emitted", emitted)
     bc = gateway.config.billing
     if gateway.metering is not None and bc.stripe_webhook_secret and bc.stripe_api_key:
         from billing.stripe_sync import StripeSync, webhook_handler

@@ -1,0 +1,1 @@
+"""The REST JSON API (``/v1/``) over the control service."""

@@ -1,0 +1,138 @@
+"""The REST API on the gateway's aiohttp app: ``/v1/...`` routes generated from the route
+tables, bearer tokens authenticated by the control service (the same decision and the same
+audit entries as gRPC), errors as problem documents, and ``/v1/openapi.json``.
+
+Adding a resource: put ``Route`` rows in a module of this package and add its ``ROUTES`` to
+``ROUTE_TABLES`` (or pass them to :func:`add_api_routes` as ``extra``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from gateway.http.api import oversight, tenancy
+from gateway.http.api.openapi import openapi
+from gateway.http.api.problems import HTTP_CODES, from_error, problem
+from gateway.http.api.routes import Call, Route
+from tenants.control import ControlError, ControlService
+from tenants.control.errors import invalid
+from tenants.control.schemas import ID_PATTERN, parse
+
+log = logging.getLogger(__name__)
+
+ROUTE_TABLES: list[list[Route]] = [tenancy.ROUTES, oversight.ROUTES]
+API_PREFIX = "/v1/"
+OPENAPI_PATH = "/v1/openapi.json"
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_JSON_TYPES = ("application/json", "application/merge-patch+json")
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    token = value.strip() if scheme.lower() == "bearer" else ""
+    return token or None
+
+
+def _json(model: BaseModel | None, status: int) -> web.Response:
+    if model is None:
+        return web.Response(status=204, headers=_HEADERS)
+    return web.Response(
+        text=model.model_dump_json(),
+        status=status,
+        content_type="application/json",
+        headers=_HEADERS,
+    )
+
+
+async def _body(request: web.Request, route: Route) -> Any:
+    assert route.body is not None
+    ctype = request.content_type
+    if ctype not in _JSON_TYPES:
+        raise invalid("body", f"expected application/json, not {ctype or 'nothing'}")
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("body", "is not JSON") from None
+    body = parse(route.body, data)
+    path_id = request.match_info.get("id")
+    if path_id is not None and getattr(body, "id", path_id) != path_id:
+        raise invalid("id", "does not match the id in the path")
+    return body
+
+
+def endpoint(
+    route: Route, service: ControlService
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    patterns = {name: re.compile(p) for name, p in route.patterns}
+    id_re = re.compile(ID_PATTERN)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            # Who is calling comes first: nothing about the request is looked at before.
+            caller = await service.authenticate(
+                bearer(request), via="http", peer=request.remote or ""
+            )
+            path = dict(request.match_info)
+            for name, value in path.items():
+                if not patterns.get(name, id_re).match(value):
+                    raise invalid(name, "is not a valid id")
+            query = parse(route.query, {k: request.query.getall(k)[-1] for k in request.query})
+            body = await _body(request, route) if route.body is not None else None
+            result = await route.handler(Call(service, caller, path, query, body))
+            return _json(result, route.status)
+        except ControlError as exc:
+            return from_error(exc)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("REST API: %s failed", route.operation)
+            return problem(500, "internal", "internal error")
+
+    return handle
+
+
+@web.middleware
+async def api_problems(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The HTTP layer's own refusals under /v1/ as problem documents too."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException as exc:
+        if not request.path.startswith(API_PREFIX) or exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "invalid_argument" if exc.status < 500 else "internal")
+        return problem(exc.status, code, exc.reason)
+
+
+def all_routes(extra: Iterable[Route] = ()) -> list[Route]:
+    return [r for table in ROUTE_TABLES for r in table] + list(extra)
+
+
+def add_api_routes(
+    app: web.Application, service: ControlService, *, extra: Iterable[Route] = ()
+) -> None:
+    routes = all_routes(extra)
+    document = json.dumps(openapi(routes))
+
+    async def spec(request: web.Request) -> web.Response:
+        return web.Response(text=document, content_type="application/json")
+
+    app.router.add_get(OPENAPI_PATH, spec)
+    for r in routes:
+        app.router.add_route(r.method, r.path, endpoint(r, service))
+
+
+__all__ = [
+    "API_PREFIX",
+    "OPENAPI_PATH",
+    "ROUTE_TABLES",
+    "add_api_routes",
+    "all_routes",
+    "api_problems",
+]
