@@ -1,0 +1,86 @@
+"""Issue #10's control-plane findings, each as a test that failed on the code before the fix
+(the gRPC entry point; the REST one is tests/test_rest_api.py)."""
+
+from __future__ import annotations
+
+import grpc
+import test_grpc
+from feedgate.v1 import cameras_pb2, grants_pb2, tenants_pb2
+from test_grpc import Api, camera, grant, refused
+
+from tenants.audit import AuditAction
+
+api = test_grpc.api
+
+
+async def test_finding_10_a_tenant_lists_only_itself_and_its_partners(api: Api) -> None:
+    shop = api.md("sadmin")
+    listed = await api.tenants.ListTenants(tenants_pb2.ListTenantsRequest(), metadata=shop)
+    assert [t.id for t in listed.tenants] == ["shop"]
+    await api.grants.PutGrant(grant("mall-police", "shop", "police", camera_ids=["mall"]),
+                              metadata=shop)  # fmt: skip
+    for who, seen in (
+        ("sadmin", ["police", "shop"]),
+        ("paud", ["police", "shop"]),
+        ("root", ["council", "police", "shop"]),
+    ):
+        listed = await api.tenants.ListTenants(tenants_pb2.ListTenantsRequest(),
+                                               metadata=api.md(who))  # fmt: skip
+        assert [t.id for t in listed.tenants] == seen, who
+    err = await refused(
+        api.tenants.GetTenant(tenants_pb2.GetTenantRequest(id="council"), metadata=shop)
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_finding_9_others_objects_look_like_no_objects(api: Api) -> None:
+    police = api.md("padmin")
+    pairs = [
+        (cameras_pb2.DeleteCameraRequest(id="street"), cameras_pb2.DeleteCameraRequest(id="zz"),
+         api.cameras.DeleteCamera),
+        (cameras_pb2.GetCameraRequest(id="street"), cameras_pb2.GetCameraRequest(id="zz"),
+         api.cameras.GetCamera),
+        (tenants_pb2.DeletePrincipalRequest(id="sadmin"),
+         tenants_pb2.DeletePrincipalRequest(id="zz"), api.tenants.DeletePrincipal),
+    ]  # fmt: skip
+    for real, missing, call in pairs:
+        a = await refused(call(real, metadata=police))
+        b = await refused(call(missing, metadata=police))
+        assert a.code() == b.code(), (real, a.details(), b.details())
+        real_id, missing_id = real.id, missing.id
+        assert (a.details() or "").replace(real_id, "?") == (b.details() or "").replace(
+            missing_id, "?"
+        )
+    # A grant's camera list: another tenant's camera and no camera get the same answer.
+    shop = api.md("sadmin")
+    a = await refused(api.grants.PutGrant(grant("g1", "shop", "police", camera_ids=["street"]),
+                                          metadata=shop))  # fmt: skip
+    b = await refused(api.grants.PutGrant(grant("g1", "shop", "police", camera_ids=["zz"]),
+                                          metadata=shop))  # fmt: skip
+    assert a.code() == b.code() and (a.details() or "").replace("street", "?") == (
+        b.details() or ""
+    ).replace("zz", "?")
+
+
+async def test_finding_8_grpc_refusals_are_audited(api: Api) -> None:
+    before = [e for e in api.tenancy.audit.entries() if e.action == AuditAction.DENIED]
+    await refused(api.tenants.ListTenants(tenants_pb2.ListTenantsRequest()))  # no token
+    await refused(api.cameras.PutCamera(camera("x", "council"), metadata=api.md("pview")))
+    await refused(api.grants.RevokeGrant(grants_pb2.RevokeGrantRequest(id="nope"),
+                                         metadata=api.md("padmin")))  # fmt: skip
+    denied = [e for e in api.tenancy.audit.entries() if e.action == AuditAction.DENIED]
+    new = denied[len(before) :]
+    assert [(e.tenant, e.principal, e.detail["status"]) for e in new] == [
+        (None, None, 401),
+        ("police", "pview", 403),
+        ("police", "padmin", 403),
+    ]
+    assert all(e.detail["protocol"] == "grpc" for e in new)
+
+
+async def test_finding_8_a_flood_of_refusals_cannot_fill_the_log(api: Api) -> None:
+    before = api.tenancy.audit.size()
+    for _ in range(200):
+        await refused(api.tenants.ListTenants(tenants_pb2.ListTenantsRequest()))
+    written = api.tenancy.audit.size() - before
+    assert 1 <= written <= 60
