@@ -139,6 +139,9 @@ class HttpConfig:
     # PEM files (relative to the config file): serve HTTPS instead of HTTP.
     tls_cert: ConfigPath = ""
     tls_key: ConfigPath = ""
+    # A bearer credential for Prometheus to scrape /metrics with ("": only the platform
+    # tenant's admins and operators may read /metrics).
+    metrics_token: str = ""
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -3,6 +3,7 @@ published figures, behind one bearer-token middleware that asks the tenant polic
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +24,14 @@ log = logging.getLogger(__name__)
 # (/transparency...), and endpoints that check their own credentials (MediaMTX's auth hook
 # carries the client's; Stripe signs its webhooks).
 PUBLIC_HTTP = frozenset(
-    {"/healthz", "/.well-known/jwks.json", "/mediamtx/auth", "/stripe/webhook", "/finance/login"}
+    {
+        "/healthz",
+        "/metrics",
+        "/.well-known/jwks.json",
+        "/mediamtx/auth",
+        "/stripe/webhook",
+        "/finance/login",
+    }
 )
 
 
@@ -62,6 +70,38 @@ def _bearer_middleware(gateway: Gateway) -> Any:
     return middleware
 
 
+async def _metrics_allowed(request: web.Request, gateway: Gateway) -> None:
+    """/metrics: the configured scrape credential, or a platform admin's or operator's token
+    (tenancy off: open, like everything else on a lab relay). Refusals are audited."""
+    from tenants.control.errors import Code, ControlError, denied
+    from tenants.model import Role
+
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    token = value.strip() if scheme.lower() == "bearer" else ""
+    scrape = gateway.config.http.metrics_token
+    if scrape and hmac.compare_digest(token.encode(), scrape.encode()):
+        return
+    if gateway.control is None:
+        if scrape:
+            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="feedgate"'})
+        return
+    service = gateway.control
+    try:
+        caller = await service.authenticate(token or None, via="http", peer=request.remote or "")
+        if not (caller.platform and caller.has((Role.ADMIN, Role.OPERATOR))):
+            error = denied(
+                "metrics need the platform's admin or operator role, or the scrape token"
+            )
+            await service.core.refused(caller, "Metrics", error)
+            raise error
+    except ControlError as exc:
+        if exc.code == Code.UNAUTHENTICATED:
+            raise web.HTTPUnauthorized(
+                text=str(exc), headers={"WWW-Authenticate": 'Bearer realm="feedgate"'}
+            ) from None
+        raise web.HTTPForbidden(text=str(exc)) from None
+
+
 class _RtspSessions:
     """The RTSP server's sessions in the shape of ``gateway.live.LiveSessions`` (lab mode has
     no session registry)."""
@@ -87,12 +127,8 @@ def make_http_app(gateway: Gateway) -> web.Application:
     registry.register(_GatewayCollector(gateway))
 
     async def healthz(request: web.Request) -> web.Response:
-        gw = request.app[GATEWAY_KEY]
-        paths = {
-            name: {"source": s.has_source, "readers": len(s.readers)}
-            for name, s in sorted(gw.hub.paths.items())
-        }
-        return web.json_response({"status": "ok", "worker": gw.worker, "paths": paths})
+        # Liveness only: which cameras exist and who watches them is not for the public.
+        return web.json_response({"status": "ok"})
 
     async def lab_sessions(request: web.Request) -> web.Response:
         """Tenancy off (an open lab relay): this process's sessions, as /v1/sessions lists
@@ -107,6 +143,7 @@ def make_http_app(gateway: Gateway) -> web.Application:
         return web.json_response({"items": items, "next_offset": None})
 
     async def metrics(request: web.Request) -> web.Response:
+        await _metrics_allowed(request, gateway)
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
