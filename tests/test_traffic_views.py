@@ -44,3 +44,22 @@ async def test_usage_emitted_is_the_platforms(rest: Rest) -> None:
     for who in ("pfin", "pop", "padmin", "sadmin"):
         assert (await _get(rest, "/v1/usage/emitted", rest.token(who)))[0] == 403, who
     assert (await _get(rest, "/v1/usage/emitted", rest.token("cfin")))[0] == 200
+
+
+async def test_finding_5_a_configured_camera_is_registered_by_the_platform(rest: Rest) -> None:
+    """'spare' has a source on this gateway but no record: a partner's admin cannot claim it
+    (nor re-claim 'yard' once its owner deleted the record); the platform admin can."""
+    for cam in ("spare", "yard"):
+        if cam == "yard":
+            assert (await rest.call("root", "DELETE", "/v1/cameras/yard"))[0] == 204
+        s, p = await rest.call("padmin", "PUT", f"/v1/cameras/{cam}",
+                               {"id": cam, "owner_tenant": "police"})  # fmt: skip
+        assert s == 403 and p["code"] == "permission_denied", (cam, p)
+        assert cam not in rest.tenancy.policy.snapshot.cameras
+    s, _ = await rest.call("root", "PUT", "/v1/cameras/spare",
+                           {"id": "spare", "owner_tenant": "police"})  # fmt: skip
+    assert s == 200 and rest.tenancy.policy.snapshot.cameras["spare"].owner_tenant == "police"
+    # An id with no source here is anyone's to register for itself.
+    s, _ = await rest.call("padmin", "PUT", "/v1/cameras/van-1",
+                           {"id": "van-1", "owner_tenant": "police"})  # fmt: skip
+    assert s == 200

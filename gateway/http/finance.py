@@ -36,7 +36,8 @@ from billing.invoices import InvoiceStore
 from billing.ledger import Ledger
 from billing.model import BillingError, Invoice, InvoiceStatus, Metric, parse_period, period_of
 from gateway.http.keys import DECISION_KEY, GATEWAY_KEY
-from tenants.model import ID_RE, Role
+from tenants.control.rules import FINANCE_ROLES  # the one finance rule
+from tenants.model import ID_RE
 from tenants.policy import AccessRequest, Action, Decision
 
 __all__ = ["COOKIE", "PAYMENT_TERMS_DAYS", "add_finance_routes", "format_money"]
@@ -44,7 +45,6 @@ __all__ = ["COOKIE", "PAYMENT_TERMS_DAYS", "add_finance_routes", "format_money"]
 COOKIE = "feedgate_token"
 COOKIE_PATH = "/finance"
 PAYMENT_TERMS_DAYS = 30
-FINANCE_ROLES = frozenset({Role.FINANCE, Role.ADMIN})
 
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _INVOICE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
