@@ -21,8 +21,9 @@ from gateway.core import Gateway
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
-# Private PostgreSQL clusters and Redis servers: tests/fixtures_db.py, tests/fixtures_redis.py.
-pytest_plugins = ["fixtures_db", "fixtures_redis"]
+# Private PostgreSQL clusters and Redis servers: tests/fixtures_db.py, tests/fixtures_redis.py;
+# headless Chromium (Playwright): tests/fixtures_browser.py.
+pytest_plugins = ["fixtures_db", "fixtures_redis", "fixtures_browser"]
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -1,24 +1,27 @@
 """The finance view end to end: the real gateway HTTP app (bearer middleware, tenant policy)
 with the finance routes over a SQLite ledger and invoice store, driven by headless Chromium
-(rendered DOM and screenshots) and by plain HTTP (status codes, CSV)."""
+through Playwright (signing in by the form, rendered DOM, screenshots, the printed page) and by
+plain HTTP (status codes, headers, CSV)."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 import io
-import os
-import shutil
-import subprocess
+import re
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlencode
 
 import pytest
 from aiohttp import web
@@ -34,11 +37,8 @@ from gateway.http.app import make_http_app
 from gateway.http.finance import add_finance_routes, csv_cell, format_money
 from tenants.db import Database
 
-CHROMIUM = "/usr/bin/chromium"
-needs_chromium = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM),
-    reason="headless Chromium not installed: apt-get install -y chromium (ops/install.sh)",
-)
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 PERIOD = "2026-04"
 
@@ -204,19 +204,62 @@ class Site:
             tenant=tenant, subject=subject, ttl=timedelta(minutes=10), roles=roles
         )
 
-    def get(self, path: str, token: str | None = None) -> tuple[int, str, dict[str, str]]:
-        req = urllib.request.Request(self.base + path)
+    def get(
+        self, path: str, token: str | None = None, *, headers: dict[str, str] | None = None
+    ) -> tuple[int, str, Message]:
+        return self.request("GET", path, token, headers=headers)
+
+    def post(
+        self, path: str, form: dict[str, str], *, headers: dict[str, str] | None = None
+    ) -> tuple[int, str, Message]:
+        body = urlencode(form).encode()
+        return self.request(
+            "POST",
+            path,
+            None,
+            body=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        token: str | None,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str, Message]:
+        req = urllib.request.Request(self.base + path, data=body, method=method)
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
         if token is not None:
             req.add_header("Authorization", f"Bearer {token}")
         opener = urllib.request.build_opener(_NoRedirect)
         try:
             with opener.open(req, timeout=10) as resp:
-                return resp.status, resp.read().decode(), dict(resp.headers)
+                return resp.status, resp.read().decode(), resp.headers
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(), dict(exc.headers)
+            return exc.code, exc.read().decode(), exc.headers
 
     def login_url(self, token: str, next_path: str) -> str:
         return f"{self.base}/finance/login?{urlencode({'token': token, 'next': next_path})}"
+
+    def sign_in(self, token: str, next_path: str) -> tuple[int, Message]:
+        """What a browser does: open the sign-in link, then post its form back."""
+        status, body, headers = self.get(self.login_url(token, next_path)[len(self.base) :])
+        assert status == 200, body
+        found = re.search(r'name="csrf" value="([^"]+)"', body)
+        assert found is not None
+        cookies = [c.split(";")[0] for c in headers.get_all("Set-Cookie") or []]
+        form = {"csrf": found.group(1), "token": token, "next": next_path}
+        same_site = {
+            "Origin": self.base,
+            "Sec-Fetch-Site": "same-origin",
+            "Cookie": "; ".join(cookies),
+        }
+        status, _, headers = self.post("/finance/login", form, headers=same_site)
+        return status, headers
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -277,32 +320,22 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         db.close()
 
 
-def chromium(site: Site, url: str, *, screenshot: Path | None = None) -> str:
-    """Run headless Chromium once on ``url`` (its own throwaway profile); the rendered DOM, or
-    a screenshot when ``screenshot`` is given."""
-    profile = Path(site.tmp / f"profile-{os.urandom(4).hex()}")
-    argv = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-    ]
-    if screenshot is not None:
-        argv += [f"--screenshot={screenshot}", "--window-size=1280,1024"]
-    else:
-        argv += ["--dump-dom"]
+@contextmanager
+def signed_in(
+    browser: Browser, site: Site, token: str, path: str, *, width: int = 1280
+) -> Iterator[Page]:
+    """A fresh browser profile that opens the sign-in link for ``path``, presses "Sign in" and
+    is left on ``path``."""
+    context = browser.new_context(viewport={"width": width, "height": 1024})
     try:
-        proc = subprocess.run([*argv, url], capture_output=True, text=True, timeout=45, check=False)
+        page = context.new_page()
+        page.goto(site.login_url(token, path))
+        with page.expect_navigation():
+            page.get_by_role("button", name="Sign in").click()
+        assert page.url == site.base + path, page.content()
+        yield page
     finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+        context.close()
 
 
 # ------------------------------------------------------------------------------ unit level
@@ -347,18 +380,16 @@ def test_other_tenants_invoices_are_404_and_bad_input_400(site: Site) -> None:
     assert site.get("/finance/invoices/INV%3Cscript%3E", police)[0] == 400
 
 
-def test_login_sets_a_strict_http_only_cookie(site: Site) -> None:
+def test_sign_in_sets_a_strict_http_only_cookie(site: Site) -> None:
     police = site.token("police", "police-fin", ("finance",))
-    status, _, headers = site.get(site.login_url(police, "//evil.example/")[len(site.base) :])
-    assert status == 302 and headers["Location"] == "/finance"
-    cookie = headers["Set-Cookie"]
-    assert cookie.startswith("feedgate_token=")
+    status, headers = site.sign_in(police, "//evil.example/")
+    assert status == 303 and headers["Location"] == "/finance"
+    cookie = _session_cookie(headers)
+    assert cookie is not None and cookie.startswith(f"feedgate_token={police};")
     for attr in ("HttpOnly", "SameSite=Strict", "Path=/finance"):
         assert attr in cookie
-    status, _, headers = site.get(
-        site.login_url(police, f"/finance/invoices?period={PERIOD}")[len(site.base) :]
-    )
-    assert headers["Location"] == f"/finance/invoices?period={PERIOD}"
+    status, headers = site.sign_in(police, f"/finance/invoices?period={PERIOD}")
+    assert status == 303 and headers["Location"] == f"/finance/invoices?period={PERIOD}"
     assert police not in headers["Location"]
 
 
@@ -402,86 +433,265 @@ def test_csv_exports(site: Site) -> None:
 
 
 # ---------------------------------------------------------------------------- in Chromium
-@needs_chromium
-def test_tenant_finance_user_sees_own_invoice_in_chromium(site: Site, tmp_path: Path) -> None:
+def test_tenant_finance_user_sees_own_invoice_in_chromium(
+    site: Site, browser: Browser, tmp_path: Path
+) -> None:
     police = site.token("police", "police-fin", ("finance",))
-    page = f"/finance/invoices/inv-police-{PERIOD}"
-    dom = chromium(site, site.login_url(police, page))
-    assert f"Invoice inv-police-{PERIOD}" in dom
-    assert f'<td class="num" id="total">{format_money(POLICE_TOTAL)}</td>' in dom
-    assert format_money(POLICE_SUBTOTAL) in dom and format_money(POLICE_VAT) in dom
-    assert "VAT at 20%" in dom
-    assert "Live viewing: 2,345.50 camera-hours" in dom
-    assert "£1,055.48" in dom  # the live line, 105,548p
-    assert f"cn-police-{PERIOD}-1" in dom  # its credit note
-    assert "Signed in as <strong>police-fin</strong>" in dom
-    assert "Testshire Police" in dom
+    path = f"/finance/invoices/inv-police-{PERIOD}"
+    with signed_in(browser, site, police, path) as page:
+        dom = page.content()
+        assert f"Invoice inv-police-{PERIOD}" in dom
+        assert f'<td class="num" id="total">{format_money(POLICE_TOTAL)}</td>' in dom
+        assert format_money(POLICE_SUBTOTAL) in dom and format_money(POLICE_VAT) in dom
+        assert "VAT at 20%" in dom
+        assert "Live viewing: 2,345.50 camera-hours" in dom
+        assert "£1,055.48" in dom  # the live line, 105,548p
+        assert f"cn-police-{PERIOD}-1" in dom  # its credit note
+        assert "Signed in as <strong>police-fin</strong>" in dom
+        assert "Testshire Police" in dom
+        # The stylesheet came from this server and applies: the header is the brand colour.
+        header = page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor")
+        assert header == "rgb(29, 53, 87)"
+        shot = tmp_path / "finance.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
-    dom = chromium(site, site.login_url(police, f"/finance/invoices?period={PERIOD}"))
-    assert f"inv-police-{PERIOD}" in dom
-    assert "inv-shop" not in dom and "Riverside" not in dom and "inv-evil" not in dom
+        page.goto(f"{site.base}/finance/invoices?period={PERIOD}")
+        dom = page.content()
+        assert f"inv-police-{PERIOD}" in dom
+        assert "inv-shop" not in dom and "Riverside" not in dom and "inv-evil" not in dom
 
-    dom = chromium(site, site.login_url(police, f"/finance/usage?period={PERIOD}"))
-    assert "<svg" in dom and "2,345.50" in dom and "12.35" in dom
-    assert "Riverside" not in dom
+        page.goto(f"{site.base}/finance/usage?period={PERIOD}")
+        dom = page.content()
+        assert "<svg" in dom and "2,345.50" in dom and "12.35" in dom
+        assert "Riverside" not in dom
 
-    shot = tmp_path / "finance.png"
-    chromium(site, site.login_url(police, page), screenshot=shot)
-    assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert shot.stat().st_size > 20_000
+        # Signing out is a POST from the header's button; the cookie is gone after it.
+        with page.expect_navigation():
+            page.get_by_role("button", name="Sign out").click()
+        assert "You have signed out" in page.content()
+        assert "feedgate_token" not in [c["name"] for c in page.context.cookies()]
 
 
-@needs_chromium
-def test_platform_finance_user_sees_every_tenant(site: Site, tmp_path: Path) -> None:
+def test_platform_finance_user_sees_every_tenant(
+    site: Site, browser: Browser, tmp_path: Path
+) -> None:
     council = site.token("council", "council-fin", ("finance",))
-    dom = chromium(site, site.login_url(council, f"/finance/invoices?period={PERIOD}"))
-    for invoice_id in ("inv-police", "inv-shop", "inv-evil", "cn-police"):
-        assert f"{invoice_id}-{PERIOD}" in dom
-    assert format_money(POLICE_TOTAL) in dom and format_money(SHOP_TOTAL) in dom
-    assert format_money(CREDIT_TOTAL) in dom
-    # Names are escaped, never markup.
-    assert 'Riverside &lt;Shops&gt; &amp; "Co"' in dom and "<Shops>" not in dom
+    with signed_in(browser, site, council, f"/finance/invoices?period={PERIOD}") as page:
+        dom = page.content()
+        for invoice_id in ("inv-police", "inv-shop", "inv-evil", "cn-police"):
+            assert f"{invoice_id}-{PERIOD}" in dom
+        assert format_money(POLICE_TOTAL) in dom and format_money(SHOP_TOTAL) in dom
+        assert format_money(CREDIT_TOTAL) in dom
+        # Names are escaped, never markup.
+        assert 'Riverside &lt;Shops&gt; &amp; "Co"' in dom and "<Shops>" not in dom
 
-    dom = chromium(site, site.login_url(council, f"/finance/usage?period={PERIOD}"))
-    assert "Testshire Police" in dom and "Riverside &lt;Shops&gt;" in dom
-    assert dom.count("<rect") >= 3 * 5  # three tenants, five panels
-    chromium(
-        site,
-        site.login_url(council, f"/finance/usage?period={PERIOD}"),
-        screenshot=tmp_path / "usage.png",
-    )
-    assert (tmp_path / "usage.png").stat().st_size > 20_000
+        page.goto(f"{site.base}/finance/usage?period={PERIOD}")
+        dom = page.content()
+        assert "Testshire Police" in dom and "Riverside &lt;Shops&gt;" in dom
+        assert dom.count("<rect") >= 3 * 5  # three tenants, five panels
+        page.screenshot(path=str(tmp_path / "usage.png"), full_page=True)
+        assert (tmp_path / "usage.png").stat().st_size > 20_000
 
 
-@needs_chromium
-def test_printable_invoice(site: Site, tmp_path: Path) -> None:
+_MEDIA_BOX = re.compile(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]")
+
+
+def test_printable_invoice(site: Site, browser: Browser, tmp_path: Path) -> None:
     council = site.token("council", "council-fin", ("finance",))
-    url = site.login_url(council, f"/finance/invoices/inv-police-{PERIOD}/print")
-    dom = chromium(site, url)
-    assert "Borough Council of Testford" in dom  # the issuer
-    assert "Testshire Police" in dom  # billed to
-    assert f"inv-police-{PERIOD}" in dom
-    assert "2 May 2026" in dom and "1 June 2026" in dom  # issued, due (30 days)
-    assert "1 April 2026 \u2013 30 April 2026" in dom
-    for text in ("Live viewing", "Recorded playback", "Video data delivered",
-                 "PTZ camera control", "Clip exports", "Platform fee"):  # fmt: skip
-        assert text in dom
-    assert "Total due" in dom and format_money(POLICE_TOTAL) in dom
-    assert "Payment is due within 30 days" in dom
-    assert "size: A4" in dom
-    shot = tmp_path / "print.png"
-    chromium(site, url, screenshot=shot)
-    assert shot.stat().st_size > 20_000
+    with signed_in(browser, site, council, f"/finance/invoices/inv-police-{PERIOD}/print") as page:
+        dom = page.content()
+        assert "Borough Council of Testford" in dom  # the issuer
+        assert "Testshire Police" in dom  # billed to
+        assert f"inv-police-{PERIOD}" in dom
+        assert "2 May 2026" in dom and "1 June 2026" in dom  # issued, due (30 days)
+        assert "1 April 2026 \u2013 30 April 2026" in dom
+        for text in ("Live viewing", "Recorded playback", "Video data delivered",
+                     "PTZ camera control", "Clip exports", "Platform fee"):  # fmt: skip
+            assert text in dom
+        assert "Total due" in dom and format_money(POLICE_TOTAL) in dom
+        assert "Payment is due within 30 days" in dom
+        shot = tmp_path / "print.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000
+        # Printed, it is A4 (595 x 842 points) whatever the browser's default paper.
+        pdf = page.pdf(prefer_css_page_size=True)
+        (tmp_path / "print.pdf").write_bytes(pdf)
+        boxes = {(round(float(w)), round(float(h))) for w, h in _MEDIA_BOX.findall(pdf)}
+        assert boxes and all(abs(w - 595) <= 2 and abs(h - 842) <= 2 for w, h in boxes), boxes
 
 
-@needs_chromium
-def test_public_transparency_page_in_chromium(site: Site, tmp_path: Path) -> None:
+def test_public_transparency_page_in_chromium(browser: Browser, site: Site, tmp_path: Path) -> None:
     """The published figures, as a member of the public sees them: no login."""
-    url = f"{site.base}/transparency?period={PERIOD}"
-    dom = chromium(site, url)
-    assert f"published figures for {PERIOD}" in dom
-    assert '<table id="figures">' in dom and "Kind of organisation" in dom
-    assert "<th>Police</th>" in dom
-    shot = tmp_path / "transparency.png"
-    chromium(site, url, screenshot=shot)
-    assert shot.stat().st_size > 5_000
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{site.base}/transparency?period={PERIOD}")
+        dom = page.content()
+        assert f"published figures for {PERIOD}" in dom
+        assert '<table id="figures">' in dom and "Kind of organisation" in dom
+        assert "<th>Police</th>" in dom
+        header = page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor")
+        assert header == "rgb(29, 53, 87)"  # the stylesheet loads without a token
+        shot = tmp_path / "transparency.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 5_000
+    finally:
+        context.close()
+
+
+# ----------------------------------------------------- login CSRF, nosniff, no echo (#10)
+def _session_cookie(headers: Message) -> str | None:
+    for cookie in headers.get_all("Set-Cookie") or []:
+        if cookie.startswith("feedgate_token="):
+            return cookie
+    return None
+
+
+def test_opening_a_sign_in_link_sets_no_cookie(site: Site) -> None:
+    """Another site can send a browser to a sign-in link with the attacker's token; the link
+    only shows who would be signed in, and the cookie waits for a POST from this site."""
+    police = site.token("police", "police-fin", ("finance",))
+    status, body, headers = site.get(site.login_url(police, "/finance")[len(site.base) :])
+    assert status == 200 and _session_cookie(headers) is None
+    assert 'method="post"' in body and "police-fin" in body and "Testshire Police" in body
+
+
+def test_sign_in_refuses_a_post_from_another_site(site: Site) -> None:
+    police = site.token("police", "police-fin", ("finance",))
+    form = {"token": police, "next": "/finance/usage"}
+    for headers in (
+        {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://evil.example"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # a sibling host of the council is another origin
+        {"Origin": "null"},
+        {},  # same origin, but no CSRF token from this site's sign-in page
+    ):
+        status, body, got = site.post("/finance/login", form, headers=headers)
+        assert status == 403, headers
+        assert _session_cookie(got) is None and police not in body
+
+
+def test_every_response_says_nosniff(site: Site) -> None:
+    police = site.token("police", "police-fin", ("finance",))
+    for path, token in (
+        ("/healthz", None),
+        ("/metrics", police),
+        ("/v1/rtsp/sessions", None),
+        ("/no/such/page", police),
+        ("/finance/usage?period=2026-13", police),
+        (f"/finance/usage?period={PERIOD}", police),
+        (f"/finance/usage.csv?period={PERIOD}", police),
+        ("/finance/login?token=x", None),
+        (f"/transparency/{PERIOD}.json", None),
+        ("/transparency?period=2026-13", None),
+        ("/static/feedgate.css", None),
+    ):
+        status, _, headers = site.get(path, token)
+        assert headers.get("X-Content-Type-Options") == "nosniff", (path, status)
+
+
+MARK = "zqx<b>echo</b>"
+
+
+def test_error_pages_do_not_repeat_the_request(site: Site) -> None:
+    police = site.token("police", "police-fin", ("finance",))
+    mark = quote(MARK, safe="")
+    for path, token, status in (
+        (f"/finance/usage?period={mark}", police, 400),
+        (f"/finance/usage?tenant={mark}", police, 400),
+        (f"/finance/invoices/{mark}", police, 400),
+        ("/finance/invoices/inv-zqx-2026-04", police, 404),
+        ("/finance/invoices/inv-zqx-2026-04/print", police, 404),
+        (f"/finance/login?token={mark}", None, 401),
+        (f"/transparency?period={mark}", None, 400),
+        (f"/transparency/{mark}.json", None, 400),
+        ("/transparency/2099-01.json", None, 404),
+    ):
+        got, body, _ = site.get(path, token)
+        assert got == status, path
+        assert "zqx" not in body and "2099" not in body, (path, body)
+
+
+@contextmanager
+def another_site(pages: dict[str, str]) -> Iterator[str]:
+    """A different site (``localhost`` is not the same site as ``127.0.0.1``) serving ``pages``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = pages.get(self.path, "").encode()
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_another_site_cannot_sign_a_browser_in(site: Site, browser: Browser) -> None:
+    """Login CSRF in a real browser: a page on another site sends the victim's browser to a
+    sign-in link carrying the attacker's token (a top-level navigation, which may set even a
+    SameSite=Strict cookie), or posts the sign-in form itself. Neither signs the browser in."""
+    attacker = site.token("council", "council-fin", ("finance",))
+    link = site.login_url(attacker, "/finance/usage")
+    form = (
+        f'<form id="f" method="post" action="{site.base}/finance/login">'
+        f'<input name="token" value="{attacker}"><input name="next" value="/finance/usage">'
+        '</form><script>document.getElementById("f").submit()</script>'
+    )
+    pages = {"/link": f"<script>location.href = {link!r}</script>", "/form": form}
+    with another_site(pages) as evil:
+        for page_path in pages:
+            context = browser.new_context()
+            try:
+                page = context.new_page()
+                page.goto(evil + page_path)
+                page.wait_for_url(f"{site.base}/**")
+                page.wait_for_load_state()
+                names = [c["name"] for c in context.cookies()]
+                assert "feedgate_token" not in names, page_path
+                assert "Signed in as" not in page.content()
+            finally:
+                context.close()
+
+
+# Phone, tablet, desktop and a wall display (CSS pixels).
+WIDTHS = (360, 768, 1280, 2560)
+
+
+def test_pages_fit_a_phone_a_tablet_and_a_wall(
+    site: Site, browser: Browser, tmp_path: Path
+) -> None:
+    """No page is wider than the screen: wide tables scroll inside their box, the header and
+    the month bar wrap, the charts shrink."""
+    council = site.token("council", "council-fin", ("finance",))
+    paths = (
+        f"/finance/usage?period={PERIOD}",
+        f"/finance/usage?period={PERIOD}&tenant=police",
+        f"/finance/invoices?period={PERIOD}",
+        f"/finance/invoices/inv-police-{PERIOD}",
+        f"/finance/invoices/inv-police-{PERIOD}/print",
+    )
+    for width in WIDTHS:
+        with signed_in(browser, site, council, paths[0], width=width) as page:
+            for path in (*paths, f"/transparency?period={PERIOD}"):
+                page.goto(site.base + path)
+                overflow = page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                name = re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
+                page.screenshot(path=str(tmp_path / f"{width}-{name}.png"), full_page=True)
+                assert overflow <= 0, (width, path, overflow)

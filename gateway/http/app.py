@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 # Reachable without a token: liveness, public keys, the published anonymised figures
-# (/transparency...), and endpoints that check their own credentials (MediaMTX's auth hook
-# carries the client's; Stripe signs its webhooks).
+# (/transparency...), the pages' stylesheet (/static/...), and endpoints that check their own
+# credentials (MediaMTX's auth hook carries the client's; Stripe signs its webhooks).
 PUBLIC_HTTP = frozenset(
     {
         "/healthz",
@@ -47,7 +47,7 @@ def _bearer_middleware(gateway: Gateway) -> Any:
             # The REST API authenticates through the control service itself (and audits).
             or (gateway.control is not None and request.path.startswith(API_PREFIX))
             or request.path == "/transparency"
-            or request.path.startswith("/transparency/")
+            or request.path.startswith(("/transparency/", "/static/"))
         ):
             return await handler(request)  # type: ignore[no-any-return]
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
@@ -118,10 +118,17 @@ class _LabLive:
         self.decision = Decision(True, 200, "open", camera=path.partition("/")[0], mask_zones=())
 
 
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response, errors included, is what its Content-Type says: a browser must not
+    sniff a text/plain error into a page."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+
+
 def make_http_app(gateway: Gateway) -> web.Application:
     app = web.Application(
         client_max_size=128 * 1024, middlewares=[api_problems, _bearer_middleware(gateway)]
     )
+    app.on_response_prepare.append(_nosniff)
     app[GATEWAY_KEY] = gateway
     registry = CollectorRegistry()
     registry.register(_GatewayCollector(gateway))

@@ -3,23 +3,24 @@ served without a token at ``/transparency`` (HTML) and ``/transparency/<YYYY-MM>
 
 Reports are built off the event loop and kept for a minute (an hour for a month that is over,
 whose activity no longer changes), so a page fetched often costs one build a minute at most,
-whoever asks.
+whoever asks. The page is ``templates/transparency.html``; an error names no part of the
+request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 from aiohttp import web
 
+from gateway.http import pages
 from tenants.db import Database
-from tenants.months import month_bounds, previous_month
+from tenants.months import month_bounds, month_of, previous_month
 from tenants.transparency import ACTIVITIES, monthly_report, publishable
 
 __all__ = ["PUBLIC_PREFIX", "add_transparency_routes"]
@@ -28,6 +29,8 @@ PUBLIC_PREFIX = "/transparency"
 CACHE_SECONDS = 60.0
 CACHE_SECONDS_PAST = 3600.0
 CACHE_PERIODS = 36
+_BAD_MONTH = "The month must be written as YYYY-MM, e.g. 2026-10."
+_NOT_BEGUN = "That month has not begun: there are no figures for it yet."
 
 _LABELS = {
     "organisations": "Organisations",
@@ -49,6 +52,7 @@ def add_transparency_routes(
     council: str = "the council",
 ) -> None:
     """``viewing_ms(period)``: metered live + playback milliseconds per tenant (billing)."""
+    pages.setup_pages(app)
     cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
     lock = asyncio.Lock()
     # Its own connection where it can have one, so a month's scan never holds the one the
@@ -68,16 +72,26 @@ def add_transparency_routes(
 
     app.on_cleanup.append(close)
 
-    async def report(period: str) -> dict[str, Any]:
+    def month(request: web.Request, period: str) -> datetime:
+        """The end of the month asked for, or an error: a bad month is 400; one that has not
+        begun is 404, with nothing to count and no reason to build anything."""
         try:
-            start, _ = month_bounds(period)
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text=str(exc)) from None
-        if start > datetime.now(UTC):  # nothing to count, and no reason to build anything
-            raise web.HTTPNotFound(text=f"{period} has not begun")
+            start, end = month_bounds(period)
+        except ValueError:
+            fail(request, 400, _BAD_MONTH)
+        if start > datetime.now(UTC):
+            fail(request, 404, _NOT_BEGUN)
+        return end
+
+    def fail(request: web.Request, status: int, message: str) -> NoReturn:
+        if request.path.endswith(".json"):
+            raise (web.HTTPBadRequest if status == 400 else web.HTTPNotFound)(text=message)
+        pages.fail(request, status, message, context={"section": "Published figures"})
+
+    async def report(period: str, end: datetime) -> dict[str, Any]:
         async with lock:  # one build at a time; the others wait for its result
             hit = cache.get(period)
-            over = month_bounds(period)[1] <= datetime.now(UTC)
+            over = end <= datetime.now(UTC)
             ttl = CACHE_SECONDS_PAST if over else CACHE_SECONDS
             if hit is not None and time.monotonic() - hit[0] < ttl:
                 return hit[1]
@@ -89,48 +103,53 @@ def add_transparency_routes(
             return result
 
     async def as_json(request: web.Request) -> web.Response:
-        return web.json_response(await report(request.match_info["period"]))
+        period = request.match_info["period"]
+        return web.json_response(await report(period, month(request, period)))
 
     async def page(request: web.Request) -> web.Response:
         period = request.query.get("period") or previous_month(datetime.now(UTC))
-        return web.Response(
-            text=_render(await report(period), council),
-            content_type="text/html",
-            headers={"Cache-Control": f"public, max-age={int(CACHE_SECONDS)}"},
+        figures = await report(period, month(request, period))
+        return pages.render(
+            request,
+            "transparency.html",
+            _context(figures, council),
+            headers=pages.page_headers(cache=f"public, max-age={int(CACHE_SECONDS)}"),
         )
 
     app.router.add_get(PUBLIC_PREFIX, page)
     app.router.add_get(PUBLIC_PREFIX + "/{period}.json", as_json)
 
 
-def _render(report: dict[str, Any], council: str) -> str:
-    e = html.escape
+def _context(report: dict[str, Any], council: str) -> dict[str, Any]:
     kinds = report["by_organisation_kind"]
     columns = ["organisations", "grants", *ACTIVITIES]
     if any("viewing_hours" in v for v in kinds.values()):
         columns.append("viewing_hours")
-    head = "".join(f"<th>{e(_LABELS[c])}</th>" for c in columns)
-    rows = "".join(
-        f"<tr><th>{e(kind.capitalize())}</th>"
-        + "".join(f"<td>{e(str(entry.get(c, '')))}</td>" for c in columns)
-        + "</tr>"
-        for kind, entry in kinds.items()
-    )
-    period = e(report["period"])
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>CCTV network: published figures for {period}</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;margin:2rem;max-width:72rem}}
-table{{border-collapse:collapse}}th,td{{border:1px solid #999;padding:.3rem .6rem}}
-td{{text-align:right}}</style></head>
-<body><h1>CCTV network: published figures for {period}</h1>
-<p>How {e(council)}'s CCTV network was shared in {period}, by kind of organisation. No
-organisation, person or camera is named. {e(report["suppression"].capitalize())}.</p>
-<p>Cameras: <strong>{report["cameras"]}</strong>, of which
-<strong>{report["cameras_with_privacy_masks"]}</strong> carry privacy masks over private
-property.</p>
-<table id="figures"><thead><tr><th>Kind of organisation</th>{head}</tr></thead>
-<tbody>{rows}</tbody></table>
-<p>Generated {e(report["generated_at"])}. Machine-readable:
-<a href="/transparency/{period}.json">/transparency/{period}.json</a>.</p>
-</body></html>"""
+    period = report["period"]
+    start, _ = month_bounds(period)
+    following = month_of(start + timedelta(days=32))
+    this_month = month_of(datetime.now(UTC))
+    return {
+        "title": f"CCTV network: published figures for {period}",
+        "section": "Published figures",
+        "period": period,
+        "month": f"{start:%B %Y}",
+        "prev": _month_link(previous_month(start), "← "),
+        "next": _month_link(following, "", " →") if following <= this_month else None,
+        "council": council,
+        "suppression": report["suppression"].capitalize(),
+        "cameras": report["cameras"],
+        "masked": report["cameras_with_privacy_masks"],
+        "labels": [_LABELS[c] for c in columns],
+        "rows": [
+            (kind.capitalize(), [entry.get(c, "") for c in columns])
+            for kind, entry in kinds.items()
+        ],
+        "generated_at": report["generated_at"],
+        "json_href": f"{PUBLIC_PREFIX}/{period}.json",
+    }
+
+
+def _month_link(period: str, before: str, after: str = "") -> dict[str, str]:
+    start, _ = month_bounds(period)
+    return {"label": f"{before}{start:%B %Y}{after}", "href": f"{PUBLIC_PREFIX}?period={period}"}
