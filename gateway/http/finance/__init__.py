@@ -10,14 +10,16 @@ from elsewhere: the chart is inline SVG. Every handler checks the caller itself:
   else sees only their own tenant's rows and invoices, and another tenant's invoice is a 404
   (not a 403), so invoice ids do not leak.
 
-Money is integer pence, formatted with integer arithmetic (``£1,234.56``); quantities are
-turned into display units with ``Decimal``. Modules: :mod:`.routes` (handlers and access),
-:mod:`.signin` (sign-in and out), :mod:`.views` (what the pages show), :mod:`.exports` (CSV).
+Money is integer pence, formatted by :mod:`billing.money` (``£1,234.56``), as are quantities
+in display units; nothing here uses floats or Decimal. Modules: :mod:`.routes` (handlers and
+access), :mod:`.signin` (sign-in and out), :mod:`.views` (what the pages show),
+:mod:`.exports` (CSV).
 """
 
+from billing.money import format_money
 from gateway.http.finance.exports import csv_cell
 from gateway.http.finance.routes import add_finance_routes
 from gateway.http.finance.signin import COOKIE
-from gateway.http.finance.views import PAYMENT_TERMS_DAYS, format_money
+from gateway.http.finance.views import PAYMENT_TERMS_DAYS
 
 __all__ = ["COOKIE", "PAYMENT_TERMS_DAYS", "add_finance_routes", "csv_cell", "format_money"]

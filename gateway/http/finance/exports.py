@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from billing.model import Invoice, Metric
-from gateway.http.finance.views import COLUMNS, quantity
+from billing.money import format_quantity, plain_money
+from gateway.http.finance.views import COLUMNS
 
 __all__ = ["csv_cell", "csv_response", "invoice_rows", "usage_rows"]
 
@@ -43,13 +44,6 @@ def csv_response(
     )
 
 
-def _plain_money(pence: int) -> str:
-    """``-1234.56``: for CSV cells (no symbol, no separators)."""
-    sign = "-" if pence < 0 else ""
-    pounds, rest = divmod(abs(int(pence)), 100)
-    return f"{sign}{pounds}.{rest:02d}"
-
-
 def _iso(when: datetime | None) -> str:
     return "" if when is None else when.astimezone(UTC).isoformat(timespec="seconds")
 
@@ -65,7 +59,10 @@ def usage_rows(
                 period,
                 tenant,
                 names.get(tenant, tenant),
-                *(str(quantity(usage[c.metric], c.size, 4 if c.places else 0)) for c in COLUMNS),
+                *(
+                    format_quantity(usage[c.metric], c.size, 4 if c.places else 0, grouped=False)
+                    for c in COLUMNS
+                ),
             ]
         )
     return out
@@ -88,10 +85,10 @@ def invoice_rows(found: Sequence[Invoice], names: Mapping[str, str]) -> list[lis
                 inv.period,
                 inv.status.value,
                 inv.currency,
-                _plain_money(inv.subtotal_pence),
+                plain_money(inv.subtotal_pence),
                 inv.vat_rate,
-                _plain_money(inv.vat_pence),
-                _plain_money(inv.total_pence),
+                plain_money(inv.vat_pence),
+                plain_money(inv.total_pence),
                 inv.credit_note_for or "",
                 _iso(inv.created_at),
                 _iso(inv.finalized_at),

@@ -18,10 +18,11 @@ from billing.ledger import Ledger
 from billing.model import BillingError, Invoice, parse_period, period_of
 from gateway.http import pages
 from gateway.http.finance import exports, views
-from gateway.http.finance.signin import FINANCE_ROLES, SignIn
+from gateway.http.finance.signin import SignIn
 from gateway.http.finance.views import Usage
 from gateway.http.keys import DECISION_KEY
 from gateway.http.pages import NavItem
+from tenants.control.rules import Caller
 from tenants.model import ID_RE
 from tenants.policy import Decision
 
@@ -33,12 +34,24 @@ _INVOICE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 
 @dataclass(frozen=True)
 class Viewer:
-    tenant: str
-    principal: str
-    platform: bool
+    """The signed-in finance user, judged by the control service's finance rule."""
+
+    caller: Caller
+
+    @property
+    def tenant(self) -> str:
+        return self.caller.tenant
+
+    @property
+    def principal(self) -> str:
+        return self.caller.subject
+
+    @property
+    def platform(self) -> bool:
+        return self.caller.platform
 
     def sees(self, tenant: str) -> bool:
-        return self.platform or tenant == self.tenant
+        return self.caller.finance_of(tenant)
 
 
 class FinanceView:
@@ -72,13 +85,17 @@ class FinanceView:
         decision = request.get(DECISION_KEY)
         if not isinstance(decision, Decision) or not decision.allow or not decision.tenant:
             self.fail(request, 403, "The finance view needs a signed-in finance user.")
-        if not (decision.roles & FINANCE_ROLES):
-            self.fail(request, 403, "Your account does not have the finance or admin role.")
-        return Viewer(
+        caller = Caller(
             tenant=decision.tenant,
-            principal=decision.principal or "",
+            subject=decision.principal or "",
+            roles=frozenset(decision.roles),
             platform=decision.tenant == self.platform_tenant,
+            via="http",
+            peer=request.remote or "",
         )
+        if not caller.finance_of(caller.tenant):
+            self.fail(request, 403, "Your account does not have the finance or admin role.")
+        return Viewer(caller)
 
     def period(self, request: web.Request) -> str | None:
         """The ``period`` asked for, or None when none is."""

@@ -20,14 +20,13 @@ from aiohttp import web
 from gateway.http import pages
 from gateway.http.csrf import FormToken, same_origin
 from gateway.http.keys import GATEWAY_KEY
-from tenants.model import Role
+from tenants.control.rules import finance_allowed
 from tenants.policy import AccessRequest, Action, Decision
 
-__all__ = ["COOKIE", "COOKIE_PATH", "FINANCE_ROLES", "SignIn"]
+__all__ = ["COOKIE", "COOKIE_PATH", "SignIn"]
 
 COOKIE = "feedgate_token"
 COOKIE_PATH = "/finance"
-FINANCE_ROLES = frozenset({Role.FINANCE, Role.ADMIN})
 FORM_TOKEN = FormToken("feedgate_csrf", COOKIE_PATH)
 
 # Where sign-in may send the browser afterwards: a path inside the finance view, nothing else.
@@ -69,7 +68,8 @@ class SignIn:
         )
         if not decision.allow:
             self._fail(request, 401, "That sign-in link is not valid or has expired.")
-        if not (decision.roles & FINANCE_ROLES):
+        tenant = decision.tenant or ""
+        if not finance_allowed(decision.roles, tenant, self._platform, tenant):
             self._fail(request, 403, "Your account does not have the finance or admin role.")
         return decision
 

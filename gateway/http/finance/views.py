@@ -4,18 +4,25 @@ request, no HTML): the templates only lay it out, and autoescape it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import quote, urlencode
 
 from billing.model import Invoice, InvoiceStatus, Metric, parse_period
+from billing.money import (
+    BYTES_PER_GB,
+    MS_PER_HOUR,
+    MS_PER_MINUTE,
+    format_money,
+    format_quantity,
+    format_unit_price,
+)
 
 PAYMENT_TERMS_DAYS = 30
 NDASH = "\u2013"
 
-_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
 _STATUS_LABEL = {
     InvoiceStatus.DRAFT: "Draft",
     InvoiceStatus.FINALIZED: "Finalised",
@@ -37,84 +44,65 @@ class Column:
 
 COLUMNS: tuple[Column, ...] = (
     Column(
-        "Live camera-hours", "live_camera_hours", Metric.LIVE_SECONDS, 3_600_000, 2,
+        "Live camera-hours", "live_camera_hours", Metric.LIVE_SECONDS, MS_PER_HOUR, 2,
         "camera-hours", "Live",
     ),
     Column(
-        "Playback hours", "playback_hours", Metric.PLAYBACK_SECONDS, 3_600_000, 2,
+        "Playback hours", "playback_hours", Metric.PLAYBACK_SECONDS, MS_PER_HOUR, 2,
         "hours", "Playback",
     ),
-    Column("GB delivered", "gb_delivered", Metric.BYTES, 10**9, 2, "GB", "Data delivered"),
-    Column("PTZ minutes", "ptz_minutes", Metric.PTZ_SECONDS, 60_000, 2, "minutes", "PTZ control"),
+    Column("GB delivered", "gb_delivered", Metric.BYTES, BYTES_PER_GB, 2, "GB", "Data delivered"),
+    Column(
+        "PTZ minutes", "ptz_minutes", Metric.PTZ_SECONDS, MS_PER_MINUTE, 2,
+        "minutes", "PTZ control",
+    ),
     Column("Exports", "exports", Metric.EXPORTS, 1, 0, "exports", "Exports"),
 )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ formatting
-def format_money(pence: int, currency: str = "GBP") -> str:
-    """Integer pence -> ``£1,234.56`` / ``-£12.00``; integer arithmetic only."""
-    sign = "-" if pence < 0 else ""
-    pounds, rest = divmod(abs(int(pence)), 100)
-    symbol = _SYMBOLS.get(currency)
-    if symbol is None:
-        return f"{sign}{pounds:,}.{rest:02d} {currency}"
-    return f"{sign}{symbol}{pounds:,}.{rest:02d}"
-
-
-def quantity(base: int, size: int, places: int) -> Decimal:
-    q = Decimal(1).scaleb(-places)
-    return (Decimal(base) / Decimal(size)).quantize(q, rounding=ROUND_HALF_UP)
-
-
+# Money, unit prices and quantities in base units are billing.money's; what is left here is
+# the decimal text of invoice lines (quantities in display units, the VAT rate) and dates.
 def fmt_quantity(base: int, col: Column) -> str:
-    return f"{quantity(base, col.size, col.places):,.{col.places}f}"
+    return format_quantity(base, col.size, col.places)
 
 
+_DECIMAL_TEXT = re.compile(r"^(-?)(\d{1,30})(?:\.(\d{1,30}))?$")
 _WHOLE_UNITS = frozenset({"export", "month", "credit"})
-
-
-def _trimmed_places(d: Decimal) -> int:
-    """2 to 4: as many decimal places as are not trailing zeros."""
-    places = 4
-    while places > 2 and d == d.quantize(Decimal(1).scaleb(-(places - 1))):
-        places -= 1
-    return places
 
 
 def fmt_line_quantity(text: str, unit: str) -> str:
     """An invoice line's decimal text ("1234.5000") -> "1,234.50": whole units (exports,
-    months) without decimals, others with 2 to 4 places (as many as are not zero)."""
-    try:
-        d = Decimal(text)
-    except ArithmeticError:
+    months) without decimals, others with 2 to 4 places (as many as are not zero), rounded
+    half-up at the fourth. Text that is not a plain decimal is shown as it is."""
+    m = _DECIMAL_TEXT.match(text.strip())
+    if m is None:
         return text
-    if not d.is_finite():
-        return text
-    d = d.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
-    if unit in _WHOLE_UNITS and d == d.to_integral_value():
-        return f"{d:,.0f}"
-    return f"{d:,.{_trimmed_places(d)}f}"
+    digits = (m.group(3) or "").ljust(5, "0")
+    units, frac = divmod(int(m.group(2) + digits[:4]) + (digits[4] >= "5"), 10_000)
+    sign = "-" if m.group(1) and (units or frac) else ""
+    if unit in _WHOLE_UNITS and frac == 0:
+        return f"{sign}{units:,}"
+    places = 4
+    while places > 2 and frac % 10 == 0:
+        frac //= 10
+        places -= 1
+    return f"{sign}{units:,}.{frac:0{places}d}"
 
 
 def fmt_unit_price(pence_text: str, currency: str) -> str:
-    """A unit price in pence (decimal text) -> pounds, 2 to 4 places: ``£0.4550``."""
-    try:
-        d = Decimal(pence_text) / 100
-    except ArithmeticError:
-        return pence_text
-    d = d.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
-    sign = "-" if d < 0 else ""
-    symbol = _SYMBOLS.get(currency, "")
-    text = f"{sign}{symbol}{d.copy_abs():,.{_trimmed_places(d)}f}"
-    return text if symbol else f"{text} {currency}"
+    return format_unit_price(pence_text, currency)
 
 
 def fmt_rate(vat_rate: str) -> str:
-    try:
-        pct = (Decimal(vat_rate) * 100).normalize()
-    except ArithmeticError:
+    """A rate as decimal text ("0.20", "0.175") -> "20%", "17.5%"."""
+    m = _DECIMAL_TEXT.match(vat_rate.strip())
+    if m is None:
         return vat_rate
-    return f"{pct:f}%"
+    frac = (m.group(3) or "").ljust(2, "0")
+    whole = int(m.group(2) + frac[:2])
+    rest = frac[2:].rstrip("0")
+    return f"{m.group(1)}{whole}{'.' + rest if rest else ''}%"
 
 
 def fmt_date(when: datetime | None) -> str:
@@ -281,12 +269,12 @@ class Panel:
 
 
 def _panel(col: Column, rows: Sequence[tuple[str, Usage]]) -> Panel:
-    values = [(label, quantity(u[col.metric], col.size, col.places), u) for label, u in rows]
-    biggest = max((v for _, v, _ in values), default=Decimal(0))
+    biggest = max((u[col.metric] for _, u in rows), default=0)
     proto = Panel(col.chart, col.unit, ())
     bars = []
-    for i, (label, value, usage) in enumerate(values):
-        w = 0 if biggest <= 0 else int((value * proto.bar_w / biggest).to_integral_value())
+    for i, (label, usage) in enumerate(rows):
+        value = usage[col.metric]
+        w = 0 if biggest <= 0 else (2 * value * proto.bar_w + biggest) // (2 * biggest)
         if value > 0:
             w = max(w, 1)  # a small value is still a visible bar
         bars.append(
