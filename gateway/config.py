@@ -142,6 +142,9 @@ class HttpConfig:
     # A bearer credential for Prometheus to scrape /metrics with ("": only the platform
     # tenant's admins and operators may read /metrics).
     metrics_token: str = ""
+    # The secret MediaMTX presents to /mediamtx/auth (Basic password or Bearer); "" = the hook
+    # answers loopback callers only.
+    mediamtx_secret: str = ""
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -36,6 +36,7 @@ def control_service(
         audit_public_key=tenancy.audit_key.private_key.public_key(),
         platform_tenant=platform_tenant,
         billing=billing,
+        refusals=tenancy.refusals,
     )
     if media is not None:
         core.media = media

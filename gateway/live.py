@@ -122,7 +122,7 @@ class LiveSessions:
             detail=detail,
         )
 
-    def refused(
+    async def refused(
         self,
         decision: Decision,
         *,
@@ -132,22 +132,25 @@ class LiveSessions:
         purpose: str | None,
         peer: str,
     ) -> None:
-        """Audit a refusal of presented credentials (or of a request without any)."""
-        self.audit.append(
-            AuditAction.DENIED,
-            tenant=decision.tenant,
-            principal=decision.principal,
-            camera=camera,
-            purpose=purpose,
-            outcome="denied",
-            detail={
-                "reason": decision.reason,
-                "status": decision.status,
-                "protocol": protocol,
-                "action": action,
-                "peer": peer,
-            },
-        )
+        """Audit a refusal of presented credentials (rate-limited per source, on the database
+        thread). A failed sign-in is marked ``unauthenticated``: the published figures count
+        refusals of identified callers only."""
+        try:
+            await self.tenancy.blocking(
+                self.tenancy.refusals.record,
+                protocol=protocol,
+                action=action,
+                status=decision.status,
+                reason=decision.reason,
+                peer=peer,
+                tenant=decision.tenant,
+                principal=decision.principal,
+                camera=camera,
+                purpose=purpose,
+                outcome="unauthenticated" if decision.status == 401 else "denied",
+            )
+        except Exception as exc:
+            log.error("could not audit a refusal from %s: %s", peer, exc)
 
     # ---- admission -----------------------------------------------------------------------------
 

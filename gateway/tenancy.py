@@ -29,6 +29,7 @@ from tenants.audit import AuditLog
 from tenants.db import Database
 from tenants.leases import LeaseStore, StreamCaps
 from tenants.policy import Policy
+from tenants.refusals import RefusalLog
 from tenants.seed import load_seed
 from tenants.store import TenantStore
 from tenants.tokens import SigningKey, TokenIssuer, TokenVerifier
@@ -53,6 +54,7 @@ class Tenancy:
     audit: AuditLog
     audit_key: SigningKey
     caps: StreamCaps
+    refusals: RefusalLog
     recheck_interval: float = 0.25
     _db_thread: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tenancy-db")
@@ -81,6 +83,7 @@ class Tenancy:
             store,
             verifier,
             lift_timeout=timedelta(seconds=tc.mask_lift_timeout),
+            platform_tenant=config.grpc.platform_tenant,
         )
         policy.reload(force=True)
         audit = AuditLog(db, audit_key.private_key)
@@ -94,6 +97,7 @@ class Tenancy:
             audit,
             audit_key,
             caps,
+            RefusalLog(audit),
             recheck_interval=tc.recheck_interval,
         )
 

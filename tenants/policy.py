@@ -8,14 +8,17 @@ for a token not seen before, one signature check.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from tenants.guessing import GuessLimiter
 from tenants.model import (
     Camera,
     Grant,
@@ -43,6 +46,8 @@ class Action(StrEnum):
     PUBLISH = "publish"
     API = "api"  # control API and consoles: role checks happen per method
     METRICS = "metrics"
+    # The media server itself (MediaMTX's api, metrics and pprof): the platform's staff only.
+    MEDIA_SERVER = "media_server"
 
 
 # Which right a camera action needs under a grant, and which roles may use it.
@@ -60,7 +65,12 @@ _ROLES_FOR = {
     Action.PUBLISH: frozenset({Role.OPERATOR, Role.ADMIN}),
     Action.API: frozenset(Role),
     Action.METRICS: frozenset({Role.ADMIN, Role.AUDITOR, Role.FINANCE, Role.OPERATOR}),
+    Action.MEDIA_SERVER: frozenset({Role.ADMIN, Role.OPERATOR}),
 }
+# Actions only the platform tenant (the one that runs the network) may take.
+_PLATFORM_ONLY = frozenset({Action.MEDIA_SERVER})
+# The one answer to a wrong password, an unknown user and a throttled guess alike.
+BAD_CREDENTIALS = "bad credentials"
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,9 @@ class Decision:
         return f"masked-{h.hexdigest()[:12]}"
 
 
+_NO_HA1 = "0" * 32
+
+
 def _deny(status: int, reason: str, **kw: object) -> Decision:
     return Decision(False, status, reason, **kw)  # type: ignore[arg-type]
 
@@ -154,9 +167,19 @@ class Policy:
         verifier: TokenVerifier,
         *,
         lift_timeout: timedelta = timedelta(minutes=30),
+        platform_tenant: str | None = None,
+        guesses: GuessLimiter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.store = store
         self.lift_timeout = lift_timeout
+        self.platform_tenant = platform_tenant
+        # Passwords are checked at most so often per principal and per source (see
+        # tenants.guessing); a refused guess is answered after ``sleep``, on ``clock``'s time.
+        self.guesses = guesses if guesses is not None else GuessLimiter()
+        self.clock = clock
+        self.sleep = sleep
         self.verifier = verifier
         self._index = self._build(store.snapshot())
         # Identities of recently seen tokens at the current snapshot: the same token comes on
@@ -212,7 +235,6 @@ class Policy:
     # ---- identity ------------------------------------------------------------------------------
 
     async def _identify(self, req: AccessRequest, now: datetime) -> _Identity | Decision:
-        snap = self._index.snapshot
         token = req.token
         if token is None and req.password is not None and req.password.count(".") == 2:
             token = req.password  # a token carried as a Basic password (VMS friendly)
@@ -241,21 +263,34 @@ class Policy:
                 ident = self._identities[key] = self._from_claims(claims)
             return ident
         if req.digest_username is not None and req.digest_check is not None:
-            principal = snap.principals.get(req.digest_username)
-            if principal is None or principal.digest_ha1 is None or principal.disabled:
-                return _deny(401, "unknown digest user")
-            if not req.digest_check(principal.digest_ha1):
-                return _deny(401, "bad digest response")
-            return self._from_principal(principal)
+            return await self._password(req, req.digest_username, req.digest_check)
         if req.username is not None and req.password is not None:
-            principal = snap.principals.get(req.username)
-            if principal is None or principal.digest_ha1 is None or principal.disabled:
-                return _deny(401, "unknown user")
             given = digest_ha1(req.username, req.password)
-            if not hmac.compare_digest(given, principal.digest_ha1):
-                return _deny(401, "bad password")
-            return self._from_principal(principal)
+            return await self._password(
+                req, req.username, lambda ha1: hmac.compare_digest(given, ha1)
+            )
         return _deny(401, "credentials required")
+
+    async def _password(
+        self, req: AccessRequest, user: str, check: Callable[[str], bool]
+    ) -> _Identity | Decision:
+        """A principal's password (or Digest response), checked within the guessing limits.
+        Unknown user, disabled user and wrong password get the same answer after the same
+        delay; a right password is answered at once."""
+        source = req.peer or "?"
+        verdict = self.guesses.before(user, source, self.clock())
+        if not verdict.check:
+            await self.sleep(verdict.delay)
+            return _deny(401, BAD_CREDENTIALS)
+        principal = self._index.snapshot.principals.get(user)
+        usable = principal is not None and principal.digest_ha1 is not None
+        # An unknown user's check still runs, against nothing, so it costs the same time.
+        ok = check(principal.digest_ha1 if principal and principal.digest_ha1 else _NO_HA1)
+        if principal is None or not usable or principal.disabled or not ok:
+            await self.sleep(self.guesses.failed(user, source, self.clock()))
+            return _deny(401, BAD_CREDENTIALS)
+        self.guesses.succeeded(user, source, self.clock())
+        return self._from_principal(principal)
 
     def _from_claims(self, claims: Claims) -> _Identity | Decision:
         snap = self._index.snapshot
@@ -320,7 +355,11 @@ class Policy:
             return _deny(403, f"tenant {tenant.id} is suspended", **base)
         if not (ident.roles & _ROLES_FOR[req.action]):
             return _deny(403, f"no role allows {req.action.value}", **base)
-        if req.action in (Action.API, Action.METRICS):
+        if req.action in _PLATFORM_ONLY and (
+            self.platform_tenant is None or tenant.id != self.platform_tenant
+        ):
+            return _deny(403, f"only the platform's staff may use {req.action.value}", **base)
+        if req.action in (Action.API, Action.METRICS, Action.MEDIA_SERVER):
             return Decision(True, 200, "ok", **base)  # type: ignore[arg-type]
         if req.camera is None:
             return _deny(400, "no camera named", **base)
@@ -477,6 +516,7 @@ def _grant_rank(g: Grant) -> tuple[int, int]:
 
 
 __all__ = [
+    "BAD_CREDENTIALS",
     "DIGEST_REALM",
     "AccessRequest",
     "Action",

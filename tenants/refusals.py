@@ -100,6 +100,7 @@ class RefusalLog:
         camera: str | None = None,
         purpose: str | None = None,
         detail: Mapping[str, Any] | None = None,
+        outcome: str = "denied",
     ) -> bool:
         """Append one DENIED entry (blocking: the audit log writes to the database). False
         when the source is over its rate and the refusal was only counted."""
@@ -122,7 +123,7 @@ class RefusalLog:
             principal=principal,
             camera=camera,
             purpose=purpose,
-            outcome="denied",
+            outcome=outcome,
             detail=body,
         )
         return True

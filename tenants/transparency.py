@@ -5,7 +5,9 @@ A monthly report, built from the audit log and the register of cameras, grants a
 * how many cameras there are and how many carry privacy masks;
 * which kinds of organisation the network is shared with (police, health, transport, ...),
   how many of each and how many grants they hold;
-* by kind of organisation: live views, playbacks, exports, mask lifts and refused requests;
+* by kind of organisation: live views, playbacks, exports, mask lifts and refused requests
+  (of callers who were identified: failed sign-ins, audited as ``unauthenticated``, are not
+  counted, so password guessing cannot inflate them);
 * by kind of organisation: hours of viewing, when metering supplies them.
 
 Activity is the month's; the register figures (cameras, masks, organisations, grants) are as
@@ -89,6 +91,8 @@ def monthly_report(
         )
         for _seq, action, tenant, outcome, detail in rows:
             kind = kind_of.get(str(tenant), UNKNOWN) if tenant else UNKNOWN
+            if outcome == "unauthenticated":
+                continue  # a failed sign-in (a guess, say): refusals count identified callers
             if action == AuditAction.DENIED.value or outcome == "denied":
                 activity[kind]["refused"] += 1
                 continue

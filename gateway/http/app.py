@@ -172,7 +172,10 @@ def make_http_app(gateway: Gateway) -> web.Application:
             )
 
         app.router.add_get("/.well-known/jwks.json", jwks)
-        app.router.add_post("/mediamtx/auth", mediamtx_handler(gateway.access))
+        app.router.add_post(
+            "/mediamtx/auth",
+            mediamtx_handler(gateway.tenancy, secret=gateway.config.http.mediamtx_secret),
+        )
     if gateway.control is not None:
         add_api_routes(app, gateway.control)
     else:

@@ -94,7 +94,7 @@ class PolicyAccess(AccessControl):
         if decision.status != 401 or request.token or request.username or request.digest_check:
             # A client that came without credentials and gets its 401 is the normal RTSP
             # handshake, not an event; a refusal of presented credentials is.
-            self.sessions.refused(
+            await self.sessions.refused(
                 decision,
                 protocol="rtsp",
                 action=request.action.value,
