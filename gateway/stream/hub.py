@@ -53,6 +53,12 @@ class UdpTarget:
     ports: tuple[tuple[int, int] | None, ...]  # per track: (client rtp port, client rtcp port)
 
 
+# A reader that takes packets rather than bytes (WebRTC re-packs and encrypts per viewer): it is
+# given each access unit's (track, RTP packet, is_rtcp) items and whether it starts a GOP, and
+# returns what it sent: (packets, bytes).
+PacketSink = Callable[[list[tuple[int, bytes, bool]], bool], tuple[int, int]]
+
+
 class Reader:
     """A PLAYing session as the hub sees it. The RTSP server owns the connection; the hub owns
     the counters and the flow-control state, which it alone mutates."""
@@ -67,6 +73,7 @@ class Reader:
         "packets_dropped",
         "packets_sent",
         "paused_since",
+        "sink",
         "transport",
         "udp",
         "waiting_key",
@@ -78,12 +85,14 @@ class Reader:
         channels: tuple[int | None, ...],
         transport: asyncio.WriteTransport | None = None,
         udp: UdpTarget | None = None,
+        sink: PacketSink | None = None,
         on_kick: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.channels = channels  # per track: interleaved RTP channel, None if not set up
         self.key = channels  # readers with the same channel map share framed bytes
         self.transport = transport
         self.udp = udp
+        self.sink = sink
         self.on_kick = on_kick
         self.bytes_sent = 0
         self.packets_sent = 0
@@ -395,6 +404,13 @@ class PathStream:
             self._send(reader, batch)
 
     def _send(self, reader: Reader, batch: _Batch) -> None:
+        if reader.sink is not None:
+            n, size = reader.sink(batch.items, batch.is_key)
+            reader.packets_sent += n
+            reader.bytes_sent += size
+            self.counters.packets_out += n
+            self.counters.bytes_out += size
+            return
         if reader.transport is not None:
             data, n, size = batch.frame_for(reader.key)
             if n:
