@@ -15,6 +15,7 @@ windows, months, invoices) are in ``timezone`` (default ``Europe/London``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import typing
@@ -97,6 +98,39 @@ def _camera_id(value: str) -> str:
 
 
 CameraId = Annotated[str, AfterValidator(_camera_id)]
+
+
+def _comma_list(value: Any) -> Any:
+    """A TOML array, or (from the environment) a comma-separated string."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _ip_addresses(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+    return values
+
+
+def _ice_urls(values: tuple[str, ...]) -> tuple[str, ...]:
+    for url in values:
+        scheme, _, rest = url.partition(":")
+        host = rest.split("?", 1)[0]
+        if scheme not in ("stun", "stuns", "turn", "turns") or not host or host.startswith("/"):
+            raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL (RFC 7064/5)")
+        if any(c in url for c in ' <>"\\,;'):
+            raise ValueError(f"{url!r} has characters a Link header cannot carry")
+    return values
+
+
+IpAddresses = Annotated[
+    tuple[str, ...], BeforeValidator(_comma_list), AfterValidator(_ip_addresses)
+]
+IceUrls = Annotated[tuple[str, ...], BeforeValidator(_comma_list), AfterValidator(_ice_urls)]
 CameraSource = Annotated[str, AfterValidator(_source)]
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -204,6 +238,35 @@ class TenancyConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class WebRtcConfig:
+    """WebRTC viewers (WHEP) on the HTTP server: networking for browsers, and the bounds."""
+
+    enabled: bool = True
+    # Addresses to gather host candidates on ([] = every non-loopback IPv4 address).
+    host_addresses: IpAddresses = ()
+    # A 1:1 NAT's public address(es): advertised with each host candidate's port.
+    public_addresses: IpAddresses = ()
+    # One UDP port per viewer from this range (open it in the firewall); 0 and 0: ephemeral.
+    udp_port_min: Port = 20000
+    udp_port_max: Port = 20999
+    # STUN/TURN servers announced to browsers (Link headers), e.g. "stun:stun.example:3478".
+    ice_servers: IceUrls = ()
+    turn_username: str = ""
+    turn_credential: str = ""
+    # coturn's static-auth-secret: each viewer gets its own TURN credentials for turn_ttl.
+    turn_secret: str = ""
+    turn_ttl: Seconds = 3600.0
+    # ICE and DTLS must complete within this, or the session ends and its port is freed.
+    handshake_timeout: Seconds = 10.0
+    max_sessions: Annotated[int, Field(ge=1)] = 1000
+    max_pending: Annotated[int, Field(ge=1)] = 256  # connecting at once, this process
+    max_pending_per_tenant: Annotated[int, Field(ge=1)] = 32
+    # "shared": each access unit packed once per camera, SRTP per viewer; "aiortc": aiortc's
+    # RTCRtpSender packs and sends for each viewer on its own (the benchmark's baseline).
+    sender: Literal["shared", "aiortc"] = "shared"
+
+
+@dataclass(frozen=True, config=_STRICT)
 class CameraConfig:
     id: CameraId
     name: str = ""
@@ -229,6 +292,7 @@ class Config:
     tenancy: TenancyConfig = field(default_factory=TenancyConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: ConfigPath = "var"
     log_level: LogLevel = "INFO"
@@ -339,6 +403,11 @@ def _check(cfg: Config, source: str) -> None:
         if cam.id in seen:
             raise ConfigError(source, f"cameras[{i}].id", f"duplicate camera id {cam.id!r}")
         seen.add(cam.id)
+    wc = cfg.webrtc
+    if (wc.udp_port_min == 0) != (wc.udp_port_max == 0):
+        raise ConfigError(source, "webrtc.udp_port_max", "0 only with udp_port_min 0 (ephemeral)")
+    if wc.udp_port_min > wc.udp_port_max:
+        raise ConfigError(source, "webrtc.udp_port_max", "must be at least udp_port_min")
     if cfg.billing.enabled and not cfg.tenancy.enabled:
         raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
     _check_tls(cfg, source)

@@ -20,6 +20,8 @@ from gateway.sources.ingest import PullIngest
 from gateway.stream.hub import StreamHub
 from gateway.tasks import cancel_and_wait
 from gateway.tenancy import Tenancy
+from gateway.webrtc.ice import IceSettings
+from gateway.webrtc.server import Limits, WebRtcServer
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,24 @@ class Gateway:
         )
         if self.access is not None:
             self.access.server = self.rtsp
+        # WebRTC (WHEP) viewers, served on the HTTP app, under the same live sessions.
+        self.webrtc: WebRtcServer | None = None
+        if config.webrtc.enabled:
+            wc = config.webrtc
+            self.webrtc = WebRtcServer(
+                self.hub,
+                IceSettings.from_config(wc),
+                Limits(
+                    handshake_timeout=wc.handshake_timeout,
+                    max_sessions=wc.max_sessions,
+                    max_pending=wc.max_pending,
+                    max_pending_per_tenant=wc.max_pending_per_tenant,
+                    sender=wc.sender,
+                ),
+                live=self.live,
+                known_path=self.rtsp.known_path,
+                on_demand=self._start_on_demand,
+            )
         # The control service every control entry point (gRPC, REST) of this process uses.
         self.control: Any = None
         if self.tenancy is not None:
@@ -118,6 +138,8 @@ class Gateway:
         if self.tenancy is not None:
             self.tenancy.start()
         await self.rtsp.start(self._rtsp_socket)
+        if self.webrtc is not None:
+            await self.webrtc.start()
         if self.tenancy is not None:
             self._checkpointer = asyncio.get_running_loop().create_task(
                 self._checkpoint_audit(), name="audit-checkpoints"
@@ -188,6 +210,8 @@ class Gateway:
             await self.grpc.stop(1.0)
         await cancel_and_wait(*self._ingest_tasks.values(), self._checkpointer)
         self._ingest_tasks.clear()
+        if self.webrtc is not None:
+            await self.webrtc.stop()
         await self.rtsp.stop()
         if self.access is not None:
             await self.access.stop()

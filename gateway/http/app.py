@@ -16,6 +16,7 @@ from gateway.core import Gateway
 from gateway.http.api.app import API_PREFIX, add_api_routes, api_problems
 from gateway.http.keys import DECISION_KEY, GATEWAY_KEY
 from gateway.http.metrics import _GatewayCollector
+from gateway.webrtc.whep import add_whep_routes, is_whep_path
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def _bearer_middleware(gateway: Gateway) -> Any:
             or request.path in PUBLIC_HTTP
             # The REST API authenticates through the control service itself (and audits).
             or (gateway.control is not None and request.path.startswith(API_PREFIX))
+            # WHEP asks the policy for a viewer's decision itself (and audits refusals).
+            or (gateway.webrtc is not None and is_whep_path(request.path))
             or request.path == "/transparency"
             or request.path.startswith(("/transparency/", "/static/"))
         ):
@@ -161,6 +164,8 @@ def make_http_app(gateway: Gateway) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    if gateway.webrtc is not None:
+        add_whep_routes(app, gateway)
     if gateway.tenancy is not None and gateway.access is not None:
         from gateway.http.mediamtx import mediamtx_handler
 
