@@ -102,7 +102,7 @@ def add_whep_routes(
         if decision.allow or camera_path is None:
             return decision
         if live is not None:
-            live.refused(
+            await live.refused(
                 decision,
                 protocol="webrtc",
                 action=Action.LIVE.value,
