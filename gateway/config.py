@@ -138,6 +138,35 @@ LogLevel = Annotated[
 ]
 
 
+def _priorities(value: str) -> str:
+    from gateway.ptz.model import parse_priorities
+
+    parse_priorities(value)
+    return value
+
+
+def _onvif_url(value: str) -> str:
+    if not value:
+        return value
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value if "://" in value else f"http://{value}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"{value!r}: expected http://host:port")
+    if parts.username or parts.password:
+        raise ValueError("put the credentials in onvif_username/onvif_password, not the URL")
+    return value
+
+
+def _preset_tokens(value: str) -> str:
+    from gateway.ptz.model import PRESET_TOKEN_RE
+
+    for token in (t.strip() for t in value.split(",")):
+        if token and not PRESET_TOKEN_RE.match(token):
+            raise ValueError(f"{token!r} is not a preset token")
+    return value
+
+
 # ------------------------------------------------------------------------------ sections
 
 
@@ -267,6 +296,29 @@ class WebRtcConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class PtzConfig:
+    """PTZ arbitration (gateway/ptz/): locks, priorities, idle behaviour, rate limits."""
+
+    # A lock lapses this long after its holder's last move (Genetec: 5 s).
+    idle_release: Seconds = 5.0
+    # Unsteered this long, a camera goes home (or walks its tour); 0: it stays put.
+    return_after: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 120.0
+    tour_dwell: Seconds = 20.0  # seconds at each preset of a tour
+    move_rate: Seconds = 10.0  # moves per second per principal, sustained
+    move_burst: Annotated[int, Field(ge=1, le=10_000)] = 20
+    # A ContinuousMove always carries a Timeout: this one when the client names none, never
+    # more than max_timeout, so a camera stops even if its client vanishes.
+    default_timeout: Seconds = 1.0
+    max_timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
+    max_reservation: Seconds = 14400.0  # seconds an incident reservation may last
+    camera_timeout: Seconds = 3.0  # seconds a camera has to answer one command
+    # Priority by tenant kind, or kind.role (1..32000); a grant's own ptz_priority wins.
+    priorities: Annotated[str, AfterValidator(_priorities)] = (
+        "police=30000 council=20000 borough=10000 transport=5000 health=5000 *=1000"
+    )
+
+
+@dataclass(frozen=True, config=_STRICT)
 class CameraConfig:
     id: CameraId
     name: str = ""
@@ -279,6 +331,14 @@ class CameraConfig:
     password: str | None = None
     # A pull source is started at boot and kept up; on_demand starts it with the first reader.
     on_demand: bool = False
+    # ONVIF PTZ: the camera's device service (http://host:port) and the WS-Security
+    # credentials feedgate steers it with (never logged).
+    onvif: Annotated[str, AfterValidator(_onvif_url)] = ""
+    onvif_username: str = ""
+    onvif_password: str = field(default="", repr=False)
+    onvif_profile: str = ""  # "" = the first profile with a PTZ configuration
+    ptz_idle: Literal["home", "tour", "none"] = "home"  # what an unsteered camera does
+    ptz_tour: Annotated[str, AfterValidator(_preset_tokens)] = ""  # comma-separated presets
 
     @property
     def is_push(self) -> bool:
@@ -293,6 +353,7 @@ class Config:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
+    ptz: PtzConfig = field(default_factory=PtzConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: ConfigPath = "var"
     log_level: LogLevel = "INFO"
@@ -408,6 +469,10 @@ def _check(cfg: Config, source: str) -> None:
         raise ConfigError(source, "webrtc.udp_port_max", "0 only with udp_port_min 0 (ephemeral)")
     if wc.udp_port_min > wc.udp_port_max:
         raise ConfigError(source, "webrtc.udp_port_max", "must be at least udp_port_min")
+        if cam.ptz_idle == "tour" and not cam.ptz_tour.strip(" ,"):
+            raise ConfigError(source, f"cameras[{i}].ptz_tour", "ptz_idle 'tour' needs presets")
+    if cfg.ptz.default_timeout > cfg.ptz.max_timeout:
+        raise ConfigError(source, "ptz.default_timeout", "must not exceed ptz.max_timeout")
     if cfg.billing.enabled and not cfg.tenancy.enabled:
         raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
     _check_tls(cfg, source)

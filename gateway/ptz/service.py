@@ -1,0 +1,454 @@
+"""The one PTZ service: every entry point (gRPC ``PtzService``, REST ``/v1/cameras/{id}/ptz``,
+the CLI through gRPC, the ONVIF facade) asks here, so they all make the same decisions.
+
+A command goes: ``authorize()`` (the tenant policy's one decision, action ``ptz``: the grant's
+ptz right and a PTZ role) → the camera's lock (:class:`~gateway.ptz.locks.LockStore`) → the
+camera (:class:`~gateway.ptz.client.OnvifClient`) → the audit log. Every move, preset change,
+lock, preemption, release and reservation is appended with principal, tenant and purpose; a
+refusal by the policy is appended as ``denied``. Audit appends run in a thread (SQLite or
+PostgreSQL), once per command. This service owns its ticker (lock lapses, reservation ends,
+return home) and the idle-action tasks, and cancels and awaits them on :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from gateway.config import PtzConfig
+from gateway.ptz.arbiter import Claimant, Effect, EffectKind, LockView, Verdict
+from gateway.ptz.client import OnvifClient, OnvifEndpoint
+from gateway.ptz.events import EventHub, LockEvent, Subscription, iso
+from gateway.ptz.locks import LocalLockStore, LockStore
+from gateway.ptz.model import (
+    MAX_PRESET_NAME,
+    MAX_REASON,
+    ErrorCode,
+    Move,
+    Preset,
+    PtzError,
+    Status,
+    check_text,
+    check_token,
+    number,
+    parse_priorities,
+)
+from gateway.ptz.settings import PtzCamera, arbiter_settings, priority_for
+from gateway.tasks import cancel_and_wait
+from tenants.audit import AuditAction, AuditLog
+from tenants.model import Role
+from tenants.policy import AccessRequest, Action, Decision, Policy
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_STATUS_CODE = {401: ErrorCode.UNAUTHENTICATED, 404: ErrorCode.NOT_FOUND}
+_VERDICT_CODE = {
+    "ptz_locked": ErrorCode.LOCKED,
+    "rate_limited": ErrorCode.RATE_LIMITED,
+    "forbidden": ErrorCode.FORBIDDEN,
+    "bad_request": ErrorCode.BAD_REQUEST,
+}
+_EVENT_TYPE = {
+    EffectKind.TAKEN: "lock",
+    EffectKind.PREEMPTED: "preempted",
+    EffectKind.RELEASED: "released",
+    EffectKind.RESERVED: "reserved",
+    EffectKind.RESERVATION_ENDED: "reservation_ended",
+}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A principal allowed to steer one camera, as the policy decided."""
+
+    decision: Decision
+    claimant: Claimant
+    camera: str
+    owner: bool  # the caller's tenant owns the camera
+
+    @property
+    def roles(self) -> frozenset[Role]:
+        return self.decision.roles
+
+    @property
+    def may_reserve(self) -> bool:
+        """Admins, and the police, lock a camera for an incident."""
+        return Role.ADMIN in self.roles or self.claimant.tenant_kind == "police"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    action: AuditAction
+    tenant: str | None
+    principal: str | None
+    camera: str
+    purpose: str | None
+    outcome: str
+    detail: dict[str, Any]
+
+
+class PtzService:
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        audit: AuditLog,
+        cameras: Mapping[str, PtzCamera],
+        config: PtzConfig,
+        locks: LockStore | None = None,
+        clock: Callable[[], float] = time.time,
+        client_factory: Callable[[OnvifEndpoint], OnvifClient] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.audit = audit
+        self.cameras = dict(cameras)
+        self.config = config
+        self.priorities = parse_priorities(config.priorities)
+        self.clock = clock
+
+        def settings(camera: str) -> Any:
+            cam = self.cameras.get(camera)
+            return cam.arbiter if cam is not None else arbiter_settings(config, None)
+
+        self.locks: LockStore = locks if locks is not None else LocalLockStore(settings)
+        self.events = EventHub()
+        self._factory = client_factory or (
+            lambda ep: OnvifClient(ep, timeout=config.camera_timeout)
+        )
+        self._clients: dict[str, OnvifClient] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._idle_tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    # ---- lifetime ----------------------------------------------------------------------------
+
+    def start(self, *, ticker: bool = True) -> None:
+        if ticker and self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="ptz")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._ticker, *self._idle_tasks)
+        self._ticker = None
+        for c in self._clients.values():
+            await c.close()
+        self._clients.clear()
+
+    def client(self, camera: str) -> OnvifClient:
+        cam = self.cameras.get(camera)
+        if cam is None:
+            raise PtzError(ErrorCode.NO_PTZ, f"camera {camera!r} has no PTZ (no ONVIF endpoint)")
+        c = self._clients.get(camera)
+        if c is None:
+            c = self._clients[camera] = self._factory(cam.endpoint)
+        return c
+
+    # ---- who is asking -----------------------------------------------------------------------
+
+    async def caller(self, req: AccessRequest, op: str) -> Caller:
+        """The policy's decision for action ``ptz`` on ``req.camera``; refusals are raised
+        (403 and 404 audited as ``denied``)."""
+        decision = await self.policy.authorize(replace(req, action=Action.PTZ))
+        if not decision.allow:
+            if decision.tenant is not None and decision.status in (403, 404):
+                await self._append(
+                    [
+                        _Entry(
+                            AuditAction.DENIED,
+                            decision.tenant,
+                            decision.principal,
+                            req.camera or "",
+                            req.purpose,
+                            f"denied: {decision.reason}"[:1000],
+                            {"action": "ptz", "op": op, "protocol": req.protocol},
+                        )
+                    ]
+                )
+            raise PtzError(_STATUS_CODE.get(decision.status, ErrorCode.FORBIDDEN), decision.reason)
+        assert decision.tenant is not None and decision.principal is not None
+        camera = decision.camera or ""
+        if camera not in self.cameras:
+            raise PtzError(ErrorCode.NO_PTZ, f"camera {camera!r} has no PTZ (no ONVIF endpoint)")
+        tenant = self.policy.snapshot.tenants[decision.tenant]
+        cam = self.policy.snapshot.cameras.get(camera)
+        priority = priority_for(
+            self.priorities,
+            tenant.kind.value,
+            (r.value for r in decision.roles),
+            decision.ptz_priority if decision.grant_id is not None else 0,
+        )
+        claimant = Claimant(
+            tenant.id, tenant.kind.value, decision.principal, priority, decision.purpose
+        )
+        owner = cam is not None and cam.owner_tenant == tenant.id
+        return Caller(decision, claimant, camera, owner)
+
+    # ---- commands that steer (need the lock) -------------------------------------------------
+
+    async def move(self, caller: Caller, move: Move) -> LockView:
+        _, view = await self._steer(
+            caller, move.audit_detail(), move.timeout, lambda c: c.move(move)
+        )
+        return view
+
+    async def stop_move(self, caller: Caller) -> LockView:
+        _, view = await self._steer(caller, {"op": "stop"}, 0.0, lambda c: c.stop())
+        return view
+
+    async def goto_preset(self, caller: Caller, token: object) -> LockView:
+        t = check_token("preset", token)
+        _, view = await self._steer(
+            caller, {"op": "goto_preset", "preset": t}, 0.0, lambda c: c.goto_preset(t)
+        )
+        return view
+
+    async def goto_home(self, caller: Caller) -> LockView:
+        _, view = await self._steer(caller, {"op": "goto_home"}, 0.0, lambda c: c.goto_home())
+        return view
+
+    async def set_preset(self, caller: Caller, name: object, token: object = None) -> str:
+        """Presets are shared by everyone on the camera: its owner's principals and admins set
+        them."""
+        n = check_text("name", name, MAX_PRESET_NAME)
+        t = check_token("token", token) if token not in (None, "") else None
+        if not (caller.owner or Role.ADMIN in caller.roles):
+            raise PtzError(ErrorCode.FORBIDDEN, "only the camera's owner or an admin sets presets")
+        result, _ = await self._steer(
+            caller,
+            {"op": "set_preset", "name": n, "preset": t},
+            0.0,
+            lambda c: c.set_preset(n, t),
+        )
+        return result
+
+    async def _steer(
+        self,
+        caller: Caller,
+        detail: dict[str, Any],
+        hold: float,
+        command: Callable[[OnvifClient], Awaitable[_T]],
+    ) -> tuple[_T, LockView]:
+        client = self.client(caller.camera)
+        verdict = await self.locks.claim(caller.camera, caller.claimant, self.clock(), hold)
+        entries = self._effects(verdict.effects)
+        if not verdict.allowed:
+            if verdict.code != "rate_limited":  # a refused flood is counted, not logged
+                entries.append(self._entry(caller, detail, f"refused: {verdict.code}"))
+            await self._append(entries)
+            raise self._refusal(verdict)
+        self._wake.set()
+        try:
+            result = await command(client)
+        except PtzError as exc:
+            if exc.code == ErrorCode.UNREACHABLE:
+                entries += self._effects(
+                    (await self.locks.fail(caller.camera, self.clock())).effects
+                )
+            entries.append(self._entry(caller, detail, f"failed: {exc.code.value}"))
+            await self._append(entries)
+            raise
+        entries.append(self._entry(caller, detail, "ok"))
+        await self._append(entries)
+        return result, await self.locks.view(caller.camera)
+
+    # ---- reading (no lock) -------------------------------------------------------------------
+
+    async def presets(self, caller: Caller) -> list[Preset]:
+        return await self.client(caller.camera).presets()
+
+    async def status(self, caller: Caller) -> tuple[Status, LockView]:
+        status = await self.client(caller.camera).status()
+        return status, await self.locks.view(caller.camera)
+
+    async def lock_view(self, camera: str) -> LockView:
+        return await self.locks.view(camera)
+
+    # ---- reservations and release ------------------------------------------------------------
+
+    async def reserve(self, caller: Caller, reason: object, seconds: object) -> LockView:
+        r = check_text("reason", reason, MAX_REASON)
+        s = number("seconds", seconds, 1.0, self.config.max_reservation)
+        detail = {"op": "reserve", "reason": r, "seconds": s}
+        if not caller.may_reserve:
+            await self._append([self._entry(caller, detail, "refused: forbidden")])
+            raise PtzError(ErrorCode.FORBIDDEN, "only admins and the police reserve cameras")
+        self.client(caller.camera)  # a camera without PTZ cannot be reserved
+        now = self.clock()
+        verdict = await self.locks.reserve(caller.camera, caller.claimant, r, now + s, now)
+        entries = self._effects(verdict.effects)
+        if not verdict.allowed:
+            entries.append(self._entry(caller, detail, f"refused: {verdict.code}"))
+        await self._append(entries)
+        if not verdict.allowed:
+            raise self._refusal(verdict)
+        self._wake.set()
+        return await self.locks.view(caller.camera)
+
+    async def release(self, caller: Caller) -> LockView:
+        """Let go of the lock, or end the caller's tenant's reservation."""
+        self.client(caller.camera)
+        verdict = await self.locks.release(caller.camera, caller.claimant, self.clock())
+        entries = self._effects(verdict.effects)
+        if not verdict.allowed:
+            entries.append(self._entry(caller, {"op": "release"}, f"refused: {verdict.code}"))
+        await self._append(entries)
+        if not verdict.allowed:
+            raise self._refusal(verdict)
+        return await self.locks.view(caller.camera)
+
+    def subscribe(self, camera: str) -> Subscription:
+        sub = self.events.subscribe(camera)
+        if sub is None:
+            raise PtzError(ErrorCode.RATE_LIMITED, "too many watchers on this camera")
+        return sub
+
+    # ---- time --------------------------------------------------------------------------------
+
+    async def tick(self) -> list[Effect]:
+        """Carry out the timed transitions due now (the ticker calls this; tests too)."""
+        effects = await self.locks.tick(self.clock())
+        if effects:
+            await self._append(self._effects(effects))
+        return effects
+
+    async def _tick_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            due = self.locks.deadline()
+            delay = None if due is None else due - self.clock()
+            if delay is None or delay > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("PTZ ticker failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+
+    # ---- effects: audit entries, events, idle actions ----------------------------------------
+
+    def _effects(self, effects: tuple[Effect, ...] | list[Effect]) -> list[_Entry]:
+        entries = []
+        for e in effects:
+            who = e.claimant
+            detail: dict[str, Any] = {"op": f"lock_{e.kind.value}"}
+            if e.reason:
+                detail["reason"] = e.reason
+            if e.until is not None:
+                detail["until"] = iso(e.until)
+            if e.by is not None:
+                detail["by_tenant"] = e.by.tenant
+                detail["by_principal"] = e.by.principal
+            if e.preset is not None:
+                detail["preset"] = e.preset
+            if e.kind in (EffectKind.RETURN_HOME, EffectKind.TOUR_STEP):
+                self._idle_action(e)
+                continue
+            entries.append(
+                _Entry(
+                    AuditAction.PTZ,
+                    who.tenant if who else None,
+                    who.principal if who else None,
+                    e.camera,
+                    who.purpose if who else None,
+                    "ok",
+                    detail,
+                )
+            )
+            self.events.publish(
+                LockEvent(
+                    _EVENT_TYPE[e.kind],
+                    _view_after(e),
+                    e.reason,
+                    e.by.tenant_kind if e.by else None,
+                    (who.tenant, who.principal) if who else None,
+                )
+            )
+        return entries
+
+    def _idle_action(self, e: Effect) -> None:
+        async def run() -> None:
+            detail: dict[str, Any] = {"op": "idle_" + ("preset" if e.preset else "home")}
+            if e.preset:
+                detail["preset"] = e.preset
+            outcome = "ok"
+            try:
+                client = self.client(e.camera)
+                await (client.goto_preset(e.preset) if e.preset else client.goto_home())
+            except PtzError as exc:
+                outcome = f"failed: {exc.code.value}"
+                log.warning("PTZ idle action on %s failed: %s", e.camera, exc.message)
+            await self._append(
+                [_Entry(AuditAction.PTZ, None, "feedgate", e.camera, None, outcome, detail)]
+            )
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"ptz-idle:{e.camera}")
+        self._idle_tasks.add(task)
+        task.add_done_callback(self._idle_tasks.discard)
+
+    def _entry(self, caller: Caller, detail: dict[str, Any], outcome: str) -> _Entry:
+        c = caller.claimant
+        return _Entry(
+            AuditAction.PTZ, c.tenant, c.principal, caller.camera, c.purpose, outcome, detail
+        )
+
+    async def _append(self, entries: list[_Entry]) -> None:
+        if not entries:
+            return
+
+        def write() -> None:
+            for e in entries:
+                self.audit.append(
+                    e.action,
+                    tenant=e.tenant,
+                    principal=e.principal,
+                    camera=e.camera,
+                    purpose=e.purpose,
+                    outcome=e.outcome,
+                    detail=e.detail,
+                )
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception:
+            log.exception("PTZ audit append failed (%d entries)", len(entries))
+            raise
+
+    def _refusal(self, v: Verdict) -> PtzError:
+        code = _VERDICT_CODE.get(v.code, ErrorCode.FORBIDDEN)
+        detail: dict[str, Any] = {}
+        if v.holder_kind is not None:
+            detail["holder_kind"] = v.holder_kind
+        if v.until is not None and code == ErrorCode.RATE_LIMITED:
+            detail["retry_after"] = round(max(0.0, v.until - self.clock()), 3)
+        elif v.until is not None:
+            detail["until"] = iso(v.until)
+        return PtzError(code, v.reason, **detail)
+
+
+def _view_after(e: Effect) -> LockView:
+    from gateway.ptz.arbiter import LockState
+
+    if e.kind in (EffectKind.TAKEN, EffectKind.PREEMPTED) and e.by is not None:
+        b = e.by
+        return LockView(e.camera, LockState.HELD, b.tenant_kind, b.tenant, b.priority, e.until)
+    if e.kind == EffectKind.TAKEN and e.claimant is not None:
+        c = e.claimant
+        return LockView(e.camera, LockState.HELD, c.tenant_kind, c.tenant, c.priority, e.until)
+    if e.kind == EffectKind.RESERVED and e.claimant is not None:
+        c = e.claimant
+        return LockView(
+            e.camera, LockState.RESERVED, c.tenant_kind, c.tenant, c.priority, e.until, e.reason
+        )
+    if e.kind == EffectKind.PREEMPTED:
+        return LockView(e.camera, LockState.HELD)
+    return LockView(e.camera, LockState.FREE)
+
+
+__all__ = ["Caller", "PtzService"]
