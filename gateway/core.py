@@ -111,6 +111,12 @@ class Gateway:
                 media=GatewayMedia(config, self.live, self.rtsp),
                 billing=LedgerBilling(self.metering) if self.metering is not None else None,
             )
+        # PTZ brokering, on worker 0 only: each camera's lock has one owner in the process.
+        self.ptz: Any = None
+        if self.tenancy is not None and worker == 0:
+            from gateway.ptz.service import PtzService
+
+            self.ptz = PtzService.from_config(config, self.tenancy, self.control.core.refusals)
         # Counters other workers report (primary only), merged into /metrics.
         self.peer_stats: Callable[[], list[dict[str, Any]]] = list
         self.ingests: dict[str, PullIngest] = {}
@@ -140,6 +146,8 @@ class Gateway:
         await self.rtsp.start(self._rtsp_socket)
         if self.webrtc is not None:
             await self.webrtc.start()
+        if self.ptz is not None:
+            await self.ptz.start()
         if self.tenancy is not None:
             self._checkpointer = asyncio.get_running_loop().create_task(
                 self._checkpoint_audit(), name="audit-checkpoints"
@@ -155,6 +163,7 @@ class Gateway:
                     gc.port,
                     platform_tenant=gc.platform_tenant,
                     service=self.control,
+                    extra_handlers=self._ptz_handlers(),
                     credentials=(
                         grpc_server_credentials(gc.tls_cert, gc.tls_key, gc.tls_client_ca)
                         if gc.tls_cert
@@ -182,6 +191,13 @@ class Gateway:
                 )
             if not on_demand:
                 self._start_ingest(path)
+
+    def _ptz_handlers(self) -> list[Any]:
+        if self.ptz is None:
+            return []
+        from gateway.grpc.ptz import ptz_handlers
+
+        return ptz_handlers(self.ptz)
 
     async def _checkpoint_audit(self) -> None:
         """Sign a checkpoint of the audit log every few seconds when entries arrived, so a
@@ -213,6 +229,8 @@ class Gateway:
         if self.webrtc is not None:
             await self.webrtc.stop()
         await self.rtsp.stop()
+        if self.ptz is not None:
+            await self.ptz.stop()
         if self.access is not None:
             await self.access.stop()
         if self.metering is not None:

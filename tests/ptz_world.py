@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from gateway.config import (
     CameraConfig,
@@ -196,3 +197,82 @@ async def fake_camera(**kw: object) -> AsyncIterator[FakeOnvifCamera]:
         yield cam
     finally:
         await cam.stop()
+
+
+@dataclass
+class Api:
+    """A gateway (tenancy on, PTZ on cam1 through a FAKE camera) with its HTTP app served on a
+    loopback port and its gRPC API on another."""
+
+    gateway: Any
+    base: str
+    session: Any
+    grpc_target: str
+
+    @property
+    def tenancy(self) -> Tenancy:
+        assert self.gateway.tenancy is not None
+        return self.gateway.tenancy  # type: ignore[no-any-return]
+
+    def token(self, who: str, purpose: str | None = None) -> str:
+        return token(self.tenancy, who, purpose)
+
+    async def call(
+        self, who: str | None, method: str, path: str, body: Any = None, **kw: Any
+    ) -> tuple[int, Any, Any]:
+        headers = {"Authorization": f"Bearer {self.token(who)}"} if who else {}
+        async with self.session.request(
+            method, f"{self.base}/v1/cameras/{path}", json=body, headers=headers, **kw
+        ) as r:
+            return r.status, await r.json(content_type=None), r.headers
+
+    def audit(self, **match: object) -> list[dict[str, object]]:
+        return audit_rows(self.tenancy, **match)
+
+
+def audit_rows(tenancy: Tenancy, **match: object) -> list[dict[str, object]]:
+    """The audit entries whose fields (or detail keys) match, as flat dicts."""
+    out = []
+    for e in tenancy.audit.entries():
+        row = {
+            **e.detail,
+            "action": e.action.value,
+            "tenant": e.tenant,
+            "principal": e.principal,
+            "camera": e.camera,
+            "purpose": e.purpose,
+            "outcome": e.outcome,
+        }
+        if all(row.get(k) == v for k, v in match.items()):
+            out.append(row)
+    return out
+
+
+@contextlib.asynccontextmanager
+async def ptz_gateway(
+    tmp: Path, camera_url: str, ptz: PtzConfig | None = None, **camera: object
+) -> AsyncIterator[Api]:
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+    from conftest import free_port, free_udp_pair, running_gateway
+
+    from gateway.http.app import make_http_app
+
+    grpc_port = free_port()
+    config = world_config(tmp, camera_url, ptz, **camera)
+    config = replace(
+        config,
+        rtsp=replace(config.rtsp, rtp_port=free_udp_pair()),
+        grpc=GrpcConfig(host="127.0.0.1", port=grpc_port),
+    )
+    async with running_gateway(config) as gw:
+        app = make_http_app(gw.gateway)
+        app.cleanup_ctx.clear()  # running_gateway runs it
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with ClientSession() as session:
+                base = str(server.make_url("")).rstrip("/")
+                yield Api(gw.gateway, base, session, f"127.0.0.1:{grpc_port}")
+        finally:
+            await server.close()

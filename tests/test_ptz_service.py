@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from ptz_world import Clock, fake_camera, token, world_config
+from ptz_world import Clock, audit_rows, fake_camera, token, world_config
 
 from gateway.config import Config, PtzConfig
 from gateway.ptz.arbiter import EffectKind, LockState
@@ -45,20 +45,7 @@ class World:
         return await self.service.caller(req, "test")
 
     def audit(self, **match: object) -> list[dict[str, object]]:
-        out = []
-        for e in self.tenancy.audit.entries():
-            row = {
-                **e.detail,
-                "action": e.action.value,
-                "tenant": e.tenant,
-                "principal": e.principal,
-                "camera": e.camera,
-                "purpose": e.purpose,
-                "outcome": e.outcome,
-            }
-            if all(row.get(k) == v for k, v in match.items()):
-                out.append(row)
-        return out
+        return audit_rows(self.tenancy, **match)
 
 
 @contextlib.asynccontextmanager
@@ -72,6 +59,7 @@ async def serving(
         cameras=ptz_cameras(config),
         config=config.ptz,
         clock=clock,
+        blocking=tenancy.blocking,
     )
     try:
         yield World(service, tenancy, cam, clock)  # type: ignore[arg-type]

@@ -68,6 +68,7 @@ async def start_grpc(
     platform_tenant: str,
     credentials: grpc.ServerCredentials | None = None,
     service: ControlService | None = None,
+    extra_handlers: list[grpc.GenericRpcHandler] | None = None,
 ) -> grpc.aio.Server:
     """Start the control API on host:port, over TLS with ``credentials`` (see
     ``gateway.tls``); without, keep it on loopback or a private network. ``service``: the
@@ -85,7 +86,8 @@ async def start_grpc(
             ("grpc.so_reuseport", 0),
         ],
     )
-    server.add_generic_rpc_handlers(handlers(service))
+    # extra_handlers: services that authorize each call themselves (PtzService).
+    server.add_generic_rpc_handlers([*handlers(service), *(extra_handlers or [])])
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     try:
         if credentials is None:

@@ -127,6 +127,18 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["X-Content-Type-Options"] = "nosniff"
 
 
+def _add_ptz(app: web.Application, gateway: Gateway) -> None:
+    """REST /v1/cameras/{id}/ptz/... and the ONVIF facade at /onvif/{camera}/..."""
+    from gateway.http.ptz import add_ptz_routes
+    from gateway.ptz.facade import OnvifFacade
+
+    add_ptz_routes(app, gateway.ptz)
+    names = {c.id: c.name for c in gateway.config.cameras}
+    OnvifFacade(
+        gateway.ptz, camera_names=names.get, rtsp_port=lambda: gateway.rtsp.port
+    ).add_routes(app)
+
+
 def make_http_app(gateway: Gateway) -> web.Application:
     app = web.Application(
         client_max_size=128 * 1024, middlewares=[api_problems, _bearer_middleware(gateway)]
@@ -183,6 +195,8 @@ def make_http_app(gateway: Gateway) -> web.Application:
         )
     if gateway.control is not None:
         add_api_routes(app, gateway.control)
+        if gateway.ptz is not None:
+            _add_ptz(app, gateway)
     else:
         app.router.add_get("/v1/sessions", lab_sessions)
 

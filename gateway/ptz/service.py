@@ -5,9 +5,10 @@ A command goes: ``authorize()`` (the tenant policy's one decision, action ``ptz`
 ptz right and a PTZ role) → the camera's lock (:class:`~gateway.ptz.locks.LockStore`) → the
 camera (:class:`~gateway.ptz.client.OnvifClient`) → the audit log. Every move, preset change,
 lock, preemption, release and reservation is appended with principal, tenant and purpose; a
-refusal by the policy is appended as ``denied``. Audit appends run in a thread (SQLite or
-PostgreSQL), once per command. This service owns its ticker (lock lapses, reservation ends,
-return home) and the idle-action tasks, and cancels and awaits them on :meth:`stop`.
+refusal by the policy is appended as ``denied`` (through :class:`tenants.refusals.RefusalLog`,
+rate-limited per source). Audit appends run on the tenancy's database thread, once per command.
+This service owns its ticker (lock lapses, reservation ends, return home) and the idle-action
+tasks, and cancels and awaits them on :meth:`stop`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from gateway.config import PtzConfig
+from gateway.config import Config, PtzConfig
 from gateway.ptz.arbiter import Claimant, Effect, EffectKind, LockView, Verdict
 from gateway.ptz.client import OnvifClient, OnvifEndpoint
 from gateway.ptz.events import EventHub, LockEvent, Subscription, iso
@@ -37,11 +38,16 @@ from gateway.ptz.model import (
     number,
     parse_priorities,
 )
-from gateway.ptz.settings import PtzCamera, arbiter_settings, priority_for
+from gateway.ptz.settings import PtzCamera, arbiter_settings, priority_for, ptz_cameras
+from gateway.ptz.soap import SoapCodec
 from gateway.tasks import cancel_and_wait
 from tenants.audit import AuditAction, AuditLog
-from tenants.model import Role
+from tenants.model import ID_RE, Role
 from tenants.policy import AccessRequest, Action, Decision, Policy
+from tenants.refusals import RefusalLog
+
+if TYPE_CHECKING:
+    from gateway.tenancy import Tenancy
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,8 @@ class PtzService:
         locks: LockStore | None = None,
         clock: Callable[[], float] = time.time,
         client_factory: Callable[[OnvifEndpoint], OnvifClient] | None = None,
+        blocking: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self.policy = policy
         self.audit = audit
@@ -110,6 +118,10 @@ class PtzService:
         self.config = config
         self.priorities = parse_priorities(config.priorities)
         self.clock = clock
+        # Where audit appends run: the tenancy's database thread (Tenancy.blocking).
+        self.blocking = blocking or asyncio.to_thread
+        # Policy refusals take the path every entry point's refusals take (rate-limited).
+        self.refusals = refusals or RefusalLog(audit)
 
         def settings(camera: str) -> Any:
             cam = self.cameras.get(camera)
@@ -124,10 +136,28 @@ class PtzService:
         self._ticker: asyncio.Task[None] | None = None
         self._idle_tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self.codec: SoapCodec | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: Config, tenancy: Tenancy, refusals: RefusalLog | None = None
+    ) -> PtzService:
+        return cls(
+            policy=tenancy.policy,
+            audit=tenancy.audit,
+            cameras=ptz_cameras(config),
+            config=config.ptz,
+            blocking=tenancy.blocking,
+            refusals=refusals,
+        )
 
     # ---- lifetime ----------------------------------------------------------------------------
 
-    def start(self, *, ticker: bool = True) -> None:
+    async def start(self, *, ticker: bool = True) -> None:
+        """Load the ONVIF messages (for the facade; blocking, so in a thread) and start the
+        ticker."""
+        if self.codec is None:
+            self.codec = await asyncio.to_thread(SoapCodec.load)
         if ticker and self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="ptz")
 
@@ -152,22 +182,35 @@ class PtzService:
     async def caller(self, req: AccessRequest, op: str) -> Caller:
         """The policy's decision for action ``ptz`` on ``req.camera``; refusals are raised
         (403 and 404 audited as ``denied``)."""
-        decision = await self.policy.authorize(replace(req, action=Action.PTZ))
+        purpose = check_text("purpose", req.purpose, MAX_REASON, required=False) or None
+        well_formed = isinstance(req.camera, str) and ID_RE.match(req.camera) is not None
+        # Who is asking comes first; a malformed camera id is asked about as no camera at all
+        # (it is never written to the audit log).
+        asked = replace(
+            req, action=Action.PTZ, purpose=purpose, camera=req.camera if well_formed else "-"
+        )
+        decision = await self.policy.authorize(asked)
+        if not well_formed and decision.status in (200, 404):
+            raise PtzError(ErrorCode.BAD_REQUEST, "camera: not a valid camera id")
+        req = asked
         if not decision.allow:
-            if decision.tenant is not None and decision.status in (403, 404):
-                await self._append(
-                    [
-                        _Entry(
-                            AuditAction.DENIED,
-                            decision.tenant,
-                            decision.principal,
-                            req.camera or "",
-                            req.purpose,
-                            f"denied: {decision.reason}"[:1000],
-                            {"action": "ptz", "op": op, "protocol": req.protocol},
-                        )
-                    ]
+            d = decision
+
+            def record() -> None:
+                self.refusals.record(
+                    protocol=req.protocol,
+                    action="ptz",
+                    status=d.status,
+                    reason=d.reason,
+                    peer=req.peer,
+                    tenant=d.tenant,
+                    principal=d.principal,
+                    camera=req.camera,
+                    purpose=req.purpose,
+                    detail={"op": op},
                 )
+
+            await self.blocking(record)
             raise PtzError(_STATUS_CODE.get(decision.status, ErrorCode.FORBIDDEN), decision.reason)
         assert decision.tenant is not None and decision.principal is not None
         camera = decision.camera or ""
@@ -415,7 +458,7 @@ class PtzService:
                 )
 
         try:
-            await asyncio.to_thread(write)
+            await self.blocking(write)
         except Exception:
             log.exception("PTZ audit append failed (%d entries)", len(entries))
             raise

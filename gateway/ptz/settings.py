@@ -11,6 +11,7 @@ from gateway.ptz.arbiter import ArbiterSettings, IdleAction
 from gateway.ptz.client import OnvifEndpoint
 from gateway.ptz.model import DEFAULT_PRIORITY, MAX_PRIORITY
 
+
 def priority_for(
     table: Mapping[str, int], kind: str, roles: Iterable[str], grant_priority: int = 0
 ) -> int:

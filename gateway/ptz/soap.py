@@ -21,7 +21,7 @@ import hmac
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ DIGEST_TYPE = (
     "#PasswordDigest"
 )
 TER = "http://www.onvif.org/ver10/error"
+PAN_TILT_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
+ZOOM_SPACE = "http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace"
 
 # service name -> (WSDL file, binding QName)
 SERVICES: dict[str, tuple[str, str]] = {
@@ -118,14 +120,8 @@ def password_digest(nonce: bytes, created: str, password: str) -> bytes:
     return hashlib.sha1(nonce + created.encode() + password.encode()).digest()
 
 
-def verify_token(
-    token: UsernameToken | None,
-    password_for: Callable[[str], str | None],
-    now: float,
-    nonces: NonceCache,
-) -> str:
-    """The username if the digest proves the password; else a :class:`SoapFault`
-    (NotAuthorized). ``password_for`` answers None for an unknown user."""
+def check_fresh(token: UsernameToken | None, now: float) -> UsernameToken:
+    """A digest token whose ``Created`` is within :data:`MAX_SKEW_S` of ``now``."""
     if token is None:
         raise not_authorized("WS-Security UsernameToken required")
     if token.digest is None:
@@ -138,13 +134,29 @@ def verify_token(
         created = created.replace(tzinfo=UTC)
     if abs(created.timestamp() - now) > MAX_SKEW_S:
         raise not_authorized("Created is too far from the device's clock")
-    password = password_for(token.username)
-    expected = password_digest(token.nonce, token.created, password or "")
-    if password is None or not hmac.compare_digest(expected, token.digest):
+    return token
+
+
+def digest_ok(token: UsernameToken, password: str) -> bool:
+    expected = password_digest(token.nonce, token.created, password)
+    return token.digest is not None and hmac.compare_digest(expected, token.digest)
+
+
+def verify_token(
+    token: UsernameToken | None,
+    password_for: Callable[[str], str | None],
+    now: float,
+    nonces: NonceCache,
+) -> str:
+    """The username if the digest proves the password; else a :class:`SoapFault`
+    (NotAuthorized). ``password_for`` answers None for an unknown user."""
+    tok = check_fresh(token, now)
+    password = password_for(tok.username)
+    if password is None or not digest_ok(tok, password):
         raise not_authorized()
-    if not nonces.fresh(token.nonce, now):
+    if not nonces.fresh(tok.nonce, now):
         raise not_authorized("nonce replayed")
-    return token.username
+    return tok.username
 
 
 def import_onvif() -> None:
@@ -245,6 +257,82 @@ class SoapCodec:
         return bytes(etree.tostring(message.content, xml_declaration=True, encoding="utf-8"))
 
 
+def profile(token: str, name: str, width: int, height: int, *, ptz: bool = True) -> dict[str, Any]:
+    """A media profile with video source, H.264 encoder and PTZ configurations."""
+    return {
+        "token": token,
+        "fixed": True,
+        "Name": name,
+        "VideoSourceConfiguration": {
+            "token": "video_source_config",
+            "Name": "video source",
+            "UseCount": 1,
+            "SourceToken": "video_source",
+            "Bounds": {"x": 0, "y": 0, "width": width, "height": height},
+        },
+        "VideoEncoderConfiguration": {
+            "token": "video_encoder_config",
+            "Name": "H.264",
+            "UseCount": 1,
+            "Encoding": "H264",
+            "Resolution": {"Width": width, "Height": height},
+            "Quality": 5,
+            "RateControl": {"FrameRateLimit": 10, "EncodingInterval": 1, "BitrateLimit": 500},
+            "H264": {"GovLength": 10, "H264Profile": "Main"},
+            "Multicast": {
+                "Address": {"Type": "IPv4", "IPv4Address": "0.0.0.0"},
+                "Port": 0,
+                "TTL": 0,
+                "AutoStart": False,
+            },
+            "SessionTimeout": timedelta(seconds=60),
+        },
+        "PTZConfiguration": None
+        if not ptz
+        else {
+            "token": "ptz_config",
+            "Name": "PTZ",
+            "UseCount": 1,
+            "NodeToken": "ptz_node",
+            "DefaultContinuousPanTiltVelocitySpace": (
+                "http://www.onvif.org/ver10/tptz/PanTiltSpaces/VelocityGenericSpace"
+            ),
+            "DefaultPTZTimeout": timedelta(seconds=1),
+            "PanTiltLimits": {
+                "Range": {
+                    "URI": PAN_TILT_SPACE,
+                    "XRange": {"Min": -1.0, "Max": 1.0},
+                    "YRange": {"Min": -1.0, "Max": 1.0},
+                }
+            },
+            "ZoomLimits": {"Range": {"URI": ZOOM_SPACE, "XRange": {"Min": 0.0, "Max": 1.0}}},
+        },
+    }
+
+
+def date_and_time(now: float) -> dict[str, Any]:
+    """GetSystemDateAndTime's answer for the clock reading ``now``."""
+    t = datetime.fromtimestamp(now, UTC)
+    return {
+        "SystemDateAndTime": {
+            "DateTimeType": "NTP",
+            "DaylightSavings": False,
+            "UTCDateTime": {
+                "Date": {"Year": t.year, "Month": t.month, "Day": t.day},
+                "Time": {"Hour": t.hour, "Minute": t.minute, "Second": t.second},
+            },
+        }
+    }
+
+
+def vector(pan: float, tilt: float, zoom: float) -> dict[str, Any]:
+    """A tt:PTZVector in the generic position spaces."""
+    return {
+        "PanTilt": {"x": pan, "y": tilt, "space": PAN_TILT_SPACE},
+        "Zoom": {"x": zoom, "space": ZOOM_SPACE},
+    }
+
+
 def fault(f: SoapFault) -> bytes:
     env = etree.Element(f"{{{SOAP12}}}Envelope", nsmap={"env": SOAP12, "ter": TER})
     body = etree.SubElement(env, f"{{{SOAP12}}}Body")
@@ -285,15 +373,22 @@ def _username_token(envelope: Any) -> UsernameToken | None:
 __all__ = [
     "MAX_SOAP_BYTES",
     "NAMESPACES",
+    "PAN_TILT_SPACE",
+    "ZOOM_SPACE",
     "NonceCache",
     "SoapCall",
     "SoapCodec",
     "SoapFault",
     "UsernameToken",
+    "check_fresh",
+    "date_and_time",
+    "digest_ok",
     "fault",
     "import_onvif",
     "invalid_arg",
     "not_authorized",
     "password_digest",
+    "profile",
+    "vector",
     "verify_token",
 ]

@@ -39,8 +39,11 @@ from gateway.ptz.soap import (
     SoapCall,
     SoapCodec,
     SoapFault,
+    date_and_time,
     fault,
     invalid_arg,
+    profile,
+    vector,
     verify_token,
 )
 
@@ -48,8 +51,6 @@ PROFILE = "profile_1"
 PAN_SPEED = 1.0  # generic units per second at velocity 1
 ZOOM_SPEED = 0.5
 MAX_PRESETS = 100
-PAN_TILT_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
-ZOOM_SPACE = "http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace"
 
 
 def _clamp(v: float, lo: float, hi: float) -> float:
@@ -214,17 +215,7 @@ class FakeOnvifCamera:
 
     # device
     def op_GetSystemDateAndTime(self, p: dict[str, Any]) -> dict[str, Any]:
-        t = datetime.fromtimestamp(self.clock(), UTC)
-        return {
-            "SystemDateAndTime": {
-                "DateTimeType": "NTP",
-                "DaylightSavings": False,
-                "UTCDateTime": {
-                    "Date": {"Year": t.year, "Month": t.month, "Day": t.day},
-                    "Time": {"Hour": t.hour, "Minute": t.minute, "Second": t.second},
-                },
-            }
-        }
+        return date_and_time(self.clock())
 
     def op_GetServices(self, p: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -323,7 +314,7 @@ class FakeOnvifCamera:
     def op_GetPresets(self, p: dict[str, Any]) -> dict[str, Any]:
         return {
             "Preset": [
-                {"token": token, "Name": name, "PTZPosition": _vector(pos)}
+                {"token": token, "Name": name, "PTZPosition": vector(*pos)}
                 for token, (name, pos) in sorted(self.head.presets.items())
             ]
         }
@@ -347,69 +338,11 @@ class FakeOnvifCamera:
         state = "MOVING" if self.head.moving(now) else "IDLE"
         return {
             "PTZStatus": {
-                "Position": _vector(self.head.position(now)),
+                "Position": vector(*self.head.position(now)),
                 "MoveStatus": {"PanTilt": state, "Zoom": state},
                 "UtcTime": datetime.fromtimestamp(now, UTC),
             }
         }
-
-
-def _vector(pos: tuple[float, float, float]) -> dict[str, Any]:
-    return {
-        "PanTilt": {"x": pos[0], "y": pos[1], "space": PAN_TILT_SPACE},
-        "Zoom": {"x": pos[2], "space": ZOOM_SPACE},
-    }
-
-
-def profile(token: str, name: str, width: int, height: int) -> dict[str, Any]:
-    """A media profile with video source, H.264 encoder and PTZ configurations."""
-    return {
-        "token": token,
-        "fixed": True,
-        "Name": name,
-        "VideoSourceConfiguration": {
-            "token": "video_source_config",
-            "Name": "video source",
-            "UseCount": 1,
-            "SourceToken": "video_source",
-            "Bounds": {"x": 0, "y": 0, "width": width, "height": height},
-        },
-        "VideoEncoderConfiguration": {
-            "token": "video_encoder_config",
-            "Name": "H.264",
-            "UseCount": 1,
-            "Encoding": "H264",
-            "Resolution": {"Width": width, "Height": height},
-            "Quality": 5,
-            "RateControl": {"FrameRateLimit": 10, "EncodingInterval": 1, "BitrateLimit": 500},
-            "H264": {"GovLength": 10, "H264Profile": "Main"},
-            "Multicast": {
-                "Address": {"Type": "IPv4", "IPv4Address": "0.0.0.0"},
-                "Port": 0,
-                "TTL": 0,
-                "AutoStart": False,
-            },
-            "SessionTimeout": timedelta(seconds=60),
-        },
-        "PTZConfiguration": {
-            "token": "ptz_config",
-            "Name": "PTZ",
-            "UseCount": 1,
-            "NodeToken": "ptz_node",
-            "DefaultContinuousPanTiltVelocitySpace": (
-                "http://www.onvif.org/ver10/tptz/PanTiltSpaces/VelocityGenericSpace"
-            ),
-            "DefaultPTZTimeout": timedelta(seconds=1),
-            "PanTiltLimits": {
-                "Range": {
-                    "URI": PAN_TILT_SPACE,
-                    "XRange": {"Min": -1.0, "Max": 1.0},
-                    "YRange": {"Min": -1.0, "Max": 1.0},
-                }
-            },
-            "ZoomLimits": {"Range": {"URI": ZOOM_SPACE, "XRange": {"Min": 0.0, "Max": 1.0}}},
-        },
-    }
 
 
 async def _main() -> None:
