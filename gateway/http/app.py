@@ -49,6 +49,8 @@ def _bearer_middleware(gateway: Gateway) -> Any:
             or (gateway.control is not None and request.path.startswith(API_PREFIX))
             # WHEP asks the policy for a viewer's decision itself (and audits refusals).
             or (gateway.webrtc is not None and is_whep_path(request.path))
+            # The ONVIF facade checks each request's WS-Security digest itself (and audits).
+            or (gateway.ptz is not None and request.path.startswith("/onvif/"))
             or request.path == "/transparency"
             or request.path.startswith(("/transparency/", "/static/"))
         ):
