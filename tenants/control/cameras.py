@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tenants.audit import AuditAction
-from tenants.control.core import Change, Core, operation
+from tenants.control.core import Change, Core, operation, require_admin
 from tenants.control.core import existing as find
 from tenants.control.errors import denied, precondition
 from tenants.control.rules import (
@@ -16,7 +16,6 @@ from tenants.control.rules import (
 )
 from tenants.control.schemas import CameraBody, CameraView, MaskBody, MaskView
 from tenants.model import Camera, MaskZone, Role
-from tenants.store import NotFound
 
 
 class CameraOps:
@@ -89,17 +88,13 @@ class CameraOps:
 
     @operation("DeleteCamera")
     async def delete(self, caller: Caller, camera_id: str) -> None:
-        if Role.ADMIN not in caller.roles:
-            raise denied("needs the admin role")
+        require_admin(caller)
         store = self.core.store
 
         def op() -> Change[None]:
-            try:
-                cam = store.get_camera(camera_id)
-            except NotFound:
-                raise self.core.missing(caller, "camera", camera_id, "manage") from None
-            if not caller.admin_of(cam.owner_tenant):
-                raise self.core.missing(caller, "camera", camera_id, "manage")
+            cam = self.core.managed(
+                caller, "camera", camera_id, store.get_camera, lambda c: c.owner_tenant
+            )
             if store.list_masks(camera_id):
                 raise precondition(f"camera {camera_id!r} has privacy masks: delete them first")
             store.delete_camera(camera_id)
@@ -142,11 +137,6 @@ class MaskOps:
         self.core = core
         self.cameras = cameras
 
-    @staticmethod
-    def _require_admin(caller: Caller) -> None:
-        if Role.ADMIN not in caller.roles:
-            raise denied("needs the admin role")
-
     def _find(self, mask_id: str) -> MaskZone | None:
         return next((z for z in self.core.store.list_masks() if z.id == mask_id), None)
 
@@ -159,7 +149,7 @@ class MaskOps:
 
     @operation("PutMask")
     async def put(self, caller: Caller, body: MaskBody) -> MaskView:
-        self._require_admin(caller)
+        require_admin(caller)
         zone = body.to_domain()
         store = self.core.store
 
@@ -191,7 +181,7 @@ class MaskOps:
 
     @operation("GetMask")
     async def get(self, caller: Caller, mask_id: str) -> MaskView:
-        self._require_admin(caller)
+        require_admin(caller)
         snap = self.core.snapshot
         for zones in snap.masks.values():
             for z in zones:
@@ -205,7 +195,7 @@ class MaskOps:
 
     @operation("ListMasks")
     async def list(self, caller: Caller, camera_id: str | None = None) -> list[MaskView]:
-        self._require_admin(caller)
+        require_admin(caller)
         snap = self.core.snapshot
         if camera_id is not None:
             self.cameras.visible(caller, camera_id)
@@ -220,7 +210,7 @@ class MaskOps:
 
     @operation("DeleteMask")
     async def delete(self, caller: Caller, mask_id: str) -> None:
-        self._require_admin(caller)
+        require_admin(caller)
         store = self.core.store
 
         def op() -> Change[None]:

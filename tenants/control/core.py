@@ -21,10 +21,18 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tenants.audit import AuditAction, AuditLog
-from tenants.control.errors import Code, ControlError, from_exception, hidden
+from tenants.control.errors import (
+    Code,
+    ControlError,
+    denied,
+    from_exception,
+    hidden,
+    precondition,
+)
 from tenants.control.ports import Billing, MediaPlane, NoMedia
 from tenants.control.rules import Caller
 from tenants.db import Database
+from tenants.model import Role
 from tenants.policy import Policy
 from tenants.refusals import RefusalLog
 from tenants.store import NotFound, Snapshot, TenantStore
@@ -111,6 +119,33 @@ class Core:
 
     # ---- refusals ---------------------------------------------------------------------------
 
+    def managed(
+        self,
+        caller: Caller,
+        kind: str,
+        id: str,
+        get: Callable[[str], _T],
+        owner: Callable[[_T], str],
+    ) -> _T:
+        """``get(id)`` if the caller manages its tenant's objects (``owner``: its tenant); else
+        the one answer for an object the caller may not manage and for no object at all."""
+        found = existing(get, id)
+        if found is None or not caller.admin_of(owner(found)):
+            raise self.missing(caller, kind, id, "manage")
+        return found
+
+    def keeps_owner(
+        self, caller: Caller, kind: str, id: str, was: str | None, now: str, why: str
+    ) -> None:
+        """An object stays with the tenant it belongs to: a write moving it from ``was`` to
+        ``now`` is refused with ``why``, or, when the caller may not manage ``was``'s objects,
+        answered as for no object at all."""
+        if was is None or was == now:
+            return
+        if not caller.admin_of(was):
+            raise self.missing(caller, kind, id, "manage")
+        raise precondition(why)
+
     def missing(self, caller: Caller, kind: str, id: str, verb: str = "see") -> ControlError:
         """What a caller hears of an object it may not see, or that does not exist: only those
         who see every tenant's objects (the platform's admins) learn that it is missing."""
@@ -135,6 +170,11 @@ class Core:
             camera=camera,
             detail={"method": method},
         )
+
+
+def require_admin(caller: Caller) -> None:
+    if Role.ADMIN not in caller.roles:
+        raise denied("needs the admin role")
 
 
 def existing(get: Callable[[str], _T], key: str) -> _T | None:
@@ -178,4 +218,4 @@ def operation(
     return wrap
 
 
-__all__ = ["Change", "Core", "existing", "operation"]
+__all__ = ["Change", "Core", "existing", "operation", "require_admin"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tenants.audit import AuditAction
-from tenants.control.core import Change, Core, operation
+from tenants.control.core import Change, Core, operation, require_admin
 from tenants.control.core import existing as find
-from tenants.control.errors import denied, invalid, precondition
+from tenants.control.errors import denied, invalid
 from tenants.control.rules import Caller, grant_visible
 from tenants.control.schemas import GrantBody, GrantView, RevokeBody
-from tenants.model import Grant, Role
+from tenants.model import Grant
 
 
 class GrantOps:
@@ -18,11 +18,6 @@ class GrantOps:
 
     def __init__(self, core: Core) -> None:
         self.core = core
-
-    @staticmethod
-    def _require_admin(caller: Caller) -> None:
-        if Role.ADMIN not in caller.roles:
-            raise denied("needs the admin role")
 
     @operation("PutGrant")
     async def put(self, caller: Caller, body: GrantBody) -> GrantView:
@@ -33,12 +28,9 @@ class GrantOps:
 
         def op() -> Change[GrantView]:
             existing = find(store.get_grant, g.id)
-            if existing is not None and existing.owner_tenant != g.owner_tenant:
-                if not caller.admin_of(existing.owner_tenant):
-                    raise self.core.missing(caller, "grant", g.id, "manage")
-                raise precondition(
-                    f"grant {g.id!r} is owned by {existing.owner_tenant}; owners cannot change"
-                )
+            was = existing.owner_tenant if existing is not None else None
+            why = f"grant {g.id!r} is owned by {was}; owners cannot change"
+            self.core.keeps_owner(caller, "grant", g.id, was, g.owner_tenant, why)
             store.get_tenant(g.grantee_tenant)  # NotFound names it
             owned = {c.id for c in store.list_cameras(g.owner_tenant)}
             for cid in sorted(g.camera_ids):
@@ -74,7 +66,7 @@ class GrantOps:
 
     @operation("GetGrant")
     async def get(self, caller: Caller, grant_id: str) -> GrantView:
-        self._require_admin(caller)
+        require_admin(caller)
         return GrantView.of(await self._visible(caller, grant_id))
 
     @operation("ListGrants")
@@ -85,7 +77,7 @@ class GrantOps:
         grantee: str | None = None,
         include_revoked: bool = False,
     ) -> list[GrantView]:
-        self._require_admin(caller)
+        require_admin(caller)
         found = await self.core.read(
             lambda: self.core.store.list_grants(
                 owner=owner, grantee=grantee, include_revoked=include_revoked
@@ -95,7 +87,7 @@ class GrantOps:
 
     @operation("RevokeGrant")
     async def revoke(self, caller: Caller, grant_id: str, body: RevokeBody) -> GrantView:
-        self._require_admin(caller)
+        require_admin(caller)
         g = await self._visible(caller, grant_id, "manage")
         if not caller.admin_of(g.owner_tenant):
             raise denied(f"only {g.owner_tenant}, the owner, revokes grant {grant_id}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tenants.audit import AuditAction
-from tenants.control.core import Change, Core, operation
+from tenants.control.core import Change, Core, operation, require_admin
 from tenants.control.core import existing as find
 from tenants.control.errors import Code, ControlError, denied, invalid, precondition
 from tenants.control.rules import Caller, issuer_conflict, platform_status_ok, tenant_visible
@@ -15,7 +15,7 @@ from tenants.control.schemas import (
     TenantView,
 )
 from tenants.model import Role, TenantStatus
-from tenants.store import NotFound, digest_ha1
+from tenants.store import digest_ha1
 
 
 class TenantOps:
@@ -126,11 +126,6 @@ class PrincipalOps:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    @staticmethod
-    def _require_admin(caller: Caller) -> None:
-        if Role.ADMIN not in caller.roles:
-            raise denied("needs the admin role")
-
     @operation("PutPrincipal")
     async def put(self, caller: Caller, body: PrincipalBody) -> PrincipalView:
         if not caller.admin_of(body.tenant_id):
@@ -139,13 +134,9 @@ class PrincipalOps:
 
         def op() -> Change[PrincipalView]:
             existing = find(store.get_principal, body.id)
-            if existing is not None and existing.tenant_id != body.tenant_id:
-                if not caller.admin_of(existing.tenant_id):
-                    raise self.core.missing(caller, "principal", body.id, "manage")
-                raise precondition(
-                    f"principal {body.id!r} belongs to tenant {existing.tenant_id}; "
-                    "principals cannot move between tenants"
-                )
+            was = existing.tenant_id if existing is not None else None
+            why = f"principal {body.id!r} belongs to tenant {was}; principals cannot move"
+            self.core.keeps_owner(caller, "principal", body.id, was, body.tenant_id, why)
             p = body.to_domain(existing, digest_ha1)
             store.put_principal(p)
             digest = (
@@ -168,7 +159,7 @@ class PrincipalOps:
 
     @operation("GetPrincipal")
     async def get(self, caller: Caller, principal_id: str) -> PrincipalView:
-        self._require_admin(caller)
+        require_admin(caller)
         p = self.core.snapshot.principals.get(principal_id)
         if p is None or not caller.admin_of(p.tenant_id):
             raise self.core.missing(caller, "principal", principal_id)
@@ -180,25 +171,22 @@ class PrincipalOps:
             if not caller.admin_of(tenant_id):
                 raise denied(f"may not list principals of {tenant_id}")
         elif not caller.platform_admin:
-            self._require_admin(caller)
+            require_admin(caller)
             tenant_id = caller.tenant
         found = await self.core.read(lambda: self.core.store.list_principals(tenant_id))
         return [PrincipalView.of(p) for p in found]
 
     @operation("DeletePrincipal")
     async def delete(self, caller: Caller, principal_id: str) -> None:
-        self._require_admin(caller)
+        require_admin(caller)
         if principal_id == caller.subject:
             raise precondition("cannot delete the principal you call as")
         store = self.core.store
 
         def op() -> Change[None]:
-            try:
-                p = store.get_principal(principal_id)
-            except NotFound:
-                raise self.core.missing(caller, "principal", principal_id, "manage") from None
-            if not caller.admin_of(p.tenant_id):
-                raise self.core.missing(caller, "principal", principal_id, "manage")
+            p = self.core.managed(
+                caller, "principal", principal_id, store.get_principal, lambda p: p.tenant_id
+            )
             store.delete_principal(principal_id)
             return Change(
                 None,

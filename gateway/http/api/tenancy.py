@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from gateway.http.api.routes import Call, Handler, PageQuery, Route
+from gateway.http.api.routes import Call, PageQuery, Route
 from tenants.control.schemas import (
     CameraBody,
     CameraView,
@@ -66,71 +66,6 @@ async def set_tenant_status(c: Call) -> BaseModel:
     return await c.service.tenants.set_status(c.caller, c.path["id"], c.body)
 
 
-async def list_principals(c: Call) -> BaseModel:
-    found = await c.service.principals.list(c.caller, c.query.tenant_id)
-    return page(PrincipalView, found, c.query.offset, c.query.limit)
-
-
-async def get_principal(c: Call) -> BaseModel:
-    return await c.service.principals.get(c.caller, c.path["id"])
-
-
-async def put_principal(c: Call) -> BaseModel:
-    return await c.service.principals.put(c.caller, c.body)
-
-
-async def delete_principal(c: Call) -> None:
-    await c.service.principals.delete(c.caller, c.path["id"])
-
-
-async def list_cameras(c: Call) -> BaseModel:
-    found = await c.service.cameras.list(c.caller, c.query.owner)
-    return page(CameraView, found, c.query.offset, c.query.limit)
-
-
-async def get_camera(c: Call) -> BaseModel:
-    return await c.service.cameras.get(c.caller, c.path["id"])
-
-
-async def put_camera(c: Call) -> BaseModel:
-    return await c.service.cameras.put(c.caller, c.body)
-
-
-async def delete_camera(c: Call) -> None:
-    await c.service.cameras.delete(c.caller, c.path["id"])
-
-
-async def list_masks(c: Call) -> BaseModel:
-    found = await c.service.masks.list(c.caller, c.query.camera_id)
-    return page(MaskView, found, c.query.offset, c.query.limit)
-
-
-async def get_mask(c: Call) -> BaseModel:
-    return await c.service.masks.get(c.caller, c.path["id"])
-
-
-async def put_mask(c: Call) -> BaseModel:
-    return await c.service.masks.put(c.caller, c.body)
-
-
-async def delete_mask(c: Call) -> None:
-    await c.service.masks.delete(c.caller, c.path["id"])
-
-
-async def list_grants(c: Call) -> BaseModel:
-    q = c.query
-    found = await c.service.grants.list(c.caller, q.owner, q.grantee, q.include_revoked)
-    return page(GrantView, found, q.offset, q.limit)
-
-
-async def get_grant(c: Call) -> BaseModel:
-    return await c.service.grants.get(c.caller, c.path["id"])
-
-
-async def put_grant(c: Call) -> BaseModel:
-    return await c.service.grants.put(c.caller, c.body)
-
-
 async def revoke_grant(c: Call) -> BaseModel:
     return await c.service.grants.revoke(c.caller, c.path["id"], c.body)
 
@@ -144,12 +79,33 @@ def _crud(
     noun: str,
     view: type[BaseModel],
     body: type[BaseModel],
-    query: type[BaseModel],
-    handlers: tuple[Handler, Handler, Handler, Handler | None],
+    query: type[PageQuery],
+    *,
+    delete: bool = True,
 ) -> list[Route]:
-    """List, get, put (create or update) and delete of one resource."""
+    """List, get, put (create or update) and delete of one resource, each calling the control
+    service's operations of the same name on ``service.<tag>`` (the list with the query's
+    filters, in the order they are declared, as its arguments)."""
+    filters = [f for f in query.model_fields if f not in PageQuery.model_fields]
+
+    async def lister(c: Call) -> BaseModel:
+        found = await getattr(c.service, tag).list(
+            c.caller, *(getattr(c.query, f) for f in filters)
+        )
+        return page(view, found, c.query.offset, c.query.limit)
+
+    async def getter(c: Call) -> BaseModel:
+        found: BaseModel = await getattr(c.service, tag).get(c.caller, c.path["id"])
+        return found
+
+    async def putter(c: Call) -> BaseModel:
+        done: BaseModel = await getattr(c.service, tag).put(c.caller, c.body)
+        return done
+
+    async def deleter(c: Call) -> None:
+        await getattr(c.service, tag).delete(c.caller, c.path["id"])
+
     plural = f"/v1/{tag}"
-    lister, getter, putter, deleter = handlers
     name = noun.capitalize()
     rows = [
         Route("GET", plural, f"List{name}s", f"List the {noun}s you may see", lister, tag,
@@ -158,7 +114,7 @@ def _crud(
         Route("PUT", f"{plural}/{{id}}", f"Put{name}", f"Create or update a {noun}", putter,
               tag, view, body=body),
     ]  # fmt: skip
-    if deleter is not None:
+    if delete:
         rows.append(
             Route("DELETE", f"{plural}/{{id}}", f"Delete{name}", f"Delete a {noun}", deleter, tag)
         )
@@ -177,14 +133,10 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/tenants/{id}/status", "SetTenantStatus",
           "Suspend or activate a tenant (platform admins)", set_tenant_status, "tenants",
           TenantView, body=StatusBody),
-    *_crud("principals", "principal", PrincipalView, PrincipalBody, PrincipalQuery,
-           (list_principals, get_principal, put_principal, delete_principal)),
-    *_crud("cameras", "camera", CameraView, CameraBody, CameraQuery,
-           (list_cameras, get_camera, put_camera, delete_camera)),
-    *_crud("masks", "mask", MaskView, MaskBody, MaskQuery,
-           (list_masks, get_mask, put_mask, delete_mask)),
-    *_crud("grants", "grant", GrantView, GrantBody, GrantQuery,
-           (list_grants, get_grant, put_grant, None)),
+    *_crud("principals", "principal", PrincipalView, PrincipalBody, PrincipalQuery),
+    *_crud("cameras", "camera", CameraView, CameraBody, CameraQuery),
+    *_crud("masks", "mask", MaskView, MaskBody, MaskQuery),
+    *_crud("grants", "grant", GrantView, GrantBody, GrantQuery, delete=False),
     Route("POST", "/v1/grants/{id}/revoke", "RevokeGrant", "Revoke a grant (its owner)",
           revoke_grant, "grants", GrantView, body=RevokeBody),
     Route("POST", "/v1/tokens", "IssueToken", "Issue a bearer token for a principal",
