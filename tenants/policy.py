@@ -480,8 +480,8 @@ class Policy:
 
     def revalidate(self, decision: Decision, now: datetime | None = None) -> str | None:
         """Why a live session must end now (expired credential, revoked grant, suspended tenant,
-        deleted, disabled or narrowed principal, closed time window), or None while it may go
-        on."""
+        deleted, disabled or narrowed principal, deleted or re-owned camera, closed time
+        window), or None while it may go on."""
         now = now or datetime.now(UTC)
         if decision.expires_at is not None and now >= decision.expires_at:
             return "credential expired"
@@ -499,11 +499,22 @@ class Policy:
                 return "principal disabled"
             if not (decision.roles & principal.roles & _ROLES_FOR[decision.action]):
                 return f"principal's roles no longer allow {decision.action.value}"
+        # The camera's record is what the decision was about: deleted or re-owned, its media
+        # plays to nobody under the old decision, in whichever process the session runs.
+        camera = snap.cameras.get(decision.camera) if decision.camera is not None else None
+        if decision.camera is not None and camera is None:
+            return "camera deleted"
         if decision.grant_id is None:
+            if camera is not None and camera.owner_tenant != decision.tenant:
+                return "camera changed owner"
             return None
         grant = self._index.grants_by_id.get(decision.grant_id)
         if grant is None or not grant.active:
             return "grant revoked"
+        if camera is not None and camera.owner_tenant != grant.owner_tenant:
+            return "camera changed owner"
+        if camera is not None and not grant.covers(camera):
+            return "the grant no longer covers the camera"
         windows = grant.constraints.time_windows
         if windows and not any(w.contains(now) for w in windows):
             return "outside the grant's time windows"

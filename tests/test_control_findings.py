@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
 import grpc
 import test_grpc
-from feedgate.v1 import cameras_pb2, grants_pb2, tenants_pb2
+from conftest import free_port, publish_argv, read_argv, wait_for
+from feedgate.v1 import cameras_pb2, cameras_pb2_grpc, grants_pb2, tenants_pb2
+from rest_fixtures import rest_gateway
 from test_grpc import Api, camera, grant, refused
 
+from gateway.grpc.server import start_grpc
 from tenants.audit import AuditAction
 
 api = test_grpc.api
@@ -84,3 +91,61 @@ async def test_finding_8_a_flood_of_refusals_cannot_fill_the_log(api: Api) -> No
         await refused(api.tenants.ListTenants(tenants_pb2.ListTenantsRequest()))
     written = api.tenancy.audit.size() - before
     assert 1 <= written <= 60
+
+
+async def test_finding_5_sessions_elsewhere_end_when_their_camera_is_deleted_or_re_owned(
+    tmp_path: Path, procs: Any
+) -> None:
+    """The control API of another process (here: gRPC with no media plane of its own, as on a
+    control-only node or another worker) deletes one camera's record and moves another's to a
+    new owner. The sessions under the old decisions end at this process's next re-check:
+    the owner's viewer of the deleted camera, the police viewer whose grant came from the
+    camera's old owner, and the old owner's encoders. (Failed on e4f9a9e: they played on.)"""
+    async with rest_gateway(tmp_path) as rest:
+        port = free_port()
+        server = await start_grpc(rest.tenancy, "127.0.0.1", port, platform_tenant="council")
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            cams = cameras_pb2_grpc.CameraServiceStub(channel)
+            rtsp = f"rtsp://127.0.0.1:{rest.rtsp_port}"
+            for cam in ("street", "yard"):
+                await procs(publish_argv(f"rtsp://cop:cop-secret@127.0.0.1:{rest.rtsp_port}/{cam}"))
+            for cam in ("street", "yard"):
+                await wait_for(lambda c=cam: (s := rest.gateway.hub.get(c)) is not None
+                               and s.gop_cached_bytes > 0, 20, what=f"{cam} published")  # fmt: skip
+            viewers = {
+                ("cview", "yard"): None,  # the owner's own viewer
+                ("pview", "street"): None,  # under the council's grant to the police
+            }
+            for who, cam in viewers:
+                token = rest.token(who, ttl=timedelta(minutes=5))
+                viewers[(who, cam)] = await procs(
+                    read_argv(f"{rtsp}/{cam}?token={token}", seconds=60, decode=False)
+                )
+
+            def playing() -> set[str]:
+                return {s.principal or "" for s in rest.gateway.control.core.media.sessions()}
+
+            await wait_for(lambda: playing() >= {"cview", "pview"}, 20, what="both playing")
+            root = (("authorization", f"Bearer {rest.token('root')}"),)
+            await cams.DeleteCamera(cameras_pb2.DeleteCameraRequest(id="yard"), metadata=root)
+            await cams.PutCamera(camera("street", "shop"), metadata=root)
+            await wait_for(lambda: not playing() & {"cview", "pview"}, 10,
+                           what="the sessions to end")  # fmt: skip
+            for proc in viewers.values():
+                assert proc is not None and await proc.wait(20) is not None
+            ends = {
+                (e.principal, e.camera): e.detail["reason"]
+                for e in rest.tenancy.audit.entries()
+                if e.action == AuditAction.SESSION_END
+            }
+            # The council's encoders end too: nobody publishes a camera under a record gone.
+            assert ends == {
+                ("cview", "yard"): "camera deleted",
+                ("cop", "yard"): "camera deleted",
+                ("pview", "street"): "camera changed owner",
+                ("cop", "street"): "camera changed owner",
+            }
+        finally:
+            await channel.close()
+            await server.stop(0)

@@ -338,3 +338,26 @@ async def test_a_digest_users_live_session_ends_when_it_is_disabled(world):
     store.put_principal(replace(store.get_principal("op"), disabled=True))
     policy.reload()
     assert policy.revalidate(d, NOON) == "principal disabled"
+
+
+async def test_sessions_end_when_their_camera_record_is_deleted_re_owned_or_regrouped(world):
+    """Issue #10 finding 5: a decision was about a camera's record; once the record is gone,
+    has another owner or is no longer covered by the grant, the session ends (in every
+    process: the re-check reads the register)."""
+    store, policy, tok = world
+    owner = await decide(policy, tok("council", "op"))
+    police = await decide(policy, tok("police", "officer"))
+    assert owner.allow and police.allow and police.grant_id == "police-town"
+    store.put_camera(Camera("street", "council", tags=frozenset({"retail"})))
+    policy.reload()
+    assert policy.revalidate(owner, NOON) is None
+    assert policy.revalidate(police, NOON) == "the grant no longer covers the camera"
+    store.put_camera(Camera("street", "shop", tags=frozenset({"town"})))
+    policy.reload()
+    assert policy.revalidate(owner, NOON) == "camera changed owner"
+    assert policy.revalidate(police, NOON) == "camera changed owner"
+    for zone in store.list_masks("street"):
+        store.delete_mask(zone.id)
+    store.delete_camera("street")
+    policy.reload()
+    assert policy.revalidate(owner, NOON) == policy.revalidate(police, NOON) == "camera deleted"
