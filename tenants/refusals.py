@@ -1,11 +1,13 @@
 """Every refusal at every entry point goes to the audit log through here, rate-limited per
 source so a flood of refused requests cannot fill the log.
 
-RTSP, the MediaMTX hook, gRPC and REST all call :meth:`RefusalLog.record`. Each source (the
-peer's address) may write ``per_source`` entries per ``window`` seconds, and the log as a whole
-``total`` per window; beyond that refusals are only counted, and the next entry written for
-that source carries how many were left out (``suppressed``), so the log still says a flood
-happened and how big it was. The table of sources is bounded (``max_sources``).
+RTSP, WHEP, the MediaMTX hook, the HTTP middleware, gRPC and REST all call
+:meth:`RefusalLog.record` (those holding a policy ``Decision``, :meth:`RefusalLog.decision`).
+Each source (the peer's address) may write ``per_source`` entries per ``window`` seconds, and
+the log as a whole ``total`` per window; beyond that refusals are only counted, and the next
+entry written for that source carries how many were left out (``suppressed``), so the log
+still says a flood happened and how big it was. The table of sources is bounded
+(``max_sources``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tenants.audit import AuditAction, AuditLog
+from tenants.policy import Decision
 
 
 def source_of(peer: str) -> str:
@@ -127,6 +130,38 @@ class RefusalLog:
             detail=body,
         )
         return True
+
+    def decision(
+        self,
+        decision: Decision,
+        *,
+        protocol: str,
+        action: str,
+        peer: str,
+        camera: str | None = None,
+        purpose: str | None = None,
+        status: int | None = None,
+        reason: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """:meth:`record` a policy decision's refusal (``status``/``reason``: the entry
+        point's own answer, if it refuses an allowed decision). A failed sign-in (401) is
+        marked ``unauthenticated``: the published figures count refusals of identified callers
+        only."""
+        status = decision.status if status is None else status
+        return self.record(
+            protocol=protocol,
+            action=action,
+            status=status,
+            reason=decision.reason if reason is None else reason,
+            peer=peer,
+            tenant=decision.tenant,
+            principal=decision.principal,
+            camera=camera if camera is not None else decision.camera,
+            purpose=purpose if purpose is not None else decision.purpose,
+            detail=detail,
+            outcome="unauthenticated" if status == 401 else "denied",
+        )
 
 
 __all__ = ["RefusalLog", "source_of"]

@@ -63,6 +63,7 @@ def _bearer_middleware(gateway: Gateway) -> Any:
             AccessRequest(action, "http", token=token or None, peer=request.remote or "")
         )
         if not decision.allow:
+            await _audit_refusal(gateway, decision, request, action.value)
             headers = {"WWW-Authenticate": 'Bearer realm="feedgate"'}
             raise (
                 web.HTTPUnauthorized(text=decision.reason, headers=headers)
@@ -73,6 +74,25 @@ def _bearer_middleware(gateway: Gateway) -> Any:
         return await handler(request)  # type: ignore[no-any-return]
 
     return middleware
+
+
+async def _audit_refusal(
+    gateway: Gateway, decision: Any, request: web.Request, action: str
+) -> None:
+    """Through the one refusal log (rate-limited per source), on the database thread."""
+    tenancy = gateway.tenancy
+    assert tenancy is not None
+    try:
+        await tenancy.blocking(
+            tenancy.refusals.decision,
+            decision,
+            protocol="http",
+            action=action,
+            peer=request.remote or "",
+            detail={"path": request.path},
+        )
+    except Exception as exc:
+        log.error("could not audit a refusal from %s: %s", request.remote, exc)
 
 
 async def _metrics_allowed(request: web.Request, gateway: Gateway) -> None:

@@ -125,6 +125,16 @@ def mediamtx_handler(tenancy: Tenancy, *, secret: str = "") -> Any:
         refusal = caller_refusal(request, secret)
         if refusal is not None:
             log.warning("MediaMTX hook: refused caller %s", request.remote)
+            # Not our MediaMTX: audited (rate-limited per source) as an unidentified caller.
+            await tenancy.blocking(
+                tenancy.refusals.record,
+                protocol="mediamtx",
+                action="hook",
+                status=refusal.status,
+                reason="not the configured MediaMTX",
+                peer=request.remote or "",
+                outcome="unauthenticated",
+            )
             return refusal
         try:
             body = await request.json()

@@ -87,6 +87,17 @@ class PolicyAccess(AccessControl):
     async def check(self, check: AccessCheck) -> RtspReply | object:
         request = self._request(check)
         if isinstance(request, RtspReply):
+            # Credentials were presented, if unreadable ones: a refusal like any other.
+            await self.tenancy.blocking(
+                self.tenancy.refusals.record,
+                protocol="rtsp",
+                action=check.action,
+                status=request.status,
+                reason=request.reason,
+                peer=check.peer,
+                camera=camera_of(check.path)[0],
+                outcome="unauthenticated",
+            )
             return request
         decision = await self.policy.authorize(request)
         if decision.allow:
