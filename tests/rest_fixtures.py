@@ -5,8 +5,8 @@ schemathesis and the access-matrix tests."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,7 @@ class Rest:
     base: str
     session: ClientSession
     rtsp_port: int
+    who: Mapping[str, str] = field(default_factory=lambda: WHO)  # principal -> its tenant
 
     @property
     def tenancy(self) -> Any:
@@ -190,7 +191,7 @@ class Rest:
         return self.gateway.tenancy
 
     def token(self, who: str, **kw: Any) -> str:
-        return str(self.tenancy.issuer.issue(tenant=WHO[who], subject=who, **kw))
+        return str(self.tenancy.issuer.issue(tenant=self.who[who], subject=who, **kw))
 
     async def call(
         self, who: str | None, method: str, path: str, body: Any = None, **params: Any
@@ -208,11 +209,20 @@ class Rest:
 
 
 @contextlib.asynccontextmanager
-async def rest_gateway(tmp_path: Path, **rtsp: Any) -> AsyncIterator[Rest]:
+async def rest_gateway(
+    tmp_path: Path,
+    *,
+    seed_text: str = SEED,
+    who: Mapping[str, str] = WHO,
+    cameras: tuple[CameraConfig, ...] = CAMERAS,
+    **rtsp: Any,
+) -> AsyncIterator[Rest]:
+    """The gateway of ``seed_text`` (default: the network above; ``who``: its principals'
+    tenants) with ``cameras`` configured, its HTTP app served on a loopback port."""
     seed = tmp_path / "seed.toml"
-    seed.write_text(SEED)
+    seed.write_text(seed_text)
     config = replace(
-        make_config(CAMERAS, **rtsp),
+        make_config(cameras, **rtsp),
         data_dir=str(tmp_path / "var"),
         tenancy=TenancyConfig(enabled=True, seed=str(seed)),
         billing=BillingConfig(enabled=True),
@@ -224,6 +234,7 @@ async def rest_gateway(tmp_path: Path, **rtsp: Any) -> AsyncIterator[Rest]:
         await server.start_server()
         try:
             async with ClientSession() as session:
-                yield Rest(gw.gateway, str(server.make_url("")).rstrip("/"), session, gw.port)
+                base = str(server.make_url("")).rstrip("/")
+                yield Rest(gw.gateway, base, session, gw.port, who)
         finally:
             await server.close()
