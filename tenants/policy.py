@@ -364,7 +364,9 @@ class Policy:
         if req.camera is None:
             return _deny(400, "no camera named", **base)
         camera = self._index.snapshot.cameras.get(req.camera)
-        if camera is None:
+        if camera is None or not self._visible(ident.tenant.id, camera):
+            # One answer for no camera and for a camera this tenant neither owns nor has a
+            # grant on: its name is not a way to learn what others have (issue #10.9).
             return _deny(404, f"no camera {req.camera!r}", **base)
         if ident.cameras is not None and camera.id not in ident.cameras:
             return _deny(403, "token does not cover this camera", **base)
@@ -378,6 +380,11 @@ class Policy:
         if not decision.allow or req.action == Action.PUBLISH:
             return decision
         return self._apply_masks(decision, ident, camera, now)
+
+    def _visible(self, tenant: str, camera: Camera) -> bool:
+        return camera.owner_tenant == tenant or any(
+            g.covers(camera) for g in self._index.grants_by_grantee.get(tenant, ())
+        )
 
     def _apply_masks(
         self, decision: Decision, ident: _Identity, camera: Camera, now: datetime

@@ -177,15 +177,23 @@ async def test_viewers_with_the_same_zones_share_a_variant(world):
     assert unmasked_cam.variant == "unmasked" and not unmasked_cam.masked
 
 
-async def test_no_grant_for_the_camera_is_403(world):
+async def test_a_camera_without_a_grant_looks_like_no_camera(world):
+    """Issue #10 finding 9: a camera the tenant neither owns nor has a grant on is answered
+    as no camera at all, so its name tells nothing of what others have."""
     _, policy, tok = world
-    d = await decide(policy, tok("police", "officer"), camera="home-row")
-    assert (d.allow, d.status) == (False, 403) and "no grant" in d.reason
+    hidden = await decide(policy, tok("police", "officer"), camera="home-row")
+    missing = await decide(policy, tok("police", "officer"), camera="nowhere")
+    assert (hidden.allow, hidden.status) == (missing.allow, missing.status) == (False, 404)
+    assert hidden.reason.replace("home-row", "?") == missing.reason.replace("nowhere", "?")
 
 
-async def test_unknown_camera_is_404(world):
-    _, policy, tok = world
-    assert (await decide(policy, tok("police", "officer"), camera="nowhere")).status == 404
+async def test_a_grant_without_the_right_is_403(world):
+    store, policy, tok = world
+    store.put_principal(Principal("duty", "shop", "Duty", roles=frozenset({Role.OPERATOR})))
+    policy.reload()
+    duty = tok("shop", "duty", roles=("operator",))
+    d = await decide(policy, duty, camera="street", action=Action.PLAYBACK)
+    assert (d.allow, d.status) == (False, 403) and "no grant gives shop playback" in d.reason
 
 
 async def test_time_window_limits_the_shop(world):

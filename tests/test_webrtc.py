@@ -199,16 +199,17 @@ async def test_the_answer_announces_ice_servers_with_per_viewer_turn_credentials
     await viewer.close()
 
 
-async def test_without_credentials_401_and_without_a_grant_403_both_audited(whep):
+async def test_without_credentials_401_and_without_a_grant_404_both_audited(whep):
     anonymous = whep.client()
     assert await anonymous.connect(whep.http) == 401
+    # A camera not granted looks like no camera at all (issue #10.9).
     no_grant = whep.client("yard", token=whep.token("police", "officer"))
-    assert await no_grant.connect(whep.http) == 403
+    assert await no_grant.connect(whep.http) == 404
     denied = whep.audit(AuditAction.DENIED)
     webrtc = [e for e in denied if e.detail.get("protocol") == "webrtc"]
     assert any(e.detail["status"] == 401 and e.camera == "street" for e in webrtc)
     assert any(
-        e.detail["status"] == 403 and e.camera == "yard" and e.tenant == "police" for e in webrtc
+        e.detail["status"] == 404 and e.camera == "yard" and e.tenant == "police" for e in webrtc
     )
     assert not whep.webrtc.sessions
 
