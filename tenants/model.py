@@ -110,6 +110,8 @@ class Principal:
     # (MD5(user:realm:password)), never the password.
     digest_ha1: str | None = None
     disabled: bool = False
+    # The console's sign-in password, as an scrypt hash (tenants/passwords.py).
+    password_hash: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_id("principal", self.id)
@@ -122,15 +124,30 @@ class Camera:
     owner_tenant: str
     name: str = ""
     tags: frozenset[str] = frozenset()
-    location: str = ""  # free text or "lat,lon"
+    location: str = ""  # free text (a street, a landmark)
     area_type: AreaType = AreaType.OTHER
     retention_days: int = 31
+    # WGS84 degrees, both or neither: where the console's map draws the camera.
+    latitude: float | None = None
+    longitude: float | None = None
 
     def __post_init__(self) -> None:
         check_id("camera", self.id)
         check_id("tenant", self.owner_tenant)
         if not 0 < self.retention_days <= 3650:
             raise DomainError(f"camera {self.id}: retention_days must be 1..3650")
+        if (self.latitude is None) != (self.longitude is None):
+            raise DomainError(f"camera {self.id}: give both latitude and longitude, or neither")
+        if self.latitude is not None and self.longitude is not None:
+            if not (-90.0 <= self.latitude <= 90.0 and -180.0 <= self.longitude <= 180.0):
+                raise DomainError(f"camera {self.id}: latitude -90..90, longitude -180..180")
+
+    @property
+    def position(self) -> tuple[float, float] | None:
+        """(latitude, longitude), or None when the register has no position."""
+        if self.latitude is None or self.longitude is None:
+            return None
+        return (self.latitude, self.longitude)
 
 
 @dataclass(frozen=True)

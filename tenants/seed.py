@@ -102,6 +102,9 @@ class CameraSeed(_Entry):
     location: StrictStr = ""
     area_type: AreaType = AreaType.OTHER
     retention_days: Annotated[StrictInt, Field(ge=1, le=3650)] = 31
+    # WGS84 degrees (both or neither): where the console's map draws it.
+    latitude: Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)] | None = None
+    longitude: Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)] | None = None
 
 
 class GrantSeed(_Entry):
@@ -217,13 +220,17 @@ def load_seed(store: TenantStore, path: str | Path) -> None:
         check.tenant(f"principals[{i}].tenant", p.tenant)
     for i, c in enumerate(seed.cameras):
         check.tenant(f"cameras[{i}].owner", c.owner)
+        if (c.latitude is None) != (c.longitude is None):
+            missing = "latitude" if c.latitude is None else "longitude"
+            raise check.error(f"cameras[{i}].{missing}", "give both latitude and longitude")
     for i, g in enumerate(seed.grants):
         check.grant(i, g)
     for i, m in enumerate(seed.masks):
         if m.camera not in check.camera_owner:
             raise check.error(f"masks[{i}].camera", f"unknown camera {m.camera!r}")
 
-    stored_disabled = {p.id: p.disabled for p in store.list_principals()}
+    # A seed re-run keeps what admins set since: a principal's disabled flag and password.
+    stored = {p.id: p for p in store.list_principals()}
     tenants = [
         Tenant(
             id=t.id,
@@ -246,7 +253,8 @@ def load_seed(store: TenantStore, path: str | Path) -> None:
             digest_ha1=digest_ha1(p.id, p.digest_password)
             if p.digest_password is not None
             else None,
-            disabled=stored_disabled.get(p.id, False),
+            disabled=p.id in stored and stored[p.id].disabled,
+            password_hash=stored[p.id].password_hash if p.id in stored else None,
         )
         for p in seed.principals
     ]
@@ -259,6 +267,8 @@ def load_seed(store: TenantStore, path: str | Path) -> None:
             location=c.location,
             area_type=c.area_type,
             retention_days=c.retention_days,
+            latitude=c.latitude,
+            longitude=c.longitude,
         )
         for c in seed.cameras
     ]

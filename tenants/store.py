@@ -106,6 +106,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX masks_camera ON masks (camera_id)
     """,
+    # 3: the console: principals' sign-in passwords (scrypt), cameras' map positions.
+    """
+    ALTER TABLE principals ADD COLUMN password_hash TEXT;
+    ALTER TABLE cameras ADD COLUMN latitude DOUBLE PRECISION;
+    ALTER TABLE cameras ADD COLUMN longitude DOUBLE PRECISION
+    """,
 ]
 
 
@@ -185,8 +191,10 @@ def _constraints(text: str) -> Constraints:
 
 
 _TENANT_COLS = "id, name, kind, status, jwks_url, issuer, algorithms"
-_PRINCIPAL_COLS = "id, tenant_id, name, kind, roles, digest_ha1, disabled"
-_CAMERA_COLS = "id, owner_tenant, name, tags, location, area_type, retention_days"
+_PRINCIPAL_COLS = "id, tenant_id, name, kind, roles, digest_ha1, disabled, password_hash"
+_CAMERA_COLS = (
+    "id, owner_tenant, name, tags, location, area_type, retention_days, latitude, longitude"
+)
 _GRANT_COLS = (
     "id, owner_tenant, grantee_tenant, camera_ids, camera_tags, rights, constraints_json,"
     " created_at, revoked_at"
@@ -214,6 +222,7 @@ def _principal(r: tuple[Any, ...]) -> Principal:
         roles=frozenset(Role(x) for x in json.loads(r[4])),
         digest_ha1=r[5],
         disabled=bool(r[6]),
+        password_hash=r[7],
     )
 
 
@@ -226,6 +235,8 @@ def _camera(r: tuple[Any, ...]) -> Camera:
         location=r[4],
         area_type=AreaType(r[5]),
         retention_days=int(r[6]),
+        latitude=None if r[7] is None else float(r[7]),
+        longitude=None if r[8] is None else float(r[8]),
     )
 
 
@@ -316,10 +327,11 @@ class TenantStore:
             self._bump()
             self._require_tenant(p.tenant_id, f"principal {p.id!r}")
             self._db.execute(
-                f"INSERT INTO principals ({_PRINCIPAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO principals ({_PRINCIPAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id,"
                 " name = excluded.name, kind = excluded.kind, roles = excluded.roles,"
-                " digest_ha1 = excluded.digest_ha1, disabled = excluded.disabled",
+                " digest_ha1 = excluded.digest_ha1, disabled = excluded.disabled,"
+                " password_hash = excluded.password_hash",
                 (
                     p.id,
                     p.tenant_id,
@@ -328,6 +340,7 @@ class TenantStore:
                     _set(p.roles),
                     p.digest_ha1,
                     int(p.disabled),
+                    p.password_hash,
                 ),
             )
 
@@ -362,10 +375,11 @@ class TenantStore:
             self._bump()
             self._require_tenant(c.owner_tenant, f"camera {c.id!r}")
             self._db.execute(
-                f"INSERT INTO cameras ({_CAMERA_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO cameras ({_CAMERA_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET owner_tenant = excluded.owner_tenant,"
                 " name = excluded.name, tags = excluded.tags, location = excluded.location,"
-                " area_type = excluded.area_type, retention_days = excluded.retention_days",
+                " area_type = excluded.area_type, retention_days = excluded.retention_days,"
+                " latitude = excluded.latitude, longitude = excluded.longitude",
                 (
                     c.id,
                     c.owner_tenant,
@@ -374,6 +388,8 @@ class TenantStore:
                     c.location,
                     str(c.area_type),
                     c.retention_days,
+                    c.latitude,
+                    c.longitude,
                 ),
             )
 

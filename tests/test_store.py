@@ -639,7 +639,7 @@ BAD_SEEDS: list[tuple[str, str]] = [
     ),
     (
         _BASE + '[[cameras]]\nid = "c"\nowner = "police"\ncolour = "red"\n',
-        "cameras[2].colour: unknown key (known: area_type, id, location,",
+        "cameras[2].colour: unknown key (known: area_type, id, latitude, location,",
     ),
     (
         _BASE + '[[cameras]]\nid = "c"\nowner = "police"\narea_type = "moon"\n',

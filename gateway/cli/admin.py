@@ -48,21 +48,29 @@ def status_fields(status: str) -> Fields:
     return lambda args: {"id": args.id, "status": status, "reason": args.reason}
 
 
+def _stdin_secret(flag: str) -> str:
+    secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        raise CliError(f"{flag}: no password on standard input", 2)
+    return secret
+
+
 def principal_fields(args: argparse.Namespace) -> dict[str, Any]:
-    password = None
-    if args.digest_password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise CliError("--digest-password-stdin: no password on standard input", 2)
+    if args.digest_password_stdin and args.password_stdin:
+        raise CliError("give --digest-password-stdin or --password-stdin, one per call", 2)
+    digest = _stdin_secret("--digest-password-stdin") if args.digest_password_stdin else None
+    password = _stdin_secret("--password-stdin") if args.password_stdin else None
     principal = {"id": args.id, "tenant_id": args.tenant, "name": args.name, "kind": args.kind,
                  "roles": csv_list(args.roles), "disabled": args.disabled}  # fmt: skip
-    return {"principal": principal, "digest_password": password, "clear_digest": args.clear_digest}
+    return {"principal": principal, "digest_password": digest, "clear_digest": args.clear_digest,
+            "password": password, "clear_password": args.clear_password}  # fmt: skip
 
 
 def camera_fields(args: argparse.Namespace) -> dict[str, Any]:
     camera = {"id": args.id, "owner_tenant": args.owner, "name": args.name,
               "tags": csv_list(args.tags), "location": args.location,
-              "area_type": args.area_type, "retention_days": args.retention_days}  # fmt: skip
+              "area_type": args.area_type, "retention_days": args.retention_days,
+              "latitude": args.latitude, "longitude": args.longitude}  # fmt: skip
     return {"camera": camera}
 
 
@@ -148,12 +156,17 @@ _PUT_PRINCIPAL = (
     arg("--digest-password-stdin", action="store_true",
         help="read an RTSP Digest password from the first line of standard input"),
     arg("--clear-digest", action="store_true", help="remove the Digest password"),
+    arg("--password-stdin", action="store_true",
+        help="read a console sign-in password (12+ characters) from standard input"),
+    arg("--clear-password", action="store_true", help="remove the console password"),
 )  # fmt: skip
 _PUT_CAMERA = (
     arg("--id", required=True), arg("--owner", required=True), arg("--name"),
     arg("--tags", help="comma-separated"), arg("--location"),
     arg("--area-type", help="high_street, transport_hub, ..."),
     arg("--retention-days", type=int),
+    arg("--latitude", type=float, help="WGS84 degrees, with --longitude (the console's map)"),
+    arg("--longitude", type=float),
 )  # fmt: skip
 _PUT_MASK = (
     arg("--id", required=True), arg("--camera", required=True),
@@ -200,7 +213,7 @@ VERBS: list[Verb] = [
     Verb("tenants", "activate", "activate a suspended tenant",
          Rpc("TenantService", "SetTenantStatus", status_fields("active"), shown()), (ID, REASON)),
     *crud("principals", "principal", "TenantService",
-          ("id", "tenant_id", "name", "kind", "roles", "disabled", "has_digest"),
+          ("id", "tenant_id", "name", "kind", "roles", "disabled", "has_digest", "has_password"),
           filters={"tenant_id": arg("--tenant")}, verbs=("list", "delete")),
     Verb("principals", "put", "create or update a principal",
          Rpc("TenantService", "PutPrincipal", principal_fields, shown()), _PUT_PRINCIPAL),

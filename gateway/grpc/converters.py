@@ -70,12 +70,14 @@ def principal_body(req: tenants_pb2.PutPrincipalRequest) -> s.PrincipalBody:
         "disabled": p.disabled,
         "digest_password": req.digest_password,
         "clear_digest": req.clear_digest,
+        "password": req.password,
+        "clear_password": req.clear_password,
     }
     _set(d, "kind", p.kind)
     try:
         return s.parse(s.PrincipalBody, d)
     except ControlError as exc:  # the principal's own fields are named under "principal."
-        if exc.field in (None, "digest_password", "clear_digest"):
+        if exc.field in (None, "digest_password", "clear_digest", "password", "clear_password"):
             raise
         raise exc.at("principal") from None
 
@@ -88,6 +90,9 @@ def camera_body(msg: common_pb2.Camera) -> s.CameraBody:
         "tags": list(msg.tags),
         "location": msg.location,
     }
+    for coordinate in ("latitude", "longitude"):
+        if msg.HasField(coordinate):
+            d[coordinate] = getattr(msg, coordinate)
     _set(d, "area_type", msg.area_type)
     _set(d, "retention_days", msg.retention_days)
     return s.parse(s.CameraBody, d, at="camera")
@@ -172,6 +177,7 @@ def principal_pb(p: s.PrincipalView) -> common_pb2.Principal:
         roles=[r.value for r in p.roles],
         disabled=p.disabled,
         has_digest=p.has_digest,
+        has_password=p.has_password,
     )
 
 
@@ -184,6 +190,8 @@ def camera_pb(c: s.CameraView) -> common_pb2.Camera:
         location=c.location,
         area_type=c.area_type.value,
         retention_days=c.retention_days,
+        latitude=c.latitude,
+        longitude=c.longitude,
     )
 
 

@@ -41,6 +41,13 @@ from tenants.model import (
     TenantStatus,
     TimeWindow,
 )
+from tenants.passwords import (
+    MAX_LENGTH,
+    MIN_LENGTH,
+    PasswordError,
+    check_password,
+    hash_password,
+)
 from tenants.tokens import PartnerIssuer
 
 MAX_NAME = 200
@@ -60,6 +67,9 @@ Name = Annotated[str, Field(max_length=MAX_NAME, pattern=TEXT_PATTERN)]
 Purpose = Annotated[str, Field(max_length=MAX_PURPOSE, pattern=TEXT_PATTERN)]
 Ids = Annotated[list[Id], Field(max_length=MAX_LIST)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
+Latitude = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)]
+MIN_PASSWORD, MAX_PASSWORD = MIN_LENGTH, MAX_LENGTH
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -96,7 +106,8 @@ def parse(model: type[_M], data: Any, *, at: str = "") -> _M:
         first = exc.errors(include_url=False)[0]
         field = _loc(tuple(first["loc"]))
         message = first["msg"]
-        if first["type"] == "string_pattern_mismatch":
+        # A secret's value is never repeated back (an error may be logged or shown).
+        if first["type"] == "string_pattern_mismatch" and "password" not in field:
             message = f"{first.get('input')!r} does not match {first['ctx']['pattern']}"
         raise invalid(field, message).at(at) if field else invalid(at or "body", message) from None
     except ControlError as exc:
@@ -199,20 +210,41 @@ class PrincipalBody(Body):
         "", max_length=256, pattern=TEXT_PATTERN, description="write only; kept as HA1"
     )
     clear_digest: bool = False
+    password: str = Field(
+        "",
+        max_length=MAX_PASSWORD,
+        description=f"the console sign-in password (write only; kept as an scrypt hash;"
+        f" at least {MIN_PASSWORD} characters); empty keeps the stored one",
+    )
+    clear_password: bool = False
 
     @model_validator(mode="after")
-    def _digest(self) -> PrincipalBody:
+    def _secrets(self) -> PrincipalBody:
         if self.digest_password and self.clear_digest:
             raise invalid("clear_digest", "cannot set and clear the digest password at once")
+        if self.password and self.clear_password:
+            raise invalid("clear_password", "cannot set and clear the password at once")
+        if self.password:
+            try:
+                check_password(self.password)
+            except PasswordError as exc:
+                raise invalid("password", str(exc)) from None
         return self
 
     def to_domain(self, existing: Principal | None, ha1_of: Any) -> Principal:
+        """The principal to store (blocking when a password is set: it is hashed here)."""
         if self.digest_password:
             ha1: str | None = ha1_of(self.id, self.digest_password)
         elif self.clear_digest or existing is None:
             ha1 = None
         else:
             ha1 = existing.digest_ha1
+        if self.password:
+            hashed: str | None = hash_password(self.password)
+        elif self.clear_password or existing is None:
+            hashed = None
+        else:
+            hashed = existing.password_hash
         return Principal(
             self.id,
             self.tenant_id,
@@ -221,7 +253,19 @@ class PrincipalBody(Body):
             frozenset(self.roles),
             ha1,
             self.disabled,
+            hashed,
         )
+
+    def secrets_changed(self) -> dict[str, str]:
+        """What the audit log records of the credentials (never the values)."""
+
+        def change(value: str, clear: bool) -> str:
+            return "set" if value else "cleared" if clear else "unchanged"
+
+        return {
+            "digest": change(self.digest_password, self.clear_digest),
+            "password": change(self.password, self.clear_password),
+        }
 
 
 class PrincipalView(View):
@@ -232,6 +276,7 @@ class PrincipalView(View):
     roles: list[Role]
     disabled: bool
     has_digest: bool
+    has_password: bool = False
 
     @classmethod
     def of(cls, p: Principal) -> PrincipalView:
@@ -243,6 +288,7 @@ class PrincipalView(View):
             roles=sorted(p.roles),
             disabled=p.disabled,
             has_digest=p.digest_ha1 is not None,
+            has_password=p.password_hash is not None,
         )
 
 
@@ -257,6 +303,15 @@ class CameraBody(Body):
     location: Name = ""
     area_type: AreaType = AreaType.OTHER
     retention_days: int = Field(31, ge=1, le=3650)
+    latitude: Latitude | None = Field(None, description="WGS84 degrees; with longitude")
+    longitude: Longitude | None = Field(None, description="WGS84 degrees; with latitude")
+
+    @model_validator(mode="after")
+    def _position(self) -> CameraBody:
+        if (self.latitude is None) != (self.longitude is None):
+            missing = "latitude" if self.latitude is None else "longitude"
+            raise invalid(missing, "give both latitude and longitude, or neither")
+        return self
 
     def to_domain(self) -> Camera:
         return Camera(
@@ -267,6 +322,8 @@ class CameraBody(Body):
             location=self.location,
             area_type=self.area_type,
             retention_days=self.retention_days,
+            latitude=self.latitude,
+            longitude=self.longitude,
         )
 
 
@@ -278,6 +335,8 @@ class CameraView(View):
     location: str
     area_type: AreaType
     retention_days: int
+    latitude: float | None = None
+    longitude: float | None = None
 
     @classmethod
     def of(cls, c: Camera) -> CameraView:
@@ -289,6 +348,8 @@ class CameraView(View):
             location=c.location,
             area_type=c.area_type,
             retention_days=c.retention_days,
+            latitude=c.latitude,
+            longitude=c.longitude,
         )
 
 

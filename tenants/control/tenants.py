@@ -139,9 +139,6 @@ class PrincipalOps:
             self.core.keeps_owner(caller, "principal", body.id, was, body.tenant_id, why)
             p = body.to_domain(existing, digest_ha1)
             store.put_principal(p)
-            digest = (
-                "set" if body.digest_password else "cleared" if body.clear_digest else "unchanged"
-            )
             return Change(
                 PrincipalView.of(p),
                 AuditAction.CONFIG,
@@ -151,7 +148,7 @@ class PrincipalOps:
                     "principal": p.id,
                     "roles": sorted(r.value for r in p.roles),
                     "disabled": p.disabled,
-                    "digest": digest,
+                    **body.secrets_changed(),
                 },
             )
 

@@ -28,7 +28,7 @@ class Tenant(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., jwks_url: _Optional[str] = ..., issuer: _Optional[str] = ..., algorithms: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Principal(_message.Message):
-    __slots__ = ("id", "tenant_id", "name", "kind", "roles", "disabled", "has_digest")
+    __slots__ = ("id", "tenant_id", "name", "kind", "roles", "disabled", "has_digest", "has_password")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class Principal(_message.Message):
     ROLES_FIELD_NUMBER: _ClassVar[int]
     DISABLED_FIELD_NUMBER: _ClassVar[int]
     HAS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    HAS_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant_id: str
     name: str
@@ -43,10 +44,11 @@ class Principal(_message.Message):
     roles: _containers.RepeatedScalarFieldContainer[str]
     disabled: bool
     has_digest: bool
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., disabled: _Optional[bool] = ..., has_digest: _Optional[bool] = ...) -> None: ...
+    has_password: bool
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., disabled: _Optional[bool] = ..., has_digest: _Optional[bool] = ..., has_password: _Optional[bool] = ...) -> None: ...
 
 class Camera(_message.Message):
-    __slots__ = ("id", "owner_tenant", "name", "tags", "location", "area_type", "retention_days")
+    __slots__ = ("id", "owner_tenant", "name", "tags", "location", "area_type", "retention_days", "latitude", "longitude")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_TENANT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +56,8 @@ class Camera(_message.Message):
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     AREA_TYPE_FIELD_NUMBER: _ClassVar[int]
     RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    LATITUDE_FIELD_NUMBER: _ClassVar[int]
+    LONGITUDE_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner_tenant: str
     name: str
@@ -61,7 +65,9 @@ class Camera(_message.Message):
     location: str
     area_type: str
     retention_days: int
-    def __init__(self, id: _Optional[str] = ..., owner_tenant: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., location: _Optional[str] = ..., area_type: _Optional[str] = ..., retention_days: _Optional[int] = ...) -> None: ...
+    latitude: float
+    longitude: float
+    def __init__(self, id: _Optional[str] = ..., owner_tenant: _Optional[str] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., location: _Optional[str] = ..., area_type: _Optional[str] = ..., retention_days: _Optional[int] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ...) -> None: ...
 
 class TimeWindow(_message.Message):
     __slots__ = ("start", "end", "weekdays")

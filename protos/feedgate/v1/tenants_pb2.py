@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from feedgate.v1 import common_pb2 as feedgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64gate/v1/tenants.proto\x12\x0b\x66\x65\x65\x64gate.v1\x1a\x18\x66\x65\x65\x64gate/v1/common.proto\"7\n\x10PutTenantRequest\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.feedgate.v1.Tenant\"\x1e\n\x10GetTenantRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x14\n\x12ListTenantsRequest\";\n\x13ListTenantsResponse\x12$\n\x07tenants\x18\x01 \x03(\x0b\x32\x13.feedgate.v1.Tenant\"D\n\x16SetTenantStatusRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"o\n\x13PutPrincipalRequest\x12)\n\tprincipal\x18\x01 \x01(\x0b\x32\x16.feedgate.v1.Principal\x12\x17\n\x0f\x64igest_password\x18\x02 \x01(\t\x12\x14\n\x0c\x63lear_digest\x18\x03 \x01(\x08\"*\n\x15ListPrincipalsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"D\n\x16ListPrincipalsResponse\x12*\n\nprincipals\x18\x01 \x03(\x0b\x32\x16.feedgate.v1.Principal\"$\n\x16\x44\x65letePrincipalRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x17\x44\x65letePrincipalResponse2\xfa\x04\n\rTenantService\x12\x42\n\x0c\x43reateTenant\x12\x1d.feedgate.v1.PutTenantRequest\x1a\x13.feedgate.v1.Tenant\x12\x42\n\x0cUpdateTenant\x12\x1d.feedgate.v1.PutTenantRequest\x1a\x13.feedgate.v1.Tenant\x12?\n\tGetTenant\x12\x1d.feedgate.v1.GetTenantRequest\x1a\x13.feedgate.v1.Tenant\x12P\n\x0bListTenants\x12\x1f.feedgate.v1.ListTenantsRequest\x1a .feedgate.v1.ListTenantsResponse\x12K\n\x0fSetTenantStatus\x12#.feedgate.v1.SetTenantStatusRequest\x1a\x13.feedgate.v1.Tenant\x12H\n\x0cPutPrincipal\x12 .feedgate.v1.PutPrincipalRequest\x1a\x16.feedgate.v1.Principal\x12Y\n\x0eListPrincipals\x12\".feedgate.v1.ListPrincipalsRequest\x1a#.feedgate.v1.ListPrincipalsResponse\x12\\\n\x0f\x44\x65letePrincipal\x12#.feedgate.v1.DeletePrincipalRequest\x1a$.feedgate.v1.DeletePrincipalResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64gate/v1/tenants.proto\x12\x0b\x66\x65\x65\x64gate.v1\x1a\x18\x66\x65\x65\x64gate/v1/common.proto\"7\n\x10PutTenantRequest\x12#\n\x06tenant\x18\x01 \x01(\x0b\x32\x13.feedgate.v1.Tenant\"\x1e\n\x10GetTenantRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x14\n\x12ListTenantsRequest\";\n\x13ListTenantsResponse\x12$\n\x07tenants\x18\x01 \x03(\x0b\x32\x13.feedgate.v1.Tenant\"D\n\x16SetTenantStatusRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x99\x01\n\x13PutPrincipalRequest\x12)\n\tprincipal\x18\x01 \x01(\x0b\x32\x16.feedgate.v1.Principal\x12\x17\n\x0f\x64igest_password\x18\x02 \x01(\t\x12\x14\n\x0c\x63lear_digest\x18\x03 \x01(\x08\x12\x10\n\x08password\x18\x04 \x01(\t\x12\x16\n\x0e\x63lear_password\x18\x05 \x01(\x08\"*\n\x15ListPrincipalsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"D\n\x16ListPrincipalsResponse\x12*\n\nprincipals\x18\x01 \x03(\x0b\x32\x16.feedgate.v1.Principal\"$\n\x16\x44\x65letePrincipalRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x17\x44\x65letePrincipalResponse2\xfa\x04\n\rTenantService\x12\x42\n\x0c\x43reateTenant\x12\x1d.feedgate.v1.PutTenantRequest\x1a\x13.feedgate.v1.Tenant\x12\x42\n\x0cUpdateTenant\x12\x1d.feedgate.v1.PutTenantRequest\x1a\x13.feedgate.v1.Tenant\x12?\n\tGetTenant\x12\x1d.feedgate.v1.GetTenantRequest\x1a\x13.feedgate.v1.Tenant\x12P\n\x0bListTenants\x12\x1f.feedgate.v1.ListTenantsRequest\x1a .feedgate.v1.ListTenantsResponse\x12K\n\x0fSetTenantStatus\x12#.feedgate.v1.SetTenantStatusRequest\x1a\x13.feedgate.v1.Tenant\x12H\n\x0cPutPrincipal\x12 .feedgate.v1.PutPrincipalRequest\x1a\x16.feedgate.v1.Principal\x12Y\n\x0eListPrincipals\x12\".feedgate.v1.ListPrincipalsRequest\x1a#.feedgate.v1.ListPrincipalsResponse\x12\\\n\x0f\x44\x65letePrincipal\x12#.feedgate.v1.DeletePrincipalRequest\x1a$.feedgate.v1.DeletePrincipalResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,16 +42,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTENANTSRESPONSE']._serialized_end=238
   _globals['_SETTENANTSTATUSREQUEST']._serialized_start=240
   _globals['_SETTENANTSTATUSREQUEST']._serialized_end=308
-  _globals['_PUTPRINCIPALREQUEST']._serialized_start=310
-  _globals['_PUTPRINCIPALREQUEST']._serialized_end=421
-  _globals['_LISTPRINCIPALSREQUEST']._serialized_start=423
-  _globals['_LISTPRINCIPALSREQUEST']._serialized_end=465
-  _globals['_LISTPRINCIPALSRESPONSE']._serialized_start=467
-  _globals['_LISTPRINCIPALSRESPONSE']._serialized_end=535
-  _globals['_DELETEPRINCIPALREQUEST']._serialized_start=537
-  _globals['_DELETEPRINCIPALREQUEST']._serialized_end=573
-  _globals['_DELETEPRINCIPALRESPONSE']._serialized_start=575
-  _globals['_DELETEPRINCIPALRESPONSE']._serialized_end=600
-  _globals['_TENANTSERVICE']._serialized_start=603
-  _globals['_TENANTSERVICE']._serialized_end=1237
+  _globals['_PUTPRINCIPALREQUEST']._serialized_start=311
+  _globals['_PUTPRINCIPALREQUEST']._serialized_end=464
+  _globals['_LISTPRINCIPALSREQUEST']._serialized_start=466
+  _globals['_LISTPRINCIPALSREQUEST']._serialized_end=508
+  _globals['_LISTPRINCIPALSRESPONSE']._serialized_start=510
+  _globals['_LISTPRINCIPALSRESPONSE']._serialized_end=578
+  _globals['_DELETEPRINCIPALREQUEST']._serialized_start=580
+  _globals['_DELETEPRINCIPALREQUEST']._serialized_end=616
+  _globals['_DELETEPRINCIPALRESPONSE']._serialized_start=618
+  _globals['_DELETEPRINCIPALRESPONSE']._serialized_end=643
+  _globals['_TENANTSERVICE']._serialized_start=646
+  _globals['_TENANTSERVICE']._serialized_end=1280
 # @@protoc_insertion_point(module_scope)

@@ -40,14 +40,18 @@ class SetTenantStatusRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PutPrincipalRequest(_message.Message):
-    __slots__ = ("principal", "digest_password", "clear_digest")
+    __slots__ = ("principal", "digest_password", "clear_digest", "password", "clear_password")
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     DIGEST_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     CLEAR_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     principal: _common_pb2.Principal
     digest_password: str
     clear_digest: bool
-    def __init__(self, principal: _Optional[_Union[_common_pb2.Principal, _Mapping]] = ..., digest_password: _Optional[str] = ..., clear_digest: _Optional[bool] = ...) -> None: ...
+    password: str
+    clear_password: bool
+    def __init__(self, principal: _Optional[_Union[_common_pb2.Principal, _Mapping]] = ..., digest_password: _Optional[str] = ..., clear_digest: _Optional[bool] = ..., password: _Optional[str] = ..., clear_password: _Optional[bool] = ...) -> None: ...
 
 class ListPrincipalsRequest(_message.Message):
     __slots__ = ("tenant_id",)
