@@ -296,6 +296,17 @@ class WebRtcConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class ConsoleConfig:
+    """The web console (/console): sign-in sessions and cameras' stills."""
+
+    enabled: bool = True
+    # How long a console sign-in lasts (the session is one of our tokens: at most 24 h).
+    session_ttl: Annotated[float, Field(ge=60.0, le=86400.0)] = 28800.0
+    # How long one decoded still of a camera is shown before a fresh keyframe is decoded.
+    still_ttl: Annotated[float, Field(ge=0.5, le=3600.0)] = 10.0
+
+
+@dataclass(frozen=True, config=_STRICT)
 class PtzConfig:
     """PTZ arbitration (gateway/ptz/): locks, priorities, idle behaviour, rate limits."""
 
@@ -354,6 +365,7 @@ class Config:
     billing: BillingConfig = field(default_factory=BillingConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     ptz: PtzConfig = field(default_factory=PtzConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: ConfigPath = "var"
     log_level: LogLevel = "INFO"

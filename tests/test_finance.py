@@ -385,12 +385,22 @@ def test_sign_in_sets_a_strict_http_only_cookie(site: Site) -> None:
     status, headers = site.sign_in(police, "//evil.example/")
     assert status == 303 and headers["Location"] == "/finance"
     cookie = _session_cookie(headers)
-    assert cookie is not None and cookie.startswith(f"feedgate_token={police};")
-    for attr in ("HttpOnly", "SameSite=Strict", "Path=/finance"):
-        assert attr in cookie
-    status, headers = site.sign_in(police, f"/finance/invoices?period={PERIOD}")
+    assert cookie is not None
+    for attr in ("HttpOnly", "SameSite=Strict", "Path=/;"):
+        assert attr in cookie + ";"
+    # The cookie holds a session token of the gateway's own for the same principal, not the
+    # link's token, and the link works once.
+    session = cookie.split(";")[0].split("=", 1)[1]
+    assert session != police
+    assert site.gateway.tenancy is not None
+    claims = site.gateway.tenancy.verifier.verify(session)
+    assert (claims.tenant, claims.subject) == ("police", "police-fin")
+    status, body, headers = site.get(site.login_url(police, "/finance")[len(site.base) :])
+    assert status == 401 and _session_cookie(headers) is None, body
+    again = site.token("police", "police-fin", ("finance",))
+    status, headers = site.sign_in(again, f"/finance/invoices?period={PERIOD}")
     assert status == 303 and headers["Location"] == f"/finance/invoices?period={PERIOD}"
-    assert police not in headers["Location"]
+    assert again not in headers["Location"]
 
 
 def test_csv_exports(site: Site) -> None:
@@ -677,7 +687,6 @@ def test_pages_fit_a_phone_a_tablet_and_a_wall(
 ) -> None:
     """No page is wider than the screen: wide tables scroll inside their box, the header and
     the month bar wrap, the charts shrink."""
-    council = site.token("council", "council-fin", ("finance",))
     paths = (
         f"/finance/usage?period={PERIOD}",
         f"/finance/usage?period={PERIOD}&tenant=police",
@@ -686,6 +695,7 @@ def test_pages_fit_a_phone_a_tablet_and_a_wall(
         f"/finance/invoices/inv-police-{PERIOD}/print",
     )
     for width in WIDTHS:
+        council = site.token("council", "council-fin", ("finance",))  # a link signs in once
         with signed_in(browser, site, council, paths[0], width=width) as page:
             for path in (*paths, f"/transparency?period={PERIOD}"):
                 page.goto(site.base + path)

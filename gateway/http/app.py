@@ -32,6 +32,7 @@ PUBLIC_HTTP = frozenset(
         "/mediamtx/auth",
         "/stripe/webhook",
         "/finance/login",
+        "/finance/logout",
     }
 )
 
@@ -51,6 +52,8 @@ def _bearer_middleware(gateway: Gateway) -> Any:
             or (gateway.webrtc is not None and is_whep_path(request.path))
             # The ONVIF facade checks each request's WS-Security digest itself (and audits).
             or (gateway.ptz is not None and request.path.startswith("/onvif/"))
+            # The console signs its users in and judges them through the control service.
+            or (gateway.control is not None and request.path.startswith("/console"))
             or request.path == "/transparency"
             or request.path.startswith(("/transparency/", "/static/"))
         ):
@@ -199,7 +202,12 @@ def make_http_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     if gateway.webrtc is not None:
-        add_whep_routes(app, gateway)
+        if gateway.control is not None:
+            from gateway.http.console import viewer_credentials
+
+            add_whep_routes(app, gateway, credentials=viewer_credentials)
+        else:
+            add_whep_routes(app, gateway)
     if gateway.tenancy is not None and gateway.access is not None:
         from gateway.http.mediamtx import mediamtx_handler
 
@@ -216,7 +224,10 @@ def make_http_app(gateway: Gateway) -> web.Application:
             mediamtx_handler(gateway.tenancy, secret=gateway.config.http.mediamtx_secret),
         )
     if gateway.control is not None:
+        from gateway.http.console import add_console_routes
+
         add_api_routes(app, gateway.control)
+        add_console_routes(app, gateway)  # sign-in always; the console's pages if enabled
         if gateway.ptz is not None:
             _add_ptz(app, gateway)
     else:

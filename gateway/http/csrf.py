@@ -13,6 +13,12 @@ tools that strip headers:
 Sign-in needs both: a login CSRF (another site signing the victim in as the attacker, so that
 what the victim then does lands in the attacker's account) happens before there is any session
 to bind a token to.
+
+A signed-in browser carries its session in :data:`SESSION_COOKIE` (HttpOnly, SameSite=Strict,
+path ``/``) and the double-submit value in :data:`SESSION_CSRF`'s cookie. The console's pages
+render the value into their forms and for their scripts, which send it back as
+:data:`CSRF_HEADER`; :func:`session_token` is how the REST API and WHEP accept the cookie: only
+from this gateway's own pages, and for a request that changes anything only with the header.
 """
 
 from __future__ import annotations
@@ -23,7 +29,19 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-__all__ = ["FormToken", "same_origin"]
+__all__ = [
+    "CSRF_HEADER",
+    "SESSION_COOKIE",
+    "SESSION_CSRF",
+    "FormToken",
+    "cookie_refusal",
+    "same_origin",
+    "session_token",
+]
+
+SESSION_COOKIE = "feedgate_token"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def same_origin(request: web.Request) -> bool:
@@ -55,7 +73,12 @@ class FormToken:
         """The value to put in the form (the browser's own, if it has one, so two tabs open on
         the form both work); :meth:`attach` gives the response its cookie."""
         value = request.cookies.get(self.cookie, "")
-        return value if _well_formed(value) else secrets.token_urlsafe(32)
+        return value if _well_formed(value) else self.fresh()
+
+    @staticmethod
+    def fresh() -> str:
+        """A new value (at sign-in: one planted in the browser before is worth nothing)."""
+        return secrets.token_urlsafe(32)
 
     def attach(self, request: web.Request, response: web.StreamResponse, value: str) -> None:
         response.set_cookie(
@@ -86,3 +109,29 @@ def _well_formed(value: str) -> bool:
         and value.isascii()
         and value.replace("-", "").replace("_", "").isalnum()
     )
+
+
+# The console's double-submit value, for every page and script of a signed-in browser (it
+# outlives any session: a session is at most 24 h).
+SESSION_CSRF = FormToken("feedgate_csrf", "/", max_age=86400)
+
+
+def cookie_refusal(request: web.Request) -> str | None:
+    """Why a request carrying the session cookie must not act as the signed-in user, or None.
+    A script of another origin (or a sibling host of the same site, which the browser sends
+    SameSite=Strict cookies to) cannot read the page's CSRF value to send it back."""
+    if not same_origin(request):
+        return "cross-site request: use this gateway's own pages"
+    if request.method not in _SAFE and not SESSION_CSRF.valid(
+        request, request.headers.get(CSRF_HEADER)
+    ):
+        return f"the console's CSRF token is missing or wrong ({CSRF_HEADER})"
+    return None
+
+
+def session_token(request: web.Request) -> str | None:
+    """The session cookie's token when :func:`cookie_refusal` finds nothing wrong."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token or cookie_refusal(request) is not None:
+        return None
+    return token

@@ -20,6 +20,7 @@ import jinja2
 from aiohttp import web
 
 __all__ = [
+    "CONSOLE_CSP",
     "CSP",
     "STATIC_PREFIX",
     "NavItem",
@@ -33,11 +34,13 @@ STATIC_DIR = Path(__file__).with_name("static")
 STATIC_PREFIX = "/static/"
 
 # Pages load only this server's stylesheet and images; forms post only back to it; nobody may
-# frame them. The console will add script-src/connect-src/media-src 'self' for its players.
+# frame them. The console's pages also run this server's scripts (no inline script), which
+# talk only to this server (REST, WHEP) and play what it sends.
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
     " frame-ancestors 'none'; base-uri 'none'"
 )
+CONSOLE_CSP = CSP + "; script-src 'self'; connect-src 'self'; media-src 'self' blob:"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ _ERRORS: dict[int, tuple[type[web.HTTPException], str]] = {
     401: (web.HTTPUnauthorized, "Sign-in required"),
     403: (web.HTTPForbidden, "Not allowed"),
     404: (web.HTTPNotFound, "Not found"),
+    409: (web.HTTPConflict, "Not possible now"),
+    503: (web.HTTPServiceUnavailable, "Not available"),
 }
 
 
@@ -121,16 +126,18 @@ def fail(
     message: str,
     *,
     context: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> NoReturn:
     """Stop a handler with an error page. ``message`` is the server's own words: an error page
-    never repeats the request's text (a reflected value is one escaping slip from a script)."""
+    never repeats the request's text (a reflected value is one escaping slip from a script).
+    ``headers``: extra ones (a cookie to clear, say)."""
     cls, title = _ERRORS.get(status, _ERRORS[400])
     text = aiohttp_jinja2.render_string(
         "error.html",
         request,
         _context({**(context or {}), "title": title, "message": message}),
     )
-    headers = page_headers()
+    out = {**page_headers(), **(headers or {})}
     if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="feedgate"'
-    raise cls(text=text, content_type="text/html", headers=headers)
+        out["WWW-Authenticate"] = 'Bearer realm="feedgate"'
+    raise cls(text=text, content_type="text/html", headers=out)

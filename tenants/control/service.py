@@ -11,6 +11,7 @@ from tenants.control.errors import Code, ControlError
 from tenants.control.grants import GrantOps
 from tenants.control.rules import Caller
 from tenants.control.sessions import BillingOps, SessionOps
+from tenants.control.signin import SignInOps
 from tenants.control.tenants import PrincipalOps, TenantOps
 from tenants.control.tokens import TokenOps
 from tenants.policy import AccessRequest, Action
@@ -31,6 +32,7 @@ class ControlService:
         self.audit = AuditOps(core)
         self.sessions = SessionOps(core)
         self.billing = BillingOps(core)
+        self.signin = SignInOps(core)
 
     @property
     def platform_tenant(self) -> str:

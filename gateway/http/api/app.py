@@ -20,7 +20,8 @@ from gateway.http.api import oversight, tenancy
 from gateway.http.api.openapi import openapi
 from gateway.http.api.problems import HTTP_CODES, from_error, problem
 from gateway.http.api.routes import Call, Route
-from tenants.control import ControlError, ControlService
+from gateway.http.csrf import SESSION_COOKIE, cookie_refusal
+from tenants.control import Caller, Code, ControlError, ControlService
 from tenants.control.errors import invalid
 from tenants.control.schemas import ID_PATTERN, parse
 
@@ -37,6 +38,23 @@ def bearer(request: web.Request) -> str | None:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     token = value.strip() if scheme.lower() == "bearer" else ""
     return token or None
+
+
+async def credential(request: web.Request, service: ControlService, operation: str) -> Caller:
+    """Who is calling: a bearer token, else the console's session cookie, which is taken
+    only from this gateway's own pages and, for a change, with the CSRF header (refused and
+    audited otherwise)."""
+    peer = request.remote or ""
+    token = bearer(request)
+    if token is None and request.cookies.get(SESSION_COOKIE):
+        why = cookie_refusal(request)
+        if why is not None:
+            error = ControlError(Code.FORBIDDEN, why)
+            await service.core.refused(Caller("", "", frozenset(), False, "http", peer),
+                                       operation, error)  # fmt: skip
+            raise error
+        token = request.cookies[SESSION_COOKIE]
+    return await service.authenticate(token, via="http", peer=peer)
 
 
 def _json(model: BaseModel | None, status: int) -> web.Response:
@@ -76,9 +94,7 @@ def endpoint(
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             # Who is calling comes first: nothing about the request is looked at before.
-            caller = await service.authenticate(
-                bearer(request), via="http", peer=request.remote or ""
-            )
+            caller = await credential(request, service, route.operation)
             path = dict(request.match_info)
             for name, value in path.items():
                 if not patterns.get(name, id_re).match(value):

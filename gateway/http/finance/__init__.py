@@ -12,14 +12,15 @@ from elsewhere: the chart is inline SVG. Every handler checks the caller itself:
 
 Money is integer pence, formatted by :mod:`billing.money` (``£1,234.56``), as are quantities
 in display units; nothing here uses floats or Decimal. Modules: :mod:`.routes` (handlers and
-access), :mod:`.signin` (sign-in and out), :mod:`.views` (what the pages show),
-:mod:`.exports` (CSV).
+access), :mod:`.views` (what the pages show), :mod:`.exports` (CSV). Signing in and out
+(``/finance/login``, ``/finance/logout``) is the console's sign-in
+(:mod:`gateway.http.console.signin`), landing here.
 """
 
 from billing.money import format_money
+from gateway.http.csrf import SESSION_COOKIE as COOKIE
 from gateway.http.finance.exports import csv_cell
 from gateway.http.finance.routes import add_finance_routes
-from gateway.http.finance.signin import COOKIE
 from gateway.http.finance.views import PAYMENT_TERMS_DAYS
 
 __all__ = ["COOKIE", "PAYMENT_TERMS_DAYS", "add_finance_routes", "csv_cell", "format_money"]

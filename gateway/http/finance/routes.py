@@ -18,7 +18,6 @@ from billing.ledger import Ledger
 from billing.model import BillingError, Invoice, parse_period, period_of
 from gateway.http import pages
 from gateway.http.finance import exports, views
-from gateway.http.finance.signin import SignIn
 from gateway.http.finance.views import Usage
 from gateway.http.keys import DECISION_KEY
 from gateway.http.pages import NavItem
@@ -337,12 +336,8 @@ def add_finance_routes(
         platform_tenant=platform_tenant,
         tenant_names=tenant_names,
     )
-    signin = SignIn(view.names, platform_tenant)
+    # /finance/login and /finance/logout are the console's sign-in (gateway/http/console/).
     app.router.add_get("/finance", view.index)
-    app.router.add_get("/finance/login", signin.form)
-    app.router.add_post("/finance/login", signin.sign_in)
-    app.router.add_get("/finance/logout", signin.sign_out_form)
-    app.router.add_post("/finance/logout", signin.sign_out)
     app.router.add_get("/finance/usage", view.usage_page)
     app.router.add_get("/finance/usage.csv", view.usage_csv)
     app.router.add_get("/finance/invoices", view.invoices_page)

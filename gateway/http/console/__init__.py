@@ -1,0 +1,59 @@
+"""The web console: aiohttp handlers, Jinja2 templates (``templates/console/``) and plain
+JavaScript (``static/console/``), all served by the gateway, with nothing fetched from
+elsewhere and no build step.
+
+Modules: :mod:`.frame` (who is signed in, the sections their roles open, the page frame),
+:mod:`.signin` (signing in and out, also for the finance view).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from gateway.http import pages
+from gateway.http.api.app import bearer
+from gateway.http.console.frame import LOGIN, LOGOUT, Frame
+from gateway.http.console.signin import SignIn
+from gateway.http.csrf import session_token
+from tenants.control.rules import FINANCE_ROLES
+
+if TYPE_CHECKING:
+    from gateway.core import Gateway
+
+__all__ = ["add_console_routes", "viewer_credentials"]
+
+
+def viewer_credentials(request: web.Request) -> str | None:
+    """A WHEP viewer's credential: a bearer token, or the console's session cookie from the
+    console's own pages (with the CSRF header: an offer starts a session)."""
+    return bearer(request) or session_token(request)
+
+
+def add_console_routes(app: web.Application, gateway: Gateway) -> None:
+    service = gateway.control
+    assert service is not None
+    pages.setup_pages(app)
+    frame = Frame(service)
+    ttl = timedelta(seconds=gateway.config.console.session_ttl)
+    console = SignIn(frame, ttl)
+    finance = SignIn(
+        frame,
+        ttl,
+        action="/finance/login",
+        sign_out_action="/finance/logout",
+        default_next="/finance",
+        section="Finance",
+        admits=lambda roles: bool(roles & FINANCE_ROLES),
+        refused="Your account does not have the finance or admin role.",
+    )
+    for signin, login, logout in (
+        (console, LOGIN, LOGOUT),
+        (finance, "/finance/login", "/finance/logout"),
+    ):
+        app.router.add_get(login, signin.form)
+        app.router.add_post(login, signin.sign_in)
+        app.router.add_get(logout, signin.sign_out_form)
+        app.router.add_post(logout, signin.sign_out)

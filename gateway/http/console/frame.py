@@ -1,0 +1,169 @@
+"""What every console page shares: who is signed in (the session cookie, judged by the control
+service like any REST call, refusals audited), the sections their roles open, the CSRF value
+their forms and scripts send back, and the page frame.
+
+Pages are rendered from the control service's own answers for the signed-in caller, so a page
+shows exactly what the REST API would give that caller, and a section their roles do not open
+is refused by the same rule (a 403 page), not merely left out of the navigation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from gateway.http import pages
+from gateway.http.csrf import SESSION_COOKIE, SESSION_CSRF, same_origin
+from gateway.http.pages import NavItem
+from tenants.control import Caller, Code, ControlError, ControlService
+from tenants.control.rules import CAMERA_ROLES, FINANCE_ROLES, SESSION_ROLES
+from tenants.model import Role
+
+__all__ = ["LOGIN", "LOGOUT", "Frame", "Signed", "safe_next"]
+
+LOGIN = "/console/login"
+LOGOUT = "/console/logout"
+_NEXT = re.compile(r"^/(console|finance)(/[A-Za-z0-9._~-]+)*/?(\?[A-Za-z0-9=&._~%,-]*)?$")
+_STATUS = {
+    Code.INVALID: 400,
+    Code.FORBIDDEN: 403,
+    Code.NOT_FOUND: 404,
+    Code.CONFLICT: 409,
+    Code.PRECONDITION: 409,
+}
+
+
+def safe_next(raw: object, default: str = "/console") -> str:
+    """Where sign-in may send the browser: a path of the console or the finance view only."""
+    if not isinstance(raw, str) or not _NEXT.match(raw) or "//" in raw or ".." in raw:
+        return default
+    return raw
+
+
+@dataclass(frozen=True)
+class Signed:
+    """The signed-in caller of one request, and the CSRF value its page hands out."""
+
+    caller: Caller
+    csrf: str
+
+    def has(self, roles: frozenset[Role]) -> bool:
+        return self.caller.has(roles)
+
+
+def sections(caller: Caller) -> tuple[NavItem, ...]:
+    """The console's sections the caller's roles open (each is checked again on its page)."""
+    items: list[NavItem] = []
+    if caller.has(CAMERA_ROLES):
+        items += [
+            NavItem("cameras", "Cameras", "/console"),
+            NavItem("wall", "Wall", "/console/wall"),
+            NavItem("map", "Map", "/console/map"),
+        ]
+    if Role.ADMIN in caller.roles:
+        items += [
+            NavItem("masks", "Masks", "/console/masks"),
+            NavItem("grants", "Grants", "/console/grants"),
+            NavItem("principals", "Principals", "/console/principals"),
+        ]
+    if caller.has(SESSION_ROLES):
+        items.append(NavItem("sessions", "Sessions", "/console/sessions"))
+    if caller.auditor:
+        items.append(NavItem("audit", "Audit", "/console/audit"))
+    if caller.has(FINANCE_ROLES):
+        items.append(NavItem("finance", "Finance", "/finance"))
+    items.append(NavItem("figures", "Public figures", "/transparency"))
+    return tuple(items)
+
+
+class Frame:
+    """Sign-in state and page rendering for the console's handlers."""
+
+    def __init__(self, service: ControlService) -> None:
+        self.service = service
+
+    def names(self) -> dict[str, str]:
+        return {t.id: t.name for t in self.service.core.snapshot.tenants.values()}
+
+    def network(self) -> str:
+        platform = self.service.platform_tenant
+        return self.names().get(platform, platform)
+
+    def fail(self, request: web.Request, status: int, message: str) -> NoReturn:
+        pages.fail(request, status, message, context={"network": self.network(),
+                                                      "section": "Console"})  # fmt: skip
+
+    def refuse(self, request: web.Request, error: ControlError) -> NoReturn:
+        """A control error as an error page (the control service's own words)."""
+        if error.code == Code.UNAUTHENTICATED:
+            self.to_sign_in(request)
+        self.fail(request, _STATUS.get(error.code, 503), str(error))
+
+    def to_sign_in(self, request: web.Request) -> NoReturn:
+        target = safe_next(request.path_qs, "/console")
+        response = web.HTTPSeeOther(f"{LOGIN}?{urlencode({'next': target})}",
+                                    headers=pages.page_headers())  # fmt: skip
+        if request.cookies.get(SESSION_COOKIE):
+            response.del_cookie(SESSION_COOKIE, path="/")
+        raise response
+
+    async def signed(self, request: web.Request) -> Signed:
+        """The caller signed in with this request's session cookie, or off to the sign-in."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token:
+            self.to_sign_in(request)
+        try:
+            caller = await self.service.authenticate(
+                token, via="console", peer=request.remote or ""
+            )
+        except ControlError as exc:
+            self.refuse(request, exc)
+        return Signed(caller, SESSION_CSRF.issue(request))
+
+    def check_form(self, request: web.Request, submitted: object) -> None:
+        """A form POST of a signed-in page: from this gateway, with the page's CSRF value."""
+        if not same_origin(request) or not SESSION_CSRF.valid(request, submitted):
+            self.fail(request, 403, "Send this from the console's own pages.")
+
+    def render(
+        self,
+        request: web.Request,
+        who: Signed,
+        template: str,
+        current: str,
+        context: Mapping[str, Any],
+        *,
+        body_class: str = "",
+    ) -> web.Response:
+        caller = who.caller
+        names = self.names()
+        title = context.get("title", "Console")
+        response = pages.render(
+            request,
+            template,
+            {
+                **context,
+                "title": f"{title} · {self.network()} console",
+                "network": self.network(),
+                "section": "Console",
+                "who": {
+                    "principal": caller.subject,
+                    "tenant": caller.tenant,
+                    "tenant_name": names.get(caller.tenant, caller.tenant),
+                    "sign_out": LOGOUT,
+                    "csrf": who.csrf,
+                },
+                "nav": sections(caller),
+                "current": current,
+                "body_class": body_class,
+                "csrf": who.csrf,
+            },
+            headers=pages.page_headers(csp=pages.CONSOLE_CSP),
+        )
+        SESSION_CSRF.attach(request, response, who.csrf)
+        return response
