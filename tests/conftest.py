@@ -23,7 +23,7 @@ FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 # Private PostgreSQL clusters and Redis servers: tests/fixtures_db.py, tests/fixtures_redis.py;
 # headless Chromium (Playwright): tests/fixtures_browser.py.
-pytest_plugins = ["fixtures_db", "fixtures_redis", "fixtures_browser"]
+pytest_plugins = ["fixtures_db", "fixtures_redis", "fixtures_browser", "whep_fixtures"]
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
