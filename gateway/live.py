@@ -18,6 +18,7 @@ and which must end up calling ``end``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -108,11 +109,13 @@ class LiveSessions:
 
     # ---- audit ---------------------------------------------------------------------------------
 
-    def _audit(
+    def _entry(
         self, action: AuditAction, d: Decision, detail: dict[str, Any], outcome: str = "ok"
-    ) -> None:
-        """An audit entry about a decision's tenant, principal, camera and purpose."""
-        self.audit.append(
+    ) -> Callable[[], object]:
+        """An audit entry about a decision's tenant, principal, camera and purpose, as blocking
+        work for the tenancy's database thread (never run on the event loop)."""
+        return functools.partial(
+            self.audit.append,
             action,
             tenant=d.tenant,
             principal=d.principal,
@@ -121,6 +124,12 @@ class LiveSessions:
             outcome=outcome,
             detail=detail,
         )
+
+    async def _audit(
+        self, action: AuditAction, d: Decision, detail: dict[str, Any], outcome: str = "ok"
+    ) -> None:
+        """Append the entry and wait until it is stored (raises if it cannot be)."""
+        await self.tenancy.blocking(self._entry(action, d, detail, outcome))
 
     async def refused(
         self,
@@ -163,7 +172,7 @@ class LiveSessions:
             raise MaskingUnavailable("masking is required for this viewer but not available")
         return self.variants.ensure(path, decision.variant, decision.mask_zones)
 
-    def admit(
+    async def admit(
         self,
         session_id: str,
         decision: Decision,
@@ -179,11 +188,16 @@ class LiveSessions:
         lease = None
         if mode == "play":
             try:
-                lease = self.caps.acquire(decision)
+                # A capped stream's lease is a database transaction: on the database thread.
+                lease = (
+                    await self.tenancy.blocking(self.caps.acquire, decision)
+                    if decision.max_concurrent is not None and self.caps.shared is not None
+                    else self.caps.acquire(decision)
+                )
             except Exception as exc:
                 return self._unrecorded(session_id, decision, f"its stream lease: {exc}")
             if lease is None:
-                return self._at_cap(decision, protocol)
+                return await self._at_cap(decision, protocol)
         live = Live(session_id, protocol, mode, decision, path, peer, stop, lease, time.monotonic())
         self.live[session_id] = live
         if self.variants is not None and decision.mask_zones:
@@ -192,9 +206,9 @@ class LiveSessions:
         self._ensure_watcher()
         return live
 
-    def _at_cap(self, decision: Decision, protocol: str) -> Refused:
+    async def _at_cap(self, decision: Decision, protocol: str) -> Refused:
         try:
-            self._audit(
+            await self._audit(
                 AuditAction.DENIED,
                 decision,
                 {
@@ -223,7 +237,7 @@ class LiveSessions:
         )
         return Refused(503, "the session could not be recorded; try again", RETRY_AFTER_S)
 
-    def start(self, live: Live, reader: Reader | None) -> Refused | None:
+    async def start(self, live: Live, reader: Reader | None) -> Refused | None:
         """Media is about to flow: record the start (and any mask lift) in the audit log, then
         meter from here, or from when its reader exists. If the start cannot be recorded the
         session is dropped (cap and variant released, nothing metered) and refused."""
@@ -232,7 +246,7 @@ class LiveSessions:
         decision = live.decision
         try:
             if decision.lifted:
-                self._audit(
+                await self._audit(
                     AuditAction.MASK_LIFT,
                     decision,
                     {
@@ -243,7 +257,7 @@ class LiveSessions:
                         else None,
                     },
                 )
-            self._audit(
+            await self._audit(
                 AuditAction.SESSION_START,
                 decision,
                 {
@@ -260,6 +274,13 @@ class LiveSessions:
             self.end(live.id, "its start could not be recorded")
             return self._unrecorded(live.id, decision, f"its start: {exc}")
         live.started = time.monotonic()
+        if live.id not in self.live:
+            # It ended (its client left) while its start was being stored: record the end too,
+            # and meter nothing.
+            self.tenancy.submit(
+                self._end_entry(live, "ended while starting", 0), what="audit a session end"
+            )
+            return None
         if reader is not None:
             self._meter(live, reader)
         return None
@@ -308,20 +329,21 @@ class LiveSessions:
         if live.held_variant and self.variants is not None:
             self.variants.release(live.path)
         if live.lease is not None:
-            try:
-                self.caps.release(live.lease)
-            except Exception as exc:
-                # The row expires with its lifetime: this process no longer renews it.
-                log.error("could not release stream lease %s: %s", live.lease.shared_id, exc)
+            # The row expires with its lifetime if this fails: this process stops renewing it.
+            self.tenancy.submit(self.caps.release, live.lease, what="release a stream lease")
         if live.started is None:
             return
-        self._audit(
+        self.tenancy.submit(self._end_entry(live, reason, bytes_sent), what="audit a session end")
+
+    def _end_entry(self, live: Live, reason: str, bytes_sent: int) -> Callable[[], object]:
+        started = live.started if live.started is not None else time.monotonic()
+        return self._entry(
             AuditAction.SESSION_END,
             live.decision,
             {
                 "session": live.id,
                 "reason": reason,
-                "seconds": round(time.monotonic() - live.started, 3),
+                "seconds": round(time.monotonic() - started, 3),
                 "bytes": bytes_sent,
             },
         )

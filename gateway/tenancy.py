@@ -106,6 +106,21 @@ class Tenancy:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db_thread, functools.partial(fn, *args, **kwargs))
 
+    def submit(self, fn: Callable[..., object], *args: Any, what: str) -> None:
+        """Queue blocking work on the database thread without waiting for it (after anything
+        queued before it); a failure is logged as failing to ``what``."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                log.error("could not %s: %s", what, exc)
+
+        try:
+            self._db_thread.submit(run)
+        except RuntimeError:  # shut down: run it here rather than lose it
+            run()
+
     def start(self) -> None:
         """Keep the policy's snapshot current (call on the event loop)."""
         if self._refresher is None or self._refresher.done():

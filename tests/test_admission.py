@@ -14,6 +14,9 @@ from conftest import RunningGateway, make_config, publish_argv, publishing, runn
 from rtsp_probe import play_status
 
 from gateway.config import BillingConfig, CameraConfig, TenancyConfig
+from gateway.stream.hub import Reader
+from tenants.audit import AuditAction
+from tenants.policy import AccessRequest, Action
 
 SEED = """
 [[tenants]]
@@ -138,3 +141,48 @@ async def test_a_capped_play_whose_lease_cannot_be_stored_is_refused_and_never_m
     tenancy = gw.gateway.tenancy
     assert tenancy is not None
     assert tenancy.db.query_one("SELECT COUNT(*) FROM stream_leases") == (0,)
+
+
+async def test_a_session_that_ends_while_its_start_is_stored_is_closed_in_the_log(billed_gw):
+    """The start is stored on the database thread while the loop serves others; a client that
+    leaves meanwhile gets its end recorded after its start, and is never metered."""
+    import asyncio
+    import threading
+
+    from gateway.live import Live
+
+    gw = billed_gw
+    live_sessions, tenancy, metering = gw.gateway.live, gw.gateway.tenancy, gw.gateway.metering
+    assert live_sessions is not None and tenancy is not None and metering is not None
+    decision = await tenancy.policy.authorize(
+        AccessRequest(Action.LIVE, "rtsp", camera="street", token=_token(gw, "police", "officer"))
+    )
+    assert decision.allow
+    stopped: list[str] = []
+    live = await live_sessions.admit(
+        "s-leaver", decision, protocol="rtsp", mode="play", path="street", peer="x",
+        stop=stopped.append,
+    )  # fmt: skip
+    assert isinstance(live, Live)
+    # A control-plane thread holds the database: the start cannot be stored yet.
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with tenancy.db.transaction():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    starting = asyncio.get_running_loop().create_task(live_sessions.start(live, Reader(channels=(0,))))
+    await asyncio.sleep(0)  # the loop is free meanwhile: this test is running on it
+    live_sessions.end("s-leaver", "connection closed")
+    release.set()
+    assert await starting is None
+    holder.join(10)
+    await tenancy.blocking(lambda: None)  # everything queued before this is stored
+    kinds = [e.action for e in tenancy.audit.entries() if e.detail.get("session") == "s-leaver"]
+    assert kinds == [AuditAction.SESSION_START, AuditAction.SESSION_END]
+    assert "s-leaver" not in metering.meter._live
+    assert tenancy.caps.streams("police", "police-street") == 0

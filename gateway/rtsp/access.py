@@ -139,7 +139,7 @@ class PolicyAccess(AccessControl):
     def live(self) -> dict[str, Live]:
         return self.sessions.live
 
-    def started(self, session: Session) -> RtspReply | None:
+    async def started(self, session: Session) -> RtspReply | None:
         decision = session.grant
         if not isinstance(decision, Decision):
             return None  # internal relay or open access
@@ -151,7 +151,7 @@ class PolicyAccess(AccessControl):
             conn.sessions.pop(session.id, None)
             conn.close()
 
-        live = self.sessions.admit(
+        live = await self.sessions.admit(
             session.id,
             decision,
             protocol="rtsp",
@@ -160,7 +160,9 @@ class PolicyAccess(AccessControl):
             peer=session.conn.peer,
             stop=stop,
         )
-        refused = live if isinstance(live, Refused) else self.sessions.start(live, session.reader)
+        refused = (
+            live if isinstance(live, Refused) else await self.sessions.start(live, session.reader)
+        )
         if refused is None:
             return None
         headers = [("Retry-After", str(refused.retry_after))] if refused.retry_after else []

@@ -72,6 +72,7 @@ class AccessCheck:
     request: Request
     peer: str
     query: dict[str, str]
+    secure: bool = False  # RTSPS: credentials travel inside TLS
 
 
 # A bare authorizer: return None to allow, or an RtspReply to refuse.
@@ -95,7 +96,8 @@ class AccessControl:
         refusal = await self.authorizer(check)
         return refusal if refusal is not None else True
 
-    def started(self, session: Session) -> RtspReply | None:
+    async def started(self, session: Session) -> RtspReply | None:
+        """Admit the PLAY/RECORD (it may await blocking work done elsewhere), or refuse it."""
         return None
 
     def attached(self, session: Session) -> None:
@@ -555,20 +557,26 @@ class RtspServer:
         cached = conn.allowed.get((action, path))
         if not has_creds and cached is not None:
             return cached
-        result = await self.access.check(AccessCheck(action, path, req, conn.peer_ip, query))
+        result = await self.access.check(
+            AccessCheck(action, path, req, conn.peer_ip, query, secure=conn.secure)
+        )
         if isinstance(result, RtspReply):
             self.counters[f"denied_{result.status}"] += 1
             raise result
         conn.allowed[(action, path)] = result
         return result
 
-    def _start_access(self, session: Session) -> None:
+    async def _start_access(self, session: Session) -> None:
         if session.conn.internal or session.started:
             return
-        refusal = self.access.started(session)
+        refusal = await self.access.started(session)
         if refusal is not None:
             self.counters[f"denied_{refusal.status}"] += 1
             raise refusal
+        if session.id not in self.sessions:
+            # It ended (its connection closed) while being admitted: undo the admission.
+            self.access.ended(session, "connection closed")
+            raise RtspReply(454, "session ended while starting")
         session.started = True
 
     # ---- handlers ------------------------------------------------------------------------------
@@ -728,7 +736,7 @@ class RtspServer:
             return 200, [self._session_header(session), ("Range", "npt=now-")], b""
         if max(session.tracks) >= len(stream.tracks):
             raise RtspReply(455, "the camera's tracks changed; DESCRIBE again")
-        self._start_access(session)
+        await self._start_access(session)
         positions = stream.start_position()
         base = req.uri.split("?", 1)[0].rstrip("/")
         entries = [
@@ -820,7 +828,7 @@ class RtspServer:
             raise RtspReply(455, "RECORD on a PLAY session")
         if not session.tracks:
             raise RtspReply(455, "nothing set up")
-        self._start_access(session)
+        await self._start_access(session)
         return 200, [self._session_header(session)], b""
 
     async def _pause(self, conn: RtspConnection, req: Request) -> HandlerResult:
