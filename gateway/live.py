@@ -188,12 +188,7 @@ class LiveSessions:
         lease = None
         if mode == "play":
             try:
-                # A capped stream's lease is a database transaction: on the database thread.
-                lease = (
-                    await self.tenancy.blocking(self.caps.acquire, decision)
-                    if decision.max_concurrent is not None and self.caps.shared is not None
-                    else self.caps.acquire(decision)
-                )
+                lease = await self._acquire(decision)
             except Exception as exc:
                 return self._unrecorded(session_id, decision, f"its stream lease: {exc}")
             if lease is None:
@@ -205,6 +200,24 @@ class LiveSessions:
             live.held_variant = True
         self._ensure_watcher()
         return live
+
+    async def _acquire(self, decision: Decision) -> Lease | None:
+        if decision.max_concurrent is None or self.caps.shared is None:
+            return self.caps.acquire(decision)  # counted in memory
+        # A shared lease is a database transaction: on the database thread. If the caller is
+        # cancelled meanwhile (its client left), the lease it was taking is released.
+        taking = asyncio.ensure_future(self.tenancy.blocking(self.caps.acquire, decision))
+
+        def orphaned(done: asyncio.Future[Lease | None]) -> None:
+            lease = None if done.cancelled() or done.exception() else done.result()
+            if lease is not None:
+                self.tenancy.submit(self.caps.release, lease, what="release a stream lease")
+
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(orphaned)
+            raise
 
     async def _at_cap(self, decision: Decision, protocol: str) -> Refused:
         try:

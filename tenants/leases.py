@@ -116,14 +116,16 @@ class StreamCaps:
         key = (decision.tenant, decision.grant_id or "owner")
         cap = decision.max_concurrent
         shared_id = None
+        if cap is not None and self.shared is not None:
+            # The database serialises takers of the key; the in-process lock is never held
+            # across it, so an uncapped acquire on the event loop cannot wait for a database.
+            shared_id = self.shared.acquire(f"{key[0]}:{key[1]}", cap, now)
+            if shared_id is None:
+                return None
+            cap = None
         with self._lock:
-            if cap is not None:
-                if self.shared is not None:
-                    shared_id = self.shared.acquire(f"{key[0]}:{key[1]}", cap, now)
-                    if shared_id is None:
-                        return None
-                elif self._streams.get(key, 0) >= cap:
-                    return None
+            if cap is not None and self._streams.get(key, 0) >= cap:
+                return None
             self._streams[key] = self._streams.get(key, 0) + 1
         return Lease(key, decision, shared_id=shared_id)
 

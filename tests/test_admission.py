@@ -4,16 +4,30 @@ nothing (issue #9's ghost billing: six refused probes were billed 511.6 s)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 
 import pytest
-from conftest import RunningGateway, make_config, publish_argv, publishing, running_gateway
+from conftest import (
+    RunningGateway,
+    make_config,
+    publish_argv,
+    publishing,
+    running_gateway,
+    wait_for,
+)
 from rtsp_probe import play_status
 
 from gateway.config import BillingConfig, CameraConfig, TenancyConfig
+from gateway.live import Live
 from gateway.stream.hub import Reader
 from tenants.audit import AuditAction
 from tenants.policy import AccessRequest, Action
@@ -143,28 +157,11 @@ async def test_a_capped_play_whose_lease_cannot_be_stored_is_refused_and_never_m
     assert tenancy.db.query_one("SELECT COUNT(*) FROM stream_leases") == (0,)
 
 
-async def test_a_session_that_ends_while_its_start_is_stored_is_closed_in_the_log(billed_gw):
-    """The start is stored on the database thread while the loop serves others; a client that
-    leaves meanwhile gets its end recorded after its start, and is never metered."""
-    import asyncio
-    import threading
-
-    from gateway.live import Live
-
-    gw = billed_gw
-    live_sessions, tenancy, metering = gw.gateway.live, gw.gateway.tenancy, gw.gateway.metering
-    assert live_sessions is not None and tenancy is not None and metering is not None
-    decision = await tenancy.policy.authorize(
-        AccessRequest(Action.LIVE, "rtsp", camera="street", token=_token(gw, "police", "officer"))
-    )
-    assert decision.allow
-    stopped: list[str] = []
-    live = await live_sessions.admit(
-        "s-leaver", decision, protocol="rtsp", mode="play", path="street", peer="x",
-        stop=stopped.append,
-    )  # fmt: skip
-    assert isinstance(live, Live)
-    # A control-plane thread holds the database: the start cannot be stored yet.
+@contextlib.contextmanager
+def _database_held(gw: RunningGateway) -> Iterator[threading.Event]:
+    """A control-plane thread holds the database's lock until the yielded event is set."""
+    tenancy = gw.gateway.tenancy
+    assert tenancy is not None
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -174,15 +171,108 @@ async def test_a_session_that_ends_while_its_start_is_stored_is_closed_in_the_lo
 
     holder = threading.Thread(target=hold)
     holder.start()
-    held.wait(10)
-    starting = asyncio.get_running_loop().create_task(live_sessions.start(live, Reader(channels=(0,))))
-    await asyncio.sleep(0)  # the loop is free meanwhile: this test is running on it
-    live_sessions.end("s-leaver", "connection closed")
-    release.set()
-    assert await starting is None
-    holder.join(10)
+    try:
+        assert held.wait(10)
+        yield release
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def _database_thread_runs(function: str, filename: str) -> bool:
+    """Whether the tenancy's database thread is inside ``function`` of ``filename`` now."""
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        if not thread.name.startswith("tenancy-db") or thread.ident not in frames:
+            continue
+        frame: FrameType | None = frames[thread.ident]
+        while frame is not None:
+            code = frame.f_code
+            if code.co_name == function and code.co_filename.endswith(filename):
+                return True
+            frame = frame.f_back
+    return False
+
+
+async def _admit(gw: RunningGateway, session_id: str, tenant: str, subject: str) -> object:
+    live_sessions, tenancy = gw.gateway.live, gw.gateway.tenancy
+    assert live_sessions is not None and tenancy is not None
+    decision = await tenancy.policy.authorize(
+        AccessRequest(Action.LIVE, "rtsp", camera="street", token=_token(gw, tenant, subject))
+    )
+    assert decision.allow
+    return await live_sessions.admit(
+        session_id, decision, protocol="rtsp", mode="play", path="street", peer="x",
+        stop=lambda why: None,
+    )  # fmt: skip
+
+
+async def _capped_admission_waiting(gw: RunningGateway, session_id: str) -> asyncio.Task[object]:
+    """A capped viewer's admission, running until its lease transaction waits for the
+    database (which the caller holds)."""
+    admitting = asyncio.get_running_loop().create_task(_admit(gw, session_id, "shop", "guard"))
+    await wait_for(
+        lambda: _database_thread_runs("acquire", "tenants/leases.py"),
+        what="the lease transaction waiting for the database",
+    )
+    return admitting
+
+
+async def test_a_session_that_ends_while_its_start_is_stored_is_closed_in_the_log(billed_gw):
+    """The start is stored on the database thread while the loop serves others; a client that
+    leaves meanwhile gets its end recorded after its start, and is never metered."""
+    gw = billed_gw
+    live_sessions, tenancy, metering = gw.gateway.live, gw.gateway.tenancy, gw.gateway.metering
+    assert live_sessions is not None and tenancy is not None and metering is not None
+    live = await _admit(gw, "s-leaver", "police", "officer")
+    assert isinstance(live, Live)
+    # A control-plane thread holds the database: the start cannot be stored yet.
+    with _database_held(gw) as release:
+        starting = asyncio.get_running_loop().create_task(
+            live_sessions.start(live, Reader(channels=(0,)))
+        )
+        await asyncio.sleep(0)  # the loop is free meanwhile: this test is running on it
+        live_sessions.end("s-leaver", "connection closed")
+        release.set()
+        assert await starting is None
     await tenancy.blocking(lambda: None)  # everything queued before this is stored
     kinds = [e.action for e in tenancy.audit.entries() if e.detail.get("session") == "s-leaver"]
     assert kinds == [AuditAction.SESSION_START, AuditAction.SESSION_END]
     assert "s-leaver" not in metering.meter._live
     assert tenancy.caps.streams("police", "police-street") == 0
+
+
+async def test_a_capped_admission_cancelled_while_its_lease_is_taken_holds_nothing(billed_gw):
+    """A client that leaves while its lease transaction waits for the database (its handler
+    cancelled) leaves no lease behind, in this process or in the shared table."""
+    gw = billed_gw
+    tenancy = gw.gateway.tenancy
+    assert tenancy is not None
+    with _database_held(gw):
+        admitting = await _capped_admission_waiting(gw, "s-gone")
+        admitting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await admitting
+    await tenancy.blocking(lambda: None)  # the lease taken, then released after it
+    await tenancy.blocking(lambda: None)
+    assert tenancy.caps.streams("shop", "shop-street") == 0
+    assert tenancy.db.query_one("SELECT COUNT(*) FROM stream_leases") == (0,)
+
+
+async def test_an_uncapped_admission_never_waits_for_a_capped_ones_database(billed_gw):
+    """While a capped viewer's lease transaction waits for a database another thread holds,
+    an uncapped viewer (counted in memory, on the event loop) is admitted at once."""
+    gw = billed_gw
+    live_sessions = gw.gateway.live
+    assert live_sessions is not None
+    with _database_held(gw):
+        capped = await _capped_admission_waiting(gw, "s-capped")
+        t0 = time.monotonic()
+        uncapped = await _admit(gw, "s-free", "police", "officer")
+        waited = time.monotonic() - t0
+        assert isinstance(uncapped, Live)
+        assert not capped.done()
+    assert waited < 1.0, f"the event loop waited {waited:.2f} s for the database"
+    assert isinstance(await capped, Live)
+    for sid in ("s-capped", "s-free"):
+        live_sessions.end(sid, "test over")

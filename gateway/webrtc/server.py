@@ -278,7 +278,7 @@ class WebRtcServer:
                     if s is not None:
                         s.end(why)
 
-                result = self.live.admit(
+                result = await self.live.admit(
                     session_id,
                     decision,
                     protocol="webrtc",

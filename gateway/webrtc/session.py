@@ -239,7 +239,7 @@ class WhepSession:
         self.server.connected(self)
         if self.live is not None and self.server.live is not None:
             # Audited and metered from here, before the GOP burst: those bytes count too.
-            refused = self.server.live.start(self.live, reader)
+            refused = await self.server.live.start(self.live, reader)
             if refused is not None:
                 self.end(f"refused: {refused.reason}")
                 return
