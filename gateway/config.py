@@ -15,9 +15,11 @@ windows, months, invoices) are in ``timezone`` (default ``Europe/London``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
 import re
+import socket
 import typing
 import zoneinfo
 from collections.abc import Mapping
@@ -83,6 +85,10 @@ def _zone(value: str) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {value!r} (an IANA name: Europe/London)") from None
     return value
+
+
+def _node_id(value: str) -> str:
+    return _camera_id(value) if value else value  # the same alphabet as ids
 
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -260,6 +266,10 @@ class TenancyConfig:
     issuer: str = "feedgate"
     audience: str = "feedgate"
     token_leeway: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
+    # A capped stream's lease lives this long unless its process renews it (every third of
+    # it). A node that crashes and stays down frees its slots after this; one that restarts
+    # voids its previous incarnation's leases at start.
+    lease_ttl: Annotated[float, Field(ge=3, le=3600, allow_inf_nan=False)] = 15.0
     # How often live sessions are re-checked (expiry, revocation, suspension).
     recheck_interval: Seconds = 0.25
     # A lifted (liftable) mask comes back after this long; the viewer reconnects masked.
@@ -371,10 +381,20 @@ class Config:
     log_level: LogLevel = "INFO"
     # The deployment's time zone (IANA): grant windows, months and invoices are in local time.
     timezone: Annotated[str, AfterValidator(_zone)] = "Europe/London"
+    # This node's name among several sharing one database, stable across restarts ("" = the
+    # host name and a digest of data_dir, so two nodes on one host differ).
+    node_id: Annotated[str, AfterValidator(_node_id)] = ""
 
     @property
     def database_url(self) -> str:
         return self.tenancy.database or f"sqlite:///{Path(self.data_dir).resolve()}/feedgate.db"
+
+    @property
+    def node(self) -> str:
+        if self.node_id:
+            return self.node_id
+        digest = hashlib.sha256(str(Path(self.data_dir).resolve()).encode()).hexdigest()
+        return f"{socket.gethostname()[:40]}-{digest[:8]}"
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:

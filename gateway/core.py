@@ -57,7 +57,7 @@ class Gateway:
         self.variants: VariantManager | None = None
         self.metering: Metering | None = None
         if config.tenancy.enabled:
-            self.tenancy = Tenancy.open(config)
+            self.tenancy = Tenancy.open(config, lease_holder=f"{config.node}/w{worker}")
             self.variants = VariantManager(self.hub)
             if config.billing.enabled:
                 self.metering = Metering(config, self.tenancy.db, worker=worker)

@@ -38,9 +38,6 @@ from tenants.policy import Decision
 
 log = logging.getLogger(__name__)
 
-# Shared stream leases live 30 s unless renewed: renew well within that.
-LEASE_RENEW_EVERY = 10.0
-
 
 def camera_of(path: str) -> tuple[str, Quality]:
     """'cam1' -> (cam1, main); 'cam1/sub' -> (cam1, sub)."""
@@ -105,6 +102,9 @@ class LiveSessions:
         self.variants = variants
         self.recheck_interval = recheck_interval
         self.live: dict[str, Live] = {}
+        # Shared stream leases expire unless renewed: renew three times in their lifetime.
+        shared = tenancy.caps.shared
+        self._renew_every = shared.ttl.total_seconds() / 3 if shared is not None else 10.0
         self._task: asyncio.Task[None] | None = None
 
     # ---- audit ---------------------------------------------------------------------------------
@@ -374,13 +374,25 @@ class LiveSessions:
         renewed = time.monotonic()
         while self.live:
             await asyncio.sleep(self.recheck_interval)
-            if time.monotonic() - renewed > LEASE_RENEW_EVERY:
+            if time.monotonic() - renewed > self._renew_every:
                 renewed = time.monotonic()
-                try:
-                    await self.tenancy.blocking(self.caps.renew)
-                except Exception as exc:
-                    log.warning("stream leases not renewed: %s", exc)
+                await self._renew()
             self.recheck(self.clock())
+
+    async def _renew(self) -> None:
+        try:
+            renewed, held = await self.tenancy.blocking(self.caps.renew)
+        except Exception as exc:
+            log.warning("stream leases not renewed: %s", exc)
+            return
+        if renewed < held and self.caps.shared is not None:
+            log.error(
+                "%d of this process's %d stream leases were dropped by another process holding "
+                "as %s: give each node its own node_id",
+                held - renewed,
+                held,
+                self.caps.shared.holder,
+            )
 
     def recheck(self, now: datetime) -> int:
         """End every live session the policy no longer allows at ``now``; how many ended."""

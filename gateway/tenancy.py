@@ -63,7 +63,10 @@ class Tenancy:
     reload_failures: int = 0  # consecutive failed refreshes (0: the snapshot is current)
 
     @classmethod
-    def open(cls, config: Config) -> Tenancy:
+    def open(cls, config: Config, *, lease_holder: str | None = None) -> Tenancy:
+        """``lease_holder`` names a media process (``node/w0``) that takes stream leases: it
+        voids what an earlier incarnation of itself left in the lease table. Control-plane
+        tools take none."""
         tc = config.tenancy
         db = Database.open(config.database_url)
         store = TenantStore(db)
@@ -87,7 +90,12 @@ class Tenancy:
         )
         policy.reload(force=True)
         audit = AuditLog(db, audit_key.private_key)
-        caps = StreamCaps(LeaseStore(db))
+        leases = LeaseStore(db, holder=lease_holder, ttl=tc.lease_ttl)
+        if leases.voided:
+            log.info(
+                "%s: dropped %d stream lease(s) of its previous run", lease_holder, leases.voided
+            )
+        caps = StreamCaps(leases)
         return cls(
             db,
             store,

@@ -3,9 +3,14 @@
 A grant's ``max_concurrent_streams`` holds for the tenant across all worker processes and all
 nodes sharing the store, not per process. Each live capped stream is a row; taking one is a
 check-and-insert under a lock the database enforces for every process (SQLite's write lock via
-BEGIN IMMEDIATE, a PostgreSQL advisory lock per key). A process that dies cannot release its
-rows, so rows expire unless their holder renews them: a crashed gateway's streams stop counting
-after ``ttl`` seconds.
+BEGIN IMMEDIATE, a PostgreSQL advisory lock per key).
+
+A process that dies cannot release its rows. Each row names its holder (a node and worker,
+stable across restarts) and the holder's incarnation (new at every start), so:
+- a holder that restarts voids every row of its earlier incarnations as it opens the store: a
+  partner capped at N is not locked out by the N streams the crash left behind;
+- rows expire unless their incarnation renews them, so a node that crashes and stays down
+  frees its slots after ``ttl``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ MIGRATIONS = [
     );
     CREATE INDEX stream_leases_key ON stream_leases (lease_key, expires_at)
     """,
+    """
+    ALTER TABLE stream_leases ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
+    CREATE INDEX stream_leases_holder ON stream_leases (holder)
+    """,
 ]
 
 
@@ -37,11 +46,34 @@ def _ts(t: datetime) -> str:
 
 
 class LeaseStore:
-    def __init__(self, db: Database, *, holder: str | None = None, ttl: float = 30.0) -> None:
+    """The shared lease table, as one holder sees it.
+
+    ``holder`` must be unique among live processes and stable across restarts (``node/w0``);
+    without one the holder is random and its leases only ever expire."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        holder: str | None = None,
+        ttl: float = 30.0,
+        now: datetime | None = None,
+    ) -> None:
         self.db = db
         self.holder = holder or secrets.token_hex(8)
+        # New at every start; ordered by start time only to be read by people.
+        start = (now or datetime.now(UTC)).astimezone(UTC)
+        self.incarnation = f"{start:%Y%m%dT%H%M%S.%f}-{secrets.token_hex(4)}"
         self.ttl = timedelta(seconds=ttl)
         db.migrate("stream_leases", MIGRATIONS)
+        self.voided = self._void_earlier() if holder else 0
+
+    def _void_earlier(self) -> int:
+        """Drop the rows an earlier incarnation of this holder left (it is dead: we are it)."""
+        return self.db.execute(
+            "DELETE FROM stream_leases WHERE holder = ? AND incarnation <> ?",
+            (self.holder, self.incarnation),
+        )
 
     def acquire(self, key: str, cap: int, now: datetime | None = None) -> str | None:
         """A lease id, or None when ``cap`` live leases already exist for ``key``."""
@@ -61,9 +93,9 @@ class LeaseStore:
                 return None
             lease_id = secrets.token_hex(12)
             self.db.execute(
-                "INSERT INTO stream_leases (lease_id, lease_key, holder, expires_at)"
-                " VALUES (?, ?, ?, ?)",
-                (lease_id, key, self.holder, _ts(now + self.ttl)),
+                "INSERT INTO stream_leases (lease_id, lease_key, holder, incarnation, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (lease_id, key, self.holder, self.incarnation, _ts(now + self.ttl)),
             )
             return lease_id
 
@@ -71,11 +103,11 @@ class LeaseStore:
         self.db.execute("DELETE FROM stream_leases WHERE lease_id = ?", (lease_id,))
 
     def renew(self, now: datetime | None = None) -> int:
-        """Extend every lease this holder owns; the holder calls it well within ``ttl``."""
+        """Extend every lease this incarnation holds; call it well within ``ttl``."""
         now = now or datetime.now(UTC)
         return self.db.execute(
-            "UPDATE stream_leases SET expires_at = ? WHERE holder = ?",
-            (_ts(now + self.ttl), self.holder),
+            "UPDATE stream_leases SET expires_at = ? WHERE holder = ? AND incarnation = ?",
+            (_ts(now + self.ttl), self.holder, self.incarnation),
         )
 
     def count(self, key: str, now: datetime | None = None) -> int:
@@ -107,6 +139,7 @@ class StreamCaps:
     def __init__(self, shared: LeaseStore | None = None) -> None:
         self.shared = shared
         self._streams: dict[tuple[str, str], int] = {}
+        self._shared_held = 0  # of those, streams with a row in the shared table
         # Guards the in-process count against two threads taking the last slot at once.
         self._lock = threading.Lock()
 
@@ -127,6 +160,7 @@ class StreamCaps:
             if cap is not None and self._streams.get(key, 0) >= cap:
                 return None
             self._streams[key] = self._streams.get(key, 0) + 1
+            self._shared_held += shared_id is not None
         return Lease(key, decision, shared_id=shared_id)
 
     def release(self, lease: Lease) -> None:
@@ -134,6 +168,7 @@ class StreamCaps:
             if lease.released:
                 return
             lease.released = True
+            self._shared_held -= lease.shared_id is not None
             left = self._streams.get(lease.key, 1) - 1
             if left > 0:
                 self._streams[lease.key] = left
@@ -145,7 +180,11 @@ class StreamCaps:
     def streams(self, tenant: str, grant_id: str | None) -> int:
         return self._streams.get((tenant, grant_id or "owner"), 0)
 
-    def renew(self, now: datetime | None = None) -> None:
-        """Keep this process's shared leases alive (they expire if it dies)."""
-        if self.shared is not None and self._streams:
-            self.shared.renew(now)
+    def renew(self, now: datetime | None = None) -> tuple[int, int]:
+        """Keep this process's shared leases alive (they expire if it dies). Returns how many
+        rows were renewed and how many this process holds: fewer renewed means another process
+        opened the store as the same holder and voided ours (two nodes share a node id)."""
+        held = self._shared_held
+        if self.shared is None or not held:
+            return 0, held
+        return self.shared.renew(now), held
