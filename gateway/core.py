@@ -217,6 +217,10 @@ class Gateway:
                 self.ingests[path].run(), name=f"ingest:{path}"
             )
 
+    def start_on_demand(self, path: str) -> None:
+        """Start pulling ``path`` now if it is pulled only while watched (a still, a viewer)."""
+        self._start_on_demand(path)
+
     def _start_on_demand(self, path: str) -> None:
         if path in self.ingests:
             self._start_ingest(path)

@@ -63,9 +63,14 @@ def _unb64(text: str) -> bytes:
 def _derive(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
     n = 1 << log2_n
     return hashlib.scrypt(
-        password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r + 1024 * 1024,
+        password.encode(),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        maxmem=256 * n * r + 1024 * 1024,
         dklen=_KEY_BYTES,
-    )  # fmt: skip
+    )
 
 
 def check_password(password: str) -> None:

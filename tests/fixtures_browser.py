@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -29,3 +32,16 @@ def browser() -> Iterator[Browser]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture
+def artefacts(request: pytest.FixtureRequest) -> Path:
+    """Where a test keeps what a person should be able to look at afterwards (screenshots):
+    ``var/test-artefacts/<module>/<test>/`` at the top of the repository (gitignored), or under
+    ``$FEEDGATE_ARTEFACTS``; emptied when the test starts, kept after it."""
+    top = Path(__file__).resolve().parent.parent / "var" / "test-artefacts"
+    root = Path(os.environ.get("FEEDGATE_ARTEFACTS") or top)
+    where = root / request.node.module.__name__ / re.sub(r"[^\w.-]+", "_", request.node.name)
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    return where

@@ -126,8 +126,9 @@ async def rest(tmp_path: Path) -> AsyncIterator[Rest]:
 
 async def test_rest_sets_a_password_that_is_never_shown_or_audited(rest: Rest) -> None:
     body = {"id": "cview", "tenant_id": "council", "name": "Council viewer", "roles": ["viewer"]}
-    status, view = await rest.call("root", "PUT", "/v1/principals/cview", {**body,
-                                   "password": PASSWORD})  # fmt: skip
+    status, view = await rest.call(
+        "root", "PUT", "/v1/principals/cview", {**body, "password": PASSWORD}
+    )
     assert status == 200 and view["has_password"] is True, view
     assert PASSWORD not in json.dumps(view) and "scrypt" not in json.dumps(view)
     stored = rest.tenancy.store.get_principal("cview").password_hash
@@ -137,38 +138,51 @@ async def test_rest_sets_a_password_that_is_never_shown_or_audited(rest: Rest) -
     assert status == 200 and view["has_password"] is True
     status, view = await rest.call("root", "GET", "/v1/principals/cview")
     assert status == 200 and view["has_password"] is True
-    status, view = await rest.call("root", "PUT", "/v1/principals/cview", {**body,
-                                   "clear_password": True})  # fmt: skip
+    status, view = await rest.call(
+        "root", "PUT", "/v1/principals/cview", {**body, "clear_password": True}
+    )
     assert status == 200 and view["has_password"] is False
-    changes = [e.detail.get("password") for e in rest.tenancy.audit.entries()
-               if e.detail.get("api") == "PutPrincipal"]  # fmt: skip
+    changes = [
+        e.detail.get("password")
+        for e in rest.tenancy.audit.entries()
+        if e.detail.get("api") == "PutPrincipal"
+    ]
     assert changes == ["set", "unchanged", "cleared"]
     log = json.dumps([e.detail for e in rest.tenancy.audit.entries()])
     assert PASSWORD not in log and "scrypt$" not in log
     # A password too short is named, and not echoed.
-    status, problem = await rest.call("root", "PUT", "/v1/principals/cview", {**body,
-                                      "password": "short\x07"})  # fmt: skip
+    status, problem = await rest.call(
+        "root", "PUT", "/v1/principals/cview", {**body, "password": "short\x07"}
+    )
     assert status == 400 and problem["field"] == "password", problem
     assert "short" not in json.dumps(problem)
     # Only the principal's own tenant's admins set it.
-    status, _ = await rest.call("padmin", "PUT", "/v1/principals/cview", {**body,
-                                "password": PASSWORD})  # fmt: skip
+    status, _ = await rest.call(
+        "padmin", "PUT", "/v1/principals/cview", {**body, "password": PASSWORD}
+    )
     assert status in (403, 404)
 
 
 async def test_rest_places_a_camera_on_the_map(rest: Rest) -> None:
-    body = {"id": "street", "owner_tenant": "council", "name": "Street",
-            "latitude": 51.501, "longitude": -0.142}  # fmt: skip
+    body = {
+        "id": "street",
+        "owner_tenant": "council",
+        "name": "Street",
+        "latitude": 51.501,
+        "longitude": -0.142,
+    }
     status, view = await rest.call("root", "PUT", "/v1/cameras/street", body)
     assert status == 200 and (view["latitude"], view["longitude"]) == (51.501, -0.142), view
     status, view = await rest.call("pview", "GET", "/v1/cameras/street")  # granted to police
     assert status == 200 and view["latitude"] == 51.501
     assert rest.tenancy.policy.snapshot.cameras["street"].position == (51.501, -0.142)
-    status, problem = await rest.call("root", "PUT", "/v1/cameras/street",
-                                      {**body, "longitude": None})  # fmt: skip
+    status, problem = await rest.call(
+        "root", "PUT", "/v1/cameras/street", {**body, "longitude": None}
+    )
     assert status == 400 and problem["field"] == "longitude", problem
-    status, problem = await rest.call("root", "PUT", "/v1/cameras/street",
-                                      {**body, "latitude": 123.0})  # fmt: skip
+    status, problem = await rest.call(
+        "root", "PUT", "/v1/cameras/street", {**body, "latitude": 123.0}
+    )
     assert status == 400 and problem["field"] == "latitude", problem
     status, spec = await rest.call(None, "GET", "/v1/openapi.json")
     camera = spec["components"]["schemas"]["CameraBody"]["properties"]
@@ -182,10 +196,16 @@ async def test_rest_places_a_camera_on_the_map(rest: Rest) -> None:
 
 async def _cli(*argv: str, stdin: bytes, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *argv,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=REPO,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
     out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -194,22 +214,52 @@ async def _cli(*argv: str, stdin: bytes, env: dict[str, str]) -> tuple[int, str,
 async def test_the_cli_sets_a_password_from_stdin_and_a_position(api: Api) -> None:  # noqa: F811
     env = _cli_env(FEEDGATE_SERVER=f"127.0.0.1:{api.port}", FEEDGATE_TOKEN=api.token("root"))
     rc, out, err = await _cli(
-        "principals", "put", "--id", "pview", "--tenant", "police", "--name", "Police viewer",
-        "--roles", "viewer", "--password-stdin", stdin=f"{PASSWORD}\n".encode(), env=env,
-    )  # fmt: skip
+        "principals",
+        "put",
+        "--id",
+        "pview",
+        "--tenant",
+        "police",
+        "--name",
+        "Police viewer",
+        "--roles",
+        "viewer",
+        "--password-stdin",
+        stdin=f"{PASSWORD}\n".encode(),
+        env=env,
+    )
     assert rc == 0, err
     assert PASSWORD not in out + err
     assert passwords.verify(PASSWORD, api.tenancy.store.get_principal("pview").password_hash)
     rc, out, err = await _cli("principals", "list", "--tenant", "police", stdin=b"", env=env)
     assert rc == 0 and "HAS_PASSWORD" in out.splitlines()[0], out
     rc, out, err = await _cli(
-        "cameras", "put", "--id", "street", "--owner", "council", "--latitude", "51.52",
-        "--longitude", "-0.08", stdin=b"", env=env,
-    )  # fmt: skip
+        "cameras",
+        "put",
+        "--id",
+        "street",
+        "--owner",
+        "council",
+        "--latitude",
+        "51.52",
+        "--longitude",
+        "-0.08",
+        stdin=b"",
+        env=env,
+    )
     assert rc == 0, err
     assert api.tenancy.store.get_camera("street").position == (51.52, -0.08)
     rc, out, err = await _cli(
-        "principals", "put", "--id", "pview", "--tenant", "police", "--name", "Police viewer",
-        "--password-stdin", stdin=b"too short\n", env=env,
-    )  # fmt: skip
+        "principals",
+        "put",
+        "--id",
+        "pview",
+        "--tenant",
+        "police",
+        "--name",
+        "Police viewer",
+        "--password-stdin",
+        stdin=b"too short\n",
+        env=env,
+    )
     assert rc == 1 and "password" in err and "too short" not in err, err

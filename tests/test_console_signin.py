@@ -114,8 +114,9 @@ def _failed(rest: Rest) -> list[Any]:
 async def test_a_password_signs_in_with_a_strict_http_only_session_cookie(
     rest: Rest, browser: Browser
 ) -> None:
-    status, _, headers = await browser.sign_in(principal="cop", password=PASSWORD,
-                                               next="/console/sessions")  # fmt: skip
+    status, _, headers = await browser.sign_in(
+        principal="cop", password=PASSWORD, next="/console/sessions"
+    )
     assert status == 303 and headers["Location"] == "/console/sessions"
     cookie = _set_cookie(headers, "feedgate_token")
     for attr in ("HttpOnly", "SameSite=Strict", "Path=/;"):
@@ -135,8 +136,9 @@ async def test_a_password_signs_in_with_a_strict_http_only_session_cookie(
     # Somewhere to go afterwards is a path of this gateway, nothing else.
     other = Browser(rest.base)
     try:
-        status, _, headers = await other.sign_in(principal="cop", password=PASSWORD,
-                                                 next="//evil.example/")  # fmt: skip
+        status, _, headers = await other.sign_in(
+            principal="cop", password=PASSWORD, next="//evil.example/"
+        )
         assert status == 303 and headers["Location"] == "/console"
     finally:
         await other.close()
@@ -152,8 +154,11 @@ async def test_a_wrong_password_and_an_unknown_name_get_one_answer_and_are_audit
 
     rest.tenancy.policy.sleep = sleep
     answers = []
-    for name, password in (("cop", "not the password at all"), ("nobody", PASSWORD),
-                           ("cview", PASSWORD)):  # cview has no password  # fmt: skip
+    for name, password in (
+        ("cop", "not the password at all"),
+        ("nobody", PASSWORD),
+        ("cview", PASSWORD),
+    ):  # cview has no password
         status, body, headers = await browser.sign_in(principal=name, password=password)
         assert status == 401 and "feedgate_token" not in headers.get("Set-Cookie", "")
         answers.append(re.search(r'role="alert">([^<]+)<', body).group(1))  # type: ignore[union-attr]
@@ -162,8 +167,10 @@ async def test_a_wrong_password_and_an_unknown_name_get_one_answer_and_are_audit
     assert len(delays) == 3 and all(d > 0 for d in delays)
     failed = _failed(rest)
     assert [(e.principal, e.outcome) for e in failed] == [
-        ("cop", "unauthenticated"), (None, "unauthenticated"), ("cview", "unauthenticated"),
-    ]  # fmt: skip
+        ("cop", "unauthenticated"),
+        (None, "unauthenticated"),
+        ("cview", "unauthenticated"),
+    ]
     text = repr([e.detail for e in rest.tenancy.audit.entries()])
     assert PASSWORD not in text and "not the password" not in text and "nobody" not in text
     assert _logins(rest) == []
@@ -239,8 +246,9 @@ async def test_a_bad_link_is_refused_without_repeating_it(
         status, body, _ = await browser.get(f"/console/login?token={token}")
         assert status == 401 and token[:50] not in body
     await browser.get("/console/login")
-    status, body, _ = await browser.post("/console/login", {"csrf": browser.page_csrf,
-                                                            "token": token})  # fmt: skip
+    status, body, _ = await browser.post(
+        "/console/login", {"csrf": browser.page_csrf, "token": token}
+    )
     assert status == 401 and browser.cookie("feedgate_token") is None
     if token:
         assert token[:50] not in body
@@ -275,8 +283,11 @@ async def test_the_rest_api_takes_the_cookie_only_with_the_csrf_header(
     csrf = browser.cookie("feedgate_csrf")
     assert csrf is not None
     page = browser.same_origin
-    mask = {"id": "m1", "camera_id": "street", "points": [{"x": 0, "y": 0}, {"x": 1, "y": 0},
-            {"x": 1, "y": 1}]}  # fmt: skip
+    mask = {
+        "id": "m1",
+        "camera_id": "street",
+        "points": [{"x": 0, "y": 0}, {"x": 1, "y": 0}, {"x": 1, "y": 1}],
+    }
     url = rest.base + "/v1/principals?tenant_id=police"
     async with browser.http.get(url, headers=page) as r:
         assert r.status == 200, await r.text()
@@ -299,16 +310,20 @@ async def test_the_rest_api_takes_the_cookie_only_with_the_csrf_header(
     refused = [e for e in rest.denials() if "CSRF" in str(e.detail.get("reason"))]
     assert len(refused) == 2
     # The console's session is still only the police admin's: council's masks stay closed.
-    async with browser.http.put(rest.base + "/v1/masks/m1", json=mask,
-                                headers={**page, "X-CSRF-Token": csrf}) as r:  # fmt: skip
+    async with browser.http.put(
+        rest.base + "/v1/masks/m1", json=mask, headers={**page, "X-CSRF-Token": csrf}
+    ) as r:
         assert r.status == 403
 
 
 async def test_signing_out_clears_the_cookie(rest: Rest, browser: Browser) -> None:
     await browser.sign_in(principal="cop", password=PASSWORD)
     assert browser.cookie("feedgate_token") is not None
-    status, _, _ = await browser.post("/console/logout", {"csrf": browser.cookie("feedgate_csrf")
-                                      or ""}, headers={"Sec-Fetch-Site": "cross-site"})  # fmt: skip
+    status, _, _ = await browser.post(
+        "/console/logout",
+        {"csrf": browser.cookie("feedgate_csrf") or ""},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
     assert status == 403 and browser.cookie("feedgate_token") is not None
     status, body, _ = await browser.post("/console/logout", {})
     assert status == 200 and "signed out" in body
@@ -328,9 +343,12 @@ async def test_under_https_the_session_cookie_is_secure(
     app.cleanup_ctx.clear()
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0,
-                       ssl_context=server_ssl_context(str(pki / "server.pem"),
-                                                      str(pki / "server.key")))  # fmt: skip
+    site = web.TCPSite(
+        runner,
+        "127.0.0.1",
+        0,
+        ssl_context=server_ssl_context(str(pki / "server.pem"), str(pki / "server.key")),
+    )
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     client = ssl.create_default_context(cafile=str(pki / "ca.pem"))

@@ -56,6 +56,7 @@ class AuditAction(StrEnum):
     PLAYBACK = "playback"
     LOGIN = "login"
     CONFIG = "config"
+    STILL = "still"  # a still picture of a camera shown (the console's thumbnails)
 
 
 #: The entries that disclose footage to someone (ICO: log date, recipient and reason).
@@ -64,6 +65,7 @@ DISCLOSURE_ACTIONS: tuple[AuditAction, ...] = (
     AuditAction.PLAYBACK,
     AuditAction.EXPORT,
     AuditAction.MASK_LIFT,
+    AuditAction.STILL,
 )
 
 

@@ -3,7 +3,13 @@ JavaScript (``static/console/``), all served by the gateway, with nothing fetche
 elsewhere and no build step.
 
 Modules: :mod:`.frame` (who is signed in, the sections their roles open, the page frame),
-:mod:`.signin` (signing in and out, also for the finance view).
+:mod:`.signin` (signing in and out, also for the finance view), :mod:`.cameras` (cameras,
+one camera, the video wall, the map), :mod:`.admin` (masks, grants, principals, sessions,
+audit), :mod:`.stills` (cameras' stills, masks burnt in), :mod:`.layouts` (the wall's layout
+per principal), :mod:`.geo` (the map's projection). The scripts: ``static/console/player.js``
+(a WHEP player that reconnects by itself), ``wall.js`` (tiles, layouts, full screen),
+``masks.js`` (the mask editor), ``console.js`` (REST calls with the CSRF header). No
+JavaScript library is used.
 """
 
 from __future__ import annotations
@@ -15,15 +21,21 @@ from aiohttp import web
 
 from gateway.http import pages
 from gateway.http.api.app import bearer
+from gateway.http.console.admin import AdminPages
+from gateway.http.console.cameras import CameraPages
 from gateway.http.console.frame import LOGIN, LOGOUT, Frame
+from gateway.http.console.layouts import LayoutStore
 from gateway.http.console.signin import SignIn
+from gateway.http.console.stills import Stills
 from gateway.http.csrf import session_token
 from tenants.control.rules import FINANCE_ROLES
 
 if TYPE_CHECKING:
     from gateway.core import Gateway
 
-__all__ = ["add_console_routes", "viewer_credentials"]
+__all__ = ["STILLS", "add_console_routes", "viewer_credentials"]
+
+STILLS = web.AppKey("console_stills", Stills)
 
 
 def viewer_credentials(request: web.Request) -> str | None:
@@ -57,3 +69,15 @@ def add_console_routes(app: web.Application, gateway: Gateway) -> None:
         app.router.add_post(login, signin.sign_in)
         app.router.add_get(logout, signin.sign_out_form)
         app.router.add_post(logout, signin.sign_out)
+    if not gateway.config.console.enabled:
+        return
+    stills = Stills(
+        gateway.hub,
+        known=gateway.rtsp.known_path,
+        on_demand=gateway.start_on_demand,
+        ttl=gateway.config.console.still_ttl,
+    )
+    app[STILLS] = stills
+    layouts = LayoutStore(service.core.db)
+    CameraPages(frame, gateway, stills, layouts).add_routes(app)
+    AdminPages(frame, gateway.config.zone).add_routes(app)

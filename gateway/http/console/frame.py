@@ -51,6 +51,7 @@ class Signed:
 
     caller: Caller
     csrf: str
+    token: str = ""  # the session token (for the policy's decisions about cameras)
 
     def has(self, roles: frozenset[Role]) -> bool:
         return self.caller.has(roles)
@@ -95,19 +96,25 @@ class Frame:
         return self.names().get(platform, platform)
 
     def fail(self, request: web.Request, status: int, message: str) -> NoReturn:
-        pages.fail(request, status, message, context={"network": self.network(),
-                                                      "section": "Console"})  # fmt: skip
+        pages.fail(
+            request, status, message, context={"network": self.network(), "section": "Console"}
+        )
 
     def refuse(self, request: web.Request, error: ControlError) -> NoReturn:
         """A control error as an error page (the control service's own words)."""
         if error.code == Code.UNAUTHENTICATED:
             self.to_sign_in(request)
-        self.fail(request, _STATUS.get(error.code, 503), str(error))
+        message = str(error)
+        if error.code in (Code.FORBIDDEN, Code.NOT_FOUND) and message.startswith("no "):
+            # "no camera 'x' that you may see": the id came from the request; say it plainly.
+            message = "There is nothing here that you may see."
+        self.fail(request, _STATUS.get(error.code, 503), message)
 
     def to_sign_in(self, request: web.Request) -> NoReturn:
         target = safe_next(request.path_qs, "/console")
-        response = web.HTTPSeeOther(f"{LOGIN}?{urlencode({'next': target})}",
-                                    headers=pages.page_headers())  # fmt: skip
+        response = web.HTTPSeeOther(
+            f"{LOGIN}?{urlencode({'next': target})}", headers=pages.page_headers()
+        )
         if request.cookies.get(SESSION_COOKIE):
             response.del_cookie(SESSION_COOKIE, path="/")
         raise response
@@ -123,7 +130,7 @@ class Frame:
             )
         except ControlError as exc:
             self.refuse(request, exc)
-        return Signed(caller, SESSION_CSRF.issue(request))
+        return Signed(caller, SESSION_CSRF.issue(request), token)
 
     def check_form(self, request: web.Request, submitted: object) -> None:
         """A form POST of a signed-in page: from this gateway, with the page's CSRF value."""

@@ -102,9 +102,12 @@ class SignIn:
         if not self.admits(account.roles):
             self._fail(request, 403, self.refused)
         names = self.frame.names()
-        shown = {"principal": account.principal, "name": account.name,
-                 "tenant": account.tenant,
-                 "tenant_name": names.get(account.tenant, account.tenant)}  # fmt: skip
+        shown = {
+            "principal": account.principal,
+            "name": account.name,
+            "tenant": account.tenant,
+            "tenant_name": names.get(account.tenant, account.tenant),
+        }
         return self._form(request, account=shown, token=token)
 
     async def sign_in(self, request: web.Request) -> web.StreamResponse:
@@ -124,9 +127,12 @@ class SignIn:
                 )
             else:
                 session = await signin.password(
-                    fields.get("principal", "").strip(), fields.get("password", ""),
-                    ttl=self.ttl, peer=peer, via="console",
-                )  # fmt: skip
+                    fields.get("principal", "").strip(),
+                    fields.get("password", ""),
+                    ttl=self.ttl,
+                    peer=peer,
+                    via="console",
+                )
         except ControlError as exc:
             link = bool(fields.get("token", "").strip())
             if exc.code == Code.FORBIDDEN:  # the right credentials, but e.g. a suspended tenant
