@@ -654,7 +654,7 @@ def run_invoices(
             period,
             plan.currency,
             lines,
-            plan.vat_rate,
+            plan.vat,
             created_at=existing.created_at if existing is not None else now,
         )
         store.save_draft(invoice, usage_cutoff=cutoff)

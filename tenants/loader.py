@@ -2,10 +2,10 @@
 and the reason.
 
 The config (``gateway/config.py``), the tenancy seed (``tenants/seed.py``) and the price plans
-(``billing/plans.py``) are each declared as pydantic types and read through :func:`read_toml` and
-:func:`validate`. A :class:`ValidationError`'s locations become keys as an operator writes them
-(``grants[2].time_windows``, ``plans.standard.prices[0].tiers[1].up_to``), and its messages are
-turned into short reasons.
+(``billing/rating/planfile.py``) are each declared as pydantic types and read through
+:func:`read_toml` and :func:`validate`. A :class:`ValidationError`'s locations become keys as
+an operator writes them (``grants[2].time_windows``, ``plans.standard.prices[0].tiers[1].up_to``),
+and its messages are turned into short reasons.
 """
 
 from __future__ import annotations

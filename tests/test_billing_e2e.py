@@ -92,6 +92,7 @@ prices = []
 
 [plans.partner]
 platform_fee_pence = 1000
+vat_rate = "0.20"
 [[plans.partner.prices]]
 metric = "live_seconds"
 unit = "camera-hour"

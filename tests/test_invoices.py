@@ -101,6 +101,7 @@ def store(db: Database, ledger: Ledger) -> InvoiceStore:
 PLANS = {
     "std": PricePlan(
         "std",
+        vat_rate=D("0.20"),
         prices=(
             MetricPrice(
                 Metric.LIVE_SECONDS, "camera-hour", (Tier(D(100), D(50)), Tier(None, D(40)))
@@ -111,11 +112,13 @@ PLANS = {
     ),
     "min": PricePlan(
         "min",
+        vat_rate=D("0.20"),
         prices=(MetricPrice(Metric.LIVE_SECONDS, "camera-hour", (Tier(None, D(100)),)),),
         minimum_commitment_pence=10000,
     ),
     "owner": PricePlan(
         "owner",
+        vat_rate=D("0.20"),
         prices=(MetricPrice(Metric.LIVE_SECONDS, "camera-hour", (Tier(None, D(20)),)),),
         contributor_share=D("0.25"),
     ),
@@ -435,9 +438,11 @@ def test_void_and_mark_paid(ledger: Ledger, store: InvoiceStore) -> None:
 
 # ---------------------------------------------------------------------------- plan files
 GOOD = """
+vat_rate = "0.20"  # every plan's, unless it gives its own
+
 [plans.standard]
 platform_fee_pence = 5000
-vat_rate = 0.20
+vat_rate = 0.175
 contributor_share = "0.10"
 
 [[plans.standard.prices]]
@@ -468,7 +473,9 @@ def test_load_plans_and_assignments(tmp_path: Path) -> None:
     path.write_text(GOOD)
     plans = load_plans(path)
     std = plans["standard"]
-    assert std.vat_rate == D("0.2") and std.contributor_share == D("0.10")
+    assert std.vat == D("0.175") and std.contributor_share == D("0.10")
+    assert plans["community"].vat == D("0.20")  # the file's rate
+    assert plans["police"].vat == 0  # zero-rated: no VAT at all
     assert std.prices[0].tiers == (
         Tier(D(1000), D("45.5")),
         Tier(None, D(30), D(100)),
@@ -478,51 +485,91 @@ def test_load_plans_and_assignments(tmp_path: Path) -> None:
     assert plan_assignments(path) == {"acme": "standard", "police": "police"}
 
 
+V = "vat_rate = '0.20'\n"  # the file's VAT rate, so each case reaches its own mistake
+
+
 @pytest.mark.parametrize(
     ("snippet", "key", "reason"),
     [
-        ("[plans.a]\nplatform_fee = 1\n", "plans.a.platform_fee", "unknown key"),
-        ("[plans.a]\nplatform_fee_pence = 1.5\n", "plans.a.platform_fee_pence", "whole pence"),
-        ("[plans.a]\nvat_rate = 'lots'\n", "plans.a.vat_rate", "not a number"),
-        ("[plans.a]\nvat_rate = 2\n", "plans.a", "vat_rate must be between 0 and 1"),
+        (V + "[plans.a]\nplatform_fee = 1\n", "plans.a.platform_fee", "unknown key"),
+        (V + "[plans.a]\nplatform_fee_pence = 1.5\n", "plans.a.platform_fee_pence", "integer"),
         (
-            "[[plans.a.prices]]\nmetric = 'live'\nunit = 'hour'\ntiers = []\n",
-            "plans.a.prices[0].metric",
-            "unknown metric",
+            V + "[plans.a]\nminimum_commitment_pence = -1\n",
+            "plans.a.minimum_commitment_pence",
+            ">= 0",
+        ),
+        ("[plans.a]\nvat_rate = 'lots'\n", "plans.a.vat_rate", "not a number"),
+        ("[plans.a]\nvat_rate = 2\n", "plans.a.vat_rate", "<= 1"),
+        ("[plans.a]\nplatform_fee_pence = 1\n", "plans.a.vat_rate", "required"),
+        (V + "[plans.a]\nzero_rated = true\nvat_rate = 0.2\n", "plans.a.vat_rate", "zero-rated"),
+        (V + "[plans.a]\ncurrency = 'pounds'\n", "plans.a.currency", "pattern"),
+        (
+            V + "[plans.a]\nnominal_fee_pence = 100\nplatform_fee_pence = 1\n",
+            "plans.a.nominal_fee_pence",
+            "no platform fee",
         ),
         (
-            "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'hour'\n"
+            V + "[[plans.a.prices]]\nmetric = 'live'\nunit = 'hour'\ntiers = []\n",
+            "plans.a.prices[0].metric",
+            "live_seconds",
+        ),
+        (
+            V + "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'TB'\ntiers = []\n",
+            "plans.a.prices[0].unit",
+            "one of camera-hour",
+        ),
+        (
+            V + "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'hour'\n"
             "tiers = [{unit_price_pence = 1}]\n",
-            "plans.a.prices[0]",
+            "plans.a.prices[0].unit",
             "cannot price bytes",
         ),
         (
-            "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\n"
+            V + "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\n"
             "tiers = [{up_to = 10, unit_price_pence = 1}, {up_to = 5, unit_price_pence = 1},"
             " {unit_price_pence = 1}]\n",
-            "plans.a.prices[0]",
-            "tier 2 up_to must exceed",
+            "plans.a.prices[0].tiers[1].up_to",
+            "must exceed",
         ),
         (
-            "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\n"
+            V + "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\n"
             "tiers = [{up_to = 10, unit_price_pence = 1}]\n",
-            "plans.a.prices[0]",
+            "plans.a.prices[0].tiers[0].up_to",
             "last tier must be unbounded",
         ),
         (
-            "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\ntiers = [{up_to = 10}]\n",
-            "plans.a.prices[0].tiers[0].unit_price_pence",
-            "missing",
+            V + "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\n"
+            "tiers = [{up_to = 0, unit_price_pence = 1}, {unit_price_pence = 1}]\n",
+            "plans.a.prices[0].tiers[0].up_to",
+            "> 0",
         ),
         (
-            "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\nmode = 'stairs'\n"
+            V + "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\ntiers = [{up_to = 10}]\n",
+            "plans.a.prices[0].tiers[0].unit_price_pence",
+            "required",
+        ),
+        (
+            V + "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\nmode = 'stairs'\n"
             "tiers = [{unit_price_pence = 1}]\n",
             "plans.a.prices[0].mode",
             "graduated",
         ),
-        ("[plans.a\n", "(syntax)", ""),
-        ("x = 1\n", "plans", "at least one"),
-        ("[plans.a]\n[assignments]\nacme = 'gold'\n", "assignments.acme", "unknown plan 'gold'"),
+        (
+            V + "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'GB'\n"
+            "tiers = [{unit_price_pence = 1}]\n"
+            "[[plans.a.prices]]\nmetric = 'bytes'\nunit = 'MB'\n"
+            "tiers = [{unit_price_pence = 1}]\n",
+            "plans.a.prices[1].metric",
+            "priced twice",
+        ),
+        ("[plans.a\n", "-", "TOML syntax"),
+        ("x = 1\n", "x", "unknown key"),
+        (V, "plans", "at least one"),
+        (
+            V + "[plans.a]\n[assignments]\nacme = 'gold'\n",
+            "assignments.acme",
+            "unknown plan 'gold'",
+        ),
     ],
 )
 def test_bad_plan_files_name_file_key_and_reason(
@@ -534,7 +581,7 @@ def test_bad_plan_files_name_file_key_and_reason(
         load_plans(path)
         plan_assignments(path)
     err = info.value
-    assert err.path == str(path) and err.key == key and reason in err.reason
+    assert err.file == str(path) and err.key == key and reason in err.reason, err
     assert str(path) in str(err) and key in str(err)
 
 

@@ -28,6 +28,7 @@ from tenants.db import Database
 HOUR_MS = 3_600_000
 GB = 10**9
 D = Decimal
+VAT = D("0.20")
 
 LIVE_TIERS = (Tier(D(100), D(50)), Tier(D(500), D(40)), Tier(None, D(30)))
 
@@ -78,7 +79,9 @@ def test_flat_tier_fee_is_charged_once_when_the_tier_is_entered() -> None:
 
 
 def test_line_rounds_half_up_once() -> None:
-    plan = PricePlan("p", prices=(flat_rate(Metric.LIVE_SECONDS, "camera-hour", "50"),))
+    plan = PricePlan(
+        "p", vat_rate=VAT, prices=(flat_rate(Metric.LIVE_SECONDS, "camera-hour", "50"),)
+    )
     # 0.01 h at 50p = 0.5p exactly -> 1p (half-up; half-even would give 0)
     (line,) = rate(plan, {Metric.LIVE_SECONDS: 36_000})
     assert line.amount_pence == 1
@@ -97,13 +100,14 @@ def test_unit_conversions_are_exact() -> None:
     assert exact_charge(bytes_price, 1_234_567_890) == D("12.3456789")
     # one third of an hour at 30p is exactly 10p, not 9.999999...
     assert exact_charge(flat_rate(Metric.LIVE_SECONDS, "hour", "30"), HOUR_MS // 3) == D(10)
-    ptz = PricePlan("p", prices=(flat_rate(Metric.PTZ_SECONDS, "minute", "10"),))
+    ptz = PricePlan("p", vat_rate=VAT, prices=(flat_rate(Metric.PTZ_SECONDS, "minute", "10"),))
     assert rate(ptz, {Metric.PTZ_SECONDS: 90_000})[0].amount_pence == 15
 
 
 def test_descriptions_read_like_an_invoice() -> None:
     plan = PricePlan(
         "p",
+        vat_rate=VAT,
         prices=(
             live(),
             flat_rate(Metric.BYTES, "GB", "12.5"),
@@ -137,21 +141,23 @@ USAGE = {Metric.LIVE_SECONDS: int(D("250.5") * HOUR_MS), Metric.BYTES: 5 * GB}  
 
 
 def test_platform_fee_line() -> None:
-    plan = PricePlan("p", prices=STANDARD, platform_fee_pence=5000)
+    plan = PricePlan("p", vat_rate=VAT, prices=STANDARD, platform_fee_pence=5000)
     lines = rate(plan, USAGE)
     assert amounts(lines) == {"usage:live_seconds": 11020, "usage:bytes": 50, "platform_fee": 5000}
     assert lines[-1].kind is LineKind.PLATFORM_FEE
 
 
 def test_minimum_commitment_tops_up_the_difference() -> None:
-    plan = PricePlan("p", prices=STANDARD, platform_fee_pence=5000, minimum_commitment_pence=20000)
+    plan = PricePlan(
+        "p", vat_rate=VAT, prices=STANDARD, platform_fee_pence=5000, minimum_commitment_pence=20000
+    )
     lines = rate(plan, USAGE)
     assert amounts(lines)["minimum_top_up"] == 20000 - (11020 + 50 + 5000)
     assert sum(line.amount_pence for line in lines) == 20000
     assert lines[-1].kind is LineKind.MINIMUM_TOP_UP
     assert "£200.00" in lines[-1].description
     # above the minimum: no top-up line
-    plan_low = PricePlan("p", prices=STANDARD, minimum_commitment_pence=100)
+    plan_low = PricePlan("p", vat_rate=VAT, prices=STANDARD, minimum_commitment_pence=100)
     assert "minimum_top_up" not in amounts(rate(plan_low, USAGE))
     # the credit is taken after the top-up: it still reduces what a minimum-commitment pays
     lines = rate(plan, USAGE, contributor_credit_pence=300)
@@ -159,13 +165,13 @@ def test_minimum_commitment_tops_up_the_difference() -> None:
 
 
 def test_nominal_plan_flat_fee_and_usage_at_zero() -> None:
-    plan = PricePlan("community", prices=STANDARD, nominal_fee_pence=100)
+    plan = PricePlan("community", vat_rate=VAT, prices=STANDARD, nominal_fee_pence=100)
     lines = rate(plan, USAGE)
     assert amounts(lines) == {"usage:live_seconds": 0, "usage:bytes": 0, "nominal_fee": 100}
     assert "included in the nominal fee" in lines[0].description
     assert lines[0].quantity == "250.5000"
     with pytest.raises(BillingError, match="nominal"):
-        PricePlan("x", nominal_fee_pence=100, platform_fee_pence=1)
+        PricePlan("x", vat_rate=VAT, nominal_fee_pence=100, platform_fee_pence=1)
 
 
 def test_zero_rated_lists_everything_at_zero() -> None:
@@ -179,12 +185,22 @@ def test_zero_rated_lists_everything_at_zero() -> None:
     lines = rate(plan, USAGE)
     assert amounts(lines) == {"usage:live_seconds": 0, "usage:bytes": 0, "platform_fee": 0}
     assert all("zero-rated" in line.description for line in lines)
-    inv = build_invoice("i", "t", "2026-10", "GBP", lines, plan.vat_rate, created_at=T0)
-    assert (inv.subtotal_pence, inv.vat_pence, inv.total_pence) == (0, 0, 0)
+    assert plan.vat == 0
+    inv = build_invoice("i", "t", "2026-10", "GBP", lines, plan.vat, created_at=T0)
+    assert (inv.subtotal_pence, inv.vat_pence, inv.total_pence, inv.vat_rate) == (0, 0, 0, "0")
+
+
+def test_vat_is_never_assumed() -> None:
+    # issue #9 finding 8: a plan that charges names its VAT rate; 0 is a rate, not a default
+    with pytest.raises(BillingError, match="vat_rate: required"):
+        PricePlan("p", prices=STANDARD)
+    assert PricePlan("p", prices=STANDARD, vat_rate=D(0)).vat == 0
+    with pytest.raises(BillingError, match="zero-rated plan charges no VAT"):
+        PricePlan("p", prices=STANDARD, zero_rated=True, vat_rate=D("0.20"))
 
 
 def test_contributor_credit_line_is_negative() -> None:
-    plan = PricePlan("p", prices=STANDARD, contributor_share=D("0.1"))
+    plan = PricePlan("p", vat_rate=VAT, prices=STANDARD, contributor_share=D("0.1"))
     lines = rate(plan, USAGE, contributor_credit_pence=250)
     assert lines[-1].kind is LineKind.CONTRIBUTOR_CREDIT
     assert lines[-1].amount_pence == -250
@@ -207,11 +223,11 @@ def test_vat_rounds_half_up_at_invoice_level() -> None:
     # per line; on the 5p subtotal the 5 % VAT is 0.25 -> 0p.
     plan = PricePlan("p", prices=(flat_rate(Metric.EXPORTS, "export", "2.5"),), vat_rate=D("0.05"))
     lines = rate(plan, {Metric.EXPORTS: 2})
-    inv = build_invoice("i", "t", "2026-10", "GBP", lines, plan.vat_rate, created_at=T0)
+    inv = build_invoice("i", "t", "2026-10", "GBP", lines, plan.vat, created_at=T0)
     assert (inv.subtotal_pence, inv.vat_pence, inv.total_pence) == (5, 0, 5)
     # 17.5 %: subtotal 60p -> VAT 10.5p -> 11p, rounded once on the subtotal
     lines = rate(
-        PricePlan("q", prices=(flat_rate(Metric.EXPORTS, "export", "30"),)),
+        PricePlan("q", vat_rate=VAT, prices=(flat_rate(Metric.EXPORTS, "export", "30"),)),
         {Metric.EXPORTS: 2},
     )
     inv = build_invoice("i", "t", "2026-10", "GBP", lines, D("0.175"), created_at=T0)
@@ -261,13 +277,14 @@ def test_contributor_credits_from_viewers_effective_rates() -> None:
     plans = {
         "std": PricePlan(
             "std",
+            vat_rate=VAT,
             prices=(
                 live(tiers=(Tier(D(100), D(50)), Tier(None, D(40)))),
                 flat_rate(Metric.BYTES, "GB", "10"),
             ),
         ),
         "free": PricePlan("free", prices=STANDARD, zero_rated=True),
-        "owner": PricePlan("owner", prices=STANDARD, contributor_share=D("0.10")),
+        "owner": PricePlan("owner", vat_rate=VAT, prices=STANDARD, contributor_share=D("0.10")),
     }
     assignments = {"acme": "std", "beta": "free", "council": "owner"}
     # acme's month: 200 h -> 100*50 + 100*40 = 9,000p -> 45p/h effective; 150 h on council's
@@ -309,7 +326,7 @@ plans = st.builds(
         minimum_commitment_pence=minimum,
         zero_rated=zero,
         contributor_share=share,
-        vat_rate=vat,
+        vat_rate=None if zero else vat,
     ),
     tier_lists,
     tier_lists,
@@ -337,7 +354,7 @@ def test_rating_lines_are_whole_pence_and_add_up(
     lines = rate(plan, usage, contributor_credit_pence=credit)
     assert all(type(line.amount_pence) is int for line in lines)
     assert len({line.line_id for line in lines}) == len(lines)
-    inv = build_invoice("i", "t", "2026-10", "GBP", lines, plan.vat_rate, created_at=T0)
+    inv = build_invoice("i", "t", "2026-10", "GBP", lines, plan.vat, created_at=T0)
     assert inv.subtotal_pence == sum(line.amount_pence for line in lines)
     assert inv.total_pence == inv.subtotal_pence + inv.vat_pence
     before_credit = sum(
@@ -358,7 +375,7 @@ def test_graduated_tiers_are_monotone(
     price = MetricPrice(Metric.LIVE_SECONDS, "camera-hour", _tiers(raw), TierMode.GRADUATED)
     lo, hi = sorted((a, b))
     assert exact_charge(price, lo) <= exact_charge(price, hi)
-    plan = PricePlan("m", prices=(price,))
+    plan = PricePlan("m", vat_rate=VAT, prices=(price,))
     assert (
         rate(plan, {Metric.LIVE_SECONDS: lo})[0].amount_pence
         <= rate(plan, {Metric.LIVE_SECONDS: hi})[0].amount_pence

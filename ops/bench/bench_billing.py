@@ -48,6 +48,7 @@ MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
 MONTH_HOURS = 31 * 24
 BITRATE_BPS = 2_000_000
 D = Decimal
+VAT = D("0.20")
 
 
 def _plans() -> dict[str, PricePlan]:
@@ -64,11 +65,13 @@ def _plans() -> dict[str, PricePlan]:
         for p in prices
     )
     return {
-        "owner": PricePlan("owner", prices=prices, contributor_share=D("0.10")),
-        "graduated": PricePlan("graduated", prices=prices, platform_fee_pence=5000),
-        "volume": PricePlan("volume", prices=volume, platform_fee_pence=5000),
-        "minimum": PricePlan("minimum", prices=prices, minimum_commitment_pence=5_000_000),
-        "nominal": PricePlan("nominal", prices=prices, nominal_fee_pence=100),
+        "owner": PricePlan("owner", vat_rate=VAT, prices=prices, contributor_share=D("0.10")),
+        "graduated": PricePlan("graduated", vat_rate=VAT, prices=prices, platform_fee_pence=5000),
+        "volume": PricePlan("volume", vat_rate=VAT, prices=volume, platform_fee_pence=5000),
+        "minimum": PricePlan(
+            "minimum", vat_rate=VAT, prices=prices, minimum_commitment_pence=5_000_000
+        ),
+        "nominal": PricePlan("nominal", vat_rate=VAT, prices=prices, nominal_fee_pence=100),
         "zero": PricePlan("zero", prices=prices, zero_rated=True),
     }
 
