@@ -40,14 +40,19 @@ class Database:
         self._in_tx = 0
 
     @classmethod
-    def open(cls, url: str) -> Database:
-        """``sqlite:///path/to/file.db``, ``sqlite://:memory:`` or ``postgresql://...``."""
+    def open(cls, url: str, *, create: bool = True) -> Database:
+        """``sqlite:///path/to/file.db``, ``sqlite://:memory:`` or ``postgresql://...``.
+
+        ``create=False``: an SQLite file that does not exist is an error, not a new empty
+        database (for commands that read what a gateway wrote)."""
         if url.startswith("sqlite://"):
             path = url[len("sqlite://") :]  # sqlite:///abs/path or sqlite://rel/path
             if path in (":memory:", "/:memory:"):
                 path = ":memory:"
-            else:
+            elif create:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+            elif not Path(path).is_file():
+                raise DatabaseError(f"no database at {Path(path).resolve()}")
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -185,3 +185,20 @@ async def test_figures_from_the_cli(tmp_path: Path) -> None:
     assert rc == 0 and "police" in out and "<5" in out, err
     rc, out, err = await cli(*args, "--period", "2026-13")
     assert rc == 2 and "YYYY-MM" in err
+
+
+async def test_local_commands_refuse_a_missing_database(tmp_path: Path) -> None:
+    # Issue #9 finding 6: from a config whose data dir holds no database, figures, verify and
+    # export say so (exit 2) instead of creating an empty one and reporting "0 cameras".
+    (tmp_path / "conf").mkdir()
+    config = tmp_path / "conf" / "feedgate.toml"
+    config.write_text('data_dir = "var"\n[tenancy]\nenabled = true\n')
+    local = ["--local", "--config", str(config)]
+    for argv in (
+        ["audit", "figures", *local, "--period", MONTH],
+        ["audit", "export", *local, "--from", "2026-10-01", "--to", "2026-11-01"],
+    ):
+        rc, out, err = await cli(*argv)
+        assert rc == 2 and "no database at" in err and str(tmp_path / "conf" / "var") in err, err
+        assert "cameras" not in out
+    assert not (tmp_path / "conf" / "var" / "feedgate.db").exists()

@@ -24,7 +24,22 @@ from gateway.cli.verbs import Rpc, Verb, arg, needs_local
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
+    from tenants.db import Database
+
 SERVICE = "AuditService"
+
+
+def _open_db(url: str) -> Database:
+    """The gateway's database as it is: a missing one is refused, never created (an empty one
+    would verify, export and publish nothing, and look fine)."""
+    from tenants.db import Database, DatabaseError
+
+    try:
+        return Database.open(url, create=False)
+    except DatabaseError as exc:
+        raise CliError(
+            f"{exc}: is data_dir (or tenancy.database) in the config right?", 2
+        ) from None
 
 
 def _report(
@@ -45,7 +60,6 @@ def _verified(args: argparse.Namespace, rep: Any) -> int:
 
 def verify_local(args: argparse.Namespace) -> int:
     from tenants.audit import verify_log
-    from tenants.db import Database
     from tenants.tokens import SigningKey
 
     config = load_config(args.config)
@@ -53,7 +67,7 @@ def verify_local(args: argparse.Namespace) -> int:
     if not key_path.exists():
         raise CliError(f"no audit signing key at {key_path}", 2)
     public = SigningKey.load_or_create(key_path).private_key.public_key()
-    db = Database.open(config.database_url)
+    db = _open_db(config.database_url)
     try:
         r = verify_log(db, public)
     finally:
@@ -79,11 +93,10 @@ def export_local(args: argparse.Namespace) -> int:
     import io
 
     from tenants.audit import export_disclosures
-    from tenants.db import Database
 
     start, end = day_range(args.from_day, args.to_day)
     config = load_config(args.config)
-    db = Database.open(config.database_url)
+    db = _open_db(config.database_url)
     try:
         buf = io.StringIO()
         rows = export_disclosures(db, start, end, buf)
@@ -94,20 +107,19 @@ def export_local(args: argparse.Namespace) -> int:
 
 def figures_local(args: argparse.Namespace) -> int:
     """The month's published, anonymised figures (what /transparency serves)."""
-    from tenants.db import Database
     from tenants.months import previous_month
     from tenants.transparency import monthly_report, publishable
 
     config = load_config(args.config)
     period = args.period or previous_month(datetime.now(UTC))
-    db = Database.open(config.database_url)
+    db = _open_db(config.database_url)
     ledger_db = None
     try:
         viewing = None
         if config.billing.enabled:
             from billing.ledger import Ledger
 
-            ledger_db = Database.open(config.billing.ledger) if config.billing.ledger else db
+            ledger_db = _open_db(config.billing.ledger) if config.billing.ledger else db
             viewing = Ledger(ledger_db).viewing_by_tenant(period)
         try:
             report = publishable(monthly_report(db, period, viewing_ms_by_tenant=viewing))
