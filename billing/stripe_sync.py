@@ -82,7 +82,7 @@ import tenacity
 from aiohttp import web
 
 from billing.model import BillingError, Invoice, InvoiceStatus
-from billing.money import plain_money
+from billing.money import plain_money, vat_label
 from tenants.db import Database, IntegrityError
 
 log = logging.getLogger(__name__)
@@ -352,8 +352,7 @@ class StripeSync:
     def _lines(invoice: Invoice) -> list[_Line]:
         lines = [_Line(li.line_id, li.description, li.amount_pence) for li in invoice.lines]
         if invoice.vat_pence:
-            rate = f"{float(invoice.vat_rate) * 100:g}%"
-            lines.append(_Line("vat", f"VAT at {rate}", invoice.vat_pence))
+            lines.append(_Line("vat", vat_label(invoice.vat_rate), invoice.vat_pence))
         return lines
 
     @staticmethod

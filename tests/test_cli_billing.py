@@ -16,7 +16,9 @@ from test_billing_e2e import PLANS, SEED, _hand_computed_total
 from test_grpc import _cli_env, cli
 from test_stripe import API_KEY, Api, localstripe  # noqa: F401 - the localstripe fixture
 
-from billing.model import period_of
+from billing.ledger import Ledger
+from billing.model import UsageEvent, UsageKind, period_of
+from tenants.db import Database
 from tenants.tokens import SigningKey, TokenIssuer
 
 ADMIN = """
@@ -130,3 +132,69 @@ async def test_usage_invoices_sync_and_reconcile_from_the_cli(
     # A gateway that cannot be reached is a clear error, not a traceback.
     rc, out, err = await cli(*reconcile, "--gateway", f"http://127.0.0.1:{free_port()}", env=env)
     assert rc == 2 and "cannot read" in err and "Traceback" not in err, err
+
+
+def _usage(tenant: str, camera: str, owner: str, minutes: int, n: int) -> UsageEvent:
+    start = datetime(2026, 10, 3, 8, tzinfo=UTC) + timedelta(hours=n)
+    sid = f"{tenant}-{camera}-{n}"
+    return UsageEvent(
+        event_id=UsageEvent.make_id(sid, 0), session_id=sid, seq=0, tenant=tenant,
+        principal=None, camera=camera, camera_owner=owner, kind=UsageKind.LIVE,
+        protocol="rtsp", variant="original", start=start,
+        end=start + timedelta(minutes=minutes), duration_ms=minutes * 60_000,
+        bytes_sent=2_000_000,
+    )  # fmt: skip
+
+
+async def test_every_json_prints_json_and_nothing_found_is_not_an_error(tmp_path: Path) -> None:
+    """Issue #9 finding 9 (and 6 for the ledger): `--json` is JSON for every action; a month
+    without invoices is an empty result (exit 0); a missing database is refused, not created."""
+    (tmp_path / "plans.toml").write_text(PLANS)
+    cfg = tmp_path / "feedgate.toml"
+    cfg.write_text(
+        'data_dir = "var"\n[tenancy]\nenabled = true\n'
+        '[billing]\nenabled = true\nplans = "plans.toml"\n'
+    )
+    base = ["--config", str(cfg), "--period", "2026-10"]
+
+    rc, out, err = await cli("invoices", "show", *base, "--json")
+    assert rc == 2 and "no database at" in err and not out, (out, err)
+    assert not (tmp_path / "var" / "feedgate.db").exists()
+
+    db = Database.open(f"sqlite:///{tmp_path / 'var' / 'feedgate.db'}")
+    try:
+        Ledger(db).record([_usage("police", "street", "council", 90, 0)])
+        Ledger(db).record([_usage("council", "street", "council", 30, 1)])
+    finally:
+        db.close()
+
+    rc, out, err = await cli("invoices", "run", *base, "--json")
+    assert rc == 0, err
+    run = {i["invoice_id"]: i for i in json.loads(out)}
+    police, council = run["inv-police-2026-10"], run["inv-council-2026-10"]
+    # 1.5 camera-hours at £36 + 2 MB at 7p + £10 fee = £64.14, VAT 20 % = £12.83
+    assert (police["subtotal_pence"], police["vat_pence"], police["status"]) == (
+        6414, 1283, "draft"
+    )  # fmt: skip
+    # the council's own plan is zero-rated: no VAT at all, not 20 %
+    assert (council["vat_rate"], council["vat_pence"], council["total_pence"]) == ("0", 0, 0)
+
+    rc, out, err = await cli("invoices", "show", *base, "--tenant", "council")
+    assert rc == 0 and "No VAT" in out and "VAT at" not in out, (out, err)
+    rc, out, err = await cli("invoices", "show", *base, "--tenant", "police")
+    assert rc == 0 and "VAT at 20%" in out, (out, err)
+
+    empty = ["--config", str(cfg), "--period", "2026-09"]
+    rc, out, err = await cli("invoices", "show", *empty, "--json")
+    assert (rc, json.loads(out)) == (0, []), err
+    rc, out, err = await cli("invoices", "show", *empty)
+    assert rc == 0 and "no invoices for 2026-09" in out, err
+    rc, out, err = await cli("invoices", "finalize", *empty, "--json")
+    assert (rc, json.loads(out)) == (0, []), err
+
+    rc, out, err = await cli("invoices", "finalize", *base, "--tenant", "police", "--json")
+    assert rc == 0, err
+    (done,) = json.loads(out)
+    assert (done["invoice_id"], done["status"]) == ("inv-police-2026-10", "finalized")
+    rc, out, err = await cli("usage", "reconcile", *base, "--json")
+    assert (rc, json.loads(out)) == (0, {"cameras": [], "stripe": [], "differences": 0}), err

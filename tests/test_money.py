@@ -15,8 +15,10 @@ from billing.money import (
     MS_PER_HOUR,
     MS_PER_MINUTE,
     UNIT_SIZES,
+    format_decimal,
     format_money,
     format_quantity,
+    format_rate,
     format_unit_price,
     plain_money,
 )
@@ -108,3 +110,43 @@ def test_unit_price_matches_decimal_half_up(pence: Decimal) -> None:
         places -= 1
     sign = "-" if d < 0 else ""
     assert format_unit_price(f"{pence:f}") == f"{sign}£{d.copy_abs():,.{places}f}"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("1234.5000", "1,234.50"),
+        ("0.1234", "0.1234"),
+        ("0.12345", "0.1235"),  # half up at the fourth place
+        ("2", "2.00"),
+        ("-0.00004", "0.00"),  # no negative zero
+        ("-12.5", "-12.50"),
+        ("1e3", "1e3"),  # not decimal text: shown as it is
+        ("1" * 31, "1" * 31),  # bounded
+    ],
+)
+def test_decimal_text(text: str, shown: str) -> None:
+    assert format_decimal(text) == shown
+
+
+def test_decimal_text_without_places() -> None:
+    assert format_decimal("3.0000", min_places=0) == "3"
+    assert format_decimal("3.5000", min_places=0) == "3.5"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [("0.20", "20%"), ("0.175", "17.5%"), ("0", "0%"), ("0.05", "5%"), ("1", "100%")],
+)
+def test_rate(text: str, shown: str) -> None:
+    assert format_rate(text) == shown
+
+
+@given(st.decimals(min_value=-(10**9), max_value=10**9, places=6, allow_nan=False))
+def test_decimal_text_matches_decimal_half_up(value: Decimal) -> None:
+    d = value.quantize(Decimal("0.0001"), ROUND_HALF_UP)
+    places = 4
+    while places > 2 and d == d.quantize(Decimal(1).scaleb(-(places - 1))):
+        places -= 1
+    sign = "-" if d < 0 else ""
+    assert format_decimal(f"{value:f}") == f"{sign}{d.copy_abs():,.{places}f}"

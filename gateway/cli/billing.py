@@ -19,10 +19,17 @@ from typing import Any
 from billing.invoices import InvoiceStore, run_invoices
 from billing.ledger import Ledger
 from billing.model import BillingError, Invoice, InvoiceStatus, Metric, parse_period
-from billing.money import BYTES_PER_GB, MS_PER_HOUR, MS_PER_MINUTE, format_money, format_quantity
+from billing.money import (
+    BYTES_PER_GB,
+    MS_PER_HOUR,
+    MS_PER_MINUTE,
+    format_money,
+    format_quantity,
+    vat_label,
+)
 from billing.rating import PlanError, load_plans, plan_assignments
 from gateway.config import Config, ConfigError, load_config
-from tenants.db import Database
+from tenants.db import Database, DatabaseError
 
 
 def _fail(message: str) -> int:
@@ -34,7 +41,8 @@ def _open(args: argparse.Namespace) -> tuple[Config, Database, Ledger, InvoiceSt
     config = load_config(args.config)
     if not config.billing.enabled:
         raise ConfigError(str(args.config or "<defaults>"), "billing.enabled", "billing is off")
-    db = Database.open(config.billing.ledger or config.database_url)
+    # The gateway's ledger as it is: a missing database is refused, not created empty.
+    db = Database.open(config.billing.ledger or config.database_url, create=False)
     ledger = Ledger(db)
     return config, db, ledger, InvoiceStore(db, ledger=ledger)
 
@@ -79,8 +87,7 @@ def _print_invoice(inv: Invoice) -> None:
     for line in inv.lines:
         print(f"  {line.description:<64} {format_money(line.amount_pence, inv.currency):>14}")
     print(f"  {'Subtotal':<64} {format_money(inv.subtotal_pence, inv.currency):>14}")
-    rate = f"VAT at {float(inv.vat_rate) * 100:g}%"
-    print(f"  {rate:<64} {format_money(inv.vat_pence, inv.currency):>14}")
+    print(f"  {vat_label(inv.vat_rate):<64} {format_money(inv.vat_pence, inv.currency):>14}")
     print(f"  {'Total':<64} {format_money(inv.total_pence, inv.currency):>14}")
 
 
@@ -94,7 +101,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
         parse_period(args.period)
         usage = ledger.usage(args.tenant, args.period)
         by_camera = ledger.usage_by_camera(args.tenant, args.period)
-    except (ConfigError, BillingError) as exc:
+    except (ConfigError, BillingError, DatabaseError) as exc:
         return _fail(str(exc))
     out = {
         "tenant": args.tenant,
@@ -125,7 +132,9 @@ def cmd_usage(args: argparse.Namespace) -> int:
 def _reconcile(
     args: argparse.Namespace, config: Config, ledger: Ledger, invoices: InvoiceStore
 ) -> int:
-    problems: list[str] = []
+    """Exit 0 when everything agrees, 1 on differences (each named), 2 when it cannot ask."""
+    cameras: list[dict[str, Any]] = []
+    stripe: list[str] = []
     if args.gateway:
         # What the running gateway says it metered since it started, against the ledger.
         url = args.gateway.rstrip("/") + "/v1/usage/emitted"
@@ -146,13 +155,14 @@ def _reconcile(
         recorded = ledger.totals_since(since)
         for camera, (n, ms, nbytes) in sorted(emitted["cameras"].items()):
             got = recorded.get(camera, (0, 0, 0))
-            status = "ok" if got == (n, ms, nbytes) else "DIFFERS"
-            print(
-                f"{camera:<30} gateway {n} events {nbytes:,} B | ledger {got[0]} events "
-                f"{got[2]:,} B  {status}"
+            cameras.append(
+                {
+                    "camera": camera,
+                    "gateway": {"events": n, "milliseconds": ms, "bytes": nbytes},
+                    "ledger": {"events": got[0], "milliseconds": got[1], "bytes": got[2]},
+                    "ok": got == (n, ms, nbytes),
+                }
             )
-            if status != "ok":
-                problems.append(f"{camera}: gateway {n}/{nbytes} vs ledger {got[0]}/{got[2]}")
     if args.period and config.billing.stripe_api_key:
         from billing.stripe_sync import StripeSync
 
@@ -166,14 +176,38 @@ def _reconcile(
             for i in invoices.list(period=args.period)
             if i.status in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
         ]
-        for diff in sync.reconcile(synced):
-            print(f"stripe: {diff}")
-            problems.append(diff)
-    if problems:
-        print(f"{len(problems)} difference(s)")
-        return 1
-    print("no differences")
+        stripe = list(sync.reconcile(synced))
+    differences = sum(not c["ok"] for c in cameras) + len(stripe)
+    if args.json:
+        print(
+            json.dumps({"cameras": cameras, "stripe": stripe, "differences": differences}, indent=2)
+        )
+        return 1 if differences else 0
+    for c in cameras:
+        gw, lg = c["gateway"], c["ledger"]
+        print(
+            f"{c['camera']:<30} gateway {gw['events']} events {gw['bytes']:,} B | ledger "
+            f"{lg['events']} events {lg['bytes']:,} B  {'ok' if c['ok'] else 'DIFFERS'}"
+        )
+    for diff in stripe:
+        print(f"stripe: {diff}")
+    print(f"{differences} difference(s)" if differences else "no differences")
+    return 1 if differences else 0
+
+
+def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], text: list[str]) -> int:
+    """The action's result: JSON with ``--json`` (an empty list is a result, not an error),
+    else its lines of text."""
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for line in text:
+            print(line)
     return 0
+
+
+def _wanted(args: argparse.Namespace, inv: Invoice) -> bool:
+    return not args.tenant or inv.tenant == args.tenant
 
 
 def cmd_invoices(args: argparse.Namespace) -> int:
@@ -183,31 +217,45 @@ def cmd_invoices(args: argparse.Namespace) -> int:
         now = datetime.now(UTC)
         if args.action == "run":
             plans, assignments = _plans(config)
-            for inv in run_invoices(ledger, store, plans, assignments, args.period, now=now):
-                total = format_money(inv.total_pence, inv.currency)
-                print(f"{inv.invoice_id:<40} {inv.status.value:<10} {total:>14}")
-            return 0
-        if args.action == "finalize":
-            for inv in store.list(period=args.period):
-                if inv.status == InvoiceStatus.DRAFT and (
-                    not args.tenant or inv.tenant == args.tenant
-                ):
-                    done = store.finalize(inv.invoice_id, now)
-                    total = format_money(done.total_pence, done.currency)
-                    print(f"{done.invoice_id} finalized: {total}")
-            return 0
-        if args.action == "show":
-            found = [
+            done = [
                 i
-                for i in store.list(period=args.period)
-                if not args.tenant or i.tenant == args.tenant
+                for i in run_invoices(ledger, store, plans, assignments, args.period, now=now)
+                if _wanted(args, i)
             ]
+            return _emit(
+                args,
+                [_invoice_dict(i) for i in done],
+                [
+                    f"{i.invoice_id:<40} {i.status.value:<10} "
+                    f"{format_money(i.total_pence, i.currency):>14}"
+                    for i in done
+                ]
+                or [f"no invoices for {args.period}"],
+            )
+        if args.action == "finalize":
+            done = [
+                store.finalize(i.invoice_id, now)
+                for i in store.list(period=args.period)
+                if i.status == InvoiceStatus.DRAFT and _wanted(args, i)
+            ]
+            return _emit(
+                args,
+                [_invoice_dict(i) for i in done],
+                [
+                    f"{i.invoice_id} finalized: {format_money(i.total_pence, i.currency)}"
+                    for i in done
+                ]
+                or [f"no drafts to finalize for {args.period}"],
+            )
+        if args.action == "show":
+            found = [i for i in store.list(period=args.period) if _wanted(args, i)]
             if args.json:
-                print(json.dumps([_invoice_dict(i) for i in found], indent=2))
-            else:
-                for inv in found:
-                    _print_invoice(inv)
-            return 0 if found else 1
+                return _emit(args, [_invoice_dict(i) for i in found], [])
+            for inv in found:
+                _print_invoice(inv)
+            if not found:
+                print(f"no invoices for {args.period}")
+            return 0
         if args.action == "sync":
             from billing.stripe_sync import StripeSync
 
@@ -219,15 +267,22 @@ def cmd_invoices(args: argparse.Namespace) -> int:
                 api_base=config.billing.stripe_api_base or None,
             )
             names = _tenant_names(config)
+            synced: list[dict[str, Any]] = []
             for inv in store.list(period=args.period):
                 if inv.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID):
+                    continue
+                if not _wanted(args, inv):
                     continue
                 sync.ensure_customer(inv.tenant, names.get(inv.tenant, inv.tenant))
                 stripe_id = sync.sync_invoice(inv)
                 store.attach_stripe_id(inv.invoice_id, stripe_id)
-                print(f"{inv.invoice_id} -> {stripe_id}")
-            return 0
-    except (ConfigError, BillingError, PlanError) as exc:
+                synced.append({"invoice_id": inv.invoice_id, "stripe_invoice_id": stripe_id})
+            return _emit(
+                args,
+                synced,
+                [f"{r['invoice_id']} -> {r['stripe_invoice_id']}" for r in synced],
+            )
+    except (ConfigError, BillingError, PlanError, DatabaseError) as exc:
         return _fail(str(exc))
     return _fail(f"unknown action {args.action}")
 

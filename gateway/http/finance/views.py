@@ -4,7 +4,6 @@ request, no HTML): the templates only lay it out, and autoescape it."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,9 +14,11 @@ from billing.money import (
     BYTES_PER_GB,
     MS_PER_HOUR,
     MS_PER_MINUTE,
+    format_decimal,
     format_money,
     format_quantity,
     format_unit_price,
+    vat_label,
 )
 
 PAYMENT_TERMS_DAYS = 30
@@ -61,13 +62,12 @@ COLUMNS: tuple[Column, ...] = (
 
 
 # ------------------------------------------------------------------------------ formatting
-# Money, unit prices and quantities in base units are billing.money's; what is left here is
-# the decimal text of invoice lines (quantities in display units, the VAT rate) and dates.
+# Money, unit prices, quantities and rates are billing.money's; what is left here is which
+# units are whole and dates.
 def fmt_quantity(base: int, col: Column) -> str:
     return format_quantity(base, col.size, col.places)
 
 
-_DECIMAL_TEXT = re.compile(r"^(-?)(\d{1,30})(?:\.(\d{1,30}))?$")
 _WHOLE_UNITS = frozenset({"export", "month", "credit"})
 
 
@@ -75,34 +75,15 @@ def fmt_line_quantity(text: str, unit: str) -> str:
     """An invoice line's decimal text ("1234.5000") -> "1,234.50": whole units (exports,
     months) without decimals, others with 2 to 4 places (as many as are not zero), rounded
     half-up at the fourth. Text that is not a plain decimal is shown as it is."""
-    m = _DECIMAL_TEXT.match(text.strip())
-    if m is None:
-        return text
-    digits = (m.group(3) or "").ljust(5, "0")
-    units, frac = divmod(int(m.group(2) + digits[:4]) + (digits[4] >= "5"), 10_000)
-    sign = "-" if m.group(1) and (units or frac) else ""
-    if unit in _WHOLE_UNITS and frac == 0:
-        return f"{sign}{units:,}"
-    places = 4
-    while places > 2 and frac % 10 == 0:
-        frac //= 10
-        places -= 1
-    return f"{sign}{units:,}.{frac:0{places}d}"
+    if unit in _WHOLE_UNITS:
+        whole = format_decimal(text, min_places=0)
+        if "." not in whole:
+            return whole
+    return format_decimal(text)
 
 
 def fmt_unit_price(pence_text: str, currency: str) -> str:
     return format_unit_price(pence_text, currency)
-
-
-def fmt_rate(vat_rate: str) -> str:
-    """A rate as decimal text ("0.20", "0.175") -> "20%", "17.5%"."""
-    m = _DECIMAL_TEXT.match(vat_rate.strip())
-    if m is None:
-        return vat_rate
-    frac = (m.group(3) or "").ljust(2, "0")
-    whole = int(m.group(2) + frac[:2])
-    rest = frac[2:].rstrip("0")
-    return f"{m.group(1)}{whole}{'.' + rest if rest else ''}%"
 
 
 def fmt_date(when: datetime | None) -> str:
@@ -409,7 +390,7 @@ def lines(inv: Invoice) -> tuple[Line, ...]:
 def totals(inv: Invoice, due_label: str = "Total") -> Totals:
     return Totals(
         subtotal=format_money(inv.subtotal_pence, inv.currency),
-        vat_label=f"VAT at {fmt_rate(inv.vat_rate)}",
+        vat_label=vat_label(inv.vat_rate),
         vat=format_money(inv.vat_pence, inv.currency),
         due_label=due_label,
         total=format_money(inv.total_pence, inv.currency),
