@@ -140,23 +140,27 @@ class LiveSessions:
         camera: str | None,
         purpose: str | None,
         peer: str,
+        status: int | None = None,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
-        """Audit a refusal of presented credentials (rate-limited per source, on the database
-        thread). A failed sign-in is marked ``unauthenticated``: the published figures count
-        refusals of identified callers only."""
+        """Audit a refusal through the one refusal log (rate-limited per source, on the
+        database thread): of presented credentials, or (``status``, ``reason``) of an allowed
+        decision the session cannot have. A failed sign-in is marked ``unauthenticated``."""
         try:
             await self.tenancy.blocking(
-                self.tenancy.refusals.record,
-                protocol=protocol,
-                action=action,
-                status=decision.status,
-                reason=decision.reason,
-                peer=peer,
-                tenant=decision.tenant,
-                principal=decision.principal,
-                camera=camera,
-                purpose=purpose,
-                outcome="unauthenticated" if decision.status == 401 else "denied",
+                functools.partial(
+                    self.tenancy.refusals.decision,
+                    decision,
+                    protocol=protocol,
+                    action=action,
+                    peer=peer,
+                    camera=camera,
+                    purpose=purpose,
+                    status=status,
+                    reason=reason,
+                    detail=detail,
+                )
             )
         except Exception as exc:
             log.error("could not audit a refusal from %s: %s", peer, exc)
@@ -192,7 +196,7 @@ class LiveSessions:
             except Exception as exc:
                 return self._unrecorded(session_id, decision, f"its stream lease: {exc}")
             if lease is None:
-                return await self._at_cap(decision, protocol)
+                return await self._at_cap(decision, protocol, peer)
         live = Live(session_id, protocol, mode, decision, path, peer, stop, lease, time.monotonic())
         self.live[session_id] = live
         if self.variants is not None and decision.mask_zones:
@@ -219,25 +223,24 @@ class LiveSessions:
             taking.add_done_callback(orphaned)
             raise
 
-    async def _at_cap(self, decision: Decision, protocol: str) -> Refused:
-        try:
-            await self._audit(
-                AuditAction.DENIED,
-                decision,
-                {
-                    "reason": "concurrent stream limit",
-                    "limit": decision.max_concurrent,
-                    "protocol": protocol,
-                },
-                outcome="denied",
-            )
-        except Exception as exc:
-            log.error("could not audit a refusal at the stream limit: %s", exc)
-        return Refused(
+    async def _at_cap(self, decision: Decision, protocol: str, peer: str) -> Refused:
+        refused = Refused(
             453,
             f"tenant {decision.tenant} is at its limit of "
             f"{decision.max_concurrent} concurrent streams",
         )
+        await self.refused(
+            decision,
+            protocol=protocol,
+            action=decision.action.value,
+            camera=decision.camera,
+            purpose=decision.purpose,
+            peer=peer,
+            status=refused.status,
+            reason=refused.reason,
+            detail={"limit": decision.max_concurrent},
+        )
+        return refused
 
     @staticmethod
     def _unrecorded(session_id: str, decision: Decision, what: str) -> Refused:

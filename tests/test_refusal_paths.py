@@ -7,15 +7,19 @@ concurrent-stream cap."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from conftest import publish_argv, wait_for
 from rest_fixtures import Rest, rest_gateway
-from rtsp_probe import Probe
+from rtsp_probe import Probe, play_status
 
 from gateway.http.mediamtx import mediamtx_handler
+from tenants.model import Constraints
 
 
 @pytest.fixture
@@ -68,3 +72,34 @@ async def test_unreadable_rtsp_credentials_are_a_refusal_like_any_other(rest: Re
     assert [(e.detail["protocol"], e.detail["status"], e.camera) for e in denied] == [
         ("rtsp", 401, "street")
     ]
+
+
+async def test_refusals_at_the_stream_cap_are_rate_limited_per_source(
+    rest: Rest, procs: Any
+) -> None:
+    """A tenant at its grant's cap is refused with 453; those refusals go through the refusal
+    log like every other: each names its source, and a flood writes at most ``per_source``
+    entries (the next one says how many were left out)."""
+    tenancy = rest.tenancy
+    store = tenancy.store
+    grant = store.get_grant("street-police")
+    store.put_grant(replace(grant, constraints=Constraints(max_concurrent_streams=1)))
+    tenancy.policy.reload()
+    tenancy.refusals.per_source = 3
+    await procs(publish_argv(f"rtsp://cop:cop-secret@127.0.0.1:{rest.rtsp_port}/street"))
+    await wait_for(lambda: (s := rest.gateway.hub.get("street")) is not None
+                   and s.gop_cached_bytes > 0, 20, what="street published")  # fmt: skip
+    path = f"street?token={rest.token('pview')}"
+    url = f"rtsp://127.0.0.1:{rest.rtsp_port}/{path}"
+    holder = await Probe.connect("127.0.0.1", rest.rtsp_port)
+    try:
+        assert await holder.play(path) == 200
+        statuses = [await play_status(url) for _ in range(6)]
+    finally:
+        await holder.close()
+    assert statuses == [453] * 6
+    capped = [e for e in rest.denials() if e.detail.get("status") == 453]
+    assert len(capped) == 3
+    assert all(e.detail["protocol"] == "rtsp" and e.detail["peer"] for e in capped)
+    assert all((e.tenant, e.principal, e.camera) == ("police", "pview", "street") for e in capped)
+    assert tenancy.refusals.suppressed_total == 3
