@@ -292,3 +292,37 @@ def console_site(tmp: Path, *, publish: tuple[str, ...] = ()) -> Iterator[Site]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+class Browserish:
+    """A blocking HTTP client that keeps cookies and sends what a browser sends from the
+    gateway's own pages (for a gateway run as a process, e.g. the demo)."""
+
+    def __init__(self, base: str) -> None:
+        import http.cookiejar
+
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with self.opener.open(self.base + path, timeout=20) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def sign_in_with_link(self, link: str) -> str:
+        """Open a sign-in link, press its button; returns the page the browser lands on."""
+        import re
+        from urllib.parse import urlencode
+
+        status, page = self.get(link[len(self.base) :])
+        assert status == 200, page[:300]
+        form = dict(re.findall(rb'name="(csrf|token|next)" value="([^"]*)"', page))
+        body = urlencode({k.decode(): v.decode() for k, v in form.items()}).encode()
+        req = urllib.request.Request(self.base + "/console/login", data=body, method="POST")
+        req.add_header("Origin", self.base)
+        req.add_header("Sec-Fetch-Site", "same-origin")
+        with self.opener.open(req, timeout=20) as r:  # follows the 303
+            return r.read().decode()

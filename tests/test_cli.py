@@ -98,6 +98,41 @@ async def test_demo_serves_an_h264_stream_that_ffprobe_reads(procs):
     assert figures, demo.text
     page = await asyncio.to_thread(_get, figures.group(1))
     assert "<th>Police</th>" in page and "privacy masks" in page
+    await _demo_console(demo.text)
+
+
+async def _demo_console(text: str) -> None:
+    """The demo's console: one-time sign-in links for a council operator, a police officer and
+    a shop's security desk; every still the council operator sees of Market Square has the
+    homes on Church Row blacked out (a permanent mask for everyone)."""
+    from console_site import Browserish
+
+    links = re.findall(r"(http://127\.0\.0\.1:8080/console/login\?token=\S+)", text)
+    assert len(links) == 3, text
+    shop = Browserish("http://127.0.0.1:8080")
+    cards = await asyncio.to_thread(shop.sign_in_with_link, links[2])
+    assert "Westfield" in cards and 'data-camera="market-square"' in cards
+    assert 'data-camera="station-forecourt"' not in cards  # not granted to the shop
+    council = Browserish("http://127.0.0.1:8080")
+    cards = await asyncio.to_thread(council.sign_in_with_link, links[0])
+    assert 'data-camera="estate-block-a"' in cards  # granted by the housing association
+    status, jpeg = 0, b""
+    for _ in range(40):  # the simulated cameras may still be starting
+        status, jpeg = await asyncio.to_thread(council.get, "/console/stills/market-square")
+        if status == 200:
+            break
+        await asyncio.sleep(0.5)
+    assert status == 200, jpeg[:200]
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(jpeg)) as still:
+        gray = next(still.decode(video=0)).to_ndarray(format="gray")
+    h, w = gray.shape
+    homes = gray[int(h * 0.03) : int(h * 0.32), int(w * 0.03) : int(w * 0.42)]
+    assert homes.max() < 40, homes.max()
+    assert gray[int(h * 0.6) :, int(w * 0.5) :].max() > 150  # the rest of the square is there
 
 
 async def test_serve_with_two_workers_relays_and_hands_off_publishers(tmp_path, procs):

@@ -107,22 +107,47 @@ DEMO_VIEWS = (
 )
 
 
-def _demo_token(gateway: Gateway, tenant: str, subject: str) -> str | None:
+def _demo_token(
+    gateway: Gateway, tenant: str, subject: str, ttl: timedelta = timedelta(hours=12)
+) -> str | None:
     tenancy = gateway.tenancy
     if tenancy is None or tenant not in tenancy.policy.snapshot.tenants:
         return None
     principal = tenancy.policy.snapshot.principals.get(subject)
     roles = sorted(r.value for r in principal.roles) if principal else []
-    token = tenancy.issuer.issue(
-        tenant=tenant, subject=subject, ttl=timedelta(hours=12), roles=roles
-    )
+    token = tenancy.issuer.issue(tenant=tenant, subject=subject, ttl=ttl, roles=roles)
     tenancy.audit.append(
         AuditAction.TOKEN_ISSUED,
         tenant=tenant,
         principal=subject,
-        detail={"ttl_s": 43200, "by": "feedgate demo"},
+        detail={"ttl_s": int(ttl.total_seconds()), "by": "feedgate demo"},
     )
     return token
+
+
+# Who the demo signs in to the web console, each with a one-time sign-in link.
+CONSOLE_USERS = (
+    ("council", "council-operator", "a council control room operator (every council camera)"),
+    ("met-police", "met-officer", "a police officer (the town centre, the estate)"),
+    ("westfield", "westfield-security", "a shop's security desk (masks burnt in, 07:00-23:00)"),
+)
+CONSOLE_LINK_TTL = timedelta(hours=2)
+
+
+def console_lines(gateway: Gateway, host: str, port: int) -> list[str]:
+    """The console's sign-in links, one per demo user (each signs in once)."""
+    if gateway.control is None or not gateway.config.console.enabled:
+        return []
+    lines = [
+        f"The web console, http://{host}:{port}/console (phones, tablets, the video wall).",
+        "Each link signs one browser in, once, within 2 hours:",
+    ]
+    for tenant, subject, what in CONSOLE_USERS:
+        token = _demo_token(gateway, tenant, subject, CONSOLE_LINK_TTL)
+        if token is not None:
+            lines.append(f"  {what}:")
+            lines.append(f"    http://{host}:{port}/console/login?token={token}")
+    return lines
 
 
 def first_url(gateway: Gateway, host: str, config: Config) -> str:
@@ -216,6 +241,7 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
         kind = "pushed by its encoder" if cam.is_push else "pulled from its camera"
         lines.append(f"  {url:<50} {cam.name} ({kind})")
     lines += ["", *demo_access_lines(gateway, host, config.rtsp.port)]
+    lines += ["", *console_lines(gateway, host, config.http.port)]
     lines += [
         "",
         f"  e.g.  ffplay -rtsp_transport tcp '{first_url(gateway, host, config)}'",
