@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from datetime import UTC, datetime
 
 import pytest
 from conftest import read_argv
-from whep_client import wait_until
+from whep_client import WhepClient, wait_until
 from whep_fixtures import playing
 
 from tenants.audit import AuditAction
@@ -163,3 +164,56 @@ async def test_a_pli_is_answered_from_the_gop_cache(whep):
         "RTP timestamps went backwards"
     )
     await viewer.close()
+
+
+async def test_revoking_the_grant_ends_its_webrtc_session_within_a_second(whep):
+    viewer = whep.client(token=whep.token("police", "officer"))
+    assert await viewer.connect(whep.http) == 201
+    await playing(viewer, frames=5)
+    tenancy = whep.gw.gateway.tenancy
+    await asyncio.to_thread(tenancy.store.revoke_grant, "police-street", datetime.now(UTC))
+    revoked = time.monotonic()
+    await wait_until(lambda: not whep.webrtc.sessions, 5, "the revoked grant's session to end")
+    assert time.monotonic() - revoked < 1.0
+    assert not whep.gw.hub.get("street").readers
+    # And the grant is gone for new offers too: no grant, no such camera.
+    again = whep.client(token=whep.token("police", "officer"))
+    assert await again.connect(whep.http) == 404
+    await viewer.close()
+
+
+def console_headers(whep, token: str, *, csrf: bool = True, site: str = "same-origin") -> dict:
+    """What Chromium sends from the console's page: both cookies, and the CSRF value the page
+    read from its own HTML."""
+    value = "c" * 43
+    headers = {
+        "Cookie": f"feedgate_token={token}; feedgate_csrf={value}",
+        "Origin": whep.base,
+        "Sec-Fetch-Site": site,
+    }
+    if csrf:
+        headers["X-CSRF-Token"] = value
+    return headers
+
+
+async def test_the_consoles_session_cookie_plays_only_from_its_own_pages(whep):
+    token = whep.token("police", "officer")
+    page = WhepClient(f"{whep.base}/whep/street", headers=console_headers(whep, token))
+    assert await page.connect(whep.http) == 201, page.reason
+    await playing(page, frames=5)
+    # Without the page's CSRF value, or from another site, the cookie is no credential.
+    for headers in (
+        console_headers(whep, token, csrf=False),
+        console_headers(whep, token, site="cross-site"),
+    ):
+        forged = WhepClient(f"{whep.base}/whep/street", headers=headers)
+        assert await forged.connect(whep.http) == 401
+    denied = [e for e in whep.audit(AuditAction.DENIED) if e.detail.get("protocol") == "webrtc"]
+    assert len([e for e in denied if e.detail["status"] == 401]) == 2
+    # The session is the page's to end, with the same cookie.
+    async with whep.http.delete(
+        whep.base + page.location, headers=console_headers(whep, token)
+    ) as r:
+        assert r.status == 200
+    assert not whep.webrtc.sessions
+    await page.close()

@@ -72,10 +72,12 @@ class Received:
 
 
 class WhepClient:
-    def __init__(self, url: str, *, token: str | None = None, cookie: str | None = None):
+    def __init__(
+        self, url: str, *, token: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.url = url
         self.token = token
-        self.cookie = cookie
+        self.extra_headers = headers or {}  # e.g. a browser's Cookie, Origin, X-CSRF-Token
         self.pc: RTCPeerConnection | None = None
         self.location: str | None = None
         self.etag: str | None = None
@@ -95,9 +97,7 @@ class WhepClient:
             h["Content-Type"] = content_type
         if self.token:
             h["Authorization"] = f"Bearer {self.token}"
-        if self.cookie:
-            h["Cookie"] = f"feedgate_token={self.cookie}"
-        return h
+        return {**h, **self.extra_headers}
 
     async def connect(self, http: aiohttp.ClientSession, *, offer_munge: Any = None) -> int:
         """POST the offer; on 201 apply the answer. Returns the HTTP status."""

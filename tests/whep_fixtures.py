@@ -3,10 +3,12 @@ port, and aiortc WHEP clients (``whep_client.py``) that count packets without de
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -104,29 +106,43 @@ class Whep:
         return self.gw.gateway.webrtc
 
 
-def camera_argv(url: str, profile: str) -> list[str]:
-    """ffmpeg as a camera with a chosen H.264 profile ('baseline', 'main' or 'high')."""
-    argv = publish_argv(url)
+def camera_argv(url: str, profile: str, pattern: str = "testsrc2") -> list[str]:
+    """ffmpeg as a camera with a chosen H.264 profile ('baseline', 'main' or 'high'), showing a
+    lavfi source by name ("testsrc2") or as a whole graph with its options ("color=c=white:...")."""
+    argv = publish_argv(url, pattern=pattern)
+    if "=" in pattern:
+        argv[argv.index("lavfi") + 2] = pattern
     argv[argv.index("ultrafast")] = "veryfast" if profile != "baseline" else "ultrafast"
     i = argv.index("libx264") + 1
     return [*argv[:i], "-profile:v", profile, *argv[i:]]
 
 
-@pytest.fixture
-async def whep(tmp_path: Path, procs, request) -> AsyncIterator[Whep]:
+@contextlib.asynccontextmanager
+async def whep_bench(
+    tmp_path: Path,
+    procs: Any,
+    *,
+    profile: str = "high",
+    seed: str = SEED,
+    pattern: str = "testsrc2",
+    routes: Callable[[web.Application], None] | None = None,
+    webrtc: WebRtcConfig | None = None,
+) -> AsyncIterator[Whep]:
+    """A gateway whose camera "street" is a real ffmpeg (H.264 ``profile``, lavfi ``pattern``),
+    with tenancy (``seed``), billing and WebRTC, and its HTTP app (plus ``routes``) served."""
     offer_main_and_high()
     gather_on_loopback()
-    profile = getattr(request, "param", "high")
-    seed = tmp_path / "seed.toml"
-    seed.write_text(SEED)
+    seed_file = tmp_path / "seed.toml"
+    seed_file.write_text(seed)
     config = make_config((CameraConfig(id="street"), CameraConfig(id="yard")))
     config = replace(
         config,
         rtsp=replace(config.rtsp, report_interval=0.5),
         data_dir=str(tmp_path / "var"),
-        tenancy=TenancyConfig(enabled=True, seed=str(seed), recheck_interval=0.1),
+        tenancy=TenancyConfig(enabled=True, seed=str(seed_file), recheck_interval=0.1),
         billing=BillingConfig(enabled=True),
-        webrtc=WebRtcConfig(
+        webrtc=webrtc
+        or WebRtcConfig(
             host_addresses=("127.0.0.1",),
             udp_port_min=0,
             udp_port_max=0,
@@ -137,18 +153,28 @@ async def whep(tmp_path: Path, procs, request) -> AsyncIterator[Whep]:
     )
     async with running_gateway(config) as gw:
         url = f"rtsp://encoder:enc@127.0.0.1:{gw.port}/street"
-        await procs(camera_argv(url, profile))
+        await procs(camera_argv(url, profile, pattern))
         await publishing(gw, "street")
         app = make_http_app(gw.gateway)
         app.cleanup_ctx.clear()  # running_gateway runs it already
+        if routes is not None:
+            routes(app)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        async with aiohttp.ClientSession() as http:
-            yield Whep(gw, f"http://127.0.0.1:{port}", http)
-        await runner.cleanup()
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield Whep(gw, f"http://127.0.0.1:{port}", http)
+        finally:
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def whep(tmp_path: Path, procs: Any, request: pytest.FixtureRequest) -> AsyncIterator[Whep]:
+    async with whep_bench(tmp_path, procs, profile=getattr(request, "param", "high")) as bench:
+        yield bench
 
 
 async def playing(client: WhepClient, frames: int = 30, timeout: float = 15.0) -> None:

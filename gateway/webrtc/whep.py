@@ -7,10 +7,12 @@ app.
 - ``PATCH`` on the session: trickle ICE (``application/trickle-ice-sdpfrag``), ``204``.
 - ``DELETE`` on the session: ends it, ``200``.
 
-Credentials are a ``Bearer`` token or the console's session cookie (the finance pages' cookie
-name; ``credentials`` is pluggable). Every offer asks the same policy decision as RTSP, and
-every refusal, with or without credentials, is audited. A session URL is only ever found by its
-own tenant: for anyone else it does not exist (404), and it carries on.
+Credentials are a ``Bearer`` token or the console's session cookie, which counts only from the
+gateway's own pages and, an offer being a change, with the console's CSRF header
+(:func:`gateway.http.csrf.session_token`; ``credentials`` is pluggable). Every offer asks the
+same policy decision as RTSP, and every refusal, with or without credentials, is audited. A
+session URL is only ever found by its own tenant: for anyone else it does not exist (404), and
+it carries on.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.http.finance import COOKIE  # the console's session cookie: the finance pages'
+from gateway.http.csrf import session_token
 from gateway.live import camera_of
 from gateway.webrtc.ice import link_headers
 from gateway.webrtc.negotiation import MAX_OFFER_BYTES, OfferError, parse_offer
@@ -47,7 +49,8 @@ def bearer_or_cookie(request: web.Request) -> str | None:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get(COOKIE) or None
+    # Another site can make a browser send the cookie, never read the page's CSRF value.
+    return session_token(request)
 
 
 def is_whep_path(path: str) -> bool:
