@@ -192,6 +192,15 @@ class RtspConfig:
     # Upper bound on one camera's GOP cache; a longer GOP is not cached (readers then wait).
     gop_cache_bytes: Annotated[int, Field(ge=0)] = 16 * 1024 * 1024
     max_connections: Annotated[int, Field(ge=1)] = 10_000
+    # Deadlines for slow or silent peers: a request's head from its first byte, its body after
+    # the head, and the next request on a connection that holds no session (the first one
+    # included). Connections with a session are bounded by session_timeout instead.
+    request_head_timeout: Seconds = 5.0
+    request_body_timeout: Seconds = 5.0
+    idle_timeout: Seconds = 5.0
+    # Connections one address may hold before any request of theirs is admitted by the access
+    # layer (e.g. a VMS behind NAT reconnecting its cameras at once needs headroom).
+    max_unauthenticated_per_ip: Annotated[int, Field(ge=1)] = 256
     # Seconds between usage reports for open sessions (a crash loses at most one interval).
     report_interval: Seconds = 5.0
     # RTSPS (RTSP over TLS, media interleaved in the same TLS stream) on tls_port when tls_cert
@@ -360,6 +369,9 @@ class CameraConfig:
     onvif_profile: str = ""  # "" = the first profile with a PTZ configuration
     ptz_idle: Literal["home", "tour", "none"] = "home"  # what an unsteered camera does
     ptz_tour: Annotated[str, AfterValidator(_preset_tokens)] = ""  # comma-separated presets
+    # Pushed cameras: a new publisher replaces the current one (true, MediaMTX's
+    # overridePublisher) or is refused while it publishes (false).
+    override_publisher: bool = True
 
     @property
     def is_push(self) -> bool:

@@ -15,7 +15,9 @@ from gateway.masking.variants import VariantManager
 from gateway.metering import Metering
 from gateway.protocols.rtsp import Request
 from gateway.rtsp.access import PolicyAccess
-from gateway.rtsp.server import Authorizer, RtspConnection, RtspServer, allow_all
+from gateway.rtsp.connection import RtspConnection
+from gateway.rtsp.hooks import Authorizer, allow_all
+from gateway.rtsp.server import RtspServer
 from gateway.sources.ingest import PullIngest
 from gateway.stream.hub import StreamHub
 from gateway.tasks import cancel_and_wait

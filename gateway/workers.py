@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.protocols.rtsp import Request, format_request
-from gateway.rtsp.server import RtspConnection
+from gateway.rtsp.connection import RtspConnection
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -27,13 +27,8 @@ from conftest import (
     wait_for,
 )
 
-from gateway.protocols.rtsp import (
-    InterleavedFrame,
-    Response,
-    RtspParser,
-    parse_rtp_info,
-    parse_session,
-)
+from gateway.protocols.rtsp import InterleavedFrame, Response, RtspParser
+from gateway.protocols.rtsp_headers import parse_rtp_info, parse_session
 from gateway.rtsp.server import RtspServer
 from gateway.sources.rtsp_client import RtspClient
 from gateway.stream.hub import PathStream, Reader

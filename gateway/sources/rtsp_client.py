@@ -18,14 +18,16 @@ from gateway.protocols.rtsp import (
     Response,
     RtspError,
     RtspParser,
-    TransportSpec,
     format_request,
     format_response,
+)
+from gateway.protocols.rtsp_auth import Challenge, authorization_header, parse_www_authenticate
+from gateway.protocols.rtsp_headers import (
+    TransportSpec,
     format_transport,
     parse_session,
     parse_transport,
 )
-from gateway.protocols.rtsp_auth import Challenge, authorization_header, parse_www_authenticate
 from gateway.protocols.sdp import resolve_control
 from gateway.tasks import cancel_and_wait
 
