@@ -391,14 +391,7 @@ class Policy:
     ) -> Decision:
         """Which zones this viewer gets burnt in. ``decision.masked`` on entry means 'no lift
         allowed or asked'; a lift removes only liftable zones, never permanent ones."""
-        zones = tuple(
-            z
-            for z in self._index.snapshot.masks.get(camera.id, ())
-            if z.applies_to(ident.tenant.kind)
-        )
-        lifting = not decision.masked
-        kept = tuple(z for z in zones if not (lifting and z.kind == MaskKind.LIFTABLE))
-        lifted = tuple(z.id for z in zones if z not in kept)
+        kept, lifted = self._zones(camera.id, ident.tenant, lifting=not decision.masked)
         return replace(
             decision,
             masked=bool(kept),
@@ -406,6 +399,16 @@ class Policy:
             lifted=lifted,
             lift_expires_at=now + self.lift_timeout if lifted else None,
         )
+
+    def _zones(
+        self, camera_id: str, tenant: Tenant, *, lifting: bool
+    ) -> tuple[tuple[MaskZone, ...], tuple[str, ...]]:
+        """(the zones burnt in for ``tenant`` on this camera now, the ids of those lifted)."""
+        zones = tuple(
+            z for z in self._index.snapshot.masks.get(camera_id, ()) if z.applies_to(tenant.kind)
+        )
+        kept = tuple(z for z in zones if not (lifting and z.kind == MaskKind.LIFTABLE))
+        return kept, tuple(z.id for z in zones if z not in kept)
 
     def _owner_decision(
         self,
@@ -487,8 +490,8 @@ class Policy:
 
     def revalidate(self, decision: Decision, now: datetime | None = None) -> str | None:
         """Why a live session must end now (expired credential, revoked grant, suspended tenant,
-        deleted, disabled or narrowed principal, deleted or re-owned camera, closed time
-        window), or None while it may go on."""
+        deleted, disabled or narrowed principal, deleted or re-owned camera, changed privacy
+        masks, closed time window), or None while it may go on."""
         now = now or datetime.now(UTC)
         if decision.expires_at is not None and now >= decision.expires_at:
             return "credential expired"
@@ -511,6 +514,12 @@ class Policy:
         camera = snap.cameras.get(decision.camera) if decision.camera is not None else None
         if decision.camera is not None and camera is None:
             return "camera deleted"
+        # A mask drawn, moved or removed since: the session's pixels were burnt in with other
+        # zones. It ends, and its viewer's next decision gets the zones as they are now.
+        if camera is not None and decision.action in _RIGHT_FOR:
+            kept, _ = self._zones(camera.id, tenant, lifting=bool(decision.lifted))
+            if _zone_key(kept) != _zone_key(decision.mask_zones):
+                return "privacy masks changed"
         if decision.grant_id is None:
             if camera is not None and camera.owner_tenant != decision.tenant:
                 return "camera changed owner"
@@ -526,6 +535,12 @@ class Policy:
         if windows and not any(w.contains(now) for w in windows):
             return "outside the grant's time windows"
         return None
+
+
+def _zone_key(
+    zones: tuple[MaskZone, ...],
+) -> frozenset[tuple[str, tuple[tuple[float, float], ...]]]:
+    return frozenset((z.id, z.points) for z in zones)
 
 
 def _grant_rank(g: Grant) -> tuple[int, int]:

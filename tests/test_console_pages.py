@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -428,3 +429,56 @@ def test_a_camera_without_a_picture_gets_a_placeholder(site: Site) -> None:
     status, body, (headers, _) = call(site, "council-op", "/console/stills/depot")
     assert status == 404 and headers["Content-Type"].startswith("image/svg+xml")
     assert "No picture" in body
+
+
+def test_a_mask_saved_in_the_editor_reaches_the_sessions_already_watching(site: Site) -> None:
+    """The editor's save (PUT /v1/masks/... from the page) ends the shop's live session at the
+    next re-check: its pixels were burnt in without the new zone; the player reconnects and is
+    given the new zones. The police, whom the zone does not concern, watch on."""
+    import aiohttp
+
+    offer_main_and_high()
+
+    async def watch(who: str) -> WhepClient:
+        client = WhepClient(f"{site.base}/whep/street", token=site.token(who))
+        async with aiohttp.ClientSession() as http:
+            assert await client.connect(http) == 201, client.reason
+        return client
+
+    guard, officer = site.run(watch("guard")), site.run(watch("officer"))
+    media = site.gateway.control.core.media
+    try:
+        by_tenant = {
+            s.tenant: s.id
+            for s in media.sessions()
+            if s.camera == "street" and s.protocol == "webrtc"
+        }
+        assert {"shop", "police"} <= set(by_tenant)
+        mask = (
+            b'{"id": "till", "camera_id": "street", "tenant_kinds": ["retail"], "points":'
+            b' [{"x": 0.1, "y": 0.1}, {"x": 0.3, "y": 0.1}, {"x": 0.3, "y": 0.3}]}'
+        )
+        status, _, _ = call(
+            site,
+            "council-admin",
+            "/v1/masks/till",
+            method="PUT",
+            body=mask,
+            headers={"Content-Type": "application/json"},
+        )
+        assert status == 200
+        deadline = time.monotonic() + 5
+        while by_tenant["shop"] in {s.id for s in media.sessions()}:
+            assert time.monotonic() < deadline, "the shop's session carried on"
+            time.sleep(0.05)
+        assert by_tenant["police"] in {s.id for s in media.sessions()}
+        [ended] = [
+            e
+            for e in site.entries("session_end")
+            if e.principal == "guard" and e.detail.get("reason") == "privacy masks changed"
+        ]
+        assert ended.camera == "street"
+    finally:
+        call(site, "council-admin", "/v1/masks/till", method="DELETE")
+        site.run(guard.close())
+        site.run(officer.close())
