@@ -10,7 +10,8 @@ counted once; the first copy wins. SQLite uses ``INSERT ... ON CONFLICT (event_i
 PostgreSQL ``COPY``s the rows straight into the table and, only if that hits an id already
 there (a redelivered batch), goes through a staging table and ``INSERT ... ON CONFLICT``.
 
-An event belongs to the calendar month (UTC) in which it *starts*. Aggregates are returned in
+An event belongs to the calendar month in which it *starts*, in the ledger's ``zone`` (the
+deployment's; ``Europe/London`` by default). Aggregates are returned in
 **base units**, as integers:
 
 ==========================  ==========================================================
@@ -42,13 +43,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from billing.model import BillingError, Metric, UsageEvent, check_currency, parse_period
 from billing.usagerow import COLUMNS as USAGE_ROW_COLUMNS
 from billing.usagerow import encode_row, format_time, parse_time, row_event_id, row_values
 from tenants.db import Database, IntegrityError
+from tenants.months import DEFAULT_ZONE
 
 __all__ = [
     "MIGRATIONS",
@@ -154,10 +156,15 @@ class Ledger:
     """Usage events and money postings on one :class:`~tenants.db.Database`."""
 
     def __init__(
-        self, db: Database, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        zone: tzinfo = DEFAULT_ZONE,
     ) -> None:
         self.db = db
         self._clock = clock
+        self.zone = zone  # whose months the periods are
         db.migrate("billing_ledger", MIGRATIONS)
 
     # ----------------------------------------------------------------------------- usage
@@ -280,7 +287,7 @@ class Ledger:
     def _window(
         self, period: str, recorded_until: datetime | None, recorded_after: datetime | None = None
     ) -> tuple[str, list[Any]]:
-        start, end = parse_period(period)
+        start, end = parse_period(period, self.zone)
         sql = "start_at >= ? AND start_at < ?"
         params: list[Any] = [_fmt_time(start), _fmt_time(end)]
         if recorded_until is not None:

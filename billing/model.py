@@ -1,7 +1,8 @@
 """Billing's shared vocabulary: usage events in, invoices out.
 
 Money is integer minor units (pence) plus an ISO 4217 currency, as stripe-python does it;
-``Decimal`` appears only inside rating. Times are UTC. This package never imports ``gateway``:
+``Decimal`` appears only inside rating. Times are stored in UTC; months (billing periods) are
+the deployment's local months (:mod:`tenants.months`). This package never imports ``gateway``:
 the gateway emits ``UsageEvent``s through ``UsageSink`` and that is the whole interface.
 """
 
@@ -10,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
 from typing import Protocol
 
-from tenants.months import month_bounds, month_of
+from tenants.months import DEFAULT_ZONE, month_bounds, month_of
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -89,10 +90,10 @@ def check_currency(currency: str) -> str:
     return currency
 
 
-def parse_period(period: str) -> tuple[datetime, datetime]:
-    """'2026-11' -> [2026-11-01T00:00Z, 2026-12-01T00:00Z)."""
+def parse_period(period: str, zone: tzinfo = DEFAULT_ZONE) -> tuple[datetime, datetime]:
+    """'2026-11' -> [local midnight on 1 Nov, on 1 Dec) in `zone`, as UTC instants."""
     try:
-        return month_bounds(period)
+        return month_bounds(period, zone)
     except ValueError as exc:
         raise BillingError(str(exc)) from None
 

@@ -188,7 +188,7 @@ class Metering:
         bc = config.billing
         self.db = Database.open(bc.ledger) if bc.ledger else tenancy_db
         self._own_db = bool(bc.ledger)
-        self.ledger = Ledger(self.db)
+        self.ledger = Ledger(self.db, zone=config.zone)
         self.invoices = InvoiceStore(self.db, ledger=self.ledger)
         spool_root = Path(bc.spool_dir or Path(config.data_dir) / "spool")
         self.spool = Spool(spool_root / f"w{worker}")

@@ -87,6 +87,7 @@ class Tenancy:
             verifier,
             lift_timeout=timedelta(seconds=tc.mask_lift_timeout),
             platform_tenant=config.grpc.platform_tenant,
+            zone=config.zone,
         )
         policy.reload(force=True)
         audit = AuditLog(db, audit_key.private_key)

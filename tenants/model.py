@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, tzinfo
 from enum import StrEnum
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -152,14 +152,18 @@ class Camera:
 
 @dataclass(frozen=True)
 class TimeWindow:
-    """Daily window in UTC, e.g. 08:00-18:00; start > end wraps past midnight."""
+    """Daily window in local time (the deployment's zone), e.g. 07:00-23:00; start > end
+    wraps past midnight. It is read off the wall clock: on the night the clocks go forward an
+    hour that does not exist is in no window, and on the night they go back the repeated hour
+    is in the window both times."""
 
     start: time
     end: time
     weekdays: frozenset[int] = frozenset(range(7))  # Monday = 0
 
-    def contains(self, when: datetime) -> bool:
-        when = when.astimezone(UTC)
+    def contains(self, when: datetime, zone: tzinfo) -> bool:
+        """Whether the instant `when` is inside the window, in `zone`'s local time."""
+        when = when.astimezone(zone)
         t = when.time()
         if self.start <= self.end:
             return when.weekday() in self.weekdays and self.start <= t < self.end

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 
 from tenants.guessing import GuessLimiter
@@ -30,6 +30,7 @@ from tenants.model import (
     Role,
     Tenant,
 )
+from tenants.months import DEFAULT_ZONE
 from tenants.store import Snapshot, TenantStore
 from tenants.tokens import Claims, PartnerIssuer, TokenError, TokenVerifier
 
@@ -168,6 +169,7 @@ class Policy:
         *,
         lift_timeout: timedelta = timedelta(minutes=30),
         platform_tenant: str | None = None,
+        zone: tzinfo = DEFAULT_ZONE,
         guesses: GuessLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
@@ -175,6 +177,7 @@ class Policy:
         self.store = store
         self.lift_timeout = lift_timeout
         self.platform_tenant = platform_tenant
+        self.zone = zone  # grant windows are in the deployment's local time
         # Passwords are checked at most so often per principal and per source (see
         # tenants.guessing); a refused guess is answered after ``sleep``, on ``clock``'s time.
         self.guesses = guesses if guesses is not None else GuessLimiter()
@@ -456,7 +459,7 @@ class Policy:
             candidates.sort(key=_grant_rank, reverse=True)
         for g in candidates:
             c = g.constraints
-            if c.time_windows and not any(w.contains(now) for w in c.time_windows):
+            if c.time_windows and not any(w.contains(now, self.zone) for w in c.time_windows):
                 reasons.append(f"grant {g.id}: outside its time windows")
                 continue
             if c.purpose_required and not purpose:
@@ -532,7 +535,7 @@ class Policy:
         if camera is not None and not grant.covers(camera):
             return "the grant no longer covers the camera"
         windows = grant.constraints.time_windows
-        if windows and not any(w.contains(now) for w in windows):
+        if windows and not any(w.contains(now, self.zone) for w in windows):
             return "outside the grant's time windows"
         return None
 

@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from tenants.audit import MIGRATIONS as AUDIT_MIGRATIONS
 from tenants.audit import AuditAction
 from tenants.audit.entry import format_time as _fmt_time
 from tenants.db import Database
-from tenants.months import month_bounds
+from tenants.months import DEFAULT_ZONE, month_bounds
 from tenants.store import TenantStore
 
 __all__ = ["SUPPRESS_BELOW", "Suppressed", "monthly_report", "publishable"]
@@ -60,11 +60,13 @@ def monthly_report(
     *,
     viewing_ms_by_tenant: Mapping[str, int] | None = None,
     now: datetime | None = None,
+    zone: tzinfo = DEFAULT_ZONE,
 ) -> dict[str, Any]:
-    """The month's figures, exact (not yet suppressed: see :func:`publishable`).
-    ``viewing_ms_by_tenant`` (metered live + playback milliseconds per tenant id, from billing)
-    adds hours of viewing by kind of organisation."""
-    start, end = month_bounds(period)
+    """The month's figures, exact (not yet suppressed: see :func:`publishable`); the month is
+    `zone`'s (the deployment's), as the invoices' is. ``viewing_ms_by_tenant`` (metered live +
+    playback milliseconds per tenant id, from billing, for the same month) adds hours of
+    viewing by kind of organisation."""
+    start, end = month_bounds(period, zone)
     db.migrate("audit", AUDIT_MIGRATIONS)
     store = TenantStore(db)
     kind_of = {t.id: t.kind.value for t in store.list_tenants()}

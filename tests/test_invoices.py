@@ -588,3 +588,20 @@ def test_bad_plan_files_name_file_key_and_reason(
 def test_missing_plan_file(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="cannot read"):
         load_plans(tmp_path / "nope.toml")
+
+
+def test_a_month_is_the_deployments_local_month(db: Database, clock: Clock) -> None:
+    # Issue #9 finding 5: 23:30 UTC on 30 September is 00:30 BST on 1 October, so London
+    # bills it in October; a deployment in UTC would bill it in September.
+    late = ev("acme", start=datetime(2026, 9, 30, 23, 30, tzinfo=UTC))
+    london = Ledger(db, clock=clock)
+    london.record([late])
+    assert london.usage("acme", OCT)[Metric.LIVE_SECONDS] == HOUR_MS
+    assert london.usage("acme", "2026-09")[Metric.LIVE_SECONDS] == 0
+    utc = Ledger(db, clock=clock, zone=UTC)
+    assert utc.usage("acme", "2026-09")[Metric.LIVE_SECONDS] == HOUR_MS
+    assert utc.usage("acme", OCT)[Metric.LIVE_SECONDS] == 0
+    store = InvoiceStore(db, ledger=london)
+    (inv,) = [i for i in run_invoices(london, store, PLANS, ASSIGN, OCT, now=clock()) if
+              i.tenant == "acme"]  # fmt: skip
+    assert inv.lines[0].quantity == "1.0000"  # the hour is on October's invoice

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -202,6 +203,67 @@ async def test_time_window_limits_the_shop(world):
     night = NOON.replace(hour=22)
     d = await decide(policy, tok("shop", "guard", now=night), now=night)
     assert not d.allow and "time windows" in d.reason
+
+
+LONDON = ZoneInfo("Europe/London")
+# 2026's changeover nights in the UK: clocks forward at 01:00 UTC on Sunday 29 March (01:00 GMT
+# becomes 02:00 BST, a 23-hour day), back at 01:00 UTC on Sunday 25 October (02:00 BST becomes
+# 01:00 GMT, a 25-hour day).
+SPRING, AUTUMN = datetime(2026, 3, 29, tzinfo=UTC), datetime(2026, 10, 25, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("window", "utc", "inside"),
+    [
+        # "07:00-23:00" as the shopping centre means it: London's clock, summer and winter
+        ("07:00-23:00", datetime(2026, 7, 1, 6, 30, tzinfo=UTC), True),  # 07:30 BST
+        ("07:00-23:00", datetime(2026, 7, 1, 22, 30, tzinfo=UTC), False),  # 23:30 BST
+        ("07:00-23:00", datetime(2026, 1, 7, 6, 30, tzinfo=UTC), False),  # 06:30 GMT
+        ("07:00-23:00", datetime(2026, 1, 7, 22, 30, tzinfo=UTC), True),  # 22:30 GMT
+        # the spring night: opens at 07:00 BST, which is 06:00 UTC
+        ("07:00-23:00", SPRING.replace(hour=5, minute=59), False),
+        ("07:00-23:00", SPRING.replace(hour=6), True),
+        # an overnight window ends at 06:00 BST on the short night, 05:00 UTC
+        ("22:00-06:00", SPRING.replace(hour=4, minute=59), True),
+        ("22:00-06:00", SPRING.replace(hour=5, minute=30), False),
+        # 01:00-02:00 never happens on the short night ...
+        ("01:00-02:00", SPRING.replace(hour=0, minute=59), False),  # 00:59 GMT
+        ("01:00-02:00", SPRING.replace(hour=1), False),  # 02:00 BST
+        # ... and happens twice on the long one: 01:30 BST, then 01:30 GMT
+        ("01:00-02:00", AUTUMN.replace(hour=0, minute=30), True),
+        ("01:00-02:00", AUTUMN.replace(hour=1, minute=30), True),
+        ("01:00-02:00", AUTUMN.replace(hour=2), False),  # 02:00 GMT
+        # the autumn morning: opens at 07:00 GMT, which is 07:00 UTC again
+        ("07:00-23:00", AUTUMN.replace(hour=6, minute=30), False),
+        ("07:00-23:00", AUTUMN.replace(hour=7), True),
+        ("07:00-23:00", AUTUMN - timedelta(hours=24) + timedelta(hours=6, minutes=30), True),
+        # weekdays are London's too: Saturday 23:30 UTC in July is Sunday 00:30 BST
+        ("00:00-01:00@6", datetime(2026, 7, 4, 23, 30, tzinfo=UTC), True),
+        ("00:00-01:00@5", datetime(2026, 7, 4, 23, 30, tzinfo=UTC), False),
+    ],
+)
+def test_time_windows_are_local_time_across_the_clock_changes(
+    window: str, utc: datetime, inside: bool
+) -> None:
+    # Issue #9 finding 5: windows were evaluated in UTC.
+    assert TimeWindow.parse(window).contains(utc, LONDON) is inside
+
+
+async def test_policy_windows_follow_the_deployment_zone(world):
+    store, london, tok = world  # the fixture's policy has the default zone, Europe/London
+    summer_morning = datetime(2026, 7, 1, 7, 30, tzinfo=UTC)  # 08:30 BST, 03:30 in New York
+    token = tok("shop", "guard", now=summer_morning, ttl=timedelta(hours=12))
+    d = await decide(london, token, now=summer_morning)
+    assert d.allow, d.reason  # the 08:00-18:00 window is open (it was shut in UTC)
+    new_york = Policy(store, london.verifier, zone=ZoneInfo("America/New_York"))
+    new_york.reload(force=True)
+    shut = await decide(new_york, token, now=summer_morning)
+    assert not shut.allow and "time windows" in shut.reason
+    # A live session is re-checked in the same zone: 18:00 BST ends it, not 18:00 UTC.
+    assert london.revalidate(d, now=datetime(2026, 7, 1, 16, 59, tzinfo=UTC)) is None
+    assert london.revalidate(d, now=datetime(2026, 7, 1, 17, 0, tzinfo=UTC)) == (
+        "outside the grant's time windows"
+    )
 
 
 async def test_purpose_required_grant(world):

@@ -5,8 +5,9 @@ served to anyone at /transparency, without a token, while everything else still 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -18,7 +19,7 @@ from gateway.http.app import make_http_app
 from tenants.audit import AuditAction, AuditLog
 from tenants.db import Database
 from tenants.model import Camera, Grant, MaskZone, Tenant, TenantKind
-from tenants.months import month_bounds, previous_month
+from tenants.months import add_months, month_bounds, month_days, month_of, previous_month
 from tenants.store import TenantStore
 from tenants.transparency import monthly_report, publishable
 
@@ -67,8 +68,9 @@ def _activity(db: Database) -> None:
                 outcome=outcome,
             )
 
-    # The audit log only moves forward: the month's neighbours first and last.
-    add(1, AuditAction.SESSION_START, "met", when=datetime(2026, 9, 30, 23, 59, tzinfo=UTC))
+    # The audit log only moves forward: the month's neighbours first and last (London's
+    # months: 22:59 UTC on 30 September is 23:59 BST, still September).
+    add(1, AuditAction.SESSION_START, "met", when=datetime(2026, 9, 30, 22, 59, tzinfo=UTC))
     add(7, AuditAction.SESSION_START, "met")
     add(5, AuditAction.PLAYBACK, "met")
     add(2, AuditAction.MASK_LIFT, "met")
@@ -143,6 +145,44 @@ def test_months() -> None:
     for bad in ("2026-11\n", "9999-12", "0000-01", "2026-00"):
         with pytest.raises(ValueError):
             month_bounds(bad)
+    assert month_days("2026-02") == (date(2026, 2, 1), date(2026, 2, 28))
+    assert add_months("2026-11", 2) == "2027-01" and add_months("2026-01", -1) == "2025-12"
+
+
+def test_months_are_the_deployments_local_months() -> None:
+    # Issue #9 finding 5: a London month runs from local midnight to local midnight; in
+    # summer that is 23:00 UTC the evening before.
+    assert month_bounds("2026-07") == (
+        datetime(2026, 6, 30, 23, tzinfo=UTC),
+        datetime(2026, 7, 31, 23, tzinfo=UTC),
+    )
+    # March loses an hour, October gains one: 743 and 745 hours
+    start, end = month_bounds("2026-03")
+    assert (start, end) == (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 31, 23, tzinfo=UTC))
+    assert end - start == timedelta(hours=31 * 24 - 1)
+    start, end = month_bounds("2026-10")
+    assert end - start == timedelta(hours=31 * 24 + 1)
+    # 00:30 BST on 1 August is August in London, though still July in UTC
+    assert month_of(datetime(2026, 7, 31, 23, 30, tzinfo=UTC)) == "2026-08"
+    assert previous_month(datetime(2026, 7, 31, 23, 30, tzinfo=UTC)) == "2026-07"
+    # another deployment's zone
+    tokyo = ZoneInfo("Asia/Tokyo")
+    assert month_bounds("2026-07", tokyo)[0] == datetime(2026, 6, 30, 15, tzinfo=UTC)
+    assert month_of(datetime(2026, 7, 31, 15, tzinfo=UTC), tokyo) == "2026-08"
+
+
+async def test_published_month_is_local(db: Database) -> None:
+    # Activity at 23:30 UTC on 31 July is 00:30 BST on 1 August: August's figures.
+    _register(db)
+    log = AuditLog(db, Ed25519PrivateKey.generate())
+    late = datetime(2026, 7, 31, 23, 30, tzinfo=UTC)
+    log.append(AuditAction.SESSION_START, tenant="met", camera="high-st", outcome="allowed",
+               detail={"mode": "play"}, time=late)  # fmt: skip
+    police = "police"
+    assert monthly_report(db, "2026-08")["by_organisation_kind"][police]["live_views"] == 1
+    assert monthly_report(db, "2026-07")["by_organisation_kind"][police]["live_views"] == 0
+    utc = monthly_report(db, "2026-07", zone=UTC)["by_organisation_kind"][police]
+    assert utc["live_views"] == 1
 
 
 async def test_served_to_anyone_without_a_token(tenancy_gw) -> None:  # noqa: F811

@@ -111,7 +111,7 @@ def figures_local(args: argparse.Namespace) -> int:
     from tenants.transparency import monthly_report, publishable
 
     config = load_config(args.config)
-    period = args.period or previous_month(datetime.now(UTC))
+    period = args.period or previous_month(datetime.now(UTC), config.zone)
     db = _open_db(config.database_url)
     ledger_db = None
     try:
@@ -120,9 +120,11 @@ def figures_local(args: argparse.Namespace) -> int:
             from billing.ledger import Ledger
 
             ledger_db = _open_db(config.billing.ledger) if config.billing.ledger else db
-            viewing = Ledger(ledger_db).viewing_by_tenant(period)
+            viewing = Ledger(ledger_db, zone=config.zone).viewing_by_tenant(period)
         try:
-            report = publishable(monthly_report(db, period, viewing_ms_by_tenant=viewing))
+            report = publishable(
+                monthly_report(db, period, viewing_ms_by_tenant=viewing, zone=config.zone)
+            )
         except ValueError as exc:
             raise CliError(str(exc), 2) from None
     finally:

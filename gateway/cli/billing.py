@@ -43,7 +43,7 @@ def _open(args: argparse.Namespace) -> tuple[Config, Database, Ledger, InvoiceSt
         raise ConfigError(str(args.config or "<defaults>"), "billing.enabled", "billing is off")
     # The gateway's ledger as it is: a missing database is refused, not created empty.
     db = Database.open(config.billing.ledger or config.database_url, create=False)
-    ledger = Ledger(db)
+    ledger = Ledger(db, zone=config.zone)
     return config, db, ledger, InvoiceStore(db, ledger=ledger)
 
 
@@ -98,7 +98,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             return _reconcile(args, config, ledger, invoices)
         if not args.tenant or not args.period:
             return _fail("usage needs --tenant and --period")
-        parse_period(args.period)
+        parse_period(args.period, config.zone)
         usage = ledger.usage(args.tenant, args.period)
         by_camera = ledger.usage_by_camera(args.tenant, args.period)
     except (ConfigError, BillingError, DatabaseError) as exc:
@@ -213,7 +213,7 @@ def _wanted(args: argparse.Namespace, inv: Invoice) -> bool:
 def cmd_invoices(args: argparse.Namespace) -> int:
     try:
         config, _db, ledger, store = _open(args)
-        parse_period(args.period)
+        parse_period(args.period, config.zone)
         now = datetime.now(UTC)
         if args.action == "run":
             plans, assignments = _plans(config)

@@ -264,6 +264,7 @@ def make_http_app(gateway: Gateway) -> web.Application:
             app,
             db=gateway.tenancy.db,
             viewing_ms=gateway.metering.ledger.viewing_by_tenant if gateway.metering else None,
+            zone=gateway.config.zone,
         )
     app.cleanup_ctx.append(lifecycle)
     return app

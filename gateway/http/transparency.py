@@ -13,14 +13,21 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, tzinfo
 from typing import Any, NoReturn
 
 from aiohttp import web
 
 from gateway.http import pages
 from tenants.db import Database
-from tenants.months import month_bounds, month_of, previous_month
+from tenants.months import (
+    DEFAULT_ZONE,
+    add_months,
+    month_bounds,
+    month_days,
+    month_of,
+    previous_month,
+)
 from tenants.transparency import ACTIVITIES, monthly_report, publishable
 
 __all__ = ["PUBLIC_PREFIX", "add_transparency_routes"]
@@ -50,8 +57,10 @@ def add_transparency_routes(
     db: Database,
     viewing_ms: Callable[[str], dict[str, int]] | None = None,
     council: str = "the council",
+    zone: tzinfo = DEFAULT_ZONE,
 ) -> None:
-    """``viewing_ms(period)``: metered live + playback milliseconds per tenant (billing)."""
+    """``viewing_ms(period)``: metered live + playback milliseconds per tenant (billing), for
+    the same months: `zone`'s, the deployment's."""
     pages.setup_pages(app)
     cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
     lock = asyncio.Lock()
@@ -63,7 +72,7 @@ def add_transparency_routes(
         if not own:
             own.append(db if db.url.endswith(":memory:") else Database.open(db.url))
         hours = viewing_ms(period) if viewing_ms is not None else None
-        return publishable(monthly_report(own[0], period, viewing_ms_by_tenant=hours))
+        return publishable(monthly_report(own[0], period, viewing_ms_by_tenant=hours, zone=zone))
 
     async def close(app: web.Application) -> None:
         for conn in own:
@@ -76,7 +85,7 @@ def add_transparency_routes(
         """The end of the month asked for, or an error: a bad month is 400; one that has not
         begun is 404, with nothing to count and no reason to build anything."""
         try:
-            start, end = month_bounds(period)
+            start, end = month_bounds(period, zone)
         except ValueError:
             fail(request, 400, _BAD_MONTH)
         if start > datetime.now(UTC):
@@ -107,12 +116,12 @@ def add_transparency_routes(
         return web.json_response(await report(period, month(request, period)))
 
     async def page(request: web.Request) -> web.Response:
-        period = request.query.get("period") or previous_month(datetime.now(UTC))
+        period = request.query.get("period") or previous_month(datetime.now(UTC), zone)
         figures = await report(period, month(request, period))
         return pages.render(
             request,
             "transparency.html",
-            _context(figures, council),
+            _context(figures, council, month_of(datetime.now(UTC), zone)),
             headers=pages.page_headers(cache=f"public, max-age={int(CACHE_SECONDS)}"),
         )
 
@@ -120,21 +129,20 @@ def add_transparency_routes(
     app.router.add_get(PUBLIC_PREFIX + "/{period}.json", as_json)
 
 
-def _context(report: dict[str, Any], council: str) -> dict[str, Any]:
+def _context(report: dict[str, Any], council: str, this_month: str) -> dict[str, Any]:
     kinds = report["by_organisation_kind"]
     columns = ["organisations", "grants", *ACTIVITIES]
     if any("viewing_hours" in v for v in kinds.values()):
         columns.append("viewing_hours")
     period = report["period"]
-    start, _ = month_bounds(period)
-    following = month_of(start + timedelta(days=32))
-    this_month = month_of(datetime.now(UTC))
+    first, _ = month_days(period)
+    following = add_months(period, 1)
     return {
         "title": f"CCTV network: published figures for {period}",
         "section": "Published figures",
         "period": period,
-        "month": f"{start:%B %Y}",
-        "prev": _month_link(previous_month(start), "← "),
+        "month": f"{first:%B %Y}",
+        "prev": _month_link(add_months(period, -1), "← "),
         "next": _month_link(following, "", " →") if following <= this_month else None,
         "council": council,
         "suppression": report["suppression"].capitalize(),
@@ -151,5 +159,5 @@ def _context(report: dict[str, Any], council: str) -> dict[str, Any]:
 
 
 def _month_link(period: str, before: str, after: str = "") -> dict[str, str]:
-    start, _ = month_bounds(period)
-    return {"label": f"{before}{start:%B %Y}{after}", "href": f"{PUBLIC_PREFIX}?period={period}"}
+    first, _ = month_days(period)
+    return {"label": f"{before}{first:%B %Y}{after}", "href": f"{PUBLIC_PREFIX}?period={period}"}

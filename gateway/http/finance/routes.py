@@ -163,11 +163,13 @@ class FinanceView:
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         self.viewer(request)
-        raise web.HTTPFound(views.q("/finance/usage", period=period_of(datetime.now(UTC))))
+        raise web.HTTPFound(
+            views.q("/finance/usage", period=period_of(datetime.now(UTC), self.ledger.zone))
+        )
 
     async def usage_page(self, request: web.Request) -> web.StreamResponse:
         who = self.viewer(request)
-        period = self.period(request) or period_of(datetime.now(UTC))
+        period = self.period(request) or period_of(datetime.now(UTC), self.ledger.zone)
         tenant = self.tenant(request, who)
 
         def load() -> tuple[list[tuple[str, Usage]], list[tuple[str, Usage]]]:
@@ -212,7 +214,7 @@ class FinanceView:
 
     async def usage_csv(self, request: web.Request) -> web.StreamResponse:
         who = self.viewer(request)
-        period = self.period(request) or period_of(datetime.now(UTC))
+        period = self.period(request) or period_of(datetime.now(UTC), self.ledger.zone)
         tenant = self.tenant(request, who)
         rows = await asyncio.to_thread(self.usage_rows, period, tenant)
         suffix = f"-{tenant}" if tenant is not None else ""
@@ -233,7 +235,7 @@ class FinanceView:
         tenant = self.tenant(request, who)
         found = await self._invoices(who, period, tenant)
         known = self.names()
-        shown = period or period_of(datetime.now(UTC))
+        shown = period or period_of(datetime.now(UTC), self.ledger.zone)
         keep = tenant if who.platform else None
         actions = []
         if period is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlencode
 
-from billing.model import Invoice, InvoiceStatus, Metric, parse_period
+from billing.model import Invoice, InvoiceStatus, Metric
 from billing.money import (
     BYTES_PER_GB,
     MS_PER_HOUR,
@@ -20,6 +20,7 @@ from billing.money import (
     format_unit_price,
     vat_label,
 )
+from tenants.months import add_months, month_days
 
 PAYMENT_TERMS_DAYS = 30
 NDASH = "\u2013"
@@ -94,20 +95,17 @@ def fmt_date(when: datetime | None) -> str:
 
 
 def month_name(period: str) -> str:
-    start, _ = parse_period(period)
-    return f"{start:%B %Y}"
+    first, _ = month_days(period)
+    return f"{first:%B %Y}"
 
 
 def shift(period: str, months: int) -> str:
-    start, _ = parse_period(period)
-    index = start.year * 12 + start.month - 1 + months
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+    return add_months(period, months)
 
 
 def period_span(period: str) -> str:
-    start, end = parse_period(period)
-    last = end - timedelta(days=1)
-    return f"{start.day} {start:%B %Y} {NDASH} {last.day} {last:%B %Y}"
+    first, last = month_days(period)
+    return f"{first.day} {first:%B %Y} {NDASH} {last.day} {last:%B %Y}"
 
 
 # ----------------------------------------------------------------------------------- links
