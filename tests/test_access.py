@@ -21,7 +21,7 @@ from conftest import (
     running_gateway,
     wait_for,
 )
-from rtsp_probe import play_status
+from rtsp_probe import Probe, play_status
 
 from gateway.config import CameraConfig, TenancyConfig
 from gateway.http.app import make_http_app
@@ -144,6 +144,35 @@ async def test_no_credentials_get_401(tenancy_gw, procs):
     viewer = await procs(read_argv(tenancy_gw.url("street"), seconds=1))
     assert await viewer.wait() != 0
     assert "401" in viewer.text
+
+
+async def test_who_is_asking_comes_before_whether_the_camera_exists(tenancy_gw):
+    """Issue #10.9 at RTSP's doors: without credentials every path, real or not, gets the same
+    401 on DESCRIBE, SETUP and ANNOUNCE, so no one can list cameras by their 404s."""
+    gw = tenancy_gw
+    sdp = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n"
+    answers: dict[str, list[tuple[int, str]]] = {}
+    for path in ("street", "yard", "no-such-camera", "street~masked", "yard/sub"):
+        probe = await Probe.connect("127.0.0.1", gw.port)
+        try:
+            base = f"rtsp://127.0.0.1:{gw.port}/{path}"
+            describe = await probe.request("DESCRIBE", base)
+            transport = ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")
+            setup = await probe.request("SETUP", f"{base}/trackID=0", (transport,))
+            probe.cseq += 1
+            probe.send_raw(
+                f"ANNOUNCE {base} RTSP/1.0\r\nCSeq: {probe.cseq}\r\n"
+                f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n".encode()
+                + sdp
+            )
+            announce = await asyncio.wait_for(probe.responses.get(), 10)
+            answers[path] = [
+                (r.status, r.headers.get("WWW-Authenticate", "").split(" ")[0])
+                for r in (describe, setup, announce)
+            ]
+        finally:
+            await probe.close()
+    assert set(map(tuple, answers.values())) == {((401, "Digest"),) * 3}, answers
 
 
 async def test_a_camera_without_a_grant_looks_like_no_camera_and_is_audited(tenancy_gw, procs):

@@ -100,9 +100,11 @@ class Methods:
     async def describe(self, conn: RtspConnection, req: Request) -> Reply:
         server = self.server
         path, query = parse_uri(req)
+        # Who is asking before whether the camera exists (issue #10.9): an unknown caller gets
+        # the same 401 for every path, so it cannot list cameras by their 404s.
+        grant = await server.authorize(conn, req, "read", path, query)
         if not server.known_path(path):
             raise RtspReply(404, f"no camera {path!r}")
-        grant = await server.authorize(conn, req, "read", path, query)
         stream = server.hub.path(path)
         if not stream.has_source and server.on_demand is not None:
             server.on_demand(path)
@@ -193,9 +195,9 @@ class Methods:
         check; the hub path is the camera's own or its masked variant's."""
         server = self.server
         path, control = split_track(full)
+        grant = await server.authorize(conn, req, "read", path, query)
         if not server.known_path(path):
             raise RtspReply(404, f"no camera {path!r}")
-        grant = await server.authorize(conn, req, "read", path, query)
         if not server.hub.path(path).has_source:
             raise RtspReply(404, f"camera {path!r} has no source right now")
         stream = await self.routed_stream(conn, path, grant)

@@ -55,15 +55,16 @@ class Publishing:
 
     async def announce(self, conn: RtspConnection, req: Request) -> Reply:
         path, query = parse_uri(req)
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/sdp":
+            raise RtspReply(415, "ANNOUNCE needs an application/sdp body")
+        # Who is publishing before whether the camera exists (issue #10.9).
+        await self.server.authorize(conn, req, "publish", path, query)
         cam = self.server.config.camera(path)
         if cam is None:
             raise RtspReply(404, f"no camera {path!r}")
         if not cam.is_push:
             raise RtspReply(403, f"camera {path!r} is pulled, not published to")
-        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/sdp":
-            raise RtspReply(415, "ANNOUNCE needs an application/sdp body")
-        await self.server.authorize(conn, req, "publish", path, query)
         self._check_free(conn, path)
         try:
             tracks, sd = tracks_from_sdp(req.body)
