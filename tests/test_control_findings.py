@@ -12,6 +12,7 @@ import test_grpc
 from conftest import free_port, publish_argv, read_argv, wait_for
 from feedgate.v1 import cameras_pb2, cameras_pb2_grpc, grants_pb2, tenants_pb2
 from rest_fixtures import rest_gateway
+from rtsp_probe import Probe
 from test_grpc import Api, camera, grant, refused
 
 from gateway.grpc.server import start_grpc
@@ -149,3 +150,31 @@ async def test_finding_5_sessions_elsewhere_end_when_their_camera_is_deleted_or_
         finally:
             await channel.close()
             await server.stop(0)
+
+
+async def test_finding_9_rtsp_and_the_hook_answer_unseen_cameras_as_no_camera(
+    tmp_path: Path,
+) -> None:
+    """To the police, the council's camera it has no grant on ("yard"), a configured source
+    with no record ("spare"), another tenant's recorded camera ("mall") and no camera at all
+    ("nowhere") look the same over RTSP and the MediaMTX hook; without credentials every path
+    gets the same 401. (Failed on 313f0e3: "yard" and "mall" answered 403.)"""
+    async with rest_gateway(tmp_path) as rest:
+        token = rest.token("pview")
+        answers: dict[str, set[tuple[int, str]]] = {"rtsp": set(), "hook": set(), "anon": set()}
+        for cam in ("yard", "spare", "mall", "nowhere"):
+            for who, query in (("rtsp", f"?token={token}"), ("anon", "")):
+                probe = await Probe.connect("127.0.0.1", rest.rtsp_port)
+                try:
+                    url = f"rtsp://127.0.0.1:{rest.rtsp_port}/{cam}{query}"
+                    r = await probe.request("DESCRIBE", url)
+                finally:
+                    await probe.close()
+                answers[who].add((r.status, r.reason.replace(cam, "?")))
+            body = {"ip": "127.0.0.1", "action": "read", "path": cam, "token": token}
+            async with rest.session.post(rest.base + "/mediamtx/auth", json=body) as resp:
+                reason = (await resp.json())["reason"]
+                answers["hook"].add((resp.status, reason.replace(cam, "?")))
+        assert answers["rtsp"] == {(404, "Not Found")}, answers
+        assert answers["hook"] == {(404, "no camera '?'")}, answers
+        assert len(answers["anon"]) == 1 and next(iter(answers["anon"]))[0] == 401, answers
