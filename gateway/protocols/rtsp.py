@@ -149,8 +149,9 @@ Event = Request | Response | InterleavedFrame
 class Pending(StrEnum):
     """The part of a message the parser is waiting for more bytes of."""
 
-    MESSAGE = "message"  # a start line and headers, or an interleaved frame
+    MESSAGE = "message"  # a start line and headers
     BODY = "body"  # the Content-Length body after a complete head
+    FRAME = "frame"  # an interleaved '$' frame
 
 
 @dataclass(frozen=True)
@@ -233,11 +234,13 @@ class RtspParser:
 
     @property
     def pending(self) -> Pending | None:
-        """What the bytes held back so far belong to: the head of a message (or part of an
-        interleaved frame), a message's body, or nothing (the peer is between messages)."""
+        """What the bytes held back so far belong to: the head of a message, a message's body,
+        an interleaved frame, or nothing (the peer is between messages)."""
         if self._head is not None:
             return Pending.BODY
-        return Pending.MESSAGE if self._buf else None
+        if not self._buf:
+            return None
+        return Pending.FRAME if self._buf[0] == _DOLLAR else Pending.MESSAGE
 
     def feed(self, data: bytes) -> list[Event]:
         if self._error is not None:

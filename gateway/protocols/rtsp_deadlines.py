@@ -5,7 +5,8 @@ A slowloris peer that trickles a request line byte by byte, one that announces a
 ``Content-Length`` and stalls, and one that connects and says nothing each tie up a socket
 for as long as the server lets them; these three bounds close them. A connection with a
 session is bounded by the session's own timeout instead, so a viewer that plays for hours and
-sends only keep-alives is never cut off here.
+sends only keep-alives is never cut off here, and neither is a publisher whose interleaved
+frames straddle reads on a slow uplink (its media is its session's proof of life).
 
 The asyncio layer reports what the connection is doing after every read and every handled
 request (:meth:`ConnectionDeadlines.observe`), arms one timer at :meth:`deadline`, and when
@@ -32,7 +33,7 @@ class Expiry(StrEnum):
 
 @dataclass(frozen=True)
 class DeadlineLimits:
-    head: float  # first byte of a message -> its blank line (or the end of a '$' frame)
+    head: float  # first byte of a message -> its blank line (or, sessionless, a '$' frame's end)
     body: float  # end of the head -> end of the Content-Length body
     idle: float  # nothing pending, nothing being served, no session -> the next request
 
@@ -45,18 +46,28 @@ class ConnectionDeadlines:
         self._since = now
 
     def observe(
-        self, pending: Pending | None, *, idle: bool, now: float, completed: bool = False
+        self,
+        pending: Pending | None,
+        *,
+        has_session: bool,
+        busy: bool,
+        now: float,
+        completed: bool = False,
     ) -> None:
-        """What the connection is doing now: ``pending`` from the parser, ``idle`` when no
-        request is queued or being served and the connection holds no session, ``completed``
-        when the bytes just read finished at least one message (so a partial one after it is
-        a new message, with a bound of its own: a publisher's frames straddle every read)."""
+        """What the connection is doing now: ``pending`` from the parser; ``has_session`` when
+        it holds a session; ``busy`` while a request is queued or being served (a DESCRIBE
+        waiting for a camera is our delay, not the peer's); ``completed`` when the bytes just
+        read finished at least one message, so a partial one after it is a new message with a
+        bound of its own."""
+        running: Expiry | None
         if pending is Pending.BODY:
-            running: Expiry | None = Expiry.BODY
-        elif pending is Pending.MESSAGE:
+            running = Expiry.BODY
+        elif pending is Pending.MESSAGE or (pending is Pending.FRAME and not has_session):
             running = Expiry.HEAD
+        elif pending is None and not (has_session or busy):
+            running = Expiry.IDLE
         else:
-            running = Expiry.IDLE if idle else None
+            running = None
         if running is not self._running or (completed and running is not None):
             self._running = running
             self._since = now

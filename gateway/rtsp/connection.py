@@ -53,9 +53,8 @@ class RtspConnection(asyncio.Protocol):
         self.peer = "?"
         self.peer_ip = ""
         self.sessions: dict[str, Session] = {}
-        # Admitted by the access layer at least once; until then it counts against its
-        # address's cap on unauthenticated connections.
-        self.authenticated = False
+        # Counted against its address's cap on connections not yet admitted by the access
+        # layer, until a request of its is.
         self.counted_unauthenticated = False
         # For a publishing connection: interleaved channel -> (stream, track, is_rtcp).
         self.channels: dict[int, tuple[PathStream, int, bool]] = {}
@@ -89,10 +88,7 @@ class RtspConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         limit = self.server.config.rtsp.reader_queue_bytes
         transport.set_write_buffer_limits(high=limit, low=limit // 2)
-        refusal = self.server.admit(self)
-        if refusal is not None:
-            log.warning("refusing %s: %s", self.peer, refusal)
-            self.server.counters["connections_refused"] += 1
+        if not self.server.admit(self):
             transport.write(format_response(503, [("CSeq", "0"), ("Connection", "close")]))
             self.close()
             return
@@ -150,9 +146,13 @@ class RtspConnection(asyncio.Protocol):
         request, a session's end)."""
         if self._deadlines is None or self._closed:
             return
-        idle = not self.sessions and not self._pending and not self._handling
-        now = asyncio.get_running_loop().time()
-        self._deadlines.observe(self.parser.pending, idle=idle, now=now, completed=completed)
+        self._deadlines.observe(
+            self.parser.pending,
+            has_session=bool(self.sessions),
+            busy=bool(self._pending) or self._handling,
+            now=asyncio.get_running_loop().time(),
+            completed=completed,
+        )
         self._arm_deadline()
 
     def _arm_deadline(self) -> None:
@@ -175,11 +175,16 @@ class RtspConnection(asyncio.Protocol):
         if expired is None:
             self._arm_deadline()
             return
-        log.info("%s: %s deadline passed; closing", self.peer, expired)
+        # Counted (and exported in /metrics) rather than logged one by one: a flood of such
+        # peers must not become a flood of log lines.
+        log.debug("%s: %s deadline passed; closing", self.peer, expired)
         self.server.counters[f"deadline_{expired.name.lower()}"] += 1
         if expired is not Expiry.IDLE:
             self.write(format_response(408, [("CSeq", "0"), ("Connection", "close")]))
-        self.close()
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self.abort()  # a peer that does not read either would hold a closing socket open
+        else:
+            self.close()
 
     # ---- request processing --------------------------------------------------------------------
 

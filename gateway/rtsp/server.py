@@ -48,6 +48,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections
+
 
 class RtspServer:
     """Listens, owns every session, and routes media between connections and the hub."""
@@ -87,6 +89,8 @@ class RtspServer:
         self._servers: list[asyncio.Server] = []
         self._tls_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._refusal_logged = -REFUSAL_LOG_INTERVAL
+        self._refusals_at_log = 0
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -155,18 +159,31 @@ class RtspServer:
 
     # ---- connections ---------------------------------------------------------------------------
 
-    def admit(self, conn: RtspConnection) -> str | None:
-        """Take a new connection in, or say why not (it is then answered 503 and closed)."""
+    def admit(self, conn: RtspConnection) -> bool:
+        """Take a new connection in, or refuse it (it is then answered 503 and closed)."""
         rc = self.config.rtsp
         if len(self.connections) >= rc.max_connections:
-            return "connection limit reached"
+            self._refused(conn, "connection limit reached")
+            return False
         if conn.peer_ip and not conn.internal:
             if self.unauthenticated[conn.peer_ip] >= rc.max_unauthenticated_per_ip:
-                return f"{rc.max_unauthenticated_per_ip} unauthenticated connections already"
+                why = f"{rc.max_unauthenticated_per_ip} unauthenticated connections already"
+                self._refused(conn, why)
+                return False
             self.unauthenticated[conn.peer_ip] += 1
             conn.counted_unauthenticated = True
         self.connections.add(conn)
-        return None
+        return True
+
+    def _refused(self, conn: RtspConnection, why: str) -> None:
+        # One line per interval, not one per connection: a refusal is what a flood looks like.
+        self.counters["connections_refused"] += 1
+        now = time.monotonic()
+        if now >= self._refusal_logged + REFUSAL_LOG_INTERVAL:
+            suppressed = self.counters["connections_refused"] - self._refusals_at_log - 1
+            self._refusal_logged, self._refusals_at_log = now, self.counters["connections_refused"]
+            more = f" ({suppressed} more since the last report)" if suppressed > 0 else ""
+            log.warning("refusing %s: %s%s", conn.peer, why, more)
 
     def _uncount(self, conn: RtspConnection) -> None:
         if conn.counted_unauthenticated:
@@ -261,7 +278,6 @@ class RtspServer:
             self.counters[f"denied_{result.status}"] += 1
             raise result
         conn.allowed[(action, path)] = result
-        conn.authenticated = True
         self._uncount(conn)
         return result
 
