@@ -3,7 +3,8 @@
 - :mod:`~billing.rating.plans`: plans, prices, tiers and units (the values);
 - :mod:`~billing.rating.planfile`: plan files (TOML, declared with pydantic);
 - :mod:`~billing.rating.charges`: the arithmetic and the invoice lines;
-- :mod:`~billing.rating.credits`: contributor credits.
+- :mod:`~billing.rating.credits`: contributor credits;
+- :mod:`~billing.rating.adjustments`: late usage, rated on a later month's invoice.
 
 ``Decimal`` lives only in this package.
 
@@ -58,6 +59,7 @@ the order in which cameras were viewed; zero-rated and nominal-cost viewers cont
 (they were not charged for usage); platform fees and minimum top-ups are not usage charges.
 """
 
+from billing.rating.adjustments import late_usage_lines
 from billing.rating.charges import (
     ROUNDING,
     display_quantity,
@@ -66,6 +68,7 @@ from billing.rating.charges import (
     rate,
     usage_lines,
     vat_pence,
+    whole_pence_text,
 )
 from billing.rating.credits import contributor_credits, effective_rates
 from billing.rating.planfile import PlanError, load_plans, plan_assignments
@@ -84,9 +87,11 @@ __all__ = [
     "effective_rates",
     "exact_charge",
     "format_quantity",
+    "late_usage_lines",
     "load_plans",
     "plan_assignments",
     "rate",
     "usage_lines",
     "vat_pence",
+    "whole_pence_text",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "round_pence",
     "usage_lines",
     "vat_pence",
+    "whole_pence_text",
 ]
 
 ROUNDING = ROUND_HALF_UP
@@ -75,7 +76,12 @@ def round_pence(amount: Decimal) -> int:
         return int(amount.quantize(_PENNY, rounding=ROUND_HALF_UP))
 
 
-def vat_pence(subtotal_pence: int, vat_rate: Decimal) -> int:
+def whole_pence_text(pence: int) -> str:
+    """A whole number of pence as a line's unit price text: ``-500.0000``."""
+    return str(Decimal(pence).quantize(_Q4))
+
+
+def vat_pence(subtotal_pence: int, vat_rate: Decimal | str) -> int:
     """VAT on an invoice subtotal, rounded once to whole pence, half-up (away from zero on a
     half penny, so a credit note's VAT mirrors its invoice's)."""
     with localcontext(CONTEXT):
@@ -155,7 +161,7 @@ def _flat_line(line_id: str, kind: LineKind, description: str, amount: int) -> I
         metric=None,
         quantity="1",
         unit="month",
-        unit_price=str(Decimal(amount).quantize(_Q4)),
+        unit_price=whole_pence_text(amount),
         amount_pence=amount,
     )
 

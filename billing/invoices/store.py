@@ -1,38 +1,13 @@
-"""Invoices: a deterministic, idempotent monthly run, a small status machine, and postings.
-
-Status: ``draft -> finalized -> paid``, or ``draft|finalized -> void``. A draft is recomputed in
-place by :func:`run_invoices`; a finalized (or paid, or void) invoice is never changed again
-except for its status moving on. Ids are deterministic: ``inv-{tenant}-{period}`` and, for
-credit notes, ``cn-{tenant}-{period}-{n}`` (n = 1, 2, ... per tenant and period).
-
-What a draft covers. Each run reads the ledger's :meth:`~billing.ledger.Ledger.high_water`
-mark once and rates only events recorded at or before it; the invoice stores that mark
-(``usage_cutoff``). Events recorded later for that month - after the run, or after
-finalization - are *late*: the next run for a later month puts them on that month's (draft)
-invoice as ADJUSTMENT lines ("Late usage for 2026-10: ..."). Their amount is the difference
-between re-rating the earlier month with and without the late usage under the tenant's current
-plan, so graduated tiers and a minimum commitment are honoured (a top-up shrinks). Contributor
-credits are settled with the month's own invoice and are not re-opened by late usage.
-
-Postings (debits positive; each entry sums to zero), all via :meth:`Ledger.post`:
-
-- finalize ``{invoice_id}``: ``receivable:{tenant}`` +total; each line -amount to its account
-  (``revenue:{metric}``, ``revenue:platform_fee``, ``revenue:nominal_fee``,
-  ``revenue:minimum_top_up``; a contributor credit line, being negative, debits
-  ``payable:contributor:{tenant}``); ``vat:output`` -VAT.
-- credit note ``cn-...``: the same shape with the signs reversed (credit notes are negative).
-- mark_paid ``{invoice_id}:paid``: ``cash:bank`` +total, ``receivable:{tenant}`` -total.
-- void of a finalized invoice ``{invoice_id}:void``: the finalize entry reversed.
-"""
+"""Invoices and credit notes as stored: their status machine, their lines, and the money
+postings each status change makes (see :mod:`billing.invoices`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from billing.ledger import Ledger, _fmt_time, _parse_time, empty_usage
+from billing.ledger import Ledger, _fmt_time, _parse_time
 from billing.model import (
     BillingError,
     Invoice,
@@ -41,25 +16,14 @@ from billing.model import (
     LineKind,
     Metric,
     check_currency,
-    parse_period,
 )
-from billing.rating import (
-    PricePlan,
-    contributor_credits,
-    display_quantity,
-    format_quantity,
-    rate,
-    vat_pence,
-)
+from billing.rating import vat_pence, whole_pence_text
 from tenants.db import Database
 
-__all__ = [
-    "MIGRATIONS",
-    "InvoiceStore",
-    "build_invoice",
-    "invoice_postings",
-    "run_invoices",
-]
+if TYPE_CHECKING:
+    from decimal import Decimal  # a rate passed through to rating, never computed here
+
+__all__ = ["MIGRATIONS", "InvoiceStore", "build_invoice", "invoice_postings"]
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -105,14 +69,6 @@ _INV_COLS = (
 )
 _LINE_COLS = "line_id, kind, description, metric, quantity, unit, unit_price, amount_pence"
 
-_LABELS = {
-    Metric.LIVE_SECONDS: "live viewing",
-    Metric.PLAYBACK_SECONDS: "recorded playback",
-    Metric.PTZ_SECONDS: "PTZ camera control",
-    Metric.BYTES: "video data delivered",
-    Metric.EXPORTS: "clip exports",
-}
-
 
 def _opt_time(t: datetime | None) -> str | None:
     return None if t is None else _fmt_time(t)
@@ -128,7 +84,7 @@ def build_invoice(
     period: str,
     currency: str,
     lines: Sequence[InvoiceLine],
-    vat_rate: Decimal,
+    vat_rate: Decimal | str,
     *,
     created_at: datetime,
     status: InvoiceStatus = InvoiceStatus.DRAFT,
@@ -442,7 +398,7 @@ class InvoiceStore:
                         metric=None,
                         quantity="1",
                         unit="credit",
-                        unit_price=str(Decimal(-what).quantize(Decimal("0.0001"))),
+                        unit_price=whole_pence_text(-what),
                         amount_pence=-what,
                     )
                 )
@@ -486,7 +442,7 @@ class InvoiceStore:
                 inv.period,
                 inv.currency,
                 lines,
-                Decimal(inv.vat_rate),
+                inv.vat_rate,
                 created_at=now,
                 status=InvoiceStatus.FINALIZED,
                 finalized_at=now,
@@ -505,158 +461,3 @@ class InvoiceStore:
             (stripe_invoice_id, invoice_id),
         ):
             raise BillingError(f"invoice {invoice_id}: not found")
-
-
-# --------------------------------------------------------------------------------- the run
-def _billed_until(
-    store: InvoiceStore, prior: Invoice, tenants_invoices: Sequence[Invoice]
-) -> datetime | None:
-    """The latest cutoff through which ``prior``'s month has been billed: its own, or that of a
-    finalized invoice that carried adjustments for it."""
-    marks = [store.usage_cutoff(prior.invoice_id)]
-    prefix = f"adjustment:{prior.period}:"
-    for other in tenants_invoices:
-        if other.status in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID) and any(
-            line.line_id.startswith(prefix) for line in other.lines
-        ):
-            marks.append(store.usage_cutoff(other.invoice_id))
-    present = [m for m in marks if m is not None]
-    return max(present) if present else None
-
-
-def _adjustment_lines(
-    ledger: Ledger,
-    store: InvoiceStore,
-    plan: PricePlan,
-    tenant: str,
-    period: str,
-    cutoff: datetime | None,
-) -> list[InvoiceLine]:
-    if cutoff is None:
-        return []
-    invoices = [inv for inv in store.list(tenant=tenant) if inv.credit_note_for is None]
-    lines: list[InvoiceLine] = []
-    for prior in invoices:
-        if prior.period >= period or prior.status not in (
-            InvoiceStatus.FINALIZED,
-            InvoiceStatus.PAID,
-        ):
-            continue
-        billed_until = _billed_until(store, prior, invoices)
-        if billed_until is not None and billed_until >= cutoff:
-            continue
-        month = prior.period
-        before = (
-            ledger.usage(tenant, month, recorded_until=billed_until)
-            if billed_until is not None
-            else empty_usage()
-        )
-        after = ledger.usage(tenant, month, recorded_until=cutoff)
-        if before == after:
-            continue
-        old = {line.line_id: line.amount_pence for line in rate(plan, before)}
-        new = {line.line_id: line.amount_pence for line in rate(plan, after)}
-        for price in plan.prices:
-            m = price.metric
-            late = after[m] - before[m]
-            key = f"usage:{m.value}"
-            delta = new.get(key, 0) - old.get(key, 0)
-            if late == 0 and delta == 0:
-                continue
-            qty = display_quantity(late, price.unit)
-            unit_price = (
-                (Decimal(delta) / qty).quantize(Decimal("0.0001"), ROUND_HALF_UP)
-                if qty
-                else Decimal(0)
-            )
-            lines.append(
-                InvoiceLine(
-                    line_id=f"adjustment:{month}:{m.value}",
-                    kind=LineKind.ADJUSTMENT,
-                    description=(
-                        f"Late usage for {month}: {_LABELS[m]},"
-                        f" {format_quantity(late, price.unit)} recorded after that month's"
-                        " invoice"
-                    ),
-                    metric=m,
-                    quantity=str(qty),
-                    unit=price.unit,
-                    unit_price=str(unit_price),
-                    amount_pence=delta,
-                )
-            )
-        top_delta = new.get("minimum_top_up", 0) - old.get("minimum_top_up", 0)
-        if top_delta:
-            lines.append(
-                InvoiceLine(
-                    line_id=f"adjustment:{month}:minimum_top_up",
-                    kind=LineKind.ADJUSTMENT,
-                    description=(
-                        f"Late usage for {month}: minimum commitment top-up"
-                        f" {'reduced' if top_delta < 0 else 'increased'} accordingly"
-                    ),
-                    metric=None,
-                    quantity="1",
-                    unit="month",
-                    unit_price=str(Decimal(top_delta).quantize(Decimal("0.0001"))),
-                    amount_pence=top_delta,
-                )
-            )
-    return lines
-
-
-def run_invoices(
-    ledger: Ledger,
-    store: InvoiceStore,
-    plans: Mapping[str, PricePlan],
-    assignments: Mapping[str, str],
-    period: str,
-    *,
-    now: datetime,
-) -> list[Invoice]:
-    """Create or recompute every assigned tenant's draft for ``period``; leave finalized,
-    paid and void invoices alone. Returns the period's invoices (tenant order).
-
-    Deterministic and idempotent: the result depends only on the ledger's contents, the
-    invoices already finalized, the plans and the assignments - running it again with nothing
-    new recorded changes nothing (``created_at`` of a draft is kept from its first run; ``now``
-    is only used for a new draft's ``created_at``). Raises :class:`BillingError` if a tenant
-    with usage has no plan, or a plan id is unknown."""
-    parse_period(period)
-    for tenant, plan_id in sorted(assignments.items()):
-        if plan_id not in plans:
-            raise BillingError(f"tenant {tenant}: unknown plan {plan_id!r}")
-    cutoff = ledger.high_water()
-    unassigned = [t for t in ledger.tenants(period, recorded_until=cutoff) if t not in assignments]
-    if unassigned:
-        raise BillingError(
-            f"{period}: usage by tenants with no price plan: {', '.join(unassigned)}"
-        )
-    credits = contributor_credits(ledger, period, plans, assignments, recorded_until=cutoff)
-    out: list[Invoice] = []
-    for tenant in sorted(assignments):
-        plan = plans[assignments[tenant]]
-        invoice_id = f"inv-{tenant}-{period}"
-        existing = store.get(invoice_id)
-        if existing is not None and existing.status is not InvoiceStatus.DRAFT:
-            out.append(existing)
-            continue
-        usage = (
-            ledger.usage(tenant, period, recorded_until=cutoff)
-            if cutoff is not None
-            else empty_usage()
-        )
-        lines = rate(plan, usage, contributor_credit_pence=credits.get(tenant, 0))
-        lines += _adjustment_lines(ledger, store, plan, tenant, period, cutoff)
-        invoice = build_invoice(
-            invoice_id,
-            tenant,
-            period,
-            plan.currency,
-            lines,
-            plan.vat,
-            created_at=existing.created_at if existing is not None else now,
-        )
-        store.save_draft(invoice, usage_cutoff=cutoff)
-        out.append(store.require(invoice_id))
-    return out
