@@ -505,6 +505,39 @@ async def test_setup_offering_only_multicast_is_461(stage):
     await stage.assert_healthy_playing()
 
 
+@pytest.mark.parametrize(
+    ("client_port", "status"),
+    [
+        ("0-0", 461),  # issue #9.2: was answered 200 client_port=0-0, and PLAY succeeded
+        ("0", 461),
+        ("5001-5002", 461),  # an odd RTP port
+        ("6000-5998", 461),  # reversed
+        ("6000-6000", 461),  # no room for RTCP
+        ("65536-65537", 400),
+        ("5000-70000", 400),
+    ],
+)
+async def test_setup_with_an_unusable_client_port_is_refused_and_creates_no_session(
+    stage, client_port, status
+):
+    before = set(stage.server.sessions)
+    raw = await Raw.open(stage.gw)
+    try:
+        resp = await raw.request(
+            "SETUP",
+            f"{stage.url}/trackID=0",
+            ("Transport", f"RTP/AVP;unicast;client_port={client_port}"),
+        )
+        assert resp.status == status
+        assert resp.headers.get("Session") is None
+        assert set(stage.server.sessions) == before, "a refused SETUP left a session behind"
+        # Nothing to PLAY: no session was made for those ports.
+        assert (await raw.request("PLAY", stage.url)).status == 454
+    finally:
+        await raw.close()
+    await stage.assert_healthy_playing()
+
+
 async def test_teardown_ends_the_session(stage):
     raw = await Raw.open(stage.gw)
     try:
