@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from conftest import wait_for
@@ -78,6 +79,29 @@ async def test_rest_moves_presets_and_status(api: tuple[Api, FakeOnvifCamera]) -
     await wait_for(lambda: not cam.head.moving(time.time()), what="the move to stop by itself")
     s, body, _ = await a.call("council-operator", "POST", "cam1/ptz/stop")
     assert s == 200
+
+
+async def test_a_continuous_move_ends_when_its_client_vanishes(tmp_path: Path) -> None:
+    """Even on a camera whose firmware ignores the Timeout: feedgate's own deadline stops it."""
+    async with (
+        fake_camera(ignores_timeout=True) as cam,
+        ptz_gateway(tmp_path, cam.base, PtzConfig()) as a,
+    ):
+        headers = {"Authorization": f"Bearer {a.token('westfield-guard')}"}
+        async with aiohttp.ClientSession() as gone:
+            async with gone.post(
+                f"{a.base}/v1/cameras/cam1/ptz/move",
+                json={"kind": "continuous", "pan": 0.2, "timeout": 0.5},
+                headers=headers,
+            ) as r:
+                assert r.status == 200
+        # The client is gone (its session closed) and never sends Stop.
+        sent = time.monotonic()
+        await wait_for(lambda: not cam.head.moving(time.time()), 10.0, what="the camera to stop")
+        stopped_after = time.monotonic() - sent
+        pan = _pos(cam)[0]
+        assert 0.2 * 0.5 * 0.9 <= pan <= 0.2 * (stopped_after + 0.5), (pan, stopped_after)
+        await wait_for(lambda: bool(a.audit(op="timeout_stop", outcome="ok")), what="audit")
 
 
 async def test_contention_over_rest_and_grpc(api: tuple[Api, FakeOnvifCamera]) -> None:

@@ -20,6 +20,7 @@ from gateway.ptz.arbiter import (
 )
 from gateway.ptz.locks import LocalLockStore
 from gateway.ptz.model import ErrorCode, MoveKind, PtzError, check_move, check_token
+from gateway.ptz.motion import MotionWatch
 
 POLICE = Claimant("met-police", "police", "viido-vms", 30000, "incident 42")
 POLICE_2 = Claimant("met-police", "police", "viido-desk-2", 30000)
@@ -295,3 +296,16 @@ def test_preset_tokens_are_tokens() -> None:
     for bad in ("", "x" * 65, "../etc", "a b", 7, None):
         with pytest.raises(PtzError):
             check_token("preset", bad)
+
+
+def test_the_motion_watch_stops_only_the_latest_continuous_move() -> None:
+    w = MotionWatch(grace=0.25)
+    first = w.sent("cam1", 100.0, timeout=1.0)
+    assert w.deadline() == 101.25 and w.due(101.2) == []
+    second = w.sent("cam1", 100.5, timeout=1.0)  # refreshed before the first ran out
+    assert not w.current("cam1", first) and w.current("cam1", second)
+    assert w.due(101.3) == [] and w.due(101.75) == [("cam1", second)]
+    assert w.due(200.0) == [] and w.deadline() is None  # each stop is due once
+    w.sent("cam2", 100.0, timeout=2.0)
+    w.sent("cam2", 100.5)  # an absolute move, a preset or a Stop ends the watch
+    assert w.moving() == [] and w.deadline() is None

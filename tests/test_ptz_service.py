@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for
-from ptz_world import Clock, audit_rows, fake_camera, token, world_config
+from ptz_world import Clock, audit_rows, codec, fake_camera, token, world_config
 
 from gateway.config import Config, PtzConfig
 from gateway.ptz.arbiter import EffectKind, LockState
@@ -61,6 +61,8 @@ async def serving(
         clock=clock,
         blocking=tenancy.blocking,
     )
+    service.codec = codec()  # parsed once for the whole run
+    await service.start(ticker=False)  # time moves when a test says so
     try:
         yield World(service, tenancy, cam, clock)  # type: ignore[arg-type]
     finally:
@@ -101,6 +103,29 @@ async def test_a_continuous_move_stops_at_its_timeout_on_the_camera(world: World
     assert 0.25 <= pan <= 0.35
     await asyncio.sleep(0)  # still there a moment later
     assert world.camera.head.position(time.time() + 1.0)[0] == pan
+
+
+async def test_feedgate_stops_a_camera_that_ignores_the_timeout(tmp_path: Path) -> None:
+    async with fake_camera(ignores_timeout=True) as cam:
+        clock = Clock()
+        async with serving(world_config(tmp_path, cam.base, PtzConfig()), cam, clock) as w:
+            c = await w.caller("council-operator")
+            await w.service.move(c, check_move("continuous", 0.2, 0, 0, timeout=0.5))
+            clock.advance(0.3)
+            # A joystick refreshes its move before the Timeout runs out: that later move is the
+            # one watched, and the first one's deadline sends nothing.
+            await w.service.move(c, check_move("continuous", 0.2, 0, 0, timeout=1.0))
+            clock.advance(0.5)
+            await w.service.tick()
+            assert cam.head.moving(time.time()) and cam.head.commands == 2
+            assert not w.audit(op="timeout_stop")
+            clock.advance(0.75)  # the second move's Timeout and the grace are over
+            await w.service.tick()
+            await wait_for(lambda: not cam.head.moving(time.time()), what="feedgate's Stop")
+            await wait_for(lambda: bool(w.audit(op="timeout_stop")), what="its audit entry")
+            assert w.audit(op="timeout_stop")[0]["principal"] == "feedgate"
+            assert w.service.deadline() is not None  # only the lock's lapse is left
+            assert w.service.motion.deadline() is None
 
 
 async def test_contention_lower_refused_higher_preempts_idle_releases(world: World) -> None:

@@ -216,6 +216,25 @@ class OnvifClient:
         return Status(_vector(s.Position) or Vector(0.0, 0.0, 0.0), moving)
 
 
+async def load_wsdls() -> None:
+    """Parse the device, media and PTZ WSDLs into onvif-zeep-async's process-wide cache now
+    (the library parses in a thread), so that parsing them, seconds of CPU on a busy machine,
+    is never counted against a camera's deadline to answer its first command. No request is
+    sent: the services are only built, against an address nobody is asked."""
+    import_onvif()
+    from onvif import ONVIFCamera
+    from onvif.definition import SERVICES
+
+    cam = ONVIFCamera("127.0.0.1", 9, "", "", no_cache=True)
+    cam.xaddrs = {SERVICES[s]["ns"]: "http://127.0.0.1:9/" for s in ("media", "ptz")}
+    try:
+        await cam.create_devicemgmt_service()
+        await cam.create_media_service()
+        await cam.create_ptz_service()
+    finally:
+        await _quietly(cam.close())
+
+
 def _vector(pos: Any) -> Vector | None:
     if pos is None:
         return None
@@ -242,4 +261,4 @@ async def _quietly(aw: Awaitable[Any]) -> None:
 
 ClientFactory = Callable[[OnvifEndpoint], OnvifClient]
 
-__all__ = ["ClientFactory", "OnvifClient", "OnvifEndpoint"]
+__all__ = ["ClientFactory", "OnvifClient", "OnvifEndpoint", "load_wsdls"]

@@ -14,6 +14,7 @@ tasks, and cancels and awaits them on :meth:`stop`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config import Config, PtzConfig
 from gateway.ptz.arbiter import Claimant, Effect, EffectKind, LockView, Verdict
-from gateway.ptz.client import OnvifClient, OnvifEndpoint
+from gateway.ptz.client import OnvifClient, OnvifEndpoint, load_wsdls
 from gateway.ptz.events import EventHub, LockEvent, Subscription, iso
 from gateway.ptz.locks import LocalLockStore, LockStore
 from gateway.ptz.model import (
@@ -38,6 +39,7 @@ from gateway.ptz.model import (
     number,
     parse_priorities,
 )
+from gateway.ptz.motion import MotionWatch
 from gateway.ptz.settings import PtzCamera, arbiter_settings, priority_for, ptz_cameras
 from gateway.ptz.soap import SoapCodec
 from gateway.tasks import cancel_and_wait
@@ -133,6 +135,10 @@ class PtzService:
             lambda ep: OnvifClient(ep, timeout=config.camera_timeout)
         )
         self._clients: dict[str, OnvifClient] = {}
+        # Continuous moves feedgate stops itself if the camera does not (gateway/ptz/motion.py).
+        self.motion = MotionWatch()
+        # One command at a time per camera, so a watchdog's Stop and a new move never cross.
+        self._command_locks: dict[str, asyncio.Lock] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._idle_tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -154,16 +160,23 @@ class PtzService:
     # ---- lifetime ----------------------------------------------------------------------------
 
     async def start(self, *, ticker: bool = True) -> None:
-        """Load the ONVIF messages (for the facade; blocking, so in a thread) and start the
-        ticker."""
+        """Load the ONVIF messages (for the facade, and the client's WSDLs; blocking, so in
+        threads) and start the ticker."""
         if self.codec is None:
             self.codec = await asyncio.to_thread(SoapCodec.load)
+        if self.cameras:
+            await load_wsdls()
         if ticker and self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="ptz")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._ticker, *self._idle_tasks)
         self._ticker = None
+        # A camera still on a continuous move is stopped now rather than left to its Timeout
+        # (or, if it ignores that, moving until someone notices).
+        for camera in self.motion.moving():
+            with contextlib.suppress(PtzError):
+                await self.client(camera).stop()
         for c in self._clients.values():
             await c.close()
         self._clients.clear()
@@ -285,7 +298,10 @@ class PtzService:
             raise self._refusal(verdict)
         self._wake.set()
         try:
-            result = await command(client)
+            async with self._command_lock(caller.camera):
+                result = await command(client)
+                self.motion.sent(caller.camera, self.clock(), hold or None)
+            self._wake.set()  # the ticker now has this move's Stop to watch for
         except PtzError as exc:
             if exc.code == ErrorCode.UNREACHABLE:
                 entries += self._effects(
@@ -352,16 +368,28 @@ class PtzService:
     # ---- time --------------------------------------------------------------------------------
 
     async def tick(self) -> list[Effect]:
-        """Carry out the timed transitions due now (the ticker calls this; tests too)."""
-        effects = await self.locks.tick(self.clock())
+        """Carry out the timed transitions due now (the ticker calls this; tests too): lock
+        lapses, reservation ends and idle actions, and the Stop of a continuous move whose
+        Timeout ran out (sent on an owned task, as idle actions are)."""
+        now = self.clock()
+        for camera, generation in self.motion.due(now):
+            self._system_command(
+                camera, {"op": "timeout_stop"}, lambda c: c.stop(), generation=generation
+            )
+        effects = await self.locks.tick(now)
         if effects:
             await self._append(self._effects(effects))
         return effects
 
+    def deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do."""
+        dues = [d for d in (self.locks.deadline(), self.motion.deadline()) if d is not None]
+        return min(dues, default=None)
+
     async def _tick_loop(self) -> None:
         while True:
             self._wake.clear()
-            due = self.locks.deadline()
+            due = self.deadline()
             delay = None if due is None else due - self.clock()
             if delay is None or delay > 0:
                 try:
@@ -416,24 +444,49 @@ class PtzService:
         return entries
 
     def _idle_action(self, e: Effect) -> None:
+        preset = e.preset
+        detail: dict[str, Any] = {"op": "idle_" + ("preset" if preset else "home")}
+        if preset:
+            detail["preset"] = preset
+            self._system_command(e.camera, detail, lambda c: c.goto_preset(preset))
+        else:
+            self._system_command(e.camera, detail, lambda c: c.goto_home())
+
+    def _system_command(
+        self,
+        camera: str,
+        detail: dict[str, Any],
+        command: Callable[[OnvifClient], Awaitable[None]],
+        *,
+        generation: int | None = None,
+    ) -> None:
+        """A command feedgate sends on its own (principal ``feedgate``), on a task this
+        service owns. With ``generation``, only if nothing was sent to the camera since."""
+
         async def run() -> None:
-            detail: dict[str, Any] = {"op": "idle_" + ("preset" if e.preset else "home")}
-            if e.preset:
-                detail["preset"] = e.preset
             outcome = "ok"
             try:
-                client = self.client(e.camera)
-                await (client.goto_preset(e.preset) if e.preset else client.goto_home())
+                async with self._command_lock(camera):
+                    if generation is not None and not self.motion.current(camera, generation):
+                        return  # superseded: a later command is the one that counts
+                    await command(self.client(camera))
+                    self.motion.sent(camera, self.clock())
             except PtzError as exc:
                 outcome = f"failed: {exc.code.value}"
-                log.warning("PTZ idle action on %s failed: %s", e.camera, exc.message)
+                log.warning("PTZ %s on %s failed: %s", detail["op"], camera, exc.message)
             await self._append(
-                [_Entry(AuditAction.PTZ, None, "feedgate", e.camera, None, outcome, detail)]
+                [_Entry(AuditAction.PTZ, None, "feedgate", camera, None, outcome, detail)]
             )
 
-        task = asyncio.get_running_loop().create_task(run(), name=f"ptz-idle:{e.camera}")
+        task = asyncio.get_running_loop().create_task(run(), name=f"ptz-{detail['op']}:{camera}")
         self._idle_tasks.add(task)
         task.add_done_callback(self._idle_tasks.discard)
+
+    def _command_lock(self, camera: str) -> asyncio.Lock:
+        lock = self._command_locks.get(camera)
+        if lock is None:
+            lock = self._command_locks[camera] = asyncio.Lock()
+        return lock
 
     def _entry(self, caller: Caller, detail: dict[str, Any], outcome: str) -> _Entry:
         c = caller.claimant

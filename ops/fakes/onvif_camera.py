@@ -7,7 +7,8 @@ bundles (through :mod:`gateway.ptz.soap`). It keeps what a real PTZ head keeps:
 
 - a position in ONVIF's generic spaces, with limits (pan/tilt -1..1, zoom 0..1);
 - ContinuousMove at a velocity that stops by itself at its Timeout (the camera's own timer,
-  so a client that vanishes cannot leave it spinning), AbsoluteMove, RelativeMove, Stop;
+  so a client that vanishes cannot leave it spinning; ``ignores_timeout`` plays the firmware
+  that moves on until told to Stop), AbsoluteMove, RelativeMove, Stop;
 - presets (SetPreset, GetPresets, GotoPreset) and a home position;
 - WS-Security UsernameToken digest authentication; a bad password, a stale ``Created`` or a
   replayed nonce gets ``ter:NotAuthorized``, a value outside the limits ``ter:InvalidArgVal``,
@@ -70,6 +71,8 @@ class FakePtzHead:
     since: float = 0.0
     presets: dict[str, tuple[str, tuple[float, float, float]]] = field(default_factory=dict)
     commands: int = 0  # motion commands accepted (tests: "the camera was not touched")
+    # Some cameras' firmware ignores ContinuousMove's Timeout and moves until told to Stop.
+    ignores_timeout: bool = False
 
     def position(self, now: float) -> tuple[float, float, float]:
         self._advance(now)
@@ -94,7 +97,8 @@ class FakePtzHead:
 
     def continuous(self, v: tuple[float, float, float], timeout: float, now: float) -> None:
         self._advance(now)
-        self.velocity, self.since, self.moving_until = v, now, now + timeout
+        until = math.inf if self.ignores_timeout else now + timeout
+        self.velocity, self.since, self.moving_until = v, now, until
         self.commands += 1
 
     def goto(self, target: tuple[float, float, float], now: float) -> None:
@@ -134,6 +138,7 @@ class FakeOnvifCamera:
         stream_uri: str = "rtsp://127.0.0.1:8554/fake",
         clock: Callable[[], float] = time.time,
         name: str = "fake",
+        ignores_timeout: bool = False,
     ) -> None:
         self.codec = codec
         self.username = username
@@ -141,7 +146,7 @@ class FakeOnvifCamera:
         self.stream_uri = stream_uri
         self.clock = clock
         self.name = name
-        self.head = FakePtzHead(since=clock())
+        self.head = FakePtzHead(since=clock(), ignores_timeout=ignores_timeout)
         self.nonces = NonceCache()
         self.requests = 0
         self.refused = 0
