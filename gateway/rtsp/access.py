@@ -16,6 +16,7 @@ from gateway.protocols.rtsp_auth import (
     DigestCredentials,
     parse_authorization,
 )
+from gateway.rtsp.hooks import Grant
 from gateway.rtsp.server import AccessCheck, AccessControl, RtspReply, RtspServer, Session
 from gateway.tenancy import Tenancy
 from tenants.policy import DIGEST_REALM, AccessRequest, Action, Decision
@@ -84,7 +85,7 @@ class PolicyAccess(AccessControl):
         )
         return RtspReply(status, reason, headers)
 
-    async def check(self, check: AccessCheck) -> RtspReply | object:
+    async def check(self, check: AccessCheck) -> RtspReply | Grant:
         request = self._request(check)
         if isinstance(request, RtspReply):
             # Credentials were presented, if unreadable ones: a refusal like any other.
@@ -123,7 +124,7 @@ class PolicyAccess(AccessControl):
         )
         return self._challenge(decision.status, decision.reason)
 
-    async def route(self, path: str, grant: object) -> str:
+    async def route(self, path: str, grant: Grant) -> str:
         """A viewer whose decision names mask zones gets the shared masked variant; never the
         original, whatever URL it asked for."""
         if not isinstance(grant, Decision):

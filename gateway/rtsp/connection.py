@@ -32,6 +32,7 @@ from gateway.stream.hub import PathStream, Reader
 from gateway.stream.tracks import Track
 
 if TYPE_CHECKING:
+    from gateway.rtsp.hooks import Grant
     from gateway.rtsp.server import RtspServer
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class RtspConnection(asyncio.Protocol):
         # Paths this connection ANNOUNCEd: their tracks and session-level SDP attributes.
         self.announced: dict[str, tuple[tuple[Track, ...], tuple[str, ...]]] = {}
         # (action, path) -> what the access control allowed on this connection.
-        self.allowed: dict[tuple[str, str], object] = {}
+        self.allowed: dict[tuple[str, str], Grant] = {}
         self.reader: Reader | None = None  # the playing reader's flow-control target
         self.frames_ignored = 0
         self._pending: collections.deque[Request | InterleavedFrame] = collections.deque()

@@ -32,6 +32,7 @@ from gateway.stream.hub import PathStream, Reader
 from gateway.stream.tracks import Track, describe_sdp
 
 if TYPE_CHECKING:
+    from gateway.rtsp.hooks import Grant
     from gateway.rtsp.publisher import Publishing
     from gateway.rtsp.server import RtspServer
 
@@ -124,7 +125,7 @@ class Methods:
             body=sdp.encode(),
         )
 
-    async def routed_stream(self, conn: RtspConnection, path: str, grant: object) -> PathStream:
+    async def routed_stream(self, conn: RtspConnection, path: str, grant: Grant) -> PathStream:
         """The stream this viewer gets: the camera itself, or (masks) its shared variant."""
         hub = self.server.hub
         if conn.internal:

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from gateway.protocols.rtsp import Request
 from gateway.rtsp.reply import RtspReply
 
 if TYPE_CHECKING:
     from gateway.rtsp.session import Session
+    from tenants.policy import Decision
+
+#: What the access control allowed a request with, kept on its connection and session: the
+#: tenant policy's decision, or ``True`` where no policy applies (open access, a camera
+#: simulator's credentials, the internal relay).
+Grant: TypeAlias = "Decision | Literal[True]"
 
 
 @dataclass
@@ -37,14 +43,14 @@ async def allow_all(check: AccessCheck) -> RtspReply | None:
 
 
 class AccessControl:
-    """``check`` answers every DESCRIBE/SETUP/ANNOUNCE with a refusal or an opaque grant (kept
+    """``check`` answers every DESCRIBE/SETUP/ANNOUNCE with a refusal or a :data:`Grant` (kept
     on the session); ``started`` may still refuse a PLAY or RECORD (a concurrency cap) and
     ``ended`` is told when that session ends."""
 
     def __init__(self, authorizer: Authorizer = allow_all) -> None:
         self.authorizer = authorizer
 
-    async def check(self, check: AccessCheck) -> RtspReply | object:
+    async def check(self, check: AccessCheck) -> RtspReply | Grant:
         refusal = await self.authorizer(check)
         return refusal if refusal is not None else True
 
@@ -60,7 +66,7 @@ class AccessControl:
         """The session was PAUSEd: it receives nothing until the next PLAY."""
         return None
 
-    async def route(self, path: str, grant: object) -> str:
+    async def route(self, path: str, grant: Grant) -> str:
         """The hub path to serve for this grant: the camera's own, or a derived variant."""
         return path
 

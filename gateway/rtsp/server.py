@@ -26,7 +26,7 @@ from gateway.protocols.rtsp_headers import format_session
 from gateway.protocols.rtsp_session import RtspSession, SessionMode, SessionState
 from gateway.rtsp.connection import RtspConnection
 from gateway.rtsp.handlers import Methods
-from gateway.rtsp.hooks import AccessCheck, AccessControl, Authorizer, allow_all
+from gateway.rtsp.hooks import AccessCheck, AccessControl, Authorizer, Grant, allow_all
 from gateway.rtsp.publisher import Publishing
 from gateway.rtsp.reply import Handler, RtspReply
 from gateway.rtsp.session import Session
@@ -261,7 +261,7 @@ class RtspServer:
 
     async def authorize(
         self, conn: RtspConnection, req: Request, action: str, path: str, query: dict[str, str]
-    ) -> object:
+    ) -> Grant:
         """Ask the access control; raise its refusal. A request that carries no credentials
         of its own (SETUP/PLAY built from Content-Base lose the ?token= query) reuses what
         this connection was allowed for the same path and action."""

@@ -19,6 +19,7 @@ from gateway.stream.hub import PathStream, Reader
 
 if TYPE_CHECKING:
     from gateway.rtsp.connection import RtspConnection
+    from gateway.rtsp.hooks import Grant
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Session:
     stream: PathStream | None = None
     created: float = field(default_factory=time.time)  # wall clock, for the sessions API
     source_id: str | None = None  # a RECORDing publisher's source id in the hub
-    grant: object = None  # what the access control allowed this session with
+    grant: Grant | None = None  # what the access control allowed this session with
     started: bool = False  # access control was told of its PLAY/RECORD
 
     @property
