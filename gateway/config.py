@@ -208,6 +208,8 @@ class RtspConfig:
     tls_port: Port = 8322
     tls_cert: ConfigPath = ""
     tls_key: ConfigPath = ""
+    # Accept Basic credentials (a password in the clear) on plain RTSP; RTSPS always does.
+    basic_over_plain: bool = False
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -274,7 +276,8 @@ class TenancyConfig:
     seed: ConfigPath = ""
     issuer: str = "feedgate"
     audience: str = "feedgate"
-    token_leeway: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
+    # Clock skew allowed on a token's exp/nbf/iat: an expired token works this much longer.
+    token_leeway: Annotated[float, Field(ge=0, le=300, allow_inf_nan=False)] = 5.0
     # A capped stream's lease lives this long unless its process renews it (every third of
     # it). A node that crashes and stays down frees its slots after this; one that restarts
     # voids its previous incarnation's leases at start.

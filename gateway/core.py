@@ -70,7 +70,9 @@ class Gateway:
                 variants=self.variants,
                 meter=self.metering.meter if self.metering else None,
             )
-            self.access = PolicyAccess(self.tenancy, self.live)
+            self.access = PolicyAccess(
+                self.tenancy, self.live, basic_over_plain=config.rtsp.basic_over_plain
+            )
         self.rtsp = RtspServer(
             config,
             self.hub,

@@ -130,6 +130,11 @@ class Tenancy:
         except RuntimeError:  # shut down: run it here rather than lose it
             run()
 
+    def drain(self) -> None:
+        """Block until everything queued on the database thread so far is done (session ends,
+        lease releases): for tests and tools that read the log right after an event."""
+        self._db_thread.submit(lambda: None).result()
+
     def start(self) -> None:
         """Keep the policy's snapshot current (call on the event loop)."""
         if self._refresher is None or self._refresher.done():

@@ -60,6 +60,9 @@ PARTNER_ALGORITHMS: Final = frozenset({"EdDSA", "ES256", "ES384", "RS256", "PS25
 MAX_JWKS_BYTES: Final = 256 * 1024
 MAX_JWKS_KEYS: Final = 64
 DEFAULT_HTTP_TIMEOUT: Final = 5.0
+# Clock skew allowed on exp/nbf/iat: enough for unsynchronised clocks, short enough that an
+# expired token stops working within seconds (it once worked 30 s on).
+DEFAULT_LEEWAY: Final = timedelta(seconds=5)
 _RESERVED_CLAIMS: Final = frozenset(
     {"iss", "aud", "sub", "tnt", "iat", "nbf", "exp", "jti", "cams", "roles", "purpose"}
 )
@@ -454,7 +457,7 @@ class TokenVerifier:
         issuer: TokenIssuer | Mapping[str, Any],
         *,
         audience: str = "feedgate",
-        leeway: timedelta = timedelta(seconds=30),
+        leeway: timedelta = DEFAULT_LEEWAY,
         partners: Iterable[PartnerIssuer] = (),
         http: httpx.AsyncClient | None = None,
         jwks_ttl: float = 300.0,

@@ -137,6 +137,7 @@ def token(
 def audit_entries(gw: RunningGateway, action: AuditAction) -> list:
     tenancy = gw.gateway.tenancy
     assert tenancy is not None
+    tenancy.drain()  # session ends are stored on the database thread, after the event
     return [e for e in tenancy.audit.entries() if e.action == action]
 
 

@@ -175,6 +175,7 @@ async def test_two_tenants_are_metered_rated_invoiced_and_synced(
         # only these three readers), seconds with the access control's session clock.
         police, shop = ledger.usage("police", period), ledger.usage("shop", period)
         assert police[Metric.BYTES] + shop[Metric.BYTES] == stream.counters.bytes_out
+        tenancy.drain()  # session ends are stored on the database thread
         ends = [e for e in tenancy.audit.entries() if e.action == AuditAction.SESSION_END]
         session_ms = {
             t: sum(round(e.detail["seconds"] * 1000) for e in ends if e.tenant == t)

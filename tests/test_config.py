@@ -37,7 +37,7 @@ BAD_CONFIGS = [
     ("out of range", "[http]\nport = 70000\n", "http.port: must be <= 65535, got 70000"),
     ("negative duration", "[rtsp]\nwrite_timeout = -1.0\n", "rtsp.write_timeout: must be > 0"),
     ("not a number", "[tenancy]\nrecheck_interval = nan\n", "tenancy.recheck_interval: expected"),
-    ("unknown key", "[rtsp]\nprot = 1\n", "rtsp.prot: unknown key (known: gop_cache_bytes, host,"),
+    ("unknown key", "[rtsp]\nprot = 1\n", "rtsp.prot: unknown key (known: basic_over_plain,"),
     ("unknown section", "[rstp]\nport = 1\n", "rstp: unknown key (known: billing, cameras,"),
     ("section not a table", "rtsp = 5\n", "rtsp: expected a table, got 5"),
     ("bad enum", '[[cameras]]\nid = "a"\ntransport = "sctp"\n', "cameras[0].transport: must be"),

@@ -135,6 +135,7 @@ async def test_finding_5_sessions_elsewhere_end_when_their_camera_is_deleted_or_
                            what="the sessions to end")  # fmt: skip
             for proc in viewers.values():
                 assert proc is not None and await proc.wait(20) is not None
+            rest.tenancy.drain()  # session ends are stored on the database thread
             ends = {
                 (e.principal, e.camera): e.detail["reason"]
                 for e in rest.tenancy.audit.entries()

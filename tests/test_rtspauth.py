@@ -16,6 +16,7 @@ from gateway.protocols.rtsp_auth import (
     Challenge,
     DigestChallenger,
     DigestCredentials,
+    NonceStatus,
     authorization_header,
     parse_authorization,
     parse_www_authenticate,
@@ -187,7 +188,7 @@ def test_basic_round_trips(username: str, password: str) -> None:
 def test_nonce_made_now_checks_ok() -> None:
     c = challenger()
     assert c.check_nonce(c.make_nonce(NOW), NOW)
-    assert c.check_nonce(c.make_nonce(NOW), NOW + 299.0)
+    assert c.check_nonce(c.make_nonce(NOW), NOW + 59.0)
 
 
 def test_nonces_are_unique() -> None:
@@ -198,8 +199,18 @@ def test_nonces_are_unique() -> None:
 def test_nonce_older_than_max_age_fails() -> None:
     c = challenger()
     nonce = c.make_nonce(NOW)
-    assert not c.check_nonce(nonce, NOW + 301.0)
+    assert not c.check_nonce(nonce, NOW + 61.0)  # a minute: captured nonces soon go stale
+    assert c.nonce_status(nonce, NOW + 61.0) is NonceStatus.STALE
     assert c.check_nonce(nonce, NOW + 500.0, max_age=600.0)
+    assert DigestChallenger(SECRET, max_age=600.0).check_nonce(nonce, NOW + 500.0)
+
+
+def test_nonce_bound_to_one_connection_is_foreign_on_another() -> None:
+    c = challenger()
+    nonce = c.make_nonce(NOW, bind="10.0.0.5:40000")
+    assert c.check_nonce(nonce, NOW, bind="10.0.0.5:40000")
+    assert c.nonce_status(nonce, NOW, bind="10.0.0.5:40001") is NonceStatus.FOREIGN
+    assert c.nonce_status(nonce, NOW) is NonceStatus.FOREIGN
 
 
 def test_nonce_from_the_future_fails() -> None:
@@ -231,10 +242,11 @@ def test_default_secret_is_random_per_instance() -> None:
 # --------------------------------------------------------------------------- challenges
 
 
-def test_www_authenticate_offers_digest_then_basic() -> None:
+def test_www_authenticate_offers_digest_with_qop_then_basic() -> None:
     headers = challenger().www_authenticate_headers("feedgate", NOW)
     assert [name for name, _ in headers] == ["WWW-Authenticate", "WWW-Authenticate"]
     assert headers[0][1].startswith('Digest realm="feedgate", nonce="')
+    assert headers[0][1].endswith(', qop="auth"')
     assert headers[1][1] == 'Basic realm="feedgate"'
 
 
@@ -275,7 +287,7 @@ def test_verify_rejects_wrong_password_method_realm_or_stale_nonce() -> None:
     assert not c.verify_digest(creds, "DESCRIBE", "wrong", NOW)
     assert not c.verify_digest(creds, "PLAY", "s3cret", NOW)
     assert not c.verify_digest(creds, "DESCRIBE", "s3cret", NOW, realm="other")
-    assert not c.verify_digest(creds, "DESCRIBE", "s3cret", NOW + 301)
+    assert not c.verify_digest(creds, "DESCRIBE", "s3cret", NOW + 61)
 
 
 def test_verify_rejects_nonce_we_did_not_issue() -> None:
@@ -290,6 +302,11 @@ def test_verify_accepts_upper_case_response_hex() -> None:
     creds = parse_authorization(digest_header(nonce, rfc2069_response(nonce).upper()))
     assert isinstance(creds, DigestCredentials)
     assert c.verify_digest(creds, "DESCRIBE", "s3cret", NOW)
+
+
+def qop_creds_response(nonce: str, nc: str, cnonce: str = "0a4f113b") -> str:
+    ha1, ha2 = md5("alice:feedgate:s3cret"), md5(f"SETUP:{URI}")
+    return md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
 
 
 def qop_creds(c: DigestChallenger, **overrides: str) -> DigestCredentials:
@@ -331,6 +348,45 @@ def test_verify_qop_auth_as_sent_by_ffmpeg() -> None:
 def test_verify_rejects_unsupported_or_malformed_qop_fields(overrides: dict[str, str]) -> None:
     c = challenger()
     assert not c.verify_digest(qop_creds(c, **overrides), "SETUP", "s3cret", NOW)
+
+
+def test_a_qop_answer_is_accepted_once_and_its_nc_must_rise() -> None:
+    """The issue's replay: one Digest header sent again. With qop=auth each request counts up
+    ``nc``; an answer that does not is refused, however right its response."""
+    c = challenger()
+    first = qop_creds(c)
+    assert c.verify_digest(first, "SETUP", "s3cret", NOW)
+    assert c.replayed(first)
+    assert not c.verify_digest(first, "SETUP", "s3cret", NOW + 1)
+    later = qop_creds(c, nc="00000002")
+    later.nonce = first.nonce
+    later.response = qop_creds_response(first.nonce, "00000002")
+    assert c.verify_digest(later, "SETUP", "s3cret", NOW + 2)
+    assert not c.verify_digest(first, "SETUP", "s3cret", NOW + 3)  # going back is a replay too
+
+
+def test_a_wrong_answer_does_not_move_the_counter() -> None:
+    c = challenger()
+    right = qop_creds(c)
+    assert not c.verify_digest(right, "SETUP", "wrong", NOW)
+    assert not c.replayed(right)
+    assert c.verify_digest(right, "SETUP", "s3cret", NOW)
+
+
+def test_the_counter_table_is_bounded_and_forgets_expired_nonces() -> None:
+    c = DigestChallenger(SECRET, max_tracked=3)
+    accepted = []
+    for i in range(5):
+        creds = qop_creds(c)
+        assert c.verify_digest(creds, "SETUP", "s3cret", NOW + i)
+        accepted.append(creds)
+    assert len(c._counts) == 3
+    assert [c.replayed(a) for a in accepted] == [False, False, True, True, True]
+    late = qop_creds(c)
+    late.nonce = c.make_nonce(NOW + 100)
+    late.response = qop_creds_response(late.nonce, "00000001")
+    assert c.verify_digest(late, "SETUP", "s3cret", NOW + 100)
+    assert len(c._counts) == 1  # the others are past their life: nothing to remember
 
 
 def test_verify_rejects_non_ascii_response() -> None:
@@ -479,9 +535,7 @@ def test_client_nc_counter_is_hex() -> None:
 @pytest.mark.parametrize("with_qop", [False, True])
 def test_end_to_end_server_challenge_client_answer_server_verify(with_qop: bool) -> None:
     c = challenger()
-    values = [v for _, v in c.www_authenticate_headers("feedgate", NOW)]
-    if with_qop:
-        values[0] += ', qop="auth"'
+    values = [v for _, v in c.www_authenticate_headers("feedgate", NOW, qop=with_qop)]
     header = authorization_header(parse_www_authenticate(values), "SETUP", URI, "alice", "s3cret")
     creds = parse_authorization(header)
     assert isinstance(creds, DigestCredentials)

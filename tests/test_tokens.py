@@ -407,12 +407,24 @@ def test_error_messages_and_logs_never_carry_the_token(
 def test_leeway_tolerates_small_clock_skew(key: SigningKey, verifier: TokenVerifier) -> None:
     now = int(time.time())
     h = {"alg": "EdDSA", "kid": key.kid}
-    skewed = forge(h, own_claims(iat=now + 20, nbf=now + 20, exp=now + 600), eddsa(key))
+    skewed = forge(h, own_claims(iat=now + 3, nbf=now + 3, exp=now + 600), eddsa(key))
     assert verifier.verify(skewed).subject == "alice"
-    just_expired = forge(h, own_claims(iat=now - 600, exp=now - 10), eddsa(key))
+    just_expired = forge(h, own_claims(iat=now - 600, exp=now - 3), eddsa(key))
     assert verifier.verify(just_expired).subject == "alice"
     strict = TokenVerifier(TokenIssuer([key]), leeway=timedelta(0))
     assert reason_of(strict, just_expired) == "expired"
+
+
+def test_an_expired_token_stops_working_within_seconds(key: SigningKey) -> None:
+    """Issue #10: with the old 30 s default an expired token played on for half a minute. The
+    default leeway is a few seconds, for clock skew only."""
+    verifier = TokenVerifier(TokenIssuer([key]))
+    now = int(time.time())
+    h = {"alg": "EdDSA", "kid": key.kid}
+    expired = forge(h, own_claims(iat=now - 600, exp=now - 10), eddsa(key))
+    assert reason_of(verifier, expired) == "expired"
+    early = forge(h, own_claims(iat=now + 20, nbf=now + 20, exp=now + 600), eddsa(key))
+    assert reason_of(verifier, early) in ("iat_in_future", "not_yet_valid")
 
 
 def test_explicit_now_drives_every_time_check(issuer: TokenIssuer) -> None:
@@ -421,8 +433,8 @@ def test_explicit_now_drives_every_time_check(issuer: TokenIssuer) -> None:
     token = issuer.issue(tenant="westminster", subject="alice", ttl=timedelta(minutes=1), now=t0)
     assert verifier.verify(token, now=t0 + timedelta(seconds=30)).subject == "alice"
     for when, reason in [
-        (t0 + timedelta(seconds=91), "expired"),
-        (t0 - timedelta(seconds=31), "iat_in_future"),
+        (t0 + timedelta(seconds=66), "expired"),  # 60 s life and the 5 s leeway
+        (t0 - timedelta(seconds=6), "iat_in_future"),
     ]:
         with pytest.raises(TokenError) as info:
             verifier.verify(token, now=when)

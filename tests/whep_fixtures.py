@@ -99,6 +99,7 @@ class Whep:
     def audit(self, action: AuditAction) -> list:
         tenancy = self.gw.gateway.tenancy
         assert tenancy is not None
+        tenancy.drain()  # session ends are stored on the database thread, after the event
         return [e for e in tenancy.audit.entries() if e.action == action]
 
     @property

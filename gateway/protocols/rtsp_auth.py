@@ -1,19 +1,22 @@
 """RTSP authentication (RFC 2326 §D / RFC 2617 Basic and Digest), sans-I/O.
 
-Server side issues stateless Digest challenges: each nonce carries its own
-timestamp and an HMAC over it, so any worker holding the secret can verify it
-and nothing has to be remembered per client.  Client side mirrors what ffmpeg
-sends, since ffmpeg and VLC (live555) are the peers that matter.
+Server side issues Digest challenges whose nonces carry their own timestamp and
+an HMAC over it and over what they are bound to (the client's connection), so a
+nonce needs no memory until it is used; a qop=auth answer's nc must then rise
+(replays are refused). Client side mirrors what ffmpeg sends, since ffmpeg and
+VLC (live555) are the peers that matter.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
 import re
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -24,6 +27,7 @@ __all__ = [
     "Challenge",
     "DigestChallenger",
     "DigestCredentials",
+    "NonceStatus",
     "authorization_header",
     "parse_authorization",
     "parse_www_authenticate",
@@ -191,46 +195,111 @@ def _digest_response(
 _NONCE = re.compile(r"([0-9a-f]{1,16})\.([0-9a-f]{16})\.([0-9a-f]{32})")
 _NC = re.compile(r"[0-9A-Fa-f]{8}")
 
+# A nonce is good for this long: long enough for DESCRIBE, SETUP and PLAY (and a reconnect),
+# short enough that a captured one soon stops working. Clients told stale=TRUE re-answer.
+NONCE_MAX_AGE = 60.0
+# How many nonces' request counters are remembered at once (oldest forgotten first).
+MAX_TRACKED_NONCES = 100_000
+
+
+class NonceStatus(enum.Enum):
+    FRESH = "fresh"
+    STALE = "stale"  # ours and for this binding, but too old (or from the future)
+    FOREIGN = "foreign"  # not ours, tampered with, or issued for another binding
+
 
 class DigestChallenger:
-    """Issues and verifies stateless Digest nonces.
+    """Issues and verifies Digest nonces, and refuses replayed Digest answers.
 
-    nonce = hex(ms timestamp) "." random "." HMAC-SHA256(secret, both)[:128 bits].
-    ``now`` is whatever clock the caller uses consistently (time.time() or
-    time.monotonic()); a restart with a fresh secret merely makes old nonces
-    stale, which clients handle by retrying.
+    nonce = hex(ms timestamp) "." random "." HMAC-SHA256(secret, both and the binding)[:128
+    bits]. The binding is whatever the caller ties a nonce to (the RTSP server: the client's
+    connection), so a nonce is worthless on any other. Nonces themselves are stateless; what is
+    remembered, per nonce and only once an answer with it was right, is the highest ``nc`` of
+    a ``qop=auth`` answer: an answer whose ``nc`` does not increase is a replay. Clients that
+    ignore qop (RFC 2069: live555, GStreamer) are held by the binding and the nonce's short
+    life instead.
+
+    ``now`` is whatever clock the caller uses consistently (time.time() or time.monotonic());
+    a restart with a fresh secret merely makes old nonces foreign, which clients handle by
+    answering the new challenge.
     """
 
-    def __init__(self, secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        secret: bytes | None = None,
+        *,
+        max_age: float = NONCE_MAX_AGE,
+        max_tracked: int = MAX_TRACKED_NONCES,
+    ) -> None:
         self._secret = secret if secret is not None else secrets.token_bytes(32)
+        self.max_age = max_age
+        self._max_tracked = max_tracked
+        self._counts: OrderedDict[str, int] = OrderedDict()  # nonce -> highest nc accepted
 
-    def _sign(self, stamp: str, salt: str) -> str:
-        mac = hmac.new(self._secret, f"{stamp}.{salt}".encode("ascii"), hashlib.sha256)
-        return mac.hexdigest()[:32]
+    def _sign(self, stamp: str, salt: str, bind: str) -> str:
+        msg = f"{stamp}.{salt}.{bind}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:32]
 
-    def make_nonce(self, now: float) -> str:
+    def make_nonce(self, now: float, bind: str = "") -> str:
         stamp = f"{max(int(now * 1000), 0):x}"
         salt = secrets.token_hex(8)
-        return f"{stamp}.{salt}.{self._sign(stamp, salt)}"
+        return f"{stamp}.{salt}.{self._sign(stamp, salt, bind)}"
 
-    def check_nonce(self, nonce: str, now: float, max_age: float = 300.0) -> bool:
+    def nonce_status(
+        self, nonce: str, now: float, max_age: float | None = None, bind: str = ""
+    ) -> NonceStatus:
         m = _NONCE.fullmatch(nonce)
         if m is None:
-            return False
+            return NonceStatus.FOREIGN
         stamp, salt, mac = m.groups()
-        if not hmac.compare_digest(mac, self._sign(stamp, salt)):
-            return False
+        if not hmac.compare_digest(mac, self._sign(stamp, salt, bind)):
+            return NonceStatus.FOREIGN
         age = now - int(stamp, 16) / 1000.0
         # A little negative age is tolerated for callers using a wall clock that stepped.
-        return -5.0 <= age <= max_age
+        fresh = -5.0 <= age <= (self.max_age if max_age is None else max_age)
+        return NonceStatus.FRESH if fresh else NonceStatus.STALE
+
+    def check_nonce(
+        self, nonce: str, now: float, max_age: float | None = None, bind: str = ""
+    ) -> bool:
+        return self.nonce_status(nonce, now, max_age, bind) is NonceStatus.FRESH
+
+    def replayed(self, creds: DigestCredentials) -> bool:
+        """A qop answer whose ``nc`` is not above the highest accepted with its nonce."""
+        if creds.qop is None or creds.nc is None or not _NC.fullmatch(creds.nc):
+            return False
+        last = self._counts.get(creds.nonce)
+        return last is not None and int(creds.nc, 16) <= last
+
+    def _accepted(self, creds: DigestCredentials, now: float) -> None:
+        if creds.qop is None or creds.nc is None:
+            return
+        counts = self._counts
+        counts[creds.nonce] = int(creds.nc, 16)
+        counts.move_to_end(creds.nonce, last=True)
+        # Forget nonces too old to be accepted again, and the oldest past the bound.
+        while counts:
+            oldest = next(iter(counts))
+            stamp = int(oldest.split(".", 1)[0], 16) / 1000.0  # a nonce we accepted: ours
+            if len(counts) <= self._max_tracked and now - stamp <= self.max_age:
+                break
+            counts.popitem(last=False)
 
     def www_authenticate_headers(
-        self, realm: str, now: float, stale: bool = False, basic: bool = True
+        self,
+        realm: str,
+        now: float,
+        stale: bool = False,
+        basic: bool = True,
+        *,
+        bind: str = "",
+        qop: bool = True,
     ) -> list[tuple[str, str]]:
-        # No qop is offered: live555/VLC and GStreamer ignore it and send the
-        # RFC 2069 form anyway; verify_digest accepts qop=auth when a client
-        # (ffmpeg) chooses to use it.
-        digest = f"Digest realm={_quote(realm)}, nonce={_quote(self.make_nonce(now))}"
+        # qop="auth" is offered so clients that can (ffmpeg) count their requests and a
+        # replay shows; live555/VLC and GStreamer ignore it and send the RFC 2069 form.
+        digest = f"Digest realm={_quote(realm)}, nonce={_quote(self.make_nonce(now, bind))}"
+        if qop:
+            digest += ', qop="auth"'
         if stale:
             digest += ", stale=TRUE"
         headers = [("WWW-Authenticate", digest)]
@@ -246,10 +315,12 @@ class DigestChallenger:
         now: float,
         *,
         realm: str | None = None,
-        max_age: float = 300.0,
+        max_age: float | None = None,
         ha1: str | None = None,
+        bind: str = "",
     ) -> bool:
-        """True iff the response is right and the nonce is ours and fresh.
+        """True iff the response is right, the nonce is ours, fresh and for ``bind``, and (with
+        qop) its ``nc`` is above any accepted before with this nonce.
 
         Does not compare ``creds.uri`` with the Request-URI: clients disagree
         about which URI they hash (ffmpeg the request's, some the base URL);
@@ -259,13 +330,13 @@ class DigestChallenger:
             return False
         if realm is not None and creds.realm != realm:
             return False
-        if not self.check_nonce(creds.nonce, now, max_age):
+        if not self.check_nonce(creds.nonce, now, max_age, bind):
             return False
         qop = creds.qop
         if qop is not None:
             if qop.lower() != "auth" or creds.nc is None or not _NC.fullmatch(creds.nc):
                 return False
-            if not creds.cnonce:
+            if not creds.cnonce or self.replayed(creds):
                 return False
         expected = _digest_response(
             creds.username,
@@ -283,7 +354,10 @@ class DigestChallenger:
             given = creds.response.lower().encode("ascii")
         except UnicodeEncodeError:
             return False
-        return hmac.compare_digest(expected.encode("ascii"), given)
+        if not hmac.compare_digest(expected.encode("ascii"), given):
+            return False
+        self._accepted(creds, now)
+        return True
 
 
 # --------------------------------------------------------------------------- client side

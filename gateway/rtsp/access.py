@@ -14,6 +14,7 @@ from gateway.protocols.rtsp_auth import (
     BasicCredentials,
     DigestChallenger,
     DigestCredentials,
+    NonceStatus,
     parse_authorization,
 )
 from gateway.rtsp.hooks import Grant
@@ -25,21 +26,31 @@ __all__ = ["PolicyAccess", "camera_of"]
 
 log = logging.getLogger(__name__)
 
+STALE_NONCE = "stale nonce"
+BASIC_REFUSED = "plain RTSP takes no Basic; use Digest, a token or RTSPS"
+
 
 class PolicyAccess(AccessControl):
     """AccessControl backed by the tenant policy, with the audit trail and live re-checks."""
 
-    def __init__(self, tenancy: Tenancy, sessions: LiveSessions) -> None:
+    def __init__(
+        self, tenancy: Tenancy, sessions: LiveSessions, *, basic_over_plain: bool = False
+    ) -> None:
         super().__init__()
         self.tenancy = tenancy
         self.policy = tenancy.policy
         self.audit = tenancy.audit
         self.challenger = DigestChallenger()
+        # Basic sends the password in the clear: only inside TLS unless configured.
+        self.basic_over_plain = basic_over_plain
         # Every protocol's live sessions share one admission, audit trail and re-check.
         self.sessions = sessions
         self.server: RtspServer | None = None
 
     # ---- entry checks --------------------------------------------------------------------------
+
+    def _basic_ok(self, check: AccessCheck) -> bool:
+        return check.secure or self.basic_over_plain
 
     def _request(self, check: AccessCheck) -> AccessRequest | RtspReply:
         req = check.request
@@ -60,26 +71,45 @@ class PolicyAccess(AccessControl):
             try:
                 creds = parse_authorization(value)
             except RtspError as exc:
-                return self._challenge(401, exc.reason)
+                return self._challenge(401, exc.reason, check)
             if isinstance(creds, BasicCredentials):
+                if not self._basic_ok(check):
+                    # Refused unread: whether it was right is not for a cleartext channel.
+                    return self._challenge(401, BASIC_REFUSED, check)
                 kwargs["username"] = creds.username
                 kwargs["password"] = creds.password
             elif isinstance(creds, DigestCredentials):
                 now = time.time()
+                status = self.challenger.nonce_status(creds.nonce, now, bind=check.connection)
+                if status is NonceStatus.STALE:
+                    # Ours, for this connection, just old: the client answers the new one.
+                    return self._challenge(401, STALE_NONCE, check, stale=True)
+                if status is NonceStatus.FOREIGN or self.challenger.replayed(creds):
+                    # Not a password guess, so not counted as one: a replay (another
+                    # connection's nonce, or a counter that did not rise) or a forgery.
+                    return self._challenge(401, "Digest answer replayed or not ours", check)
                 method = req.method
 
                 def check_ha1(ha1: str, creds: DigestCredentials = creds) -> bool:
                     return self.challenger.verify_digest(
-                        creds, method, "", now, realm=DIGEST_REALM, ha1=ha1
+                        creds, method, "", now, realm=DIGEST_REALM, ha1=ha1, bind=check.connection
                     )
 
                 kwargs["digest_username"] = creds.username
                 kwargs["digest_check"] = check_ha1
         return AccessRequest(**kwargs)
 
-    def _challenge(self, status: int, reason: str) -> RtspReply:
+    def _challenge(
+        self, status: int, reason: str, check: AccessCheck, *, stale: bool = False
+    ) -> RtspReply:
         headers = (
-            self.challenger.www_authenticate_headers(DIGEST_REALM, time.time())
+            self.challenger.www_authenticate_headers(
+                DIGEST_REALM,
+                time.time(),
+                stale=stale,
+                basic=self._basic_ok(check),
+                bind=check.connection,
+            )
             if status == 401
             else []
         )
@@ -88,6 +118,8 @@ class PolicyAccess(AccessControl):
     async def check(self, check: AccessCheck) -> RtspReply | Grant:
         request = self._request(check)
         if isinstance(request, RtspReply):
+            if request.reason == STALE_NONCE:
+                return request  # the handshake going round again, not an event
             # Credentials were presented, if unreadable ones: a refusal like any other.
             await self.tenancy.blocking(
                 self.tenancy.refusals.record,
@@ -122,7 +154,7 @@ class PolicyAccess(AccessControl):
             decision.status,
             decision.reason,
         )
-        return self._challenge(decision.status, decision.reason)
+        return self._challenge(decision.status, decision.reason, check)
 
     async def route(self, path: str, grant: Grant) -> str:
         """A viewer whose decision names mask zones gets the shared masked variant; never the

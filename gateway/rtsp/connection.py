@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import secrets
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -53,6 +54,7 @@ class RtspConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.peer_ip = ""
+        self.id = secrets.token_hex(8)  # unlike the peer address, never reused
         self.sessions: dict[str, Session] = {}
         # Counted against its address's cap on connections not yet admitted by the access
         # layer, until a request of its is.

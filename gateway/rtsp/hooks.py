@@ -32,6 +32,8 @@ class AccessCheck:
     peer: str
     query: dict[str, str]
     secure: bool = False  # RTSPS: credentials travel inside TLS
+    # This connection and no other (Digest nonces are bound to it).
+    connection: str = ""
 
 
 # A bare authorizer: return None to allow, or an RtspReply to refuse.

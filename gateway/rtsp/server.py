@@ -272,7 +272,9 @@ class RtspServer:
         if not has_creds and cached is not None:
             return cached
         result = await self.access.check(
-            AccessCheck(action, path, req, conn.peer_ip, query, secure=conn.secure)
+            AccessCheck(
+                action, path, req, conn.peer_ip, query, secure=conn.secure, connection=conn.id
+            )
         )
         if isinstance(result, RtspReply):
             self.counters[f"denied_{result.status}"] += 1
