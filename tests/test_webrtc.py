@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import read_argv
@@ -79,10 +79,15 @@ async def test_delete_ends_the_session_at_once(whep):
     stream = whep.gw.hub.get("street")
     assert len(stream.readers) == 1
     assert await viewer.delete(whep.http, whep.base) == 200
-    # Synchronous: by the time DELETE answers, the viewer is off the hub and audited.
+    # Synchronous: by the time DELETE answers, the viewer is off the hub and its session gone.
     assert not stream.readers and not whep.webrtc.sessions
-    ends = [e for e in whep.audit(AuditAction.SESSION_END) if e.tenant == "police"]
-    assert ends and "DELETE" in ends[-1].detail["reason"]
+
+    # Its end is written by the tenancy's database thread, moments later.
+    def ends() -> list:
+        return [e for e in whep.audit(AuditAction.SESSION_END) if e.tenant == "police"]
+
+    await wait_until(lambda: bool(ends()), 2, "the session end to be audited")
+    assert "DELETE" in ends()[-1].detail["reason"]
     await viewer.close()
 
 
@@ -95,8 +100,10 @@ async def test_the_session_ends_within_a_second_of_token_expiry(whep):
     await wait_until(lambda: not whep.webrtc.sessions, 10, "the expired session to end")
     # Token exp has one-second resolution.
     assert time.time() - expires < 1.0 + 1.0
-    end = whep.audit(AuditAction.SESSION_END)[-1]
-    assert end.detail["reason"] == "credential expired"
+    await wait_until(
+        lambda: bool(whep.audit(AuditAction.SESSION_END)), 2, "the session end to be audited"
+    )
+    assert whep.audit(AuditAction.SESSION_END)[-1].detail["reason"] == "credential expired"
     await viewer.close()
 
 
@@ -217,3 +224,29 @@ async def test_the_consoles_session_cookie_plays_only_from_its_own_pages(whep):
         assert r.status == 200
     assert not whep.webrtc.sessions
     await page.close()
+
+
+async def test_metrics_show_webrtc_sessions_refusals_and_injected_parameter_sets(whep):
+    viewer = whep.client(token=whep.token("police", "officer"))
+    assert await viewer.connect(whep.http) == 201
+    await playing(viewer, frames=30)  # past the camera's next IDR (its GOP is 1 s)
+    assert await whep.client().connect(whep.http) == 401
+    tenancy = whep.gw.gateway.tenancy
+    scraper = tenancy.issuer.issue(
+        tenant="council", subject="operator", roles=["operator"], ttl=timedelta(minutes=5)
+    )
+    async with whep.http.get(
+        f"{whep.base}/metrics", headers={"Authorization": f"Bearer {scraper}"}
+    ) as r:
+        assert r.status == 200
+        text = await r.text()
+    assert 'feedgate_webrtc_sessions{state="connected"} 1.0' in text
+    assert 'feedgate_webrtc_events_total{event="refused_401"} 1.0' in text
+    assert 'feedgate_webrtc_events_total{event="connected"} 1.0' in text
+    # ffmpeg's camera repeats no SPS/PPS in band: the gateway put them before each IDR.
+    injected = next(
+        line for line in text.splitlines()
+        if line.startswith('feedgate_webrtc_parameter_sets_injected_total{path="street"}')
+    )  # fmt: skip
+    assert float(injected.split()[-1]) >= 1
+    await viewer.close()

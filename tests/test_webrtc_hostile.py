@@ -4,6 +4,7 @@ throughout each test and must still be receiving at its end."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import resource
 import time
@@ -198,4 +199,25 @@ async def test_a_thousand_offers_that_never_connect_are_bounded_and_time_out(whe
     assert time.monotonic() - started >= timeout
     assert server.pending == 0
     await wait_until(lambda: _fds() <= fds + 2, 5, "their sockets to be closed")
+    await still_playing(viewer, whep)
+
+
+async def test_an_ice_failure_is_one_clear_log_line_and_the_session_ends(whep, watched, caplog):
+    viewer, token = watched
+    caplog.set_level(logging.INFO, logger="gateway.webrtc")
+    status, _, headers = await post(whep, offer_without_candidates(), token)
+    assert status == 201
+    sid = headers["Location"].rsplit("/", 1)[1]
+    session = whep.webrtc.sessions[sid]
+    timeout = whep.webrtc.limits.handshake_timeout
+    await wait_until(lambda: sid not in whep.webrtc.sessions, timeout + 5, "the timeout")
+    lines = [r.getMessage() for r in caplog.records if sid[:8] in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "handshake timed out after" in lines[0]
+    assert f"ICE did not complete within {timeout:g}s" in lines[0]
+    assert "police on street" in lines[0] and "0 remote candidates" in lines[0]
+    # Nothing is left of it: its port is closed, and the viewer that connected plays on.
+    await wait_until(
+        lambda: session.ice.state == "closed" and not whep.webrtc._closing, 5, "it to close"
+    )
     await still_playing(viewer, whep)

@@ -114,3 +114,36 @@ class _GatewayCollector(Collector):
         for key, value in sorted(events.items()):
             errors.add_metric([key], value)
         yield errors
+        if gw.webrtc is not None:
+            yield from _webrtc_families(gw.webrtc.stats())
+
+
+def _webrtc_families(stats: dict[str, object]) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+    """WHEP sessions by state, the server's events (opened, connected, ended, refused_<status>)
+    and, per served path, the parameter sets put in front of IDRs."""
+    states = GaugeMetricFamily(
+        "feedgate_webrtc_sessions", "WebRTC (WHEP) sessions by state", labels=["state"]
+    )
+    by_state = stats["states"]
+    assert isinstance(by_state, dict)
+    for state in ("checking", "connecting", "connected"):
+        states.add_metric([state], by_state.get(state, 0))
+    yield states
+    events = CounterMetricFamily(
+        "feedgate_webrtc_events", "WebRTC (WHEP) server events by kind", labels=["event"]
+    )
+    counters = stats["counters"]
+    assert isinstance(counters, dict)
+    for key, value in sorted(counters.items()):
+        events.add_metric([key], value)
+    yield events
+    injected = CounterMetricFamily(
+        "feedgate_webrtc_parameter_sets_injected",
+        "IDRs sent to WebRTC viewers with the SPS/PPS put in front",
+        labels=["path"],
+    )
+    passthroughs = stats["passthroughs"]
+    assert isinstance(passthroughs, dict)
+    for path, p in sorted(passthroughs.items()):
+        injected.add_metric([path], p["parameter_sets_injected"])
+    yield injected

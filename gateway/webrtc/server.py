@@ -49,6 +49,10 @@ from gateway.webrtc.track import (
 from tenants.policy import Decision
 
 log = logging.getLogger(__name__)
+# aioice logs every candidate pair's every state change at INFO: five lines per viewer, a
+# thousand viewers a reconnect storm. A session's ICE is summed up by our own lines instead
+# (its start, and one warning saying why a handshake failed).
+logging.getLogger("aioice").setLevel(logging.WARNING)
 
 SOURCE_WAIT = 5.0  # how long an offer waits for a camera's (or variant's) source
 
