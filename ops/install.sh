@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 # postgresql: the shared-deployment store; tests start private clusters from its binaries.
 # redis-server: the usage stream when several nodes run; tests start private servers.
 # chromium: the finance pages are tested in headless Chromium.
-APT_PACKAGES=(ffmpeg postgresql redis-server chromium)
+# gstreamer: rtspsrc is a second real RTSP client in the tests; its RTSP server is the fan-out
+#   benchmark's peer (run under Debian's python3 with python3-gi).
+APT_PACKAGES=(ffmpeg postgresql redis-server chromium
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-libav gir1.2-gst-rtsp-server-1.0 python3-gi)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
