@@ -22,8 +22,15 @@ from gateway.core import Gateway
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 # Private PostgreSQL clusters and Redis servers: tests/fixtures_db.py, tests/fixtures_redis.py;
-# headless Chromium (Playwright): tests/fixtures_browser.py.
-pytest_plugins = ["fixtures_db", "fixtures_redis", "fixtures_browser", "whep_fixtures"]
+# headless Chromium (Playwright): tests/fixtures_browser.py; several `feedgate serve` nodes as
+# one cluster: tests/cluster_fixtures.py.
+pytest_plugins = [
+    "fixtures_db",
+    "fixtures_redis",
+    "fixtures_browser",
+    "whep_fixtures",
+    "cluster_fixtures",
+]
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -4,13 +4,17 @@
 binaries (installed by ops/install.sh) in a temp dir, listening on a free 127.0.0.1 port with
 trust auth, and stops it at the end. initdb refuses root, so as root the cluster runs as the
 ``postgres`` system user. ``db_url``/``db`` are parametrized over both backends.
+``private_postgres`` is a cluster of one test's own, which it may ``kill()`` (SIGKILL of the
+postmaster and its backends) and ``start()`` again on the same port and data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -18,7 +22,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,13 +50,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass(frozen=True)
 class PostgresServer:
-    host: str
-    port: int
-    user: str
-    bindir: Path
-    datadir: Path
+    """One PostgreSQL cluster in ``base``; ``url()`` stays valid across ``kill()``/``start()``
+    (same port, same data), so fault tests can crash the server and bring it back."""
+
+    def __init__(self, bindir: Path, base: Path, user: str = "postgres") -> None:
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.user = user
+        self.bindir = bindir
+        self.base = base
+        self.datadir = base / "data"
+        self.logfile = base / "postgres.log"
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
@@ -64,6 +72,118 @@ class PostgresServer:
 
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(sql)
+
+    def init(self) -> None:
+        _run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--no-sync",
+                "--no-locale",
+                "-E",
+                "UTF8",
+            ],
+            "initdb",
+        )
+
+    def start(self) -> None:
+        """Start on ``port`` (a free one the first time; the same one after a stop or kill)."""
+        for attempt in range(3):  # another process may take the free port in between
+            port = self.port or _free_port()
+            options = (
+                f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={self.base}"
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            )
+            try:
+                # -w: pg_ctl polls the postmaster until it accepts connections (or exits,
+                # e.g. port taken), up to -t seconds.
+                _run(
+                    [
+                        str(self.bindir / "pg_ctl"),
+                        "start",
+                        "-D",
+                        str(self.datadir),
+                        "-l",
+                        str(self.logfile),
+                        "-o",
+                        options,
+                        "-w",
+                        "-t",
+                        str(int(START_TIMEOUT)),
+                    ],
+                    "pg_ctl start",
+                )
+            except RuntimeError as exc:
+                if attempt == 2 or self.port:
+                    log = self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+                    raise RuntimeError(f"{exc}\n{log[-4000:]}") from None
+                continue
+            self.port = port
+            _wait_ready(self.bindir, port, self.logfile)
+            return
+
+    def stop(self) -> None:
+        if self.running:
+            _run(
+                [str(self.bindir / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w"],
+                "pg_ctl stop",
+            )
+
+    @property
+    def pids(self) -> list[int]:
+        """The postmaster and every backend it started that are alive (read from /proc; a
+        zombie no one reaps is dead)."""
+        try:
+            master = int((self.datadir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        pids = [master] if not _zombie(master) else []
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == master and fields[0] != "Z":
+                pids.append(int(stat.split("/")[2]))
+        return pids
+
+    @property
+    def running(self) -> bool:
+        return bool(self.pids)
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """A crash: SIGKILL the postmaster and all its backends at once, and wait until they
+        are gone (so a restart does not meet their shared memory)."""
+        pids = self.pids
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while any(not _zombie(pid) for pid in pids):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL processes {pids} survived SIGKILL")
+            time.sleep(0.02)
+        # A zombie postmaster (nothing reaps orphans in a container) still answers kill(pid, 0),
+        # and PostgreSQL would take its lock files for a live server's.
+        for lock in (self.datadir / "postmaster.pid", *self.base.glob(".s.PGSQL.*")):
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+def _zombie(pid: int) -> bool:
+    """Dead, or a zombie (nothing may reap it in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _as_cluster_owner(argv: list[str]) -> list[str]:
@@ -100,8 +220,9 @@ def _wait_ready(bindir: Path, port: int, logfile: Path) -> None:
             raise RuntimeError(f"PostgreSQL on port {port} not ready (pg_isready {rc}):\n{log}")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresServer]:
+    """A new PostgreSQL cluster of its own, stopped and removed afterwards."""
     bindir = _pg_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL binaries not found (/usr/lib/postgresql/*/bin); run ops/install.sh")
@@ -111,66 +232,32 @@ def postgres_server() -> Iterator[PostgresServer]:
     base = Path(tempfile.mkdtemp(prefix="feedgate-pg-"))
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
-    datadir, logfile = base / "data", base / "postgres.log"
-    user = "postgres"
-    _run(
-        [
-            str(bindir / "initdb"),
-            "-D",
-            str(datadir),
-            "-U",
-            user,
-            "--auth=trust",
-            "--no-sync",
-            "--no-locale",
-            "-E",
-            "UTF8",
-        ],
-        "initdb",
-    )
-    started = False
+    server = PostgresServer(bindir, base)
     try:
-        for attempt in range(3):  # another process may take the free port in between
-            port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base}"
-                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            try:
-                # -w: pg_ctl polls the postmaster until it accepts connections (or exits,
-                # e.g. port taken), up to -t seconds.
-                _run(
-                    [
-                        str(bindir / "pg_ctl"),
-                        "start",
-                        "-D",
-                        str(datadir),
-                        "-l",
-                        str(logfile),
-                        "-o",
-                        options,
-                        "-w",
-                        "-t",
-                        str(int(START_TIMEOUT)),
-                    ],
-                    "pg_ctl start",
-                )
-            except RuntimeError as exc:
-                if attempt == 2:
-                    log = logfile.read_text(errors="replace") if logfile.exists() else ""
-                    raise RuntimeError(f"{exc}\n{log}") from None
-                continue
-            started = True
-            _wait_ready(bindir, port, logfile)
-            break
-        yield PostgresServer("127.0.0.1", port, user, bindir, datadir)
+        server.init()
+        server.start()
+        yield server
     finally:
-        if started:
-            _run(
-                [str(bindir / "pg_ctl"), "stop", "-D", str(datadir), "-m", "fast", "-w"],
-                "pg_ctl stop",
-            )
+        with contextlib.suppress(RuntimeError):
+            server.stop()
+        if server.running:
+            server.kill()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's shared cluster (one fresh database per test: ``pg_url``). Never kill it:
+    fault tests take ``private_postgres``."""
+    with postgres_cluster() as server:
+        yield server
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A cluster for this test alone, which it may kill -9 and restart (initdb takes < 1 s)."""
+    with postgres_cluster() as server:
+        yield server
 
 
 @contextmanager
