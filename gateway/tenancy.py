@@ -61,6 +61,9 @@ class Tenancy:
     )
     _refresher: asyncio.Task[None] | None = None
     reload_failures: int = 0  # consecutive failed refreshes (0: the snapshot is current)
+    # Signs evidence manifests (gateway.recording.export_manifest); published in the JWKS.
+    # Kept apart from the token keys so that rotating those never strands old evidence.
+    evidence_key: SigningKey | None = None
 
     @classmethod
     def open(cls, config: Config, *, lease_holder: str | None = None) -> Tenancy:
@@ -75,6 +78,7 @@ class Tenancy:
         keys_dir = Path(config.data_dir) / "keys"
         token_key = SigningKey.load_or_create(keys_dir / "token-signing.pem")
         audit_key = SigningKey.load_or_create(keys_dir / "audit-signing.pem")
+        evidence_key = SigningKey.load_or_create(keys_dir / "evidence-signing.pem")
         issuer = TokenIssuer([token_key], issuer=tc.issuer, audience=tc.audience)
         verifier = TokenVerifier(
             issuer,
@@ -108,6 +112,7 @@ class Tenancy:
             caps,
             RefusalLog(audit),
             recheck_interval=tc.recheck_interval,
+            evidence_key=evidence_key,
         )
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -134,6 +139,13 @@ class Tenancy:
         """Block until everything queued on the database thread so far is done (session ends,
         lease releases): for tests and tools that read the log right after an event."""
         self._db_thread.submit(lambda: None).result()
+
+    def jwks(self) -> dict[str, Any]:
+        """The published JWKS: the token keys, then the evidence key (never a private member)."""
+        doc = self.issuer.jwks()
+        if self.evidence_key is not None:
+            doc = {"keys": [*doc["keys"], self.evidence_key.public_jwk()]}
+        return doc
 
     def start(self) -> None:
         """Keep the policy's snapshot current (call on the event loop)."""

@@ -92,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gateway.cli import admin as cli_admin
     from gateway.cli import billing as cli_billing
+    from gateway.cli import export as cli_export
 
     cli_admin.register(sub)
     cli_billing.register(sub)
+    cli_export.register(sub)
     return parser
 
 

@@ -215,7 +215,7 @@ def make_http_app(gateway: Gateway) -> web.Application:
 
         async def jwks(request: web.Request) -> web.Response:
             return web.json_response(
-                tenancy.issuer.jwks(), headers={"Cache-Control": "public, max-age=300"}
+                tenancy.jwks(), headers={"Cache-Control": "public, max-age=300"}
             )
 
         app.router.add_get("/.well-known/jwks.json", jwks)
