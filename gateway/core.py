@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.live import LiveSessions
+from gateway.loopwatch import LoopWatch
 from gateway.masking.variants import VariantManager
 from gateway.metering import Metering
 from gateway.protocols.rtsp import Request
@@ -128,6 +129,8 @@ class Gateway:
         self._rtsp_socket = rtsp_socket
         self._checkpointer: asyncio.Task[None] | None = None
         self.grpc: Any = None  # grpc.aio.Server when the control API runs here
+        # Event-loop lag and task count, for /metrics (a soak's growth and stall figures).
+        self.loopwatch = LoopWatch()
 
     def _pull_sources(self) -> Iterable[tuple[str, str, bool]]:
         if self.upstream_unix is not None:
@@ -143,6 +146,7 @@ class Gateway:
                 yield f"{cam.id}/sub", cam.sub_source, cam.on_demand
 
     async def start(self) -> None:
+        self.loopwatch.start()
         if self.metering is not None:
             self.metering.start()  # first: it drains any spool a crash left behind
         if self.tenancy is not None:
@@ -247,3 +251,4 @@ class Gateway:
             await self.variants.stop()
         if self.tenancy is not None:
             await self.tenancy.close()
+        await self.loopwatch.stop()

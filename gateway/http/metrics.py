@@ -116,6 +116,20 @@ class _GatewayCollector(Collector):
         yield errors
         if gw.webrtc is not None:
             yield from _webrtc_families(gw.webrtc.stats())
+        worst, window = gw.loopwatch.read()
+        lag = GaugeMetricFamily(
+            "feedgate_event_loop_lag_seconds",
+            "How late the event loop woke a 100 ms ticker: worst since start, since last scrape",
+            labels=["over"],
+        )
+        lag.add_metric(["start"], worst)
+        lag.add_metric(["scrape"], window)
+        yield lag
+        yield GaugeMetricFamily(
+            "feedgate_asyncio_tasks",
+            "Tasks on this process's event loop",
+            value=gw.loopwatch.tasks(),
+        )
 
 
 def _webrtc_families(stats: dict[str, object]) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
