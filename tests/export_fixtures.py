@@ -1,0 +1,148 @@
+"""Recordings for the export and subject-access tests: real ffmpeg writes fragmented MP4
+segments (one keyframe fragment a second, as the recorder does), and the recording index is
+filled from their boxes, so exports are cut from the same kind of files and index rows as a
+gateway's recordings."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import av
+import numpy as np
+from conftest import FFMPEG
+
+from gateway.recording.index import Fragment, RecordingIndex, Segment
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[str, int, int]]:
+    """(type, offset, size) of the boxes in data[start:end]."""
+    end = len(data) if end is None else end
+    out = []
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[at : at + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[at + 8 : at + 16])[0]
+        if size < 8 or at + size > end:
+            break
+        out.append((kind.decode("latin-1"), at, size))
+        at += size
+    return out
+
+
+def _child(data: bytes, parent: tuple[str, int, int], kind: str) -> tuple[str, int, int]:
+    _, off, size = parent
+    header = 8
+    return next(b for b in _boxes(data, off + header, off + size) if b[0] == kind)
+
+
+def _timescale(data: bytes, moov: tuple[str, int, int]) -> int:
+    mdhd = _child(data, _child(data, _child(data, moov, "trak"), "mdia"), "mdhd")
+    version = data[mdhd[1] + 8]
+    at = mdhd[1] + 12 + (16 if version == 1 else 8)
+    return int(struct.unpack(">I", data[at : at + 4])[0])
+
+
+def _decode_time(data: bytes, moof: tuple[str, int, int]) -> int:
+    tfdt = _child(data, _child(data, moof, "traf"), "tfdt")
+    version = data[tfdt[1] + 8]
+    at = tfdt[1] + 12
+    fmt = ">Q" if version == 1 else ">I"
+    return int(struct.unpack(fmt, data[at : at + (8 if version == 1 else 4)])[0])
+
+
+def write_segment(
+    path: Path, seconds: float, *, size: str = "320x240", rate: int = 25, source: str = ""
+) -> None:
+    src = source or f"testsrc2=size={size}:rate={rate}"
+    subprocess.run(
+        [
+            FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", src, "-t", str(seconds),
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-g", str(rate), "-keyint_min", str(rate), "-sc_threshold", "0",
+            "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-f", "mp4", str(path),
+        ],
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+def index_segment(
+    index: RecordingIndex, camera: str, seg_id: str, path: Path, start: datetime
+) -> Segment:
+    """Add a segment file written by :func:`write_segment` to the index, starting at
+    ``start``: each moof + mdat is a fragment timed by its tfdt."""
+    data = path.read_bytes()
+    top = _boxes(data)
+    moov = next(b for b in top if b[0] == "moov")
+    scale = _timescale(data, moov)
+    frags: list[Fragment] = []
+    first_moof = next(b[1] for b in top if b[0] == "moof")
+    for i, box in enumerate(top):
+        if box[0] != "moof":
+            continue
+        mdat = top[i + 1]
+        t = start + timedelta(seconds=_decode_time(data, box) / scale)
+        frags.append(Fragment(seg_id, len(frags), camera, t, t, box[1], box[2] + mdat[2], True))
+    ends = [f.start for f in frags[1:]]
+    with av.open(str(path)) as c:
+        duration = float(c.duration or 0) / 1e6
+    ends.append(start + timedelta(seconds=duration))
+    frags = [
+        Fragment(f.segment, f.seq, f.camera, f.start, e, f.offset, f.length, f.keyframe)
+        for f, e in zip(frags, ends, strict=True)
+    ]
+    seg = Segment(
+        seg_id, camera, path.name, start, ends[-1], first_moof, len(data), "H264", True, "test"
+    )
+    index.add_segment(seg)
+    index.add_fragments(frags)
+    return seg
+
+
+@dataclass
+class Probe:
+    duration: float
+    frames: int
+    codec: str
+    errors: str
+
+
+def ffprobe(path: Path) -> Probe:
+    out = subprocess.run(
+        [
+            "ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+            "-show_entries", "format=duration:stream=codec_name,nb_read_frames",
+            "-of", "default=nw=1", str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    fields = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    return Probe(
+        float(fields.get("duration", "0")),
+        int(fields.get("nb_read_frames", "0")),
+        fields.get("codec_name", ""),
+        out.stderr.strip(),
+    )
+
+
+def luma_frames(path: Path, limit: int = 1000) -> list[np.ndarray]:
+    """The decoded luma planes of a file, as arrays."""
+    out = []
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            out.append(frame.to_ndarray(format="gray").astype(np.float64))
+            if len(out) >= limit:
+                break
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return 99.0 if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
