@@ -30,6 +30,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from gateway.cluster.settings import ClusterConfig
+from gateway.configpaths import PATH, ConfigPath
 from tenants.loader import FileError, read_toml, validate
 
 ENV_PREFIX = "FEEDGATE_"
@@ -48,11 +50,7 @@ class ConfigError(FileError):
 # ------------------------------------------------------------------------------ field types
 
 
-class _PathMarker:
-    """Marks a field holding a file or directory name (resolved against the config file)."""
-
-
-_PATH = _PathMarker()
+_PATH = PATH  # fields typed ConfigPath (or annotated with it) name files
 
 
 def _even(port: int) -> int:
@@ -93,7 +91,6 @@ def _node_id(value: str) -> str:
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-ConfigPath = Annotated[str, _PATH]
 DatabaseUrl = Annotated[str, AfterValidator(_database_url), _PATH]
 
 
@@ -391,6 +388,7 @@ class Config:
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     ptz: PtzConfig = field(default_factory=PtzConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: ConfigPath = "var"
     log_level: LogLevel = "INFO"
@@ -520,6 +518,8 @@ def _check(cfg: Config, source: str) -> None:
             raise ConfigError(source, f"cameras[{i}].ptz_tour", "ptz_idle 'tour' needs presets")
     if cfg.ptz.default_timeout > cfg.ptz.max_timeout:
         raise ConfigError(source, "ptz.default_timeout", "must not exceed ptz.max_timeout")
+    for key, reason in cfg.cluster.problems():
+        raise ConfigError(source, key, reason)
     if cfg.billing.enabled and not cfg.tenancy.enabled:
         raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
     _check_tls(cfg, source)

@@ -87,6 +87,20 @@ class Gateway:
         )
         if self.access is not None:
             self.access.server = self.rtsp
+        # Several nodes as one gateway (issue #15): which node pulls which camera, edge
+        # relays, the session registry. Worker 0 (or the only process) is the node's member.
+        self.cluster: Any = None
+        if config.cluster.enabled and upstream_unix is None:
+            from gateway.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(
+                config,
+                self.hub,
+                self.rtsp,
+                start_pull=self._start_ingest,
+                stop_pull=self._stop_ingest,
+                drop_publisher=self._drop_publisher,
+            )
         # WebRTC (WHEP) viewers, served on the HTTP app, under the same live sessions.
         self.webrtc: WebRtcServer | None = None
         if config.webrtc.enabled:
@@ -110,10 +124,13 @@ class Gateway:
         if self.tenancy is not None:
             from gateway.control import GatewayMedia, LedgerBilling, control_service
 
+            media: Any = GatewayMedia(config, self.live, self.rtsp)
+            if self.cluster is not None:
+                media = self.cluster.attach_media(media)  # every node's sessions
             self.control = control_service(
                 self.tenancy,
                 config.grpc.platform_tenant,
-                media=GatewayMedia(config, self.live, self.rtsp),
+                media=media,
                 billing=LedgerBilling(self.metering) if self.metering is not None else None,
             )
         # PTZ brokering, on worker 0 only: each camera's lock has one owner in the process.
@@ -126,6 +143,7 @@ class Gateway:
         self.peer_stats: Callable[[], list[dict[str, Any]]] = list
         self.ingests: dict[str, PullIngest] = {}
         self._ingest_tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping_ingests: set[asyncio.Task[None]] = set()
         self._rtsp_socket = rtsp_socket
         self._checkpointer: asyncio.Task[None] | None = None
         self.grpc: Any = None  # grpc.aio.Server when the control API runs here
@@ -197,8 +215,10 @@ class Gateway:
                     username=cam.username,
                     password=cam.password,
                 )
-            if not on_demand:
+            if not on_demand and self.cluster is None:
                 self._start_ingest(path)
+        if self.cluster is not None:
+            await self.cluster.start()  # it starts the pulls of the cameras this node owns
 
     def _ptz_handlers(self) -> list[Any]:
         if self.ptz is None:
@@ -230,13 +250,36 @@ class Gateway:
         self._start_on_demand(path)
 
     def _start_on_demand(self, path: str) -> None:
-        if path in self.ingests:
+        if self.cluster is not None:
+            self.cluster.on_demand(path)  # pulled here if this node gets it, else relayed
+        elif path in self.ingests:
             self._start_ingest(path)
+
+    def _stop_ingest(self, path: str) -> None:
+        """Stop pulling ``path`` (another node owns it now); awaited by :meth:`stop`."""
+        task = self._ingest_tasks.pop(path, None)
+        if task is not None and not task.done():
+            task.cancel()
+            self._stopping_ingests.add(task)
+            task.add_done_callback(self._stopping_ingests.discard)
+
+    def _drop_publisher(self, path: str) -> None:
+        """End the local publisher of ``path``: it publishes to another node now."""
+        stream = self.hub.get(path)
+        source = stream.source_id if stream is not None else None
+        session = self.rtsp.sessions.get((source or "").removeprefix("push:"))
+        if session is not None:
+            self.rtsp.end_session(session, "the camera's publisher moved to another node")
+            session.conn.close()
 
     async def stop(self) -> None:
         if self.grpc is not None:
             await self.grpc.stop(1.0)
-        await cancel_and_wait(*self._ingest_tasks.values(), self._checkpointer)
+        if self.cluster is not None:
+            await self.cluster.stop()
+        await cancel_and_wait(
+            *self._ingest_tasks.values(), *self._stopping_ingests, self._checkpointer
+        )
         self._ingest_tasks.clear()
         if self.webrtc is not None:
             await self.webrtc.stop()

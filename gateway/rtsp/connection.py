@@ -33,6 +33,7 @@ from gateway.stream.hub import PathStream, Reader
 from gateway.stream.tracks import Track
 
 if TYPE_CHECKING:
+    from gateway.cluster.relay import RelayGate
     from gateway.rtsp.hooks import Grant
     from gateway.rtsp.server import RtspServer
 
@@ -48,6 +49,11 @@ class RtspConnection(asyncio.Protocol):
         self.server = server
         # Connections on the private Unix socket come from this gateway's own worker processes.
         self.internal = internal
+        # Internal connections from other nodes (gateway.cluster.relay) must pass this gate:
+        # Digest with the cluster secret, once per connection, and the lease's fencing token.
+        self.gate: RelayGate | None = None
+        self.relay_authenticated = False
+        self.relay_fence: int | None = None
         # RTSPS: media must stay inside the TLS stream (interleaved), never go out over UDP.
         self.secure = secure
         self.parser = RtspParser()

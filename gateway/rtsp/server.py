@@ -266,6 +266,8 @@ class RtspServer:
         of its own (SETUP/PLAY built from Content-Base lose the ?token= query) reuses what
         this connection was allowed for the same path and action."""
         if conn.internal:
+            if conn.gate is not None:
+                conn.gate.check(conn, req, action, path, query)
             return True
         has_creds = "token" in query or "Authorization" in req.headers
         cached = conn.allowed.get((action, path))

@@ -28,6 +28,7 @@ class LiveSession:
     packets_sent: int = 0
     packets_dropped: int = 0
     frames_dropped: int = 0
+    node: str = ""  # the gateway node it is on ("" = this process, unclustered)
 
 
 class MediaPlane(Protocol):

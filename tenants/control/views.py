@@ -117,6 +117,7 @@ class SessionView(View):
     packets_sent: int
     packets_dropped: int
     frames_dropped: int
+    node: str = ""
 
     @classmethod
     def of(cls, s: LiveSession) -> SessionView:
@@ -135,6 +136,7 @@ class SessionView(View):
             packets_sent=s.packets_sent,
             packets_dropped=s.packets_dropped,
             frames_dropped=s.frames_dropped,
+            node=s.node,
         )
 
 
