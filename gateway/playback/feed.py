@@ -1,0 +1,344 @@
+"""One playback session's feed: recorded fragments, read off disk in a worker thread, paced
+by the recording's own timestamps and the session's Scale, packed into RTP and handed to the
+session's private hub path, so what a playback viewer receives goes through the same readers,
+masks, flow control and counters as live.
+
+The feed owns one task per PLAY (a seek or a resume cancels the last one and starts again at
+the key frame at or before the new instant). It never holds more than the fragment being sent
+and the next one, read ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from gateway.masking.transcoder import h264_track
+from gateway.playback.media import (
+    MediaError,
+    RecordedFormat,
+    RecordedUnit,
+    read_file_range,
+    read_format,
+    read_fragment,
+)
+from gateway.playback.state import Pacer, PlaybackPosition
+from gateway.protocols import h264, h265
+from gateway.protocols.onvif_rtp import ReplayExtension, add_replay_extension, ntp_from_datetime
+from gateway.protocols.rtp import RtpPacket
+from gateway.recording.index import Fragment, RecordingIndex, Segment
+from gateway.stream.hub import PathStream
+from gateway.stream.tracks import Track
+
+__all__ = ["PlaybackFeed", "RecordedSource", "recorded_track", "rtp_packets"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MTU = 1400
+PAYLOAD_TYPE = 96
+# Fragments listed per index query; the feed asks again as it runs out.
+BATCH = 32
+# How long a feed waits at the end of the recording for more of it while its segment is open
+# (playing close behind live), between looks.
+TAIL_POLL = 0.5
+# How long a congested reader (its socket full) is waited for before units are offered anyway
+# (the hub then drops to the next key frame and, past its write timeout, disconnects it).
+CONGESTION_WAIT = 5.0
+# A break between fragments longer than this is a gap: ONVIF's E and D flags mark it.
+GAP = timedelta(milliseconds=500)
+
+
+def recorded_track(fmt: RecordedFormat) -> Track:
+    """The track a player is described: the recording's own parameter sets."""
+    if fmt.codec == "H264":
+        return h264_track(fmt.sps, fmt.pps)
+    vps, sps, pps = fmt.parameter_sets[-3:]
+    b64 = [base64.b64encode(n).decode() for n in (vps, sps, pps)]
+    return Track(
+        index=0,
+        media="video",
+        codec="H265",
+        clock_rate=90000,
+        payload_type=PAYLOAD_TYPE,
+        sdp_lines=(
+            f"a=rtpmap:{PAYLOAD_TYPE} H265/90000",
+            f"a=fmtp:{PAYLOAD_TYPE} sprop-vps={b64[0]}; sprop-sps={b64[1]}; sprop-pps={b64[2]}",
+        ),
+    )
+
+
+def rtp_packets(
+    unit: RecordedUnit,
+    codec: str,
+    *,
+    seq: int,
+    timestamp: int,
+    ssrc: int,
+    replay: ReplayExtension | None = None,
+) -> list[bytes]:
+    """One access unit as RTP packets (single NAL units and FU-A/FU fragments), the marker on
+    the last. With ONVIF's extension on each: its D flag only on the first packet and its E
+    flag only on the last, its C flag on every packet of a key frame."""
+    pack = h264.packetize if codec == "H264" else h265.packetize
+    payloads = [p for nal in unit.nals for p in pack(nal, MTU)]
+    out: list[bytes] = []
+    n = len(payloads)
+    for i, payload in enumerate(payloads):
+        data = RtpPacket(
+            PAYLOAD_TYPE, (seq + i) & 0xFFFF, timestamp, ssrc, payload, marker=i == n - 1
+        ).serialize()
+        if replay is not None:
+            ext = replace(
+                replay,
+                discontinuity=replay.discontinuity and i == 0,
+                end=replay.end and i == n - 1,
+            )
+            data = add_replay_extension(data, ext)
+        out.append(data)
+    return out
+
+
+_Cache = dict[str, tuple[bytes, RecordedFormat, Path]]
+
+
+@dataclass
+class RecordedSource:
+    """The recording of one camera, read in a worker thread: index queries and file reads."""
+
+    index: RecordingIndex
+    camera: str
+    executor: Executor | None = None
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(fn, *args))
+
+    def _init(self, segment: Segment) -> bytes:
+        return read_file_range(self.index.file(segment), 0, segment.init_length)
+
+    def format_at(self, when: datetime | None) -> RecordedFormat | None:
+        """Blocking: the format of the recording at ``when`` (None: the latest segment's)."""
+        if when is None:
+            lo, hi = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+        else:
+            lo, hi = when - timedelta(days=1), when + timedelta(days=1)
+        segments = self.index.segments(self.camera, lo, hi)
+        if not segments:
+            return None
+        after = [s for s in segments if when is not None and s.end > when]
+        return read_format(self._init(after[0] if after else segments[-1]))
+
+    def read(self, fragment: Fragment, cache: _Cache) -> list[RecordedUnit]:
+        """Blocking: one fragment's access units (its segment's init read once per feed)."""
+        got = cache.get(fragment.segment)
+        if got is None:
+            segment = self.index.segment(fragment.segment)
+            if segment is None:
+                raise MediaError("segment deleted")
+            init = self._init(segment)
+            got = (init, read_format(init), self.index.file(segment))
+            cache.clear()  # one segment at a time: bounded
+            cache[fragment.segment] = got
+        init, fmt, path = got
+        data = read_file_range(path, fragment.offset, fragment.length)
+        return read_fragment(init, data, fragment.start, fmt)
+
+    def still_recording(self) -> bool:
+        return any(s.camera == self.camera for s in self.index.open_segments())
+
+
+class PlaybackFeed:
+    """Feeds one session's private hub path from the recording, one PLAY at a time."""
+
+    def __init__(
+        self,
+        source: RecordedSource,
+        stream: PathStream,
+        track: Track,
+        pacer: Pacer,
+        *,
+        onvif: bool = False,
+        congested: Callable[[], bool] = lambda: False,
+        on_end: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.source = source
+        self.stream = stream
+        self.track = track
+        self.pacer = pacer
+        self.onvif = onvif
+        self.congested = congested
+        self.on_end = on_end
+        self.clock = clock
+        self.sleep = sleep
+        self.source_id = f"playback-{random.getrandbits(32):08x}"
+        self.ssrc = random.getrandbits(32)
+        self.seq = random.getrandbits(16)
+        self.task: asyncio.Task[None] | None = None
+        # What was sent, for the tests, metering and the session's end audit.
+        self.units_sent = 0
+        self.first_sent: datetime | None = None
+        self.error: str | None = None
+
+    def play(self, position: PlaybackPosition) -> None:
+        """Start (again) at ``position``: the old PLAY's task is cancelled, the hub path's
+        timeline is re-synced (a seek is a pause to the reader, not a jump back) and its GOP
+        cache emptied, so a reader attached after this gets the new position's key frame."""
+        self.cancel()
+        self.stream.attach_source(self.source_id, (self.track,))
+        self.first_sent = None
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(position), name=f"playback {self.source.camera}"
+        )
+
+    def cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        self.stream.detach_source(self.source_id)
+
+    async def _fragments(self, after: datetime, end: datetime | None) -> list[Fragment]:
+        return await self.source.run(
+            partial(self.source.index.fragments_from, self.source.camera, after, end, limit=BATCH)
+        )
+
+    async def _run(self, pos: PlaybackPosition) -> None:
+        try:
+            await self._feed(pos)
+        except asyncio.CancelledError:
+            raise
+        except MediaError as exc:
+            self.error = str(exc)
+            log.warning("playback of %s stopped: %s", self.source.camera, exc)
+            self.pacer.ended()
+            self.on_end()
+        except Exception:
+            self.error = "internal error"
+            log.exception("playback of %s failed", self.source.camera)
+            self.pacer.ended()
+            self.on_end()
+
+    async def _units(self, pos: PlaybackPosition) -> AsyncIterator[tuple[RecordedUnit, bool, bool]]:
+        """The recording from ``pos``: (unit, a gap or seek comes before it, a gap follows it),
+        one fragment read ahead, following a recording still being written."""
+        cache: _Cache = {}
+        last: tuple[datetime, str, int] | None = None  # the last fragment read, in index order
+        prev_end: datetime | None = None
+        ahead: asyncio.Future[list[RecordedUnit]] | None = None
+        first = True
+        try:
+            while True:
+                listed = await self._fragments(prev_end or pos.start, pos.end)
+                queue = [f for f in listed if last is None or (f.start, f.segment, f.seq) > last]
+                if not queue:
+                    if pos.end is not None and prev_end is not None and prev_end >= pos.end:
+                        return
+                    if not await self.source.run(self.source.still_recording):
+                        return
+                    await self.sleep(TAIL_POLL)  # close behind live: wait for more
+                    continue
+                for i, frag in enumerate(queue):
+                    last = (frag.start, frag.segment, frag.seq)
+                    units = await (ahead or self._read(frag, cache))
+                    nxt = queue[i + 1] if i + 1 < len(queue) else None
+                    ahead = self._read(nxt, cache) if nxt is not None else None
+                    gap_before = first or (prev_end is not None and frag.start - prev_end > GAP)
+                    gap_after = nxt is not None and nxt.start - frag.end > GAP
+                    for j, unit in enumerate(units):
+                        yield unit, gap_before and j == 0, gap_after and j == len(units) - 1
+                    first = False
+                    prev_end = frag.end
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+
+    async def _feed(self, pos: PlaybackPosition) -> None:
+        base_capture: datetime | None = None
+        base_ts = random.getrandbits(32)
+        discontinuity = False
+        async for unit, gap_before, gap_after in self._units(pos):
+            if self.pacer.past_end(unit.captured):
+                break
+            discontinuity = discontinuity or gap_before
+            if not self.pacer.wants(unit.captured, unit.keyframe):
+                continue
+            if base_capture is None:
+                base_capture = unit.captured
+            now = self.clock()
+            # What comes before the asked instant (from its key frame) goes at once.
+            due = now if unit.captured < pos.start else self.pacer.due(unit.captured, now)
+            if due > now:
+                await self.sleep(due - now)
+            await self._backpressure()
+            offset = (unit.captured - base_capture).total_seconds()
+            ts = (base_ts + round(offset * self.track.clock_rate)) & 0xFFFFFFFF
+            self._send(unit, ts, pos, discontinuity=discontinuity, end=gap_after)
+            discontinuity = False
+            self.pacer.sent(unit.captured, due, unit.keyframe)
+            if not pos.rate_control:
+                await self.sleep(0)  # as fast as the reader takes it, but never hog the loop
+        self._finish()
+
+    def _read(self, frag: Fragment, cache: _Cache) -> asyncio.Future[list[RecordedUnit]]:
+        return asyncio.ensure_future(self.source.run(self.source.read, frag, cache))
+
+    async def _backpressure(self) -> None:
+        if not self.congested():
+            return
+        deadline = self.clock() + CONGESTION_WAIT
+        while self.congested() and self.clock() < deadline:
+            await self.sleep(0.01)
+
+    def _send(
+        self,
+        unit: RecordedUnit,
+        ts: int,
+        pos: PlaybackPosition,
+        *,
+        discontinuity: bool,
+        end: bool,
+    ) -> None:
+        replay = None
+        if self.onvif:
+            replay = ReplayExtension(
+                ntp_from_datetime(unit.captured),
+                clean_point=unit.keyframe,
+                discontinuity=discontinuity,
+                end=end,
+                cseq=pos.cseq,
+            )
+        packets = rtp_packets(
+            unit,
+            self.track.codec,
+            seq=self.seq,
+            timestamp=ts,
+            ssrc=self.ssrc,
+            replay=replay,
+        )
+        self.seq = (self.seq + len(packets)) & 0xFFFF
+        for packet in packets:
+            self.stream.on_rtp(0, packet)
+        self.units_sent += 1
+        if self.first_sent is None:
+            self.first_sent = unit.captured
+
+    def _finish(self) -> None:
+        self.pacer.ended()
+        self.on_end()
