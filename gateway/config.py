@@ -349,6 +349,20 @@ class PtzConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class IngestConfig:
+    """How camera streams are taken in (gateway/sources/, gateway/stream/)."""
+
+    # UDP sources: packets wait up to this long (s) for the gaps before them to fill, so
+    # readers get them in order; later arrivals are dropped and counted. 0: no reordering.
+    reorder_window: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.05
+    reorder_packets: Annotated[int, Field(ge=8, le=8192)] = 512  # held at most, per track
+    # No media for max(stall_after, stall_frames frame intervals): the camera is stalled
+    # (logged, audited as an outage, in /metrics); its readers stay connected through it.
+    stall_after: Seconds = 3.0
+    stall_frames: Annotated[int, Field(ge=1, le=1000)] = 10
+
+
+@dataclass(frozen=True, config=_STRICT)
 class CameraConfig:
     id: CameraId
     name: str = ""
@@ -389,6 +403,7 @@ class Config:
     ptz: PtzConfig = field(default_factory=PtzConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: ConfigPath = "var"
     log_level: LogLevel = "INFO"

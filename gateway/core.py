@@ -214,6 +214,8 @@ class Gateway:
                     transport=cam.transport,
                     username=cam.username,
                     password=cam.password,
+                    reorder_window=self.config.ingest.reorder_window,
+                    reorder_packets=self.config.ingest.reorder_packets,
                 )
             if not on_demand and self.cluster is None:
                 self._start_ingest(path)

@@ -56,6 +56,21 @@ class _GatewayCollector(Collector):
             "bad": CounterMetricFamily(
                 "feedgate_bad_packets", "Malformed packets from the source", labels=labels
             ),
+            "reordered": CounterMetricFamily(
+                "feedgate_reordered_packets",
+                "UDP source packets that arrived ahead of a gap and were put back in order",
+                labels=labels,
+            ),
+            "late": CounterMetricFamily(
+                "feedgate_late_packets",
+                "UDP source packets that arrived after the reorder window (dropped)",
+                labels=labels,
+            ),
+            "lost": CounterMetricFamily(
+                "feedgate_lost_packets",
+                "UDP source sequence numbers that never arrived within the reorder window",
+                labels=labels,
+            ),
             "readers": GaugeMetricFamily("feedgate_readers", "Readers playing", labels=labels),
             "up": GaugeMetricFamily("feedgate_source_up", "1 if the source is live", labels=labels),
             "gop": GaugeMetricFamily(
@@ -88,6 +103,9 @@ class _GatewayCollector(Collector):
             fams["readers_kicked"].add_metric([name], c["readers_dropped"])
             fams["restarts"].add_metric([name], c["source_restarts"])
             fams["bad"].add_metric([name], c["bad_packets"])
+            fams["reordered"].add_metric([name], stream.reorder.reordered)
+            fams["late"].add_metric([name], stream.reorder.late)
+            fams["lost"].add_metric([name], stream.reorder.lost)
             fams["readers"].add_metric([name], c["readers"])
             fams["up"].add_metric([name], 1 if stream.has_source else 0)
             fams["gop"].add_metric([name], stream.gop_cached_bytes)

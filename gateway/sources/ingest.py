@@ -10,6 +10,7 @@ import time
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from gateway.sources.rtsp_client import RtspClient, RtspClientError
+from gateway.sources.udp_reorder import UdpReorder
 from gateway.stream.hub import PathStream
 from gateway.stream.tracks import TrackError, tracks_from_sdp
 
@@ -34,7 +35,12 @@ class PullIngest:
         backoff_max: float = 30.0,
         stall_timeout: float = 10.0,
         unix_path: str | None = None,
+        reorder_window: float = 0.05,
+        reorder_packets: int = 512,
     ) -> None:
+        # UDP only: TCP (and the worker relay's Unix socket) deliver in order.
+        self.reorder_window = reorder_window if transport == "udp" else 0.0
+        self.reorder_packets = reorder_packets
         self.unix_path = unix_path
         self.stall_timeout = stall_timeout
         self.stream = stream
@@ -78,10 +84,13 @@ class PullIngest:
     async def _session(self) -> None:
         stream = self.stream
         client: RtspClient | None = None
+        reorder: UdpReorder | None = None
 
         def on_packet(channel: int, payload: bytes) -> None:
             if channel & 1:
                 stream.on_rtcp(channel >> 1, payload)
+            elif reorder is not None:
+                reorder.push(channel >> 1, payload)
             else:
                 stream.on_rtp(channel >> 1, payload)
 
@@ -105,10 +114,19 @@ class PullIngest:
                 for k, v in sd.attributes
                 if k.lower() not in ("control", "range", "tool")
             )
+            if self.reorder_window > 0:
+                reorder = UdpReorder(
+                    stream,
+                    len(tracks),
+                    window=self.reorder_window,
+                    max_packets=self.reorder_packets,
+                )
             stream.attach_source(source_id, tracks, attrs)
             await client.play()
             await self._watch(client)
         finally:
+            if reorder is not None:
+                reorder.close()
             stream.detach_source(source_id)
             await client.close()
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from gateway.protocols import h264, h265
 from gateway.protocols.rtp import RtpError, rewrite_rtp, rewrite_sender_report, rtp_header
+from gateway.stream.reorder import ReorderCounters
 from gateway.stream.tracks import Track
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ class PathStream:
         self.source_id: str | None = None
         self.readers: set[Reader] = set()
         self.counters = PathCounters()
+        self.reorder = ReorderCounters()  # UDP ingest's reordering of this path's source
         self._clocks: list[_OutputClock] = []
         self._video_track = -1
         self._keyframe_fn: Callable[[bytes], bool] | None = None
