@@ -93,10 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import admin as cli_admin
     from gateway.cli import billing as cli_billing
     from gateway.cli import export as cli_export
+    from gateway.cli import nodes as cli_nodes
 
     cli_admin.register(sub)
     cli_billing.register(sub)
     cli_export.register(sub)
+    cli_nodes.register(sub)
     return parser
 
 

@@ -22,7 +22,13 @@ from gateway.cluster.leases import Leases
 from gateway.cluster.nodes import NodeRecord, alive_records, beat, leave
 from gateway.cluster.ownership import Ownership, PathKind
 from gateway.cluster.relay import RelayGate
-from gateway.cluster.sessions import ClusterMedia, KickListener, encode_sessions, kick_message
+from gateway.cluster.sessions import (
+    ClusterMedia,
+    KickListener,
+    decode_sessions,
+    encode_sessions,
+    kick_message,
+)
 from gateway.config import Config
 from gateway.tasks import cancel_and_wait
 from tenants.control.ports import MediaPlane, NoMedia
@@ -118,7 +124,9 @@ class ClusterNode:
             await self._beat()  # be known before taking cameras
         except Exception as exc:
             log.warning("cluster: first heartbeat failed (%s); retrying in the background", exc)
-        self.kicks = KickListener(self.redis, self.keys, self.node_id, self.local_media)
+        self.kicks = KickListener(
+            self.redis, self.keys, self.node_id, lambda sid, why: self.local_media.kick(sid, why)
+        )
         self.kicks.start()
         self.ownership.start()
         self._beater = loop.create_task(self._beat_loop(), name="cluster-heartbeat")
@@ -171,8 +179,6 @@ class ClusterNode:
         self.peers = await alive_records(self.redis, self.keys)
         peers = [n for n in self.peers if n != self.node_id]
         raws = await self.redis.mget([self.keys.sessions(n) for n in peers]) if peers else []
-        from gateway.cluster.sessions import decode_sessions
-
         self.media.remote = {
             n: decode_sessions(raw, n) for n, raw in zip(peers, raws, strict=True) if raw
         }

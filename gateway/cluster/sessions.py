@@ -91,10 +91,10 @@ class KickListener:
     """Ends the local sessions other nodes kick: one subscription to ``kick:{node}``, kept
     open (resubscribing after a Redis outage) by the task this object owns."""
 
-    def __init__(self, redis: Any, keys: Keys, node: str, local: MediaPlane) -> None:
+    def __init__(self, redis: Any, keys: Keys, node: str, kick: Callable[[str, str], bool]) -> None:
         self.redis = redis
         self.channel = keys.kick(node)
-        self.local = local
+        self._kick = kick
         self.kicked = 0
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
@@ -136,7 +136,7 @@ class KickListener:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed kick on %s", self.channel)
             return
-        if self.local.kick(session_id, reason or "ended from another node"):
+        if self._kick(session_id, reason or "ended from another node"):
             self.kicked += 1
             log.info("session %s kicked from another node: %s", session_id, reason)
 
