@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playback_fixtures import index_fmp4, write_fmp4
 
-from gateway.playback.feed import PlaybackFeed, RecordedSource, recorded_track
+from gateway.playback.feed import PlaybackFeed, recorded_track
+from gateway.playback.recorded import RecordedSource
 from gateway.playback.state import Pacer
 from gateway.protocols import h264
 from gateway.protocols.onvif_rtp import ReplayExtension, read_replay_extension

@@ -16,11 +16,9 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import TypeVar
 
 from gateway.masking.transcoder import h264_track
@@ -28,19 +26,17 @@ from gateway.playback.media import (
     MediaError,
     RecordedFormat,
     RecordedUnit,
-    read_file_range,
-    read_format,
-    read_fragment,
 )
+from gateway.playback.recorded import Cache, RecordedSource
 from gateway.playback.state import Pacer, PlaybackPosition
 from gateway.protocols import h264, h265
 from gateway.protocols.onvif_rtp import ReplayExtension, add_replay_extension, ntp_from_datetime
 from gateway.protocols.rtp import RtpPacket
-from gateway.recording.index import Fragment, RecordingIndex, Segment
+from gateway.recording.index import Fragment
 from gateway.stream.hub import PathStream
 from gateway.stream.tracks import Track
 
-__all__ = ["PlaybackFeed", "RecordedSource", "recorded_track", "rtp_packets"]
+__all__ = ["PlaybackFeed", "recorded_track", "rtp_packets"]
 
 log = logging.getLogger(__name__)
 
@@ -107,55 +103,6 @@ def rtp_packets(
             data = add_replay_extension(data, ext)
         out.append(data)
     return out
-
-
-_Cache = dict[str, tuple[bytes, RecordedFormat, Path]]
-
-
-@dataclass
-class RecordedSource:
-    """The recording of one camera, read in a worker thread: index queries and file reads."""
-
-    index: RecordingIndex
-    camera: str
-    executor: Executor | None = None
-
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, partial(fn, *args))
-
-    def _init(self, segment: Segment) -> bytes:
-        return read_file_range(self.index.file(segment), 0, segment.init_length)
-
-    def format_at(self, when: datetime | None) -> RecordedFormat | None:
-        """Blocking: the format of the recording at ``when`` (None: the latest segment's)."""
-        if when is None:
-            lo, hi = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
-        else:
-            lo, hi = when - timedelta(days=1), when + timedelta(days=1)
-        segments = self.index.segments(self.camera, lo, hi)
-        if not segments:
-            return None
-        after = [s for s in segments if when is not None and s.end > when]
-        return read_format(self._init(after[0] if after else segments[-1]))
-
-    def read(self, fragment: Fragment, cache: _Cache) -> list[RecordedUnit]:
-        """Blocking: one fragment's access units (its segment's init read once per feed)."""
-        got = cache.get(fragment.segment)
-        if got is None:
-            segment = self.index.segment(fragment.segment)
-            if segment is None:
-                raise MediaError("segment deleted")
-            init = self._init(segment)
-            got = (init, read_format(init), self.index.file(segment))
-            cache.clear()  # one segment at a time: bounded
-            cache[fragment.segment] = got
-        init, fmt, path = got
-        data = read_file_range(path, fragment.offset, fragment.length)
-        return read_fragment(init, data, fragment.start, fmt)
-
-    def still_recording(self) -> bool:
-        return any(s.camera == self.camera for s in self.index.open_segments())
 
 
 class PlaybackFeed:
@@ -238,7 +185,7 @@ class PlaybackFeed:
     async def _units(self, pos: PlaybackPosition) -> AsyncIterator[tuple[RecordedUnit, bool, bool]]:
         """The recording from ``pos``: (unit, a gap or seek comes before it, a gap follows it),
         one fragment read ahead, following a recording still being written."""
-        cache: _Cache = {}
+        cache: Cache = {}
         last: tuple[datetime, str, int] | None = None  # the last fragment read, in index order
         prev_end: datetime | None = None
         ahead: asyncio.Future[list[RecordedUnit]] | None = None
@@ -296,7 +243,7 @@ class PlaybackFeed:
                 await self.sleep(0)  # as fast as the reader takes it, but never hog the loop
         self._finish()
 
-    def _read(self, frag: Fragment, cache: _Cache) -> asyncio.Future[list[RecordedUnit]]:
+    def _read(self, frag: Fragment, cache: Cache) -> asyncio.Future[list[RecordedUnit]]:
         return asyncio.ensure_future(self.source.run(self.source.read, frag, cache))
 
     async def _backpressure(self) -> None:

@@ -121,7 +121,7 @@ def _hvcc(extradata: bytes) -> tuple[tuple[bytes, ...], int]:
     return (by_type[32], by_type[33], by_type[34]), length_size
 
 
-def _open(data: bytes) -> Any:
+def open_mp4(data: bytes) -> Any:
     try:
         return av.open(io.BytesIO(data), format="mp4")
     except av.FFmpegError as exc:
@@ -132,7 +132,7 @@ def read_format(init: bytes) -> RecordedFormat:
     """The format an initialisation segment (``ftyp`` + ``moov``) declares."""
     if not 8 <= len(init) <= MAX_INIT_BYTES:
         raise MediaError("initialisation segment missing or too large")
-    container = _open(init)
+    container = open_mp4(init)
     try:
         if not container.streams.video:
             raise MediaError("recording has no video track")
@@ -194,7 +194,7 @@ def read_fragment(
     if not 16 <= len(fragment) <= MAX_FRAGMENT_BYTES or fragment[4:8] != b"moof":
         raise MediaError("not a fragment (moof + mdat)")
     fmt = fmt or read_format(init)
-    container = _open(init + fragment)
+    container = open_mp4(init + fragment)
     samples: list[tuple[int, bytes, bool]] = []
     try:
         stream = container.streams.video[0]
