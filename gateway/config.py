@@ -326,6 +326,24 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class ExportConfig:
+    """Evidence exports (``feedgate export``, REST /v1/exports) and subject access copies."""
+
+    # Where exports and their signed manifests are kept ("" = data_dir/exports).
+    dir: ConfigPath = ""
+    # Days an export is kept before the sweeper deletes it (audited).
+    retention_days: Annotated[float, Field(gt=0, le=3650, allow_inf_nan=False)] = 31.0
+    # The longest range one export may cover, in seconds.
+    max_duration: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)] = 86400.0
+    # Cuts running at once in this process; more wait their turn (queued).
+    max_running: Annotated[int, Field(ge=1, le=16)] = 2
+    # Exports waiting or running at once per tenant; more are refused (429).
+    max_pending_per_tenant: Annotated[int, Field(ge=1, le=1000)] = 8
+    # Seconds between retention sweeps of exports.
+    sweep_interval: Seconds = 300.0
+
+
+@dataclass(frozen=True, config=_STRICT)
 class PtzConfig:
     """PTZ arbitration (gateway/ptz/): locks, priorities, idle behaviour, rate limits."""
 
@@ -401,6 +419,7 @@ class Config:
     billing: BillingConfig = field(default_factory=BillingConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     ptz: PtzConfig = field(default_factory=PtzConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)

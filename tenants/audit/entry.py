@@ -57,6 +57,10 @@ class AuditAction(StrEnum):
     LOGIN = "login"
     CONFIG = "config"
     STILL = "still"  # a still picture of a camera shown (the console's thumbnails)
+    EXPORT_DELETED = "export_deleted"  # an export's files removed when its retention ran out
+    EVIDENCE_LOCK = "evidence_lock"  # a range of recordings held past retention
+    EVIDENCE_RELEASE = "evidence_release"
+    SAR = "sar"  # a subject access request opened, changed or closed
 
 
 #: The entries that disclose footage to someone (ICO: log date, recipient and reason).
