@@ -366,6 +366,53 @@ class PtzConfig:
     )
 
 
+def _disk_mark(value: str) -> str:
+    from gateway.recording.disk import parse_mark
+
+    parse_mark(value)
+    return value
+
+
+def _purposes(value: dict[str, int]) -> dict[str, int]:
+    for name, days in value.items():
+        if not _ID_RE.match(name):
+            raise ValueError(f"purpose {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        if not 1 <= days <= 3650:
+            raise ValueError(f"purpose {name!r}: retention must be 1..3650 days, got {days}")
+    return value
+
+
+DiskMark = Annotated[str, AfterValidator(_disk_mark)]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class RecordingConfig:
+    """Recording to fragmented MP4 (gateway/recording/): cameras with ``record = true``."""
+
+    # Where segment files go ("" = <data_dir>/recordings), relative to the config file.
+    dir: ConfigPath = ""
+    segment_seconds: Annotated[float, Field(ge=2, le=3600, allow_inf_nan=False)] = 60.0
+    # Days footage is kept when the camera is not in the tenancy register (which has its own
+    # retention_days per camera) and names no purpose.
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 31
+    # Retention by purpose, in days (a camera's record_purpose picks one), e.g.
+    # {crime-prevention = 31, traffic = 7}: a purpose's retention wins over the register's.
+    purposes: Annotated[dict[str, int], AfterValidator(_purposes)] = field(default_factory=dict)
+    # Free space on the recording disk: below low_water the oldest segments no evidence lock
+    # holds are deleted; below critical recording stops (alert, metric) until space returns.
+    # A percentage of the disk ("10%") or bytes ("50GB", "500MB", "1073741824").
+    low_water: DiskMark = "10%"
+    critical: DiskMark = "2%"
+    check_interval: Seconds = 5.0  # seconds between free-space checks
+    sweep_interval: Seconds = 60.0  # seconds between retention sweeps
+    # A source silent this long ends its recording run (the stretch is a gap).
+    outage_after: Annotated[float, Field(ge=0.5, le=60, allow_inf_nan=False)] = 3.0
+    # Access units waiting for the writers, all cameras together (a slow disk drops units to a
+    # gap beyond it, never slowing live readers), and the writer threads that drain them.
+    queue_bytes: Annotated[int, Field(ge=1 << 20)] = 64 << 20
+    writer_threads: Annotated[int, Field(ge=1, le=32)] = 2
+
+
 @dataclass(frozen=True, config=_STRICT)
 class IngestConfig:
     """How camera streams are taken in (gateway/sources/, gateway/stream/)."""
@@ -404,6 +451,11 @@ class CameraConfig:
     # Pushed cameras: a new publisher replaces the current one (true, MediaMTX's
     # overridePublisher) or is refused while it publishes (false).
     override_publisher: bool = True
+    # Recorded (gateway/recording/): segment length ("0" = recording.segment_seconds) and the
+    # purpose whose retention applies ("" = the register's retention_days for the camera).
+    record: bool = False
+    segment_seconds: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 0.0
+    record_purpose: str = ""
 
     @property
     def is_push(self) -> bool:
@@ -423,6 +475,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: ConfigPath = "var"
     log_level: LogLevel = "INFO"
@@ -442,6 +495,10 @@ class Config:
             return self.node_id
         digest = hashlib.sha256(str(Path(self.data_dir).resolve()).encode()).hexdigest()
         return f"{socket.gethostname()[:40]}-{digest[:8]}"
+
+    @property
+    def recording_dir(self) -> Path:
+        return Path(self.recording.dir or Path(self.data_dir) / "recordings").resolve()
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -554,9 +611,26 @@ def _check(cfg: Config, source: str) -> None:
         raise ConfigError(source, "ptz.default_timeout", "must not exceed ptz.max_timeout")
     for key, reason in cfg.cluster.problems():
         raise ConfigError(source, key, reason)
+    for i, cam in enumerate(cfg.cameras):
+        if cam.record_purpose and cam.record_purpose not in cfg.recording.purposes:
+            raise ConfigError(
+                source, f"cameras[{i}].record_purpose",
+                f"{cam.record_purpose!r} is not one of recording.purposes",
+            )  # fmt: skip
+        if 0 < cam.segment_seconds < 2:
+            raise ConfigError(source, f"cameras[{i}].segment_seconds", "must be 0 or at least 2")
+    _check_marks(cfg, source)
     if cfg.billing.enabled and not cfg.tenancy.enabled:
         raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
     _check_tls(cfg, source)
+
+
+def _check_marks(cfg: Config, source: str) -> None:
+    from gateway.recording.disk import parse_mark
+
+    low, critical = parse_mark(cfg.recording.low_water), parse_mark(cfg.recording.critical)
+    if low.kind == critical.kind and critical.value > low.value:
+        raise ConfigError(source, "recording.critical", "must not be above recording.low_water")
 
 
 def _check_tls(cfg: Config, source: str) -> None:

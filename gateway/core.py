@@ -139,6 +139,17 @@ class Gateway:
             from gateway.ptz.service import PtzService
 
             self.ptz = PtzService.from_config(config, self.tenancy, self.control.core.refusals)
+        # Recording (worker 0 owns every camera's media): cameras with record = true.
+        self.recorder: Any = None
+        if worker == 0 and upstream_unix is None and any(c.record for c in config.cameras):
+            from gateway.recording.service import Recorder
+
+            self.recorder = Recorder(
+                config,
+                self.hub,
+                audit=self.tenancy.audit if self.tenancy is not None else None,
+                store=self.tenancy.store if self.tenancy is not None else None,
+            )
         # Counters other workers report (primary only), merged into /metrics.
         self.peer_stats: Callable[[], list[dict[str, Any]]] = list
         self.ingests: dict[str, PullIngest] = {}
@@ -217,10 +228,14 @@ class Gateway:
                     reorder_window=self.config.ingest.reorder_window,
                     reorder_packets=self.config.ingest.reorder_packets,
                 )
-            if not on_demand and self.cluster is None:
+            # A recorded camera is pulled all the time, not only while watched.
+            recorded = cam.record and path == cam.id and self.recorder is not None
+            if (not on_demand or recorded) and self.cluster is None:
                 self._start_ingest(path)
         if self.cluster is not None:
             await self.cluster.start()  # it starts the pulls of the cameras this node owns
+        if self.recorder is not None:
+            await self.recorder.start()
 
     def _ptz_handlers(self) -> list[Any]:
         if self.ptz is None:
@@ -283,6 +298,8 @@ class Gateway:
             *self._ingest_tasks.values(), *self._stopping_ingests, self._checkpointer
         )
         self._ingest_tasks.clear()
+        if self.recorder is not None:
+            await self.recorder.stop()
         if self.webrtc is not None:
             await self.webrtc.stop()
         await self.rtsp.stop()

@@ -373,6 +373,13 @@ class RecordingIndex:
             params = (node,)
         return [_segment(r) for r in self.db.query(sql + " ORDER BY start_us", params)]
 
+    def last_end(self, camera: str) -> datetime | None:
+        """Where the camera's recording stopped last (the end of its latest segment)."""
+        row = self.db.query_one(
+            "SELECT MAX(end_us) FROM recording_segments WHERE camera = ?", (camera,)
+        )
+        return from_us(row[0]) if row and row[0] is not None else None
+
     def cameras(self) -> list[str]:
         return [r[0] for r in self.db.query(
             "SELECT DISTINCT camera FROM recording_segments ORDER BY camera"
@@ -544,6 +551,10 @@ class RecordingIndex:
             if not changed:
                 return None
             return self.get_lock(lock_id)
+
+    def forget_lock(self, lock_id: str) -> None:
+        """Remove a lock row outright (only for one whose audit entry could not be written)."""
+        self.db.execute("DELETE FROM recording_locks WHERE id = ?", (lock_id,))
 
     def get_lock(self, lock_id: str) -> EvidenceLock | None:
         row = self.db.query_one(

@@ -61,6 +61,7 @@ class AuditAction(StrEnum):
     EVIDENCE_LOCK = "evidence_lock"  # a range of recordings held past retention
     EVIDENCE_RELEASE = "evidence_release"
     SAR = "sar"  # a subject access request opened, changed or closed
+    RECORDING_DELETED = "recording_deleted"  # a segment deleted (retention, disk pressure)
 
 
 #: The entries that disclose footage to someone (ICO: log date, recipient and reason).

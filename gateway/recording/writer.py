@@ -1,0 +1,500 @@
+"""One camera's recording: the hub's access units muxed into fragmented MP4 segment files with
+PyAV, never re-encoded, and indexed fragment by fragment.
+
+Everything here runs on a recorder thread (:mod:`gateway.recording.service`), never on the
+event loop. The event loop only hands over each access unit as the hub delivered it
+(:class:`Unit`: its RTP packets, whether it starts a GOP, when it arrived and from which
+source).
+
+Time. A unit's capture time is its RTP timestamp on the hub's output timeline mapped to UTC
+through an anchor that is the least delayed arrival seen in the current *run* (one source
+connection, unbroken): ``anchor = min(arrival - media_time)``. Within a run segments are
+exactly contiguous. A new source, a pause longer than ``outage_after``, dropped units (a slow
+disk) or a write error end the run; the stretch until the next run starts is a gap in the
+index with its reason, never stitched over.
+
+Fragments. The muxer cuts a fragment at every keyframe and after 1 s of media
+(``movflags=frag_keyframe+empty_moov+default_base_moof``, ``frag_duration=1s``) and writes it
+straight through to the file; the bytes pass a :class:`~gateway.recording.fmp4.BoxTracker`, so
+each fragment is indexed with its byte range and its times read from its own ``moof`` (the
+same facts the reconciler reads back after a crash). A kill -9 loses the fragment being built.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from gateway.protocols import h264, h265
+from gateway.protocols.fragments import NalError
+from gateway.protocols.rtp import RtpError, payload_of, rtp_header
+from gateway.recording import fmp4
+from gateway.recording.index import Fragment, GapReason, RecordingIndex, Segment
+from gateway.stream.tracks import Track
+
+log = logging.getLogger(__name__)
+
+CLOCK = 90_000
+TIME_BASE = Fraction(1, CLOCK)
+MUX_OPTIONS = {
+    "movflags": "frag_keyframe+empty_moov+default_base_moof+skip_trailer",
+    "frag_duration": "1000000",  # µs: at most one second of media per fragment
+}
+
+
+@dataclass(slots=True)
+class Unit:
+    """One access unit as the hub delivered it, handed from the loop to a recorder thread."""
+
+    items: list[tuple[int, bytes, bool]]  # (track, RTP packet, is_rtcp): the hub's own list
+    is_key: bool
+    wall: float  # when it arrived (time.time()), or when it was captured for a GOP replay
+    source: str | None
+    size: int
+    tracks: tuple[Track, ...] = ()  # the path's tracks when it arrived
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    name: str  # as in Track.codec
+    mux_name: str  # PyAV codec name
+    depacketize: Callable[[list[memoryview]], list[bytes]]
+    nal_type: Callable[[bytes], int]
+    keyframes: frozenset[int]
+    params: tuple[int, ...]  # parameter set types a segment must start with, in order
+    no_picture: frozenset[int]  # access unit delimiters, SEI: a unit of only these is skipped
+
+
+CODECS = {
+    "H264": Codec(
+        "H264", "h264", h264.depacketize, lambda n: n[0] & 0x1F,
+        frozenset({h264.NAL_IDR}), (h264.NAL_SPS, h264.NAL_PPS),
+        frozenset({h264.NAL_AUD, h264.NAL_SEI}),
+    ),
+    "H265": Codec(
+        "H265", "hevc", h265.depacketize, h265.nal_type,
+        frozenset(range(h265.NAL_BLA_W_LP, h265.NAL_CRA + 1)),
+        (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS),
+        frozenset({h265.NAL_AUD, h265.NAL_SEI_PREFIX, 40}),
+    ),
+}  # fmt: skip
+
+
+def video_track(tracks: tuple[Track, ...]) -> Track | None:
+    """The track a camera is recorded from: its first H.264 or H.265 video."""
+    for t in tracks:
+        if t.is_video and t.codec in CODECS:
+            return t
+    return None
+
+
+def sprop_params(track: Track) -> dict[int, bytes]:
+    """Parameter sets from the SDP (``sprop-parameter-sets``, ``sprop-vps/sps/pps``)."""
+    import base64
+    import binascii
+
+    codec = CODECS[track.codec]
+    out: dict[int, bytes] = {}
+    for line in track.sdp_lines:
+        if not line.lower().startswith("a=fmtp:"):
+            continue
+        for param in line.split(" ", 1)[-1].split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.lower() not in ("sprop-parameter-sets", "sprop-vps", "sprop-sps", "sprop-pps"):
+                continue
+            for item in value.split(","):
+                item = item.strip()
+                try:
+                    nal = base64.b64decode(item + "=" * (-len(item) % 4), validate=True)
+                except (binascii.Error, ValueError):
+                    continue
+                if nal and codec.nal_type(nal) in codec.params:
+                    out[codec.nal_type(nal)] = nal
+    return out
+
+
+class _TrackedFile(io.RawIOBase):
+    """The segment file as the muxer sees it: written through, its boxes followed."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._f = open(path, "wb", buffering=0)
+        self.tracker = fmp4.BoxTracker()
+        self.fragments: list[fmp4.FragmentBox] = []
+        self.head = bytearray()  # the initialisation segment, while it is written
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        n = len(view)
+        done = 0
+        while done < n:
+            done += self._f.write(view[done:]) or 0
+        if self.tracker.init_length is None and len(self.head) < 1 << 20:
+            self.head += view
+        self.fragments.extend(self.tracker.feed(view))
+        return n
+
+    def sync_close(self) -> None:
+        try:
+            os.fsync(self._f.fileno())
+        finally:
+            self._f.close()
+
+
+class SegmentFile:
+    """One fMP4 file being written."""
+
+    def __init__(self, path: Path, codec: Codec, width: int = 0, height: int = 0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = _TrackedFile(path)
+        self._container: Any = av.open(self._file, "w", format="mp4", options=MUX_OPTIONS)
+        kwargs: dict[str, Any] = {}
+        if width and height:
+            kwargs = {"width": width, "height": height}
+        self._stream: Any = self._container.add_mux_stream(codec.mux_name, **kwargs)
+        self._stream.time_base = TIME_BASE
+        self.timescale = CLOCK
+        self._defaults = (0, 0)  # the moov's trex defaults, read from the init segment
+        self._last_dts = -1
+        self._interval = CLOCK // 25
+        self.closed = False
+
+    @property
+    def init_length(self) -> int | None:
+        return self._file.tracker.init_length
+
+    def mux(self, annexb: bytes, pts: int, key: bool) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
+        """Add one access unit (Annex B, ``pts`` in 90 kHz from the segment's start); return
+        the fragments this completed."""
+        packet = av.Packet(annexb)
+        dts = max(pts, self._last_dts + 1)  # monotonic even if the camera's clock stutters
+        if self._last_dts >= 0:
+            self._interval = dts - self._last_dts
+        self._last_dts = dts
+        packet.pts = dts
+        packet.dts = dts
+        # The muxer takes a sample's duration from the next one; the last sample of a segment
+        # gets the interval before it.
+        packet.duration = self._interval
+        packet.time_base = TIME_BASE
+        packet.stream = self._stream
+        packet.is_keyframe = key
+        self._container.mux(packet)
+        return self._take()
+
+    def close(self) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
+        """Write the last fragment and close the file (synced to disk)."""
+        if self.closed:
+            return []
+        self.closed = True
+        try:
+            self._container.close()
+        finally:
+            self._file.sync_close()
+        return self._take()
+
+    def abandon(self) -> None:
+        """Close after a write error without writing more (what is on disk stays)."""
+        self.closed = True
+        try:
+            self._file.sync_close()
+        except OSError:
+            pass
+
+    def _take(self) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
+        boxes = self._file.fragments
+        if not boxes:
+            return []
+        self._file.fragments = []
+        if self._defaults == (0, 0) and self._file.head:
+            facts = fmp4.scan(bytes(self._file.head))
+            self.timescale = facts.timescale
+            self._file.head = bytearray()
+            self._defaults = (facts.default_duration, facts.default_flags)
+        dur, flags = self._defaults
+        return [
+            (box, fmp4.parse_moof(box.moof, default_duration=dur, default_flags=flags))
+            for box in boxes
+        ]
+
+
+@dataclass
+class WriterCounters:
+    units: int = 0
+    bytes_in: int = 0
+    bytes_written: int = 0
+    fragments: int = 0
+    segments: int = 0
+    units_dropped: int = 0  # dropped before the writer (queue full) or while waiting a key
+    bad_units: int = 0
+    write_errors: int = 0
+    gaps: int = 0
+
+
+@dataclass
+class _Run:
+    """One unbroken stretch of one source."""
+
+    source: str | None
+    anchor: float  # UTC seconds = anchor + media seconds
+    base_ts: int  # unwrapped RTP time of the run's first unit
+    last_raw: int
+    last_ts: int  # unwrapped
+    last_wall: float
+    segments: int = 0
+
+
+@dataclass
+class CameraWriter:
+    """Writes one camera. Thread-confined: only its recorder thread calls it."""
+
+    camera: str
+    root: Path
+    index: RecordingIndex
+    track: Track
+    segment_seconds: float = 60.0
+    outage_after: float = 3.0
+    node: str = ""
+    # The reason of the first gap: this process was not recording before it started.
+    resume_reason: GapReason = GapReason.GATEWAY_RESTART
+    last_end: datetime | None = None  # where this camera's recording stopped before
+    counters: WriterCounters = field(default_factory=WriterCounters)
+
+    def __post_init__(self) -> None:
+        self.codec = CODECS[self.track.codec]
+        self.params: dict[int, bytes] = sprop_params(self.track)
+        self._run: _Run | None = None
+        self._file: SegmentFile | None = None
+        self._segment: Segment | None = None
+        self._seg_ts = 0  # unwrapped RTP time of the segment's first unit
+        self._seq = 0
+        self._segment_registered = False
+        self._pending: list[Fragment] = []
+        self._waiting_key = True
+        self._next_reason = self.resume_reason
+        self._size = (0, 0)
+
+    # -- fed by the recorder thread
+
+    def feed(self, unit: Unit) -> None:
+        self.counters.units += 1
+        self.counters.bytes_in += unit.size
+        nals, ts = self._depacketize(unit)
+        if nals is None:
+            return
+        run = self._run
+        if run is not None and (
+            unit.source != run.source or unit.wall - run.last_wall > self.outage_after
+        ):
+            self._end_run(GapReason.CAMERA_OUTAGE)
+            run = None
+        types = [self.codec.nal_type(n) for n in nals]
+        for n, t in zip(nals, types, strict=True):
+            if t in self.codec.params:
+                self.params[t] = n
+        is_key = any(t in self.codec.keyframes for t in types)
+        if run is None:
+            if not is_key or not self._has_params():
+                self.counters.units_dropped += 1
+                return
+            run = self._run = _Run(unit.source, unit.wall, ts, ts & 0xFFFFFFFF, ts, unit.wall)
+        else:
+            ts = self._unwrap(run, ts)
+        media = (ts - run.base_ts) / CLOCK
+        run.anchor = min(run.anchor, unit.wall - media)
+        run.last_wall = unit.wall
+        if all(t in self.codec.params or t in self.codec.no_picture for t in types):
+            return  # parameter sets alone: they go in front of the next keyframe
+        if (
+            self._file is not None
+            and is_key
+            and (ts - self._seg_ts) / CLOCK >= (self.segment_seconds)
+        ):
+            self._close_segment()
+        if self._file is None:
+            if not is_key:
+                self.counters.units_dropped += 1
+                return
+            if not self._open_segment(run, ts, types):
+                return
+            nals = self._with_params(nals, types)
+        assert self._file is not None
+        try:
+            done = self._file.mux(h264.annexb(nals), ts - self._seg_ts, is_key)
+        except (OSError, av.FFmpegError) as exc:
+            self._write_failed(exc)
+            return
+        self._indexed(self._file, done)
+
+    def idle(self, now: float) -> None:
+        """Close the open segment of a source that went quiet (its gap is recorded when it
+        comes back)."""
+        run = self._run
+        if run is not None and now - run.last_wall > self.outage_after:
+            self._end_run(GapReason.CAMERA_OUTAGE)
+
+    def dropped(self, reason: GapReason = GapReason.WRITER_OVERRUN) -> None:
+        """Units were lost before reaching this writer: end the run, the loss is a gap."""
+        self.counters.units_dropped += 1
+        if self._run is not None:
+            self._end_run(reason)
+
+    def stop(self, reason: GapReason = GapReason.GATEWAY_RESTART) -> None:
+        """Close the segment (recording stops: the process ends, the camera is no longer
+        recorded, the disk is full)."""
+        self._end_run(reason)
+
+    def flush_index(self) -> None:
+        """Index the fragments written since the last flush (one transaction)."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.index.add_fragments(pending)
+
+    @property
+    def recording(self) -> bool:
+        return self._file is not None
+
+    # -- internals
+
+    def _depacketize(self, unit: Unit) -> tuple[list[bytes] | None, int]:
+        payloads: list[memoryview] = []
+        ts = -1
+        index = self.track.index
+        try:
+            for track, packet, is_rtcp in unit.items:
+                if is_rtcp or track != index:
+                    continue
+                if ts < 0:
+                    ts = rtp_header(packet)[3]
+                payloads.append(payload_of(packet))
+            if ts < 0:
+                return None, 0
+            nals = self.codec.depacketize(payloads)
+        except (RtpError, NalError):
+            self.counters.bad_units += 1
+            return None, 0
+        return (nals or None), ts
+
+    @staticmethod
+    def _unwrap(run: _Run, raw: int) -> int:
+        delta = (raw - run.last_raw) & 0xFFFFFFFF
+        if delta >= 1 << 31:
+            delta -= 1 << 32  # a little back in time (B-frames, reordering)
+        run.last_raw = raw
+        run.last_ts += delta
+        return run.last_ts
+
+    def _has_params(self) -> bool:
+        return all(t in self.params for t in self.codec.params)
+
+    def _with_params(self, nals: list[bytes], types: list[int]) -> list[bytes]:
+        missing = [self.params[t] for t in self.codec.params if t not in types]
+        return [*missing, *nals] if missing else nals
+
+    def _open_segment(self, run: _Run, ts: int, types: list[int]) -> bool:
+        start = datetime.fromtimestamp(run.anchor + (ts - run.base_ts) / CLOCK, UTC)
+        if not run.segments and self.last_end is not None and start > self.last_end:
+            # The run's first segment: what came before it was not recorded.
+            self.index.add_gap(self.camera, self.last_end, start, self._next_reason)
+            self.counters.gaps += 1
+        run.segments += 1
+        self._next_reason = GapReason.CAMERA_OUTAGE
+        rel = f"{self.camera}/{start:%Y-%m-%d}/{start:%H%M%S.%f}Z.mp4"
+        path = self.root / rel
+        if self.codec.name == "H264" and h264.NAL_SPS in self.params and self._size == (0, 0):
+            try:
+                self._size = h264.parse_sps_resolution(self.params[h264.NAL_SPS])
+            except NalError:
+                self._size = (0, 0)
+        try:
+            self._file = SegmentFile(path, self.codec, *self._size)
+        except (OSError, av.FFmpegError) as exc:
+            self._write_failed(exc)
+            return False
+        self._segment = Segment(
+            rel, self.camera, rel, start, start, 0, 0, self.codec.name, False, self.node
+        )
+        self._seg_ts = ts
+        self._seq = 0
+        self._segment_registered = False
+        self.counters.segments += 1
+        return True
+
+    def _indexed(self, file: SegmentFile, done: list[tuple[fmp4.FragmentBox, fmp4.Moof]]) -> None:
+        if not done or self._segment is None:
+            return
+        seg = self._segment
+        if not self._segment_registered:
+            init = file.init_length or done[0][0].offset
+            seg = self._segment = Segment(
+                seg.id, seg.camera, seg.path, seg.start, seg.start, init, init, seg.codec,
+                False, seg.node,
+            )  # fmt: skip
+            self.index.add_segment(seg)
+            self._segment_registered = True
+            self.counters.bytes_written += init
+        scale = file.timescale
+        base = seg.start.timestamp()
+        for box, moof in done:
+            start = base + moof.decode_time / scale
+            end = start + moof.duration / scale
+            self._pending.append(
+                Fragment(
+                    seg.id, self._seq, seg.camera, datetime.fromtimestamp(start, UTC),
+                    datetime.fromtimestamp(end, UTC), box.offset, box.length, moof.keyframe,
+                )
+            )  # fmt: skip
+            self._seq += 1
+            self.counters.fragments += 1
+            self.counters.bytes_written += box.length
+            self.last_end = datetime.fromtimestamp(end, UTC)
+
+    def _close_segment(self) -> None:
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            self._indexed(file, file.close())
+        except (OSError, av.FFmpegError) as exc:
+            self.counters.write_errors += 1
+            log.error("recording %s: closing %s failed: %s", self.camera, file.path, exc)
+        self.flush_index()
+        if self._segment is not None and self._segment_registered:
+            self.index.close_segment(self._segment.id)
+        elif file.path.exists():
+            file.path.unlink()  # nothing in it worth keeping
+        self._segment = None
+
+    def _end_run(self, reason: GapReason) -> None:
+        self._close_segment()
+        self._run = None
+        self._next_reason = reason
+
+    def _write_failed(self, exc: BaseException) -> None:
+        self.counters.write_errors += 1
+        log.error("recording %s: write failed: %s", self.camera, exc)
+        file, self._file = self._file, None
+        if file is not None:
+            file.abandon()
+        self.flush_index()
+        if self._segment is not None and self._segment_registered:
+            self.index.close_segment(self._segment.id)
+        self._segment = None
+        self._run = None
+        self._next_reason = GapReason.DISK_FULL
