@@ -171,6 +171,16 @@ def test_codec_round_trip_exact() -> None:
         encode_event(make_events(1)[0]).replace("+00:00", "").encode(),  # naive times
         encode_event(make_events(1)[0]).replace("}", ',"extra":1}').encode(),
     ],
+    # The events' ids are random, so the ids name the case (pytest-xdist workers must agree).
+    ids=[
+        "not-json",
+        "array",
+        "missing-fields",
+        "seq-as-text",
+        "unknown-kind",
+        "naive-times",
+        "extra-field",
+    ],
 )
 def test_codec_rejects_garbage(raw: bytes) -> None:
     with pytest.raises(DecodeError):
