@@ -42,6 +42,8 @@ def _metric(text: str, name: str) -> float:
     return total
 
 
+# The demo binds the default ports, so no other test that does may run beside it.
+@pytest.mark.xdist_group("default-ports")
 async def test_demo_serves_an_h264_stream_that_ffprobe_reads(procs):
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
