@@ -99,8 +99,11 @@ class WhepClient:
             h["Authorization"] = f"Bearer {self.token}"
         return {**h, **self.extra_headers}
 
-    async def connect(self, http: aiohttp.ClientSession, *, offer_munge: Any = None) -> int:
-        """POST the offer; on 201 apply the answer. Returns the HTTP status."""
+    async def connect(
+        self, http: aiohttp.ClientSession, *, offer_munge: Any = None, answer_munge: Any = None
+    ) -> int:
+        """POST the offer; on 201 apply the answer (through ``answer_munge``, if given: the
+        answer as served stays in ``self.answer``). Returns the HTTP status."""
         self.started = time.monotonic()
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         transceiver = pc.addTransceiver("video", direction="recvonly")
@@ -132,7 +135,8 @@ class WhepClient:
             return data
 
         ice._recv = counted
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=self.answer, type="answer"))
+        answer = answer_munge(self.answer) if answer_munge is not None else self.answer
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         return 201
 
     async def _on_rtp(self, packet: Any, arrival_time_ms: int = 0) -> None:

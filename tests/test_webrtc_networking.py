@@ -1,0 +1,93 @@
+"""WebRTC networking from the typed config: where host candidates are gathered, the 1:1 NAT's
+public address advertised beside them, and the UDP port range viewers are given ports from (one
+port per viewer: a full range is a clear 503, and a viewer that leaves frees its port)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from conftest import free_udp_pair
+from whep_client import wait_until
+from whep_fixtures import playing, whep_bench
+
+from gateway.config import WebRtcConfig
+
+PUBLIC = "203.0.113.7"  # TEST-NET-3: advertised, never reached
+
+
+def candidates(sdp: str) -> list[dict[str, Any]]:
+    out = []
+    for line in sdp.splitlines():
+        if not line.startswith("a=candidate:"):
+            continue
+        f = line.split()
+        c = {"ip": f[4], "port": int(f[5]), "type": f[7]}
+        if "raddr" in f:
+            c["raddr"], c["rport"] = f[f.index("raddr") + 1], int(f[f.index("rport") + 1])
+        out.append(c)
+    return out
+
+
+def without_public(sdp: str) -> str:
+    """What the test's client is given: only loopback candidates (no packet leaves the host)."""
+    return "\r\n".join(ln for ln in sdp.split("\r\n") if PUBLIC not in ln)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_candidates_nat_address_and_port_range_come_from_the_config(
+    tmp_path: Path, procs: Any
+) -> None:
+    low = free_udp_pair()
+    config = WebRtcConfig(
+        host_addresses=("127.0.0.1",),
+        public_addresses=(PUBLIC,),
+        udp_port_min=low,
+        udp_port_max=low + 1,
+        handshake_timeout=5.0,
+    )
+    async with whep_bench(tmp_path, procs, webrtc=config) as w:
+        token = w.token("police", "officer")
+        first, second, third = (w.client(token=token) for _ in range(3))
+        for viewer in (first, second):
+            assert await viewer.connect(w.http, answer_munge=without_public) == 201, viewer.reason
+        ports = []
+        for viewer in (first, second):
+            assert viewer.answer is not None
+            host, nat = candidates(viewer.answer)
+            # A host candidate where the config says, and the NAT's public address on the
+            # same port (a 1:1 NAT maps it one to one), related to that host candidate.
+            assert host["type"] == "host" and host["ip"] == "127.0.0.1"
+            assert nat == {"ip": PUBLIC, "port": host["port"], "type": "srflx",
+                           "raddr": "127.0.0.1", "rport": host["port"]}  # fmt: skip
+            ports.append(host["port"])
+        assert sorted(ports) == [low, low + 1]  # one port per viewer, from the range
+        await playing(first)
+        await playing(second)
+
+        # The range is full: the next viewer is told so, and the others play on.
+        assert await third.connect(w.http) == 503
+        assert f"{low}-{low + 1}" in third.reason
+        before = second.received.frames
+        await wait_until(lambda: second.received.frames > before + 10, 10, "the second plays on")
+
+        # A viewer that leaves gives its port back to the next one.
+        assert await first.delete(w.http, w.base) == 200
+        await first.close()
+        await wait_until(lambda: port_free(ports[0]), 5, "the first viewer's port to be freed")
+        again = w.client(token=token)
+        assert await again.connect(w.http, answer_munge=without_public) == 201, again.reason
+        assert again.answer is not None
+        assert candidates(again.answer)[0]["port"] == ports[0]
+        await playing(again)
+        for viewer in (second, third, again):
+            await viewer.close()
