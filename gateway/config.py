@@ -286,6 +286,18 @@ class TenancyConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class KeysConfig:
+    # Signing keys every node shares (required on a shared database): token_dir holds token-
+    # <YYYYMMDDTHHMMSSZ>.pem keys named for when each signs (tenants/tokens/keyring.py).
+    token_dir: ConfigPath = ""
+    audit_key: ConfigPath = ""  # signs audit checkpoints; "": <data_dir>/keys/audit-signing.pem
+    evidence_key: ConfigPath = ""  # signs export manifests; "": <data_dir>/keys/evidence-...
+    overlap: Annotated[Seconds, Field(ge=86400)] = 90000.0  # a replaced key verifies on
+    reload_interval: Annotated[float, Field(ge=0.1, le=3600)] = 10.0  # token_dir re-read
+    rotate_after: Annotated[float, Field(ge=0)] = 60.0  # a rotated key starts this much later
+
+
+@dataclass(frozen=True, config=_STRICT)
 class WebRtcConfig:
     """WebRTC viewers (WHEP) on the HTTP server: networking for browsers, and the bounds."""
 
@@ -467,6 +479,7 @@ class Config:
     rtsp: RtspConfig = field(default_factory=RtspConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     tenancy: TenancyConfig = field(default_factory=TenancyConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
@@ -499,6 +512,10 @@ class Config:
     @property
     def recording_dir(self) -> Path:
         return Path(self.recording.dir or Path(self.data_dir) / "recordings").resolve()
+
+    @property
+    def clustered(self) -> bool:  # nodes share the tenancy database: one identity
+        return self.tenancy.enabled and self.database_url.startswith(("postgres://", "postgresql"))
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -622,6 +639,10 @@ def _check(cfg: Config, source: str) -> None:
     _check_marks(cfg, source)
     if cfg.billing.enabled and not cfg.tenancy.enabled:
         raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
+    for key in ("token_dir", "audit_key", "evidence_key") if cfg.clustered else ():
+        if not getattr(cfg.keys, key):  # per-node keys: each node its own gateway
+            why = "required with a shared (PostgreSQL) tenancy.database: see `feedgate keys init`"
+            raise ConfigError(source, f"keys.{key}", why)
     _check_tls(cfg, source)
 
 

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.config import Config
+from gateway.identity import KeyReloader, load_key, load_token_keys
 from gateway.tasks import cancel_and_wait
 from tenants.audit import AuditLog
 from tenants.db import Database
@@ -59,6 +59,7 @@ class Tenancy:
     _db_thread: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tenancy-db")
     )
+    keys: KeyReloader | None = None
     _refresher: asyncio.Task[None] | None = None
     reload_failures: int = 0  # consecutive failed refreshes (0: the snapshot is current)
     # Signs evidence manifests (gateway.recording.export_manifest); published in the JWKS.
@@ -75,11 +76,11 @@ class Tenancy:
         store = TenantStore(db)
         if tc.seed:
             load_seed(store, tc.seed)
-        keys_dir = Path(config.data_dir) / "keys"
-        token_key = SigningKey.load_or_create(keys_dir / "token-signing.pem")
-        audit_key = SigningKey.load_or_create(keys_dir / "audit-signing.pem")
-        evidence_key = SigningKey.load_or_create(keys_dir / "evidence-signing.pem")
-        issuer = TokenIssuer([token_key], issuer=tc.issuer, audience=tc.audience)
+        # The cluster's shared keys (gateway/identity.py): ConfigError naming the key if absent.
+        schedule = load_token_keys(config)
+        audit_key = load_key(config, "audit_key")
+        evidence_key = load_key(config, "evidence_key")
+        issuer = TokenIssuer(schedule.signing_keys, issuer=tc.issuer, audience=tc.audience)
         verifier = TokenVerifier(
             issuer,
             audience=tc.audience,
@@ -113,6 +114,7 @@ class Tenancy:
             RefusalLog(audit),
             recheck_interval=tc.recheck_interval,
             evidence_key=evidence_key,
+            keys=KeyReloader(config, issuer, schedule),
         )
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -148,7 +150,9 @@ class Tenancy:
         return doc
 
     def start(self) -> None:
-        """Keep the policy's snapshot current (call on the event loop)."""
+        """Keep the policy's snapshot and the token keys current (call on the event loop)."""
+        if self.keys is not None:
+            self.keys.start()
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.get_running_loop().create_task(
                 self._refresh(), name="policy-refresh"
@@ -185,6 +189,8 @@ class Tenancy:
 
     async def close(self) -> None:
         await cancel_and_wait(self._refresher)
+        if self.keys is not None:
+            await self.keys.stop()
         await self.blocking(self.audit.close)
         await self.verifier.aclose()
         self._db_thread.shutdown(wait=True)

@@ -3,8 +3,8 @@
 ``cluster_factory`` starts N (default 3) ``feedgate serve`` processes on free loopback ports, one
 RTSP worker each, against one PostgreSQL cluster of the test's own (``private_postgres``, so a
 test may kill -9 it) and one Redis server (``redis_server``). The nodes share the seed file and
-the key files (token signing, audit checkpoints), and each has its own ``node_id`` and
-``data_dir``. They start in parallel.
+the key files their ``[keys]`` name (:func:`cluster_keys`: token key directory, audit and
+evidence keys), and each has its own ``node_id`` and ``data_dir``. They start in parallel.
 
     async def test_x(cluster_factory):
         cluster = await cluster_factory(n=3, cameras=[{"id": "street"}])
@@ -29,7 +29,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,11 @@ from conftest import Proc, free_port, free_udp_pair, spawn, wait_for
 from fixtures_db import PostgresServer, fresh_database
 from fixtures_redis import RedisServer
 
+from gateway.config import KeysConfig
 from tenants.tokens import SigningKey, TokenIssuer
+from tenants.tokens.keyring import KeyRing
 
-__all__ = ["CLUSTER_SEED", "Cluster", "Node", "cluster_factory", "to_toml"]
+__all__ = ["CLUSTER_SEED", "Cluster", "Node", "cluster_factory", "cluster_keys", "to_toml"]
 
 START_TIMEOUT = 60.0  # three nodes importing aiortc and PyAV at once on 2 loaded cores
 
@@ -200,14 +202,19 @@ class Node:
                 "plans": str(c.plans_path),
                 "consumers": 1,
             },
-            "webrtc": {"udp_port_min": 0, "udp_port_max": 0},
+            "keys": {
+                "token_dir": c.keys.token_dir,
+                "audit_key": c.keys.audit_key,
+                "evidence_key": c.keys.evidence_key,
+                "reload_interval": 0.5,
+            },
+            "webrtc": {"udp_port_min": 0, "udp_port_max": 0, "host_addresses": ["127.0.0.1"]},
         }
         return _merge(generated, self.settings)
 
     def write_config(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(to_toml(self.config()))
-        self.cluster.install_keys(self)
 
     @property
     def argv(self) -> list[str]:
@@ -298,33 +305,13 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
 
     @property
-    def keys_dir(self) -> Path:
-        return self.root / "keys"
-
-    @property
-    def token_key_path(self) -> Path:
-        return self.keys_dir / "token-signing.pem"
-
-    @property
-    def audit_key_path(self) -> Path:
-        return self.keys_dir / "audit-signing.pem"
-
-    def make_keys(self) -> None:
-        SigningKey.load_or_create(self.token_key_path)
-        SigningKey.load_or_create(self.audit_key_path)
-
-    def install_keys(self, node: Node) -> None:
-        """Give a node the cluster's key files (where each node looks for them today)."""
-        keys = node.data_dir / "keys"
-        keys.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for src in (self.token_key_path, self.audit_key_path):
-            dst = keys / src.name
-            if not dst.exists():
-                dst.write_bytes(src.read_bytes())
-                dst.chmod(0o600)
+    def keys(self) -> KeysConfig:
+        return cluster_keys(self.root / "keys")
 
     def issuer(self) -> TokenIssuer:
-        return TokenIssuer([SigningKey.load_or_create(self.token_key_path)])
+        """Our issuer as every node builds it, from the shared key directory's schedule."""
+        ring = KeyRing(self.keys.token_dir)
+        return TokenIssuer(ring.load().signing_keys)
 
     def token(
         self,
@@ -358,6 +345,22 @@ class Cluster:
 
     async def start_redis(self) -> None:
         await asyncio.to_thread(self.redis.start)
+
+
+def cluster_keys(directory: Path) -> KeysConfig:
+    """The [keys] of a cluster whose key files are in ``directory`` (made the first time, as
+    `feedgate keys init` makes them): a token key directory, the audit and evidence keys."""
+    keys = KeysConfig(
+        token_dir=str(directory / "tokens"),
+        audit_key=str(directory / "audit-signing.pem"),
+        evidence_key=str(directory / "evidence-signing.pem"),
+    )
+    ring = KeyRing(keys.token_dir)
+    if not Path(keys.token_dir).exists():
+        ring.add(datetime.now(UTC) - timedelta(seconds=1))
+    SigningKey.load_or_create(Path(keys.audit_key))
+    SigningKey.load_or_create(Path(keys.evidence_key))
+    return keys
 
 
 ClusterFactory = Callable[..., Awaitable[Cluster]]
@@ -395,7 +398,6 @@ async def cluster_factory(
         cluster = Cluster(
             root, private_postgres, url, redis_server, root / "seed.toml", root / "plans.toml"
         )
-        cluster.make_keys()
         for i in range(n):
             settings = dict(config(i) if callable(config) else config)
             cams = cameras(i) if callable(cameras) else cameras

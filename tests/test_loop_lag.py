@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cluster_fixtures import cluster_keys
 from conftest import make_config, publish_argv, publishing, running_gateway, wait_for
 
 from gateway.config import BillingConfig, CameraConfig, TenancyConfig
@@ -107,6 +108,7 @@ async def test_200_session_starts_never_stall_the_loop(tmp_path: Path, pg_url: s
         make_config((CameraConfig(id="street"),), report_interval=1.0),
         data_dir=str(tmp_path / "var"),
         tenancy=TenancyConfig(enabled=True, seed=str(tmp_path / "seed.toml"), database=pg_url),
+        keys=cluster_keys(tmp_path / "keys"),  # a shared database needs the shared keys
         billing=BillingConfig(enabled=True),
     )
     async with running_gateway(config) as gw:

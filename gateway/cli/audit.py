@@ -66,7 +66,7 @@ def verify_local(args: argparse.Namespace) -> int:
     key_path = audit_key_path(config)
     if not key_path.exists():
         raise CliError(f"no audit signing key at {key_path}", 2)
-    public = SigningKey.load_or_create(key_path).private_key.public_key()
+    public = SigningKey.load(key_path).private_key.public_key()
     db = _open_db(config.database_url)
     try:
         r = verify_log(db, public)

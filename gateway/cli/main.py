@@ -35,6 +35,19 @@ def _load(path: str | None) -> Config:
         raise SystemExit(2) from None
 
 
+def _check_keys(config: Config) -> None:
+    """The shared keys load before anything starts: a missing one is one line naming it."""
+    from gateway.identity import load_key, load_token_keys
+
+    try:
+        load_token_keys(config)
+        load_key(config, "audit_key")
+        load_key(config, "evidence_key")
+    except ConfigError as exc:
+        print(f"feedgate: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 async def _until_signal(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -45,6 +58,8 @@ async def _until_signal(stop: asyncio.Event) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging(config.log_level)
+    if config.tenancy.enabled:
+        _check_keys(config)
     if config.rtsp.workers > 1:
         from gateway.workers import run_supervisor
 
@@ -93,12 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import admin as cli_admin
     from gateway.cli import billing as cli_billing
     from gateway.cli import export as cli_export
+    from gateway.cli import keys as cli_keys
     from gateway.cli import nodes as cli_nodes
 
     cli_admin.register(sub)
     cli_billing.register(sub)
     cli_export.register(sub)
     cli_nodes.register(sub)
+    cli_keys.register(sub)
     return parser
 
 

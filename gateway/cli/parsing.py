@@ -95,8 +95,10 @@ def load_config(path: str | None) -> Config:
 
 
 def audit_key_path(config: Config) -> Path:
-    # Where Tenancy.open keeps the audit signing key.
-    return Path(config.data_dir) / "keys" / "audit-signing.pem"
+    # Where Tenancy.open finds the audit signing key.
+    from gateway.identity import key_path
+
+    return key_path(config, "audit_key")
 
 
 __all__ = [

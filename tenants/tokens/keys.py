@@ -72,7 +72,7 @@ class SigningKey:
         """
         path = Path(path)
         try:
-            return cls._load(path)
+            return cls.load(path)
         except FileNotFoundError:
             pass
         parent = path.parent
@@ -80,32 +80,17 @@ class SigningKey:
             parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             os.chmod(parent, 0o700)
         key = cls.generate()
-        pem = key.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        tmp = parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return cls._load(path)  # another process won the race
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        log.info("created token signing key %s at %s", key.kid, path)
+            write_private_key(path, key)
+        except FileExistsError:
+            return cls.load(path)  # another process won the race
+        log.info("created signing key %s at %s", key.kid, path)
         return key
 
     @classmethod
-    def _load(cls, path: Path) -> SigningKey:
-        data = path.read_bytes()
+    def load(cls, path: Path) -> SigningKey:
+        """The Ed25519 key in a PEM (PKCS#8) file; ValueError if it is another kind of key."""
+        data = Path(path).read_bytes()
         private = serialization.load_pem_private_key(data, password=None)
         if not isinstance(private, Ed25519PrivateKey):
             raise ValueError(f"{path}: not an Ed25519 private key")
@@ -117,3 +102,30 @@ class SigningKey:
 
     def __repr__(self) -> str:
         return f"SigningKey(kid={self.kid!r})"
+
+
+def write_private_key(path: Path, key: SigningKey) -> None:
+    """``key`` as PKCS#8 PEM at ``path`` (0600), atomically: written to a temporary file, then
+    hard-linked into place, so a reader never sees half a key and an existing file is never
+    replaced (FileExistsError)."""
+    pem = key.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    with contextlib.suppress(OSError):  # make the new name durable too
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)

@@ -1,0 +1,115 @@
+"""``feedgate keys``: the cluster's signing keys, on the files every node loads.
+
+* ``keys init`` makes what is missing: the first token key (signing from now), the audit
+  checkpoint key and the evidence key, at the paths ``[keys]`` names. Run it once, on the
+  shared (or copied) key directory, before the first node starts.
+* ``keys rotate`` adds the next token key, starting ``keys.rotate_after`` seconds from now
+  (``--start-in``), so every node publishes it before any signs with it. The key it replaces
+  keeps verifying for ``keys.overlap``.
+* ``keys list`` shows each token key's kid, start, state (current, next, retiring until,
+  expired) and file; ``keys prune`` deletes the expired ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from gateway.config import Config, ConfigError, load_config
+from gateway.identity import KeyName, key_path, key_ring, load_key
+from tenants.tokens import SigningKey
+from tenants.tokens.keyring import KeyRingError
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    config = _config(args)
+    ring = key_ring(config)
+    made = []
+    if not ring.directory.exists() or not ring.read():
+        made.append(f"token key {ring.add(datetime.now(UTC)).path}")
+    names: tuple[KeyName, ...] = ("audit_key", "evidence_key")
+    for which in names:
+        path = key_path(config, which)
+        if not path.exists():
+            path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+            made.append(f"{which.replace('_', ' ')} {path}")
+            SigningKey.load_or_create(path)
+        else:
+            load_key(config, which)  # an unusable file is an error, not replaced
+    print("\n".join(f"created {m}" for m in made) if made else "every key exists already")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    start_in = config.keys.rotate_after if args.start_in is None else args.start_in
+    if start_in < config.keys.reload_interval:
+        print(
+            f"feedgate: warning: --start-in {start_in:g} s is shorter than keys.reload_interval "
+            f"({config.keys.reload_interval:g} s): a node may meet a token of the new key "
+            "before it has read it",
+            file=sys.stderr,
+        )
+    new = key_ring(config).rotate(start_in=timedelta(seconds=start_in))
+    print(f"{new.kid} starts signing at {_time(new.starts)} ({new.path})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    for entry in key_ring(config).load().entries():
+        k = entry.ring_key
+        state = entry.state if entry.until is None else f"{entry.state} until {_time(entry.until)}"
+        print(f"{k.kid}  {_time(k.starts)}  {state:<32}  {k.path}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    removed = key_ring(_config(args)).prune()
+    for path in removed:
+        print(f"removed {path}")
+    if not removed:
+        print("no expired keys")
+    return 0
+
+
+def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (ConfigError, KeyRingError, OSError) as exc:
+            print(f"feedgate: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="the signing keys every node shares (init, rotate, list)")
+    verbs = keys.add_subparsers(dest="verb", required=True)
+    for name, func, text in (
+        ("init", cmd_init, "make the keys [keys] names that do not exist yet"),
+        ("rotate", cmd_rotate, "add the next token signing key"),
+        ("list", cmd_list, "the token keys with their state"),
+        ("prune", cmd_prune, "delete token keys past their overlap"),
+    ):
+        p = verbs.add_parser(name, help=text)
+        p.add_argument("--config", required=True, help="the gateway's TOML config")
+        if name == "rotate":
+            p.add_argument(
+                "--start-in",
+                type=float,
+                default=None,
+                help="seconds until the new key signs (default keys.rotate_after)",
+            )
+        p.set_defaults(func=_run(func))
