@@ -174,6 +174,7 @@ class Site:
     loop: asyncio.AbstractEventLoop
     app: web.Application
     encoders: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ptz: Any = None  # the FAKE ONVIF camera steering ``ptz_camera``, if any
 
     @property
     def tenancy(self) -> Any:
@@ -232,11 +233,28 @@ def encoder_argv(url: str, camera: str) -> list[str]:
 
 
 @contextmanager
-def console_site(tmp: Path, *, publish: tuple[str, ...] = ()) -> Iterator[Site]:
+def console_site(
+    tmp: Path, *, publish: tuple[str, ...] = (), ptz_camera: str | None = None, seed_extra: str = ""
+) -> Iterator[Site]:
+    """The site; ``ptz_camera`` is steered through a FAKE ONVIF camera (``Site.ptz``), and
+    ``seed_extra`` is appended to the seed (e.g. a grant with the ptz right)."""
     seed = tmp / "seed.toml"
-    seed.write_text(SEED)
+    seed.write_text(SEED + seed_extra)
+    onvif_port = free_port()
+    cameras = tuple(
+        CameraConfig(id=c, source="push")
+        if c != ptz_camera
+        else CameraConfig(
+            id=c,
+            source="push",
+            onvif=f"http://127.0.0.1:{onvif_port}",
+            onvif_username="admin",
+            onvif_password="fake-camera",
+        )
+        for c in CAMERAS
+    )
     config = replace(
-        make_config(tuple(CameraConfig(id=c, source="push") for c in CAMERAS)),
+        make_config(cameras),
         data_dir=str(tmp / "var"),
         tenancy=TenancyConfig(enabled=True, seed=str(seed), recheck_interval=0.2),
         webrtc=WebRtcConfig(
@@ -250,6 +268,14 @@ def console_site(tmp: Path, *, publish: tuple[str, ...] = ()) -> Iterator[Site]:
     holder: dict[str, Any] = {}
 
     async def start() -> None:
+        if ptz_camera is not None:
+            from ptz_world import codec
+
+            from ops.fakes.onvif_camera import FakeOnvifCamera
+
+            fake = FakeOnvifCamera(await asyncio.to_thread(codec))
+            await fake.start("127.0.0.1", onvif_port)
+            holder["ptz"] = fake
         gw = Gateway(config)
         app = make_http_app(gw)
         runner = web.AppRunner(app, access_log=None)
@@ -258,7 +284,9 @@ def console_site(tmp: Path, *, publish: tuple[str, ...] = ()) -> Iterator[Site]:
         holder["gw"], holder["runner"], holder["app"] = gw, runner, app
 
     asyncio.run_coroutine_threadsafe(start(), loop).result(60)
-    site = Site(f"http://127.0.0.1:{port}", holder["gw"], loop, holder["app"])
+    site = Site(
+        f"http://127.0.0.1:{port}", holder["gw"], loop, holder["app"], ptz=holder.get("ptz")
+    )
     store = site.tenancy.store
     hashed = passwords.hash_password(PASSWORD)
     for who in WHO:
@@ -289,6 +317,8 @@ def console_site(tmp: Path, *, publish: tuple[str, ...] = ()) -> Iterator[Site]:
                 proc.kill()
                 proc.wait(10)
         asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(60)
+        if site.ptz is not None:
+            asyncio.run_coroutine_threadsafe(site.ptz.stop(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()

@@ -1,12 +1,14 @@
 """REST ``/v1/cameras/{id}/ptz/...``: PTZ control over HTTP, a thin adapter over
 :class:`gateway.ptz.service.PtzService` (the decisions gRPC and the ONVIF facade get too).
 
-Bearer tokens; every call is authorized by the PTZ service (the policy's ``ptz`` action on the
-camera). Errors are RFC 9457 problem documents with a stable ``code``; a locked camera is
-``423`` with the holder's tenant kind and the lock's end (never the person), too many moves
-``429`` with ``Retry-After``. ``GET .../ptz/events`` is a Server-Sent Events stream of the
-camera's lock state: who holds it, until when, and ``"yours": true`` on the events about the
-watcher (e.g. that it was preempted, and why).
+A bearer token, or the console's session cookie (from the gateway's own pages only and, for a
+change, with the page's CSRF header: :func:`gateway.http.csrf.session_token`), so the console's
+PTZ controls call these routes as the signed-in principal. Every call is authorized by the PTZ
+service (the policy's ``ptz`` action on the camera). Errors are RFC 9457 problem documents
+with a stable ``code``; a locked camera is ``423`` with the holder's tenant kind and the lock's
+end (never the person), too many moves ``429`` with ``Retry-After``. ``GET .../ptz/events`` is
+a Server-Sent Events stream of the camera's lock state: who holds it, until when, and
+``"yours": true`` on the events about the watcher (e.g. that it was preempted, and why).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.http.api.app import bearer
 from gateway.http.api.problems import CONTENT_TYPE, TITLES
+from gateway.http.csrf import session_token
 from gateway.ptz.arbiter import LockView
 from gateway.ptz.events import view_json
 from gateway.ptz.model import ErrorCode, PtzError, Vector, check_move
@@ -88,6 +91,11 @@ def _vector(v: Vector | None) -> dict[str, float] | None:
     return v.as_dict() if v is not None else None
 
 
+def credential(request: web.Request) -> str | None:
+    """A bearer token, else the console's session cookie where it counts."""
+    return bearer(request) or session_token(request)
+
+
 def _ok(data: dict[str, Any]) -> web.Response:
     return web.json_response(data, headers=_HEADERS)
 
@@ -96,7 +104,7 @@ async def _parse(request: web.Request, model: type[_Body]) -> Any:
     """The JSON body, checked. Only a request carrying credentials gets this far, so "who are
     you" is still answered first; the policy (which may need the body's purpose) decides
     after."""
-    if bearer(request) is None:
+    if credential(request) is None:
         raise PtzError(ErrorCode.UNAUTHENTICATED, "credentials required: Authorization: Bearer")
     raw = await request.content.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
@@ -125,7 +133,7 @@ class PtzRoutes:
             Action.PTZ,
             "http",
             camera=request.match_info["id"],
-            token=bearer(request),
+            token=credential(request),
             purpose=purpose,
             peer=request.remote or "",
         )

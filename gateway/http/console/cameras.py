@@ -69,6 +69,19 @@ class CameraPages:
             )
         )
 
+    async def _steerable(self, request: web.Request, who: Signed, camera: str) -> bool:
+        """Whether to show the PTZ controls: the camera is steered through ONVIF and the
+        policy gives this caller the ptz right on it (each call is decided again anyway)."""
+        ptz = self.gateway.ptz
+        if ptz is None or camera not in ptz.cameras:
+            return False
+        decision = await self.service.core.policy.authorize(
+            AccessRequest(
+                Action.PTZ, "console", camera=camera, token=who.token, peer=request.remote or ""
+            )
+        )
+        return decision.allow
+
     def _card(self, cam: CameraView, decision: Decision, names: dict[str, str]) -> dict[str, Any]:
         return {
             "id": cam.id,
@@ -114,6 +127,7 @@ class CameraPages:
             "camera": cam,
             "manage_masks": who.caller.admin_of(cam.owner_tenant),
             "layout": json.dumps({"tiles": 1, "cameras": [cam.id]}),
+            "steer": await self._steerable(request, who, cam.id),
         }
         return self.frame.render(request, who, "console/camera.html", "cameras", context)
 
