@@ -58,6 +58,8 @@ class Gateway:
         self.access: PolicyAccess | None = None
         self.live: LiveSessions | None = None
         self.variants: VariantManager | None = None
+        # Playback of the recordings (gateway/playback/): RTSP and HTTP, once recording is on.
+        self.playback: Any = None
         self.metering: Metering | None = None
         if config.tenancy.enabled:
             self.tenancy = Tenancy.open(config, lease_holder=f"{config.node}/w{worker}")

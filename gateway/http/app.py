@@ -55,6 +55,8 @@ def _bearer_middleware(gateway: Gateway) -> Any:
             # The console signs its users in and judges them through the control service.
             or (gateway.control is not None and request.path.startswith("/console"))
             or request.path == "/transparency"
+            # Playback asks the policy for a playback decision itself (and audits refusals).
+            or (gateway.playback is not None and is_playback_path(request.path))
             or request.path.startswith(("/transparency/", "/static/"))
         ):
             return await handler(request)  # type: ignore[no-any-return]
@@ -266,8 +268,30 @@ def make_http_app(gateway: Gateway) -> web.Application:
             viewing_ms=gateway.metering.ledger.viewing_by_tenant if gateway.metering else None,
             zone=gateway.config.zone,
         )
+    if gateway.playback is not None:
+        _add_playback(app, gateway)
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+def is_playback_path(path: str) -> bool:
+    from gateway.playback.http import PLAYBACK_PATHS
+
+    return path in PLAYBACK_PATHS
+
+
+def _add_playback(app: web.Application, gateway: Gateway) -> None:
+    """MediaMTX's /list and /get over this gateway's recordings."""
+    from pathlib import Path
+
+    from gateway.playback.http import add_playback_routes, viewer_credential
+
+    add_playback_routes(
+        app,
+        gateway.playback,
+        tmp_dir=Path(gateway.config.data_dir).resolve() / "playback",
+        credentials=viewer_credential,
+    )
 
 
 def http_site(runner: web.AppRunner, config: Config) -> web.TCPSite:

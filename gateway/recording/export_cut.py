@@ -190,14 +190,17 @@ def cut(
     zones: Sequence[TimedZone] = (),
     progress: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
+    fragmented: bool = False,
 ) -> CutResult:
-    """Write ``[start, end)`` of ``camera`` to ``out_path`` (MP4); see the module docstring."""
+    """Write ``[start, end)`` of ``camera`` to ``out_path`` (MP4); see the module docstring.
+    ``fragmented``: one ``moof`` per key frame (what HTTP playback's ``format=fmp4`` asks)
+    rather than one ``moov`` at the front."""
     if end <= start:
         raise CutError("the range's end must be after its start")
     reader = _Reader(index)
     tmp = out_path.with_name(out_path.name + ".part")
     try:
-        result = _cut(reader, index, camera, start, end, tmp, zones, progress, cancel)
+        result = _cut(reader, index, camera, start, end, tmp, zones, progress, cancel, fragmented)
         tmp.replace(out_path)
         return result
     except BaseException:
@@ -217,10 +220,12 @@ def _cut(
     zones: Sequence[TimedZone],
     progress: Callable[[float], None] | None,
     cancel: threading.Event | None,
+    fragmented: bool = False,
 ) -> CutResult:
     total = (end - start).total_seconds()
     masked = bool(zones)
-    out = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+    flags = "frag_keyframe+empty_moov+default_base_moof" if fragmented else "+faststart"
+    out = av.open(str(tmp), mode="w", format="mp4", options={"movflags": flags})
     result: CutResult | None = None
     streams: dict[str, Any] = {}  # "out": the output stream, "dec": the masked decoder
     rasters: dict[frozenset[str], MaskRaster] = {}
