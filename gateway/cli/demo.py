@@ -1,8 +1,12 @@
 """``feedgate demo``: the gateway with a demo borough's cameras, simulated.
 
 Two kinds of simulated camera, as in a real borough:
-- pulled cameras: a camera simulator (a second, internal gateway on its own port, fed by ffmpeg
-  test patterns) plays the part of the IP cameras; the gateway pulls from it over RTSP;
+- pulled cameras: a camera simulator (a second, internal gateway on its own port) plays the
+  part of the IP cameras; the gateway pulls from it over RTSP. A pulled camera whose ``onvif``
+  address is a local port is a FAKE ONVIF PTZ camera (``ops/fakes/``): its picture, a window
+  onto a larger scene that follows the fake head's position, is what the simulator serves, so
+  steering it through the gateway (console, REST, gRPC, the ONVIF facade) moves the picture.
+  Other pulled cameras are ffmpeg test patterns;
 - pushed cameras: ffmpeg publishes straight into the gateway with ANNOUNCE/RECORD, as an
   encoder or a partner's camera would.
 """
@@ -13,7 +17,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import imageio_ffmpeg
@@ -176,10 +184,30 @@ def demo_access_lines(gateway: Gateway, host: str, port: int) -> list[str]:
     return lines
 
 
-def _simulated(config: Config) -> tuple[list[str], list[tuple[str, str]]]:
-    """(paths the simulator must serve, (push URL, pattern) publishers)."""
+@dataclass(frozen=True)
+class FakePtz:
+    """A pulled camera played by a FAKE ONVIF camera: its SOAP port and credentials, and the
+    simulator URL its picture is published to."""
+
+    camera: str
+    port: int
+    username: str
+    password: str
+    publish_url: str
+
+
+def _fake_onvif_port(cam: CameraConfig) -> int | None:
+    parts = urlsplit(cam.onvif) if cam.onvif else None
+    if parts is None or parts.hostname not in ("127.0.0.1", "localhost") or not parts.port:
+        return None
+    return parts.port
+
+
+def _simulated(config: Config) -> tuple[list[str], list[tuple[str, str]], list[FakePtz]]:
+    """(paths the simulator must serve, (push URL, pattern) publishers, FAKE PTZ cameras)."""
     sim_paths: list[str] = []
     publishers: list[tuple[str, str]] = []
+    fakes: list[FakePtz] = []
     for i, cam in enumerate(config.cameras):
         pattern = PATTERNS[i % len(PATTERNS)]
         if cam.is_push:
@@ -192,8 +220,105 @@ def _simulated(config: Config) -> tuple[list[str], list[tuple[str, str]]]:
         if parts.hostname in ("127.0.0.1", "localhost") and parts.port == SIMULATOR_PORT:
             path = parts.path.strip("/")
             sim_paths.append(path)
-            publishers.append((f"rtsp://127.0.0.1:{SIMULATOR_PORT}/{path}", pattern))
-    return sim_paths, publishers
+            url = f"rtsp://127.0.0.1:{SIMULATOR_PORT}/{path}"
+            port = _fake_onvif_port(cam)
+            if port is not None:
+                fakes.append(FakePtz(cam.id, port, cam.onvif_username, cam.onvif_password, url))
+            else:
+                publishers.append((url, pattern))
+    return sim_paths, publishers, fakes
+
+
+def _fakes_package() -> Any:
+    """``ops.fakes`` from this checkout (the FAKE cameras are not part of the distribution),
+    or None where there is none."""
+    try:
+        import ops.fakes.onvif_camera
+    except ImportError:
+        root = Path(__file__).resolve().parents[2]
+        if not (root / "ops" / "fakes" / "onvif_camera.py").is_file():
+            return None
+        sys.path.append(str(root))
+        import ops.fakes.onvif_camera
+    import ops.fakes.panorama
+
+    return ops.fakes
+
+
+class FakeCameras:
+    """The demo's FAKE ONVIF cameras and their pictures; owns their servers and publishers."""
+
+    def __init__(self, fakes: list[FakePtz]) -> None:
+        self.fakes = fakes
+        self._running: list[tuple[Any, Any]] = []
+
+    async def start(self) -> None:
+        if not self.fakes:
+            return
+        package = _fakes_package()
+        if package is None:
+            log.warning("no ops/fakes here: the demo's PTZ cameras are test patterns, unsteerable")
+            for f in self.fakes:
+                self._running.append((None, _PatternOnly(f.publish_url)))
+            return
+        from gateway.ptz.soap import SoapCodec
+
+        codec = await asyncio.to_thread(SoapCodec.load)
+        for f in self.fakes:
+            cam = package.onvif_camera.FakeOnvifCamera(
+                codec, username=f.username, password=f.password, name=f.camera
+            )
+            await cam.start("127.0.0.1", f.port)
+            picture = package.panorama.PanoramaPublisher(
+                cam.head, f.publish_url, size=(640, 360), fps=15
+            )
+            picture.start()
+            self._running.append((cam, picture))
+
+    async def stop(self) -> None:
+        running, self._running = self._running, []
+        for cam, picture in running:
+            await picture.stop()
+            if cam is not None:
+                await cam.stop()
+
+
+class _PatternOnly:
+    """An ffmpeg test pattern in place of a FAKE camera's picture."""
+
+    def __init__(self, url: str) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(supervise_publisher(url, PATTERNS[0], self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self._task
+
+
+def ptz_lines(gateway: Gateway, host: str, port: int, fakes: list[FakePtz]) -> list[str]:
+    """How to steer the demo's FAKE PTZ cameras."""
+    if gateway.ptz is None or not fakes:
+        return []
+    first = fakes[0].camera
+    token = _demo_token(gateway, "met-police", "viido-vms")
+    lines = [
+        "Steerable cameras (FAKE ONVIF PTZ cameras: the picture follows the head): "
+        + ", ".join(f.camera for f in fakes)
+        + ".",
+        "  In the console, a camera's page has a joystick (drag to pan and tilt, wheel to zoom),",
+        f"  its presets and who holds control, e.g. http://{host}:{port}/console/cameras/{first}",
+    ]
+    if token is not None:
+        lines += [
+            "  Over REST as the police VMS (priority above the council's operators):",
+            f"    curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\",
+            '      -d \'{"kind": "absolute", "pan": 0.5, "tilt": 0.2, "zoom": 0.3}\' \\',
+            f"      http://{host}:{port}/v1/cameras/{first}/ptz/move",
+            f"  or with a VMS's ONVIF driver at http://{host}:{port}/onvif/{first}/device_service",
+            "  (user viido-vms; its password: feedgate ptz onvif-password viido-vms --local",
+            "  --config ops/config/demo-borough.toml).",
+        ]
+    return lines
 
 
 async def _started(task: asyncio.Task[None], ready: asyncio.Event, stop: asyncio.Event) -> None:
@@ -209,7 +334,7 @@ async def _started(task: asyncio.Task[None], ready: asyncio.Event, stop: asyncio
 
 
 async def run_demo(config: Config, duration: float | None = None) -> None:
-    sim_paths, publishers = _simulated(config)
+    sim_paths, publishers, fakes = _simulated(config)
     sim_config = Config(
         rtsp=RtspConfig(host="127.0.0.1", port=SIMULATOR_PORT, rtp_port=SIMULATOR_RTP_PORT),
         http=HttpConfig(host="127.0.0.1", port=0),
@@ -234,14 +359,19 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     # Cameras stop before the gateways, so shutdown is not reported as a camera failure.
     cameras_stop = asyncio.Event()
     cameras = [asyncio.create_task(supervise_publisher(u, p, cameras_stop)) for u, p in publishers]
+    ptz_cameras = FakeCameras(fakes)
+    await ptz_cameras.start()
     host = "127.0.0.1" if config.rtsp.host in ("0.0.0.0", "::") else config.rtsp.host
     lines = ["", "feedgate demo borough is running. Its cameras:"]
     for cam in config.cameras:
         url = f"rtsp://{host}:{config.rtsp.port}/{cam.id}"
         kind = "pushed by its encoder" if cam.is_push else "pulled from its camera"
+        if any(f.camera == cam.id for f in fakes):
+            kind = "pulled from its PTZ camera"
         lines.append(f"  {url:<50} {cam.name} ({kind})")
     lines += ["", *demo_access_lines(gateway, host, config.rtsp.port)]
     lines += ["", *console_lines(gateway, host, config.http.port)]
+    lines += ["", *ptz_lines(gateway, host, config.http.port, fakes)]
     lines += [
         "",
         f"  e.g.  ffplay -rtsp_transport tcp '{first_url(gateway, host, config)}'",
@@ -262,6 +392,7 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
         await asyncio.wait_for(stop.wait(), duration)
     arm_shutdown_watchdog()
     cameras_stop.set()
+    await ptz_cameras.stop()
     await asyncio.gather(*cameras, return_exceptions=True)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
