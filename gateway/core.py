@@ -152,6 +152,18 @@ class Gateway:
                 audit=self.tenancy.audit if self.tenancy is not None else None,
                 store=self.tenancy.store if self.tenancy is not None else None,
             )
+        # Evidence exports, locks and subject access copies, on worker 0 only (one sweeper).
+        self.exports: Any = None
+        if self.tenancy is not None and worker == 0:
+            from gateway.recording.exports import ExportService
+            from gateway.recording.index import RecordingIndex
+
+            self.exports = ExportService(
+                config,
+                self.tenancy,
+                RecordingIndex(self.tenancy.db, config.recording_dir),
+                usage=self.metering.sink if self.metering is not None else None,
+            )
         # Counters other workers report (primary only), merged into /metrics.
         self.peer_stats: Callable[[], list[dict[str, Any]]] = list
         self.ingests: dict[str, PullIngest] = {}
@@ -187,6 +199,8 @@ class Gateway:
             await self.webrtc.start()
         if self.ptz is not None:
             await self.ptz.start()
+        if self.exports is not None:
+            await self.exports.start()
         if self.tenancy is not None:
             self._checkpointer = asyncio.get_running_loop().create_task(
                 self._checkpoint_audit(), name="audit-checkpoints"
@@ -307,6 +321,8 @@ class Gateway:
         await self.rtsp.stop()
         if self.ptz is not None:
             await self.ptz.stop()
+        if self.exports is not None:
+            await self.exports.stop()  # before metering: a finishing export is billed
         if self.access is not None:
             await self.access.stop()
         if self.metering is not None:

@@ -229,6 +229,10 @@ def make_http_app(gateway: Gateway) -> web.Application:
         from gateway.http.console import add_console_routes
 
         add_api_routes(app, gateway.control)
+        if gateway.exports is not None:
+            from gateway.http.exports import add_export_routes
+
+            add_export_routes(app, gateway.exports)
         add_console_routes(app, gateway)  # sign-in always; the console's pages if enabled
         if gateway.ptz is not None:
             _add_ptz(app, gateway)

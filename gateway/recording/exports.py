@@ -15,7 +15,8 @@ Exports are kept for ``export.retention_days``; :meth:`ExportService.sweep` (run
 audits each deletion (``export_deleted``).
 
 Evidence locks over the recording index (:mod:`gateway.recording.index`) are taken and
-released here too (``evidence_lock`` / ``evidence_release`` audit entries), under the same
+released here too (through :mod:`gateway.recording.locks`: ``evidence_lock`` /
+``evidence_release`` audit entries), under the same
 ``export`` decision on the camera.
 
 The service owns its tasks (the sweeper, each running cut) and cancels and awaits them on
@@ -33,10 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from billing.model import UsageEvent, UsageKind, UsageSink
 from gateway.masking.zones import Zone
+from gateway.recording import locks as lock_ops
 from gateway.recording.export_cut import Cancelled, CutError, CutResult, TimedZone, cut
 from gateway.recording.export_manifest import (
     ExportManifest,
@@ -539,15 +541,10 @@ class ExportService:
         assert d.tenant is not None and d.principal is not None
 
         def take() -> EvidenceLock:
-            lock = self.index.lock(
-                camera, start, end, reason=why, tenant=d.tenant or "",
-                principal=d.principal or "", expires=expires,
+            return lock_ops.lock(
+                self.index, self.tenancy.audit, camera, start, end, reason=why,
+                tenant=d.tenant or "", principal=d.principal or "", expires=expires,
             )  # fmt: skip
-            self.tenancy.audit.append(
-                AuditAction.EVIDENCE_LOCK, tenant=d.tenant, principal=d.principal,
-                camera=camera, purpose=why, detail=_lock_detail(lock, via),
-            )  # fmt: skip
-            return lock
 
         try:
             return await self.tenancy.blocking(take)
@@ -565,13 +562,10 @@ class ExportService:
             raise ExportError(404, "not_found", "no such lock")
 
         def drop() -> EvidenceLock | None:
-            lock = self.index.release(lock_id, by=d.principal or "")
-            if lock is not None:
-                self.tenancy.audit.append(
-                    AuditAction.EVIDENCE_RELEASE, tenant=d.tenant, principal=d.principal,
-                    camera=lock.camera, detail=_lock_detail(lock, via),
-                )  # fmt: skip
-            return lock
+            return lock_ops.release(
+                self.index, self.tenancy.audit, lock_id, tenant=d.tenant or "",
+                principal=d.principal or "",
+            )  # fmt: skip
 
         lock = await self.tenancy.blocking(drop)
         if lock is None:
@@ -584,14 +578,3 @@ class ExportService:
         d = await self.decide(token, camera=None, peer=peer)
         found = await self.tenancy.blocking(self.index.locks, camera)
         return [x for x in found if x.tenant == d.tenant or self._sees_all(d)]
-
-
-def _lock_detail(lock: EvidenceLock, via: str) -> dict[str, Any]:
-    return {
-        "lock": lock.id,
-        "start": lock.start.isoformat(),
-        "end": lock.end.isoformat(),
-        "expires": lock.expires.isoformat(),
-        "reason": lock.reason,
-        "via": via,
-    }

@@ -1,0 +1,158 @@
+"""``feedgate export`` and REST /v1/exports, /v1/locks on a real gateway (issue #13.5): the CLI
+cuts, follows with a progress bar, downloads, and the download verifies offline against the
+gateway's published JWKS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp.test_utils import TestServer
+from conftest import make_config
+from export_fixtures import ffprobe, index_segment, write_segment
+from test_export_service import SEED, WHO
+
+from gateway.cli.main import main
+from gateway.config import CameraConfig, TenancyConfig, WebRtcConfig
+from gateway.core import Gateway
+from gateway.http.app import make_http_app
+from tenants.audit import AuditAction
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+T0 = NOW - timedelta(minutes=5)
+
+
+def z(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Site:
+    gateway: Gateway
+    url: str
+
+    def token(self, who: str) -> str:
+        assert self.gateway.tenancy is not None
+        return self.gateway.tenancy.issuer.issue(tenant=WHO[who], subject=who)
+
+    def cli(self, *argv: str, who: str = "officer") -> int:
+        return main(["export", *argv, "--url", self.url, "--token", self.token(who)])
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    seed = tmp_path / "seed.toml"
+    seed.write_text(SEED)
+    config = replace(
+        make_config((CameraConfig(id="street"),)),
+        data_dir=str(tmp_path / "var"),
+        tenancy=TenancyConfig(enabled=True, seed=str(seed)),
+        webrtc=WebRtcConfig(enabled=False),
+    )
+    gateway = Gateway(config)
+    assert gateway.exports is not None
+    index = gateway.exports.index
+    index.root.mkdir(parents=True)
+    for i in range(2):
+        path = index.root / f"seg{i}.mp4"
+        write_segment(path, 5)
+        index_segment(index, "street", f"s{i}", path, T0 + timedelta(seconds=5 * i))
+    server = TestServer(make_http_app(gateway), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield Site(gateway, str(server.make_url("")).rstrip("/"))
+    finally:
+        await server.close()
+
+
+async def test_the_cli_exports_follows_downloads_and_the_file_verifies(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "evidence"
+    code = await asyncio.to_thread(
+        site.cli, "create", "--camera", "street", "--start", z(T0 + timedelta(seconds=1)),
+        "--end", z(T0 + timedelta(seconds=8)), "--incident-ref", "CAD 4411/02DEC",
+        "--out", str(out), "--poll", "0.05",
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    job = json.loads(captured.out)
+    assert job["state"] == "done" and job["progress"] == 1.0
+    assert "] done" in captured.err  # the progress bar's last state
+    media, manifest = out / f"{job['id']}.mp4", out / f"{job['id']}.manifest.json"
+    assert ffprobe(media).errors == ""
+    async with httpx.AsyncClient() as client:
+        jwks = (await client.get(f"{site.url}/.well-known/jwks.json")).text
+    (tmp_path / "jwks.json").write_text(jwks)
+    verify = ["export", "verify", str(media), str(manifest), "--jwks", str(tmp_path / "jwks.json")]
+    assert main(verify) == 0
+    assert "VERIFIED" in capsys.readouterr().out
+    # The same file with a byte flipped does not.
+    data = bytearray(media.read_bytes())
+    data[-100] ^= 0x80
+    media.write_bytes(bytes(data))
+    assert main(verify) == 1
+    assert "hash_mismatch" in capsys.readouterr().err
+    # Listed, audited once.
+    assert await asyncio.to_thread(site.cli, "list", "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [j["id"] for j in listed["items"]] == [job["id"]]
+    tenancy = site.gateway.tenancy
+    assert tenancy is not None
+    tenancy.drain()
+    exports = [e for e in tenancy.audit.entries() if e.action == AuditAction.EXPORT]
+    assert [e.detail["incident_ref"] for e in exports] == ["CAD 4411/02DEC"]
+
+
+async def test_rest_refusals_are_problem_documents(site: Site) -> None:
+    url = f"{site.url}/v1/exports"
+    good = {"camera": "street", "start": z(T0), "end": z(T0 + timedelta(seconds=2)),
+            "purpose": "case"}  # fmt: skip
+    async with httpx.AsyncClient() as client:
+        r = await client.post(url, json=good)
+        assert r.status_code == 401 and r.json()["code"] == "unauthenticated"
+        auth = {"Authorization": f"Bearer {site.token('tfl-inv')}"}
+        r = await client.post(url, json=good, headers=auth)
+        assert r.status_code == 403 and r.json()["code"] == "forbidden"
+        auth = {"Authorization": f"Bearer {site.token('officer')}"}
+        for body, field in [
+            ({**good, "start": "2026-12-01T10:00:00"}, "start"),  # no offset
+            ({**good, "extra": 1}, "extra"),
+            ({k: v for k, v in good.items() if k != "camera"}, "camera"),
+        ]:
+            r = await client.post(url, json=body, headers=auth)
+            assert r.status_code == 400, r.text
+            assert r.headers["Content-Type"].startswith("application/problem+json")
+            assert r.json()["detail"].startswith(field)
+        r = await client.post(url, content=b"{" * 20000, headers=auth)
+        assert r.status_code == 413
+        r = await client.get(f"{url}/exp-0000000000000000", headers=auth)
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+        r = await client.post(url, json=good, headers=auth)
+        assert r.status_code == 202 and r.headers["Location"] == f"/v1/exports/{r.json()['id']}"
+        other = {"Authorization": f"Bearer {site.token('guard')}"}
+        r = await client.get(f"{site.url}{r.headers['Location']}/file", headers=other)
+        assert r.status_code == 404
+
+
+async def test_locks_through_the_cli(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    code = await asyncio.to_thread(
+        site.cli, "lock", "--camera", "street", "--start", z(T0), "--end",
+        z(T0 + timedelta(seconds=5)), "--reason", "CAD 4411 hold",
+        "--expires", z(NOW + timedelta(days=30)), "--json",
+    )  # fmt: skip
+    assert code == 0
+    lock = json.loads(capsys.readouterr().out)
+    assert lock["reason"] == "CAD 4411 hold" and lock["principal"] == "officer"
+    assert await asyncio.to_thread(site.cli, "locks", "--json") == 0
+    assert [x["id"] for x in json.loads(capsys.readouterr().out)["items"]] == [lock["id"]]
+    assert await asyncio.to_thread(site.cli, "release", lock["id"], "--json") == 0
+    assert json.loads(capsys.readouterr().out)["released_by"] == "officer"
+    assert await asyncio.to_thread(site.cli, "release", lock["id"]) == 1
+    assert "already_released" in capsys.readouterr().err
