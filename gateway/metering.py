@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,9 @@ class _Metered:
     last_mono: float
     last_bytes: int
     paused: bool = False
+    # Seconds of media served so far (a playback's recording): metered instead of wall time.
+    media_clock: Callable[[], float] | None = None
+    last_media: float = 0.0
 
 
 class UsageMeter:
@@ -71,8 +75,9 @@ class UsageMeter:
         reader: Reader | None,
         kind: UsageKind = UsageKind.LIVE,
         protocol: str = "rtsp",
+        media_clock: Callable[[], float] | None = None,
     ) -> None:
-        self._live[session_id] = _Metered(
+        m = self._live[session_id] = _Metered(
             session_id,
             tenant,
             principal,
@@ -87,6 +92,10 @@ class UsageMeter:
             time.monotonic(),
             reader.bytes_sent if reader else 0,
         )
+        if media_clock is not None:
+            # From 0: what went out before the reader was counted (the GOP up to the asked
+            # instant) was served too.
+            m.media_clock, m.last_media = media_clock, 0.0
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._tick(), name="metering")
 
@@ -124,6 +133,11 @@ class UsageMeter:
         duration_ms = max(0, round((now_mono - m.last_mono) * 1000))
         start = m.last_wall
         end = start + timedelta(milliseconds=duration_ms)
+        if m.media_clock is not None:
+            media = m.media_clock()
+            # Whole milliseconds of the running total, so the intervals sum to what was served.
+            duration_ms = max(0, round(media * 1000) - round(m.last_media * 1000))
+            m.last_media = media
         sent = m.reader.bytes_sent if m.reader else m.last_bytes
         delta = max(0, sent - m.last_bytes)
         event = UsageEvent(

@@ -53,6 +53,7 @@ TAIL_POLL = 0.5
 CONGESTION_WAIT = 5.0
 # A break between fragments longer than this is a gap: ONVIF's E and D flags mark it.
 GAP = timedelta(milliseconds=500)
+MAX_STEP = 2.0  # seconds: a longer step between units sent is a gap, not recording served
 
 
 def recorded_track(fmt: RecordedFormat) -> Track:
@@ -137,7 +138,11 @@ class PlaybackFeed:
         # What was sent, for the tests, metering and the session's end audit.
         self.units_sent = 0
         self.first_sent: datetime | None = None
+        self.first = asyncio.Event()  # set when this PLAY's first unit has gone out
         self.error: str | None = None
+        # Seconds of recording delivered, all PLAYs together (what playback is metered by).
+        self.served_seconds = 0.0
+        self._prev: datetime | None = None
 
     def play(self, position: PlaybackPosition) -> None:
         """Start (again) at ``position``: the old PLAY's task is cancelled, the hub path's
@@ -146,6 +151,8 @@ class PlaybackFeed:
         self.cancel()
         self.stream.attach_source(self.source_id, (self.track,))
         self.first_sent = None
+        self.first = asyncio.Event()
+        self._prev = None
         self.task = asyncio.get_running_loop().create_task(
             self._run(position), name=f"playback {self.source.camera}"
         )
@@ -174,13 +181,11 @@ class PlaybackFeed:
         except MediaError as exc:
             self.error = str(exc)
             log.warning("playback of %s stopped: %s", self.source.camera, exc)
-            self.pacer.ended()
-            self.on_end()
+            self._finish()
         except Exception:
             self.error = "internal error"
             log.exception("playback of %s failed", self.source.camera)
-            self.pacer.ended()
-            self.on_end()
+            self._finish()
 
     async def _units(self, pos: PlaybackPosition) -> AsyncIterator[tuple[RecordedUnit, bool, bool]]:
         """The recording from ``pos``: (unit, a gap or seek comes before it, a gap follows it),
@@ -283,9 +288,16 @@ class PlaybackFeed:
         for packet in packets:
             self.stream.on_rtp(0, packet)
         self.units_sent += 1
+        # The recording this unit covers: up to the next one sent (a key frame at Scale 4
+        # covers its GOP), never across a gap.
+        step = (unit.captured - self._prev).total_seconds() if self._prev else unit.duration
+        self.served_seconds += step if 0 < step <= MAX_STEP else unit.duration
+        self._prev = unit.captured
         if self.first_sent is None:
             self.first_sent = unit.captured
+            self.first.set()
 
     def _finish(self) -> None:
+        self.first.set()  # nothing (more) to send: whoever waits for the first unit goes on
         self.pacer.ended()
         self.on_end()

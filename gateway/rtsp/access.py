@@ -55,7 +55,9 @@ class PolicyAccess(AccessControl):
     def _request(self, check: AccessCheck) -> AccessRequest | RtspReply:
         req = check.request
         camera, quality = camera_of(check.path)
-        action = Action.PUBLISH if check.action == "publish" else Action.LIVE
+        action = {"publish": Action.PUBLISH, "playback": Action.PLAYBACK}.get(
+            check.action, Action.LIVE
+        )
         kwargs: dict[str, Any] = {
             "action": action,
             "protocol": "rtsp",
@@ -65,6 +67,7 @@ class PolicyAccess(AccessControl):
             "token": check.query.get("token"),
             "purpose": check.query.get("purpose") or req.headers.get("X-Purpose"),
             "unmasked": check.query.get("unmasked") in ("1", "true", "yes"),
+            "playback_age_s": check.playback_age_s,
         }
         value = req.headers.get("Authorization")
         if value is not None:
@@ -192,6 +195,8 @@ class PolicyAccess(AccessControl):
             path=session.path,
             peer=session.conn.peer,
             stop=stop,
+            detail=session.detail,
+            media_clock=session.media_clock,
         )
         refused = (
             live if isinstance(live, Refused) else await self.sessions.start(live, session.reader)

@@ -101,6 +101,8 @@ class Methods:
     async def describe(self, conn: RtspConnection, req: Request) -> Reply:
         server = self.server
         path, query = parse_uri(req)
+        if server.playback is not None and server.playback.wants(conn, req, path, query):
+            return await server.playback.describe(self, conn, req, path, query)  # type: ignore[no-any-return]
         # Who is asking before whether the camera exists (issue #10.9): an unknown caller gets
         # the same 401 for every path, so it cannot list cameras by their 404s.
         grant = await server.authorize(conn, req, "read", path, query)
@@ -160,6 +162,12 @@ class Methods:
             mode = SessionMode.RECORD
             path, track = self.publishing.setup_target(conn, full)
             camera, action = path, "publish"
+        elif server.playback is not None and server.playback.wants(
+            conn, req, split_track(full)[0], query
+        ):
+            mode = SessionMode.PLAY
+            camera, path, track = await server.playback.setup_target(conn, req, full, query)
+            action = "playback"
         else:
             mode = SessionMode.PLAY
             camera, path, track = await self._reader_target(conn, req, full, query)
@@ -183,6 +191,8 @@ class Methods:
         if session is None:
             session = server.new_session(conn, path, mode)
             session.grant = conn.allowed.get((action, camera))
+            if action == "playback":
+                server.playback.created(session, camera)
         session.protocol.setup(transport, time.monotonic())
         spec = reply_transport(transport, server.udp.server_ports)
         return Reply(
@@ -210,6 +220,9 @@ class Methods:
     async def play(self, conn: RtspConnection, req: Request) -> Reply:
         session = conn.session_for(req)
         assert session is not None
+        playback = self.server.playback
+        if playback is not None and playback.takes_play(session, req):
+            return await playback.play(self, conn, req, session)  # type: ignore[no-any-return]
         session.protocol.next_state(Method.PLAY)
         stream = self.server.hub.path(session.path)
         if not stream.has_source:
@@ -267,6 +280,8 @@ class Methods:
     async def pause(self, conn: RtspConnection, req: Request) -> Reply:
         session = conn.session_for(req)
         assert session is not None
+        if self.server.playback is not None and self.server.playback.owns(session):
+            self.server.playback.paused(session)
         session.protocol.next_state(Method.PAUSE)
         if session.state is SessionState.PLAYING and session.reader and session.stream:
             session.stream.remove_reader(session.reader)

@@ -26,7 +26,7 @@ Grant: TypeAlias = "Decision | Literal[True]"
 class AccessCheck:
     """What an entry point asks the policy before serving a request."""
 
-    action: str  # "read" or "publish"
+    action: str  # "read", "playback" or "publish"
     path: str
     request: Request
     peer: str
@@ -34,6 +34,8 @@ class AccessCheck:
     secure: bool = False  # RTSPS: credentials travel inside TLS
     # This connection and no other (Digest nonces are bound to it).
     connection: str = ""
+    # A playback's footage age (now - the instant asked for), for the grant's maximum.
+    playback_age_s: float | None = None
 
 
 # A bare authorizer: return None to allow, or an RtspReply to refuse.

@@ -18,6 +18,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from gateway.config import Config
 from gateway.protocols.rtsp import Request
@@ -85,6 +86,8 @@ class RtspServer:
         # Connections per address that no request of has been admitted on yet.
         self.unauthenticated: collections.Counter[str] = collections.Counter()
         self.sdp_session_id = secrets.randbits(40)
+        # RTSP playback of recordings (gateway.playback.rtsp.RtspPlayback), when recording is on.
+        self.playback: Any = None
         self.handlers: dict[str, Handler] = Methods(self, Publishing(self)).table()
         self._servers: list[asyncio.Server] = []
         self._tls_server: asyncio.Server | None = None
@@ -155,6 +158,8 @@ class RtspServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
         await cancel_and_wait(*self._tasks)
+        if self.playback is not None:
+            await self.playback.stop()
         self.udp.close()
 
     # ---- connections ---------------------------------------------------------------------------
@@ -242,6 +247,8 @@ class RtspServer:
             for ch in [ch for ch, t in conn.channels.items() if t[0] is session.stream]:
                 del conn.channels[ch]
         self.udp.forget(session)
+        if self.playback is not None:
+            self.playback.ended(session)
         conn.observe()
         log.debug("session %s ended: %s", session.id, reason)
 
@@ -260,7 +267,14 @@ class RtspServer:
     # ---- access --------------------------------------------------------------------------------
 
     async def authorize(
-        self, conn: RtspConnection, req: Request, action: str, path: str, query: dict[str, str]
+        self,
+        conn: RtspConnection,
+        req: Request,
+        action: str,
+        path: str,
+        query: dict[str, str],
+        *,
+        playback_age_s: float | None = None,
     ) -> Grant:
         """Ask the access control; raise its refusal. A request that carries no credentials
         of its own (SETUP/PLAY built from Content-Base lose the ?token= query) reuses what
@@ -275,7 +289,14 @@ class RtspServer:
             return cached
         result = await self.access.check(
             AccessCheck(
-                action, path, req, conn.peer_ip, query, secure=conn.secure, connection=conn.id
+                action,
+                path,
+                req,
+                conn.peer_ip,
+                query,
+                secure=conn.secure,
+                connection=conn.id,
+                playback_age_s=playback_age_s,
             )
         )
         if isinstance(result, RtspReply):

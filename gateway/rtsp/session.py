@@ -5,8 +5,9 @@ is attached to in the hub."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.protocols.rtsp_session import (
     RtspSession,
@@ -34,6 +35,10 @@ class Session:
     source_id: str | None = None  # a RECORDing publisher's source id in the hub
     grant: Grant | None = None  # what the access control allowed this session with
     started: bool = False  # access control was told of its PLAY/RECORD
+    # A playback's audit detail (its range) and the seconds of recording it has served
+    # (metered instead of wall time): gateway.playback.rtsp sets them.
+    detail: dict[str, Any] = field(default_factory=dict)
+    media_clock: Callable[[], float] | None = None
 
     @property
     def mode(self) -> SessionMode:
