@@ -130,3 +130,34 @@ def test_a_viewer_without_the_ptz_right_gets_no_controls(site: Site, browser: Br
             """async () => (await fetch('/v1/cameras/street/ptz/status')).status"""
         )
         assert status == 403
+
+
+def test_the_wall_steers_the_tile_whose_steer_button_was_pressed(
+    site: Site, browser: Browser, artefacts: Path
+) -> None:
+    # The police may steer "street" (their ptz grant) but only watch "yard".
+    with signed_in(browser, site, "officer", "/console/wall?tiles=4&cameras=street,yard") as page:
+        street = page.locator('.tile[data-camera="street"]')
+        until(lambda: street.locator("button[data-steer]").count() == 1, 15, "a Steer button")
+        assert page.locator('.tile[data-camera="yard"] button[data-steer]').count() == 0
+        assert page.locator("[data-ptz-camera]").is_hidden()
+        street.locator("button[data-steer]").click()
+        panel = page.locator("[data-ptz-camera]")
+        until(lambda: panel.get_attribute("data-ready") == "yes", 15, "the panel for street")
+        assert panel.get_attribute("data-ptz-camera") == "street"
+        page.get_by_role("button", name="Home").click()
+        until(lambda: position(site) == (0.0, 0.0, 0.0), 10, "street at home")
+        until(lambda: "Steered by police" in holder(page), 10, "the holder shown")
+        # The wheel over the steered tile zooms that camera.
+        page.locator(".ptz-pad").scroll_into_view_if_needed()
+        street.scroll_into_view_if_needed()
+        box = street.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -100)
+        until(lambda: abs(position(site)[2] - 0.1) < 1e-6, 10, "street zoomed in")
+        page.screenshot(path=str(artefacts / "wall-ptz-1280.png"), full_page=True)
+        # Choosing another camera for that tile puts the panel away.
+        street.locator("select").select_option("yard")
+        until(lambda: panel.is_hidden(), 10, "the panel put away")
+        assert page.locator("button[data-steer]").count() == 0

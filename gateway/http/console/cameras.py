@@ -148,6 +148,8 @@ class CameraPages:
             "choices": TILES,
             "cards": cards,
             "layout": layout.model_dump_json(),
+            # The cameras a tile offers "Steer" for (the PTZ panel under the wall).
+            "steerable": [c["id"] for c in cards if await self._steerable(request, who, c["id"])],
         }
         return self.frame.render(
             request, who, "console/wall.html", "wall", context, body_class="wall"

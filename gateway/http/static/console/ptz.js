@@ -5,20 +5,22 @@
    current position as one), home, and who holds control now (the lock-state event stream,
    GET /v1/cameras/{id}/ptz/events). Every call is the REST API's, made as the signed-in
    principal with the page's CSRF value (console.js), and refused there as it would be anywhere
-   else: the panel says why. */
+   else: the panel says why. On a camera's page the panel steers that camera; on the wall it
+   steers the tile whose "Steer" button was pressed last (shown on the tiles of cameras the
+   principal may steer). */
 "use strict";
 (function () {
   const panel = document.querySelector("[data-ptz-camera]");
   if (!panel || !window.feedgate) return;
-  const camera = panel.dataset.ptzCamera;
-  const base = "/v1/cameras/" + encodeURIComponent(camera) + "/ptz";
+  let camera = "";
+  let base = "";
+  let tile = null;
   const pad = panel.querySelector(".ptz-pad");
   const knob = panel.querySelector(".ptz-knob");
   const holder = panel.querySelector(".ptz-holder");
   const said = panel.querySelector(".ptz-said");
   const list = panel.querySelector(".ptz-presets");
   const form = panel.querySelector("form.ptz-save");
-  const tile = document.querySelector('.tile[data-camera="' + CSS.escape(camera) + '"]');
   const REFRESH_MS = 250; // a held drag re-sends its move this often
   const TIMEOUT_S = 0.6; // ...with this Timeout, so a vanished page stops the camera soon
   const state = { dragging: false, x: 0, y: 0, sent: 0, timer: null, busy: false };
@@ -131,7 +133,6 @@
     }
   }
   pad.addEventListener("wheel", zoom, { passive: false });
-  if (tile) tile.addEventListener("wheel", zoom, { passive: false });
 
   // ---- presets and home ------------------------------------------------------------------------
 
@@ -200,7 +201,28 @@
     events.addEventListener("end", function () { events.close(); });
   }
 
-  async function start() {
+  async function attach(id) {
+    stopDrag(true);
+    if (events) events.close();
+    events = null;
+    if (tile) {
+      tile.removeEventListener("wheel", zoom);
+      tile.classList.remove("steering");
+    }
+    camera = id;
+    base = "/v1/cameras/" + encodeURIComponent(camera) + "/ptz";
+    panel.dataset.ptzCamera = camera;
+    panel.dataset.ready = "";
+    panel.hidden = false;
+    tile = document.querySelector('.tile[data-camera="' + CSS.escape(camera) + '"]');
+    if (tile) {
+      tile.addEventListener("wheel", zoom, { passive: false });
+      tile.classList.add("steering");
+    }
+    const name = panel.querySelector(".ptz-name");
+    if (name) name.textContent = camera;
+    say("", false);
+    pad.classList.remove("off");
     const res = await call("GET", "/status");
     if (!res.ok) {
       panel.dataset.ready = "refused";
@@ -213,10 +235,44 @@
     watch();
   }
 
+  // The wall: a "Steer" button on each tile whose camera the principal may steer.
+  const steerable = (panel.dataset.ptzSteerable || "").split(",").filter(Boolean);
+  function buttons() {
+    document.querySelectorAll(".tile").forEach(function (t) {
+      let b = t.querySelector("button[data-steer]");
+      const may = t.dataset.camera && steerable.indexOf(t.dataset.camera) >= 0;
+      if (may && !b) {
+        b = document.createElement("button");
+        b.type = "button";
+        b.dataset.steer = "";
+        b.className = "steer";
+        b.textContent = "Steer";
+        t.appendChild(b);
+      } else if (!may && b) {
+        b.remove();
+      }
+    });
+  }
+  document.addEventListener("click", function (ev) {
+    const b = ev.target.closest("button[data-steer]");
+    if (b) attach(b.closest(".tile").dataset.camera);
+  });
+  document.addEventListener("change", function (ev) {
+    if (!ev.target.closest(".tile select")) return;
+    buttons();
+    if (camera && (!tile || tile.dataset.camera !== camera)) {
+      stopDrag(true);
+      if (events) events.close();
+      panel.hidden = true;
+      camera = "";
+    }
+  });
+
   window.addEventListener("pagehide", function () {
     stopDrag(true);
     if (events) events.close();
   });
-  window.feedgatePtz = { panel: panel, reload: loadPresets };
-  start();
+  window.feedgatePtz = { panel: panel, reload: loadPresets, attach: attach };
+  if (panel.dataset.ptzCamera) attach(panel.dataset.ptzCamera);
+  else buttons();
 })();
