@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import free_udp_pair
 from whep_client import wait_until
 from whep_fixtures import playing, whep_bench
@@ -91,3 +92,50 @@ async def test_candidates_nat_address_and_port_range_come_from_the_config(
         await playing(again)
         for viewer in (second, third, again):
             await viewer.close()
+
+
+WEBRTC = """
+[webrtc]
+host_addresses = ["10.0.0.5"]
+public_addresses = ["203.0.113.7"]
+udp_port_min = 20000
+udp_port_max = 20099
+ice_servers = ["stun:stun.council.example:3478", "turn:turn.council.example:3478?transport=udp"]
+turn_username = "wall"
+turn_credential = "static-secret"
+"""
+
+
+def test_the_networking_keys_are_typed_config_and_bad_ones_name_the_key(tmp_path: Path) -> None:
+    from gateway.config import ConfigError, load_config
+    from gateway.webrtc.ice import IceSettings, link_headers
+
+    good = tmp_path / "good.toml"
+    good.write_text(WEBRTC)
+    wc = load_config(good, env={}).webrtc
+    assert wc.host_addresses == ("10.0.0.5",) and wc.public_addresses == ("203.0.113.7",)
+    assert (wc.udp_port_min, wc.udp_port_max) == (20000, 20099)
+    # Browsers are told of STUN as it is and of TURN with the static credentials.
+    stun, turn = link_headers(IceSettings.from_config(wc).ice_servers("police"))
+    assert stun == '<stun:stun.council.example:3478>; rel="ice-server"'
+    assert turn == (
+        '<turn:turn.council.example:3478?transport=udp>; rel="ice-server"; '
+        'username="wall"; credential="static-secret"; credential-type="password"'
+    )
+    # The environment overrides the file, as for every key.
+    env = load_config(good, env={"FEEDGATE_WEBRTC__PUBLIC_ADDRESSES": "198.51.100.9"})
+    assert env.webrtc.public_addresses == ("198.51.100.9",)
+    for line, key in (
+        ('public_addresses = ["gateway.example"]', "webrtc.public_addresses"),
+        ('host_addresses = ["300.1.2.3"]', "webrtc.host_addresses"),
+        ('ice_servers = ["https://stun.example"]', "webrtc.ice_servers"),
+        ("udp_port_max = 19999", "webrtc.udp_port_max"),
+        ("udp_port_min = 70000", "webrtc.udp_port_min"),
+    ):
+        bad = tmp_path / "bad.toml"
+        name = line.split(" =")[0]
+        bad.write_text("\n".join(ln for ln in WEBRTC.splitlines() if not ln.startswith(name + " "))
+                       + "\n" + line + "\n")  # fmt: skip
+        with pytest.raises(ConfigError) as err:
+            load_config(bad, env={})
+        assert str(bad) in str(err.value) and key in str(err.value), (line, str(err.value))
