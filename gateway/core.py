@@ -164,6 +164,12 @@ class Gateway:
                 RecordingIndex(self.tenancy.db, config.recording_dir),
                 usage=self.metering.sink if self.metering is not None else None,
             )
+        # Playback of the recordings over RTSP (the camera's own URL) and HTTP (/list, /get),
+        # wherever this process can read the recording index and files.
+        if any(c.record for c in config.cameras) and (
+            self.recorder is not None or self.tenancy is not None
+        ):
+            self._start_playback(config)
         # Counters other workers report (primary only), merged into /metrics.
         self.peer_stats: Callable[[], list[dict[str, Any]]] = list
         self.ingests: dict[str, PullIngest] = {}
@@ -305,6 +311,24 @@ class Gateway:
             self.rtsp.end_session(session, "the camera's publisher moved to another node")
             session.conn.close()
 
+    def _start_playback(self, config: Config) -> None:
+        from gateway.playback.rtsp import RtspPlayback
+        from gateway.playback.service import PlaybackService
+        from gateway.recording.index import RecordingIndex
+
+        if self.recorder is not None:
+            index = self.recorder.index
+        else:
+            assert self.tenancy is not None
+            index = RecordingIndex(self.tenancy.db, config.recording_dir)
+        self.playback = PlaybackService(
+            index,
+            tenancy=self.tenancy,
+            live=self.live,
+            meter=self.metering.meter if self.metering is not None else None,
+        )
+        RtspPlayback(self.rtsp, self.playback)
+
     async def stop(self) -> None:
         if self.grpc is not None:
             await self.grpc.stop(1.0)
@@ -318,7 +342,9 @@ class Gateway:
             await self.recorder.stop()
         if self.webrtc is not None:
             await self.webrtc.stop()
-        await self.rtsp.stop()
+        await self.rtsp.stop()  # its playback sessions with it
+        if self.playback is not None:
+            await self.playback.stop()
         if self.ptz is not None:
             await self.ptz.stop()
         if self.exports is not None:

@@ -53,6 +53,7 @@ TAIL_POLL = 0.5
 CONGESTION_WAIT = 5.0
 # A break between fragments longer than this is a gap: ONVIF's E and D flags mark it.
 GAP = timedelta(milliseconds=500)
+TOUCHING = timedelta(milliseconds=1)  # fragments this close follow each other
 MAX_STEP = 2.0  # seconds: a longer step between units sent is a gap, not recording served
 
 
@@ -211,8 +212,10 @@ class PlaybackFeed:
                     units = await (ahead or self._read(frag, cache))
                     nxt = queue[i + 1] if i + 1 < len(queue) else None
                     ahead = self._read(nxt, cache) if nxt is not None else None
-                    gap_before = first or (prev_end is not None and frag.start - prev_end > GAP)
-                    gap_after = nxt is not None and nxt.start - frag.end > GAP
+                    gap_before = first or (
+                        prev_end is not None and await self._broken(prev_end, frag.start)
+                    )
+                    gap_after = nxt is not None and await self._broken(frag.end, nxt.start)
                     for j, unit in enumerate(units):
                         yield unit, gap_before and j == 0, gap_after and j == len(units) - 1
                     first = False
@@ -247,6 +250,16 @@ class PlaybackFeed:
             if not pos.rate_control:
                 await self.sleep(0)  # as fast as the reader takes it, but never hog the loop
         self._finish()
+
+    async def _broken(self, end: datetime, start: datetime) -> bool:
+        """Whether the recording breaks between two fragments: a jump longer than GAP, or any
+        shorter one over which the recorder recorded a gap (a quick restart)."""
+        step = start - end
+        if step > GAP:
+            return True
+        if step <= TOUCHING:
+            return False
+        return await self.source.run(self.source.gap_between, end, start)
 
     def _read(self, frag: Fragment, cache: Cache) -> asyncio.Future[list[RecordedUnit]]:
         return asyncio.ensure_future(self.source.run(self.source.read, frag, cache))

@@ -100,5 +100,12 @@ class RecordedSource:
                 yield f
             at = fresh[-1].end
 
+    def gap_between(self, end: datetime, start: datetime) -> bool:
+        """Whether the recorder recorded a gap between ``end`` and ``start``."""
+        return any(
+            g.start < start and g.end > end
+            for g in self.index.gaps(self.camera, end - timedelta(seconds=1), start)
+        )
+
     def still_recording(self) -> bool:
         return any(s.camera == self.camera for s in self.index.open_segments())
