@@ -170,6 +170,11 @@ class Gateway:
             self.recorder is not None or self.tenancy is not None
         ):
             self._start_playback(config)
+        self.sar: Any = None  # subject access requests, over the exports and the index
+        if self.exports is not None and self.tenancy is not None:
+            from gateway.sar.service import SarService
+
+            self.sar = SarService(self.tenancy, self.exports, self.exports.index)
         # Counters other workers report (primary only), merged into /metrics.
         self.peer_stats: Callable[[], list[dict[str, Any]]] = list
         self.ingests: dict[str, PullIngest] = {}

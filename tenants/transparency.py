@@ -8,7 +8,9 @@ A monthly report, built from the audit log and the register of cameras, grants a
 * by kind of organisation: live views, playbacks, exports, mask lifts and refused requests
   (of callers who were identified: failed sign-ins, audited as ``unauthenticated``, are not
   counted, so password guessing cannot inflate them);
-* by kind of organisation: hours of viewing, when metering supplies them.
+* by kind of organisation: hours of viewing, when metering supplies them;
+* subject access requests: opened and closed (fulfilled, refused, withdrawn) in the month,
+  and how many open ones are past their due date.
 
 Activity is the month's; the register figures (cameras, masks, organisations, grants) are as
 the register stands when the report is built. It names no organisation, person, camera or
@@ -31,6 +33,7 @@ from tenants.audit import AuditAction
 from tenants.audit.entry import format_time as _fmt_time
 from tenants.db import Database
 from tenants.months import DEFAULT_ZONE, month_bounds
+from tenants.sar import SarStore
 from tenants.store import TenantStore
 
 __all__ = ["SUPPRESS_BELOW", "Suppressed", "monthly_report", "publishable"]
@@ -126,6 +129,10 @@ def monthly_report(
         "cameras": len(cameras),
         "cameras_with_privacy_masks": len({c.id for c in cameras} & masked),
         "by_organisation_kind": by_kind,
+        # Subject access requests opened and closed in the month, and those overdue now.
+        "subject_access_requests": SarStore(db, zone).figures(
+            start, end, (now or datetime.now(UTC))
+        ),
     }
 
 
@@ -162,6 +169,10 @@ def publishable(report: Mapping[str, Any]) -> dict[str, Any]:
             )
         kinds[kind] = published
     out["by_organisation_kind"] = kinds
+    if "subject_access_requests" in report:
+        out["subject_access_requests"] = {
+            k: _suppress(int(v)) for k, v in report["subject_access_requests"].items()
+        }
     out["suppression"] = (
         f"activity counts from 1 to {SUPPRESS_BELOW - 1} are shown as <{SUPPRESS_BELOW};"
         " no total is given that would reveal them"

@@ -30,6 +30,7 @@ pytest_plugins = [
     "fixtures_browser",
     "whep_fixtures",
     "cluster_fixtures",
+    "export_fixtures",
 ]
 
 

@@ -15,8 +15,7 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import make_config
-from export_fixtures import ffprobe, index_segment, write_segment
-from test_export_service import SEED, WHO
+from export_fixtures import SEED, WHO, ffprobe, index_segment, write_segment
 
 from gateway.cli.main import main
 from gateway.config import CameraConfig, TenancyConfig, WebRtcConfig

@@ -6,170 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import make_config, wait_for
-from export_fixtures import ffprobe, index_segment, luma_frames, write_segment
+from conftest import wait_for
+from export_fixtures import NOW, T0, World, ffprobe, luma_frames
 
-from billing.ledger import Ledger
-from billing.model import Metric, UsageEvent
-from gateway.config import ExportConfig, TenancyConfig
+from billing.model import Metric
 from gateway.recording.export_manifest import keys_from_jwks, verify_export
-from gateway.recording.export_store import ExportJob, ExportState
-from gateway.recording.exports import ExportError, ExportService
-from gateway.recording.index import RecordingIndex
-from gateway.tenancy import Tenancy
+from gateway.recording.export_store import ExportState
+from gateway.recording.exports import ExportError
 from tenants.audit import AuditAction
 from tenants.months import month_of
-
-NOW = datetime.now(UTC).replace(microsecond=0)
-T0 = NOW - timedelta(minutes=10)
-
-SEED = """
-[[tenants]]
-id = "council"
-name = "Council"
-kind = "council"
-[[tenants]]
-id = "police"
-name = "Police"
-kind = "police"
-[[tenants]]
-id = "shop"
-name = "Shopping centre"
-kind = "retail"
-[[tenants]]
-id = "tfl"
-name = "Transport"
-kind = "transport"
-
-[[principals]]
-id = "root"
-tenant = "council"
-name = "Platform admin"
-roles = ["admin", "auditor"]
-[[principals]]
-id = "officer"
-tenant = "police"
-name = "Investigator"
-roles = ["investigator"]
-[[principals]]
-id = "pviewer"
-tenant = "police"
-name = "Police viewer"
-roles = ["viewer"]
-[[principals]]
-id = "guard"
-tenant = "shop"
-name = "Shop investigator"
-roles = ["investigator"]
-[[principals]]
-id = "tfl-inv"
-tenant = "tfl"
-name = "TfL investigator"
-roles = ["investigator"]
-
-[[cameras]]
-id = "street"
-owner = "council"
-
-[[grants]]
-id = "police-street"
-owner = "council"
-grantee = "police"
-cameras = ["street"]
-rights = ["live", "playback", "export"]
-[[grants]]
-id = "shop-street"
-owner = "council"
-grantee = "shop"
-cameras = ["street"]
-rights = ["live", "export"]
-[[grants]]
-id = "tfl-street"
-owner = "council"
-grantee = "tfl"
-cameras = ["street"]
-rights = ["live", "playback"]
-
-[[masks]]
-id = "homes"
-camera = "street"
-points = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]]
-tenant_kinds = ["retail"]
-"""
-
-WHO = {"root": "council", "officer": "police", "pviewer": "police", "guard": "shop",
-       "tfl-inv": "tfl"}  # fmt: skip
-
-
-class LedgerSink:
-    """The usage interface straight into a real ledger."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-
-    def emit(self, event: UsageEvent) -> None:
-        self.ledger.record([event])
-
-
-@dataclass
-class World:
-    tenancy: Tenancy
-    index: RecordingIndex
-    service: ExportService
-    ledger: Ledger
-
-    def token(self, who: str) -> str:
-        return self.tenancy.issuer.issue(tenant=WHO[who], subject=who)
-
-    def audit(self, action: AuditAction) -> list[Any]:
-        self.tenancy.drain()
-        return [e for e in self.tenancy.audit.entries() if e.action == action]
-
-    async def done(self, job_id: str, who: str = "officer") -> ExportJob:
-        async def state() -> ExportState:
-            return (await self.service.get(self.token(who), job_id)).state
-
-        for _ in range(600):
-            s = await state()
-            if s not in (ExportState.QUEUED, ExportState.RUNNING):
-                return await self.service.get(self.token(who), job_id)
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"export {job_id} did not finish")
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    seed = tmp_path / "seed.toml"
-    seed.write_text(SEED)
-    config = replace(
-        make_config(),
-        data_dir=str(tmp_path),
-        tenancy=TenancyConfig(enabled=True, seed=str(seed)),
-        export=ExportConfig(retention_days=7),
-    )
-    tenancy = Tenancy.open(config)
-    rec = tmp_path / "recordings"
-    rec.mkdir()
-    index = RecordingIndex(tenancy.db, rec)
-    for i in range(2):
-        path = rec / f"seg{i}.mp4"
-        write_segment(path, 5)
-        index_segment(index, "street", f"s{i}", path, T0 + timedelta(seconds=5 * i))
-    ledger = Ledger(tenancy.db)
-    service = ExportService(config, tenancy, index, usage=LedgerSink(ledger))
-    await service.start()
-    try:
-        yield World(tenancy, index, service, ledger)
-    finally:
-        await service.stop()
-        await tenancy.close()
 
 
 def jwks_file(world: World, tmp_path: Path) -> Path:

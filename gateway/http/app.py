@@ -233,6 +233,10 @@ def make_http_app(gateway: Gateway) -> web.Application:
             from gateway.http.exports import add_export_routes
 
             add_export_routes(app, gateway.exports)
+        if gateway.sar is not None:
+            from gateway.sar.routes import add_sar_routes
+
+            add_sar_routes(app, gateway.sar)
         add_console_routes(app, gateway)  # sign-in always; the console's pages if enabled
         if gateway.ptz is not None:
             _add_ptz(app, gateway)

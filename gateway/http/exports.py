@@ -28,17 +28,17 @@ from gateway.recording.export_store import ExportJob
 from gateway.recording.exports import ExportError, ExportService
 from gateway.recording.index import EvidenceLock
 
-__all__ = ["add_export_routes", "export_view", "lock_view"]
+__all__ = ["Body", "add_export_routes", "export_view", "guarded", "lock_view", "read_body"]
 
 MAX_BODY = 16 * 1024
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-class _Body(BaseModel):
+class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ExportBody(_Body):
+class ExportBody(Body):
     camera: str = Field(min_length=1, max_length=128)
     start: AwareDatetime
     end: AwareDatetime
@@ -47,7 +47,7 @@ class ExportBody(_Body):
     unmasked: bool = False
 
 
-class LockBody(_Body):
+class LockBody(Body):
     camera: str = Field(min_length=1, max_length=128)
     start: AwareDatetime
     end: AwareDatetime
@@ -103,7 +103,7 @@ def lock_view(lock: EvidenceLock) -> dict[str, Any]:
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _guard(fn: _Handler) -> _Handler:
+def guarded(fn: _Handler) -> _Handler:
     async def run(request: web.Request) -> web.StreamResponse:
         try:
             return await fn(request)
@@ -113,7 +113,7 @@ def _guard(fn: _Handler) -> _Handler:
     return run
 
 
-async def _body(request: web.Request, model: type[_Body]) -> Any:
+async def read_body(request: web.Request, model: type[Body]) -> Any:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ExportError(413, "too_large", f"request bodies are at most {MAX_BODY} bytes")
     raw = await request.content.read(MAX_BODY + 1)
@@ -144,7 +144,7 @@ def add_export_routes(app: web.Application, service: ExportService) -> None:
 
     async def create(request: web.Request) -> web.StreamResponse:
         token, peer = who(request)
-        body: ExportBody = await _body(request, ExportBody)
+        body: ExportBody = await read_body(request, ExportBody)
         job = await service.create(
             token, body.camera, body.start, body.end, purpose=body.purpose,
             incident_ref=body.incident_ref, unmasked=body.unmasked, peer=peer,
@@ -200,7 +200,7 @@ def add_export_routes(app: web.Application, service: ExportService) -> None:
 
     async def lock(request: web.Request) -> web.StreamResponse:
         token, peer = who(request)
-        body: LockBody = await _body(request, LockBody)
+        body: LockBody = await read_body(request, LockBody)
         taken = await service.lock(
             token, body.camera, body.start, body.end, reason=body.reason,
             expires=body.expires, peer=peer,
@@ -222,12 +222,12 @@ def add_export_routes(app: web.Application, service: ExportService) -> None:
         return web.json_response(lock_view(dropped))
 
     r = app.router
-    r.add_post("/v1/exports", _guard(create))
-    r.add_get("/v1/exports", _guard(list_))
-    r.add_get("/v1/exports/{id}", _guard(get))
-    r.add_delete("/v1/exports/{id}", _guard(cancel))
-    r.add_get("/v1/exports/{id}/file", _guard(file))
-    r.add_get("/v1/exports/{id}/manifest", _guard(manifest))
-    r.add_post("/v1/locks", _guard(lock))
-    r.add_get("/v1/locks", _guard(locks))
-    r.add_delete("/v1/locks/{id}", _guard(release))
+    r.add_post("/v1/exports", guarded(create))
+    r.add_get("/v1/exports", guarded(list_))
+    r.add_get("/v1/exports/{id}", guarded(get))
+    r.add_delete("/v1/exports/{id}", guarded(cancel))
+    r.add_get("/v1/exports/{id}/file", guarded(file))
+    r.add_get("/v1/exports/{id}/manifest", guarded(manifest))
+    r.add_post("/v1/locks", guarded(lock))
+    r.add_get("/v1/locks", guarded(locks))
+    r.add_delete("/v1/locks/{id}", guarded(release))
