@@ -7,8 +7,10 @@ handler sees it, whatever handlers are attached later (a test's capture included
 
 What is redacted: bearer tokens (JWTs anywhere in the text), ``token=``/``password=``-style
 query and form parameters, passwords in URLs (``rtsp://user:secret@host``), Basic/Bearer/Digest
-credentials, and the values of Authorization and Cookie headers. A redacted JWT keeps a short
-SHA-256 fingerprint, so two lines about the same token can still be matched up.
+credentials, the values of Authorization and Cookie headers, and the password (digest or text)
+and nonce of a WS-Security UsernameToken (ONVIF's SOAP, which zeep logs whole at DEBUG). A
+redacted JWT keeps a short SHA-256 fingerprint, so two lines about the same token can still be
+matched up.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ _HEADER_NAMES = r"(?:proxy-)?authorization|cookie|set-cookie"
 _QUOTED_HEADER = re.compile(rf"(?i)([\"'](?:{_HEADER_NAMES})[\"']\s*[,:]\s*)([\"'])(?:(?!\2).)*\2")
 # A header as "Name: value" in a message: the rest of the line.
 _HEADER = re.compile(rf"(?i)(?<![\"'\w-])({_HEADER_NAMES})(\s*:\s*)[^\r\n]*")
+# <wsse:Password Type="...#PasswordDigest">...</wsse:Password>, <wsse:Nonce ...>...</wsse:Nonce>
+_WSSE = re.compile(r"(?i)(<(?:[\w.-]+:)?(?:Password|Nonce)\b[^>]*>)(?!<redacted)[^<]*(?=</)")
 _SCHEME_CREDS = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9._~+/=-]{6,}")
 
 
@@ -53,6 +57,7 @@ def redact(text: str) -> str:
     if not text:
         return text
     text = _JWT.sub(_jwt, text)
+    text = _WSSE.sub(lambda m: m.group(1) + REDACTED, text)
     text = _QUOTED_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}{m.group(2)}", text)
     text = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _SCHEME_CREDS.sub(lambda m: f"{m.group(1)} {REDACTED}", text)

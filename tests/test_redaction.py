@@ -96,6 +96,11 @@ max_concurrent_streams = 1
         f'{{"user": "vms", "password": "{TOKEN}"}}',
         f"login failed for password={TOKEN}",
         f"Basic {base64.b64encode(f'vms:{TOKEN}'.encode()).decode()}",
+        # WS-Security in ONVIF's SOAP (zeep logs envelopes at DEBUG), digest or plain text
+        f"b'<wsse:UsernameToken><wsse:Username>admin</wsse:Username><wsse:Password Type=\"..."
+        f'#PasswordDigest">{TOKEN}</wsse:Password><wsse:Nonce EncodingType="...">{TOKEN}'
+        "</wsse:Nonce>'",
+        f"<Password>{TOKEN}</Password>",
     ],
 )
 def test_redact_removes_every_form_of_credential(text: str) -> None:
