@@ -7,7 +7,7 @@ tenant's copy is dark in its zone and faithful outside it."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,8 @@ from playback_world import ZONE, World, playback_world
 
 from billing.model import Metric
 from gateway.masking.zones import Zone, rasterize
+from gateway.playback.hls import playlist
+from gateway.recording.index import Fragment, Segment
 from tenants.audit import AuditAction
 from tenants.months import month_of
 
@@ -25,9 +27,9 @@ def iso(t) -> str:  # type: ignore[no-untyped-def]
     return t.isoformat().replace("+00:00", "Z")
 
 
-async def fetch(world: World, route: str, token: str | None = None, **params: str):  # type: ignore[no-untyped-def]
+async def fetch(world: World, route: str, bearer: str | None = None, **params: str):  # type: ignore[no-untyped-def]
     assert world.http is not None
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     async with world.http.get(f"{world.base}{route}", params=params, headers=headers) as r:
         return r.status, await r.read(), r.headers
 
@@ -181,3 +183,105 @@ async def test_a_masked_tenants_copy_is_burnt_in(tmp_path: Path) -> None:
             assert float(fb[inner].max()) <= 24.0  # dark inside the zone
             assert float(fa[inner].mean()) > 40.0  # where the original is not
             assert psnr(fa[~zone], fb[~zone]) >= 30.0
+
+
+async def test_hls_vod_of_the_recordings_own_bytes(tmp_path: Path, procs) -> None:  # type: ignore[no-untyped-def]
+    async with playback_world(tmp_path) as world:
+        owner = world.token("council", "operator")
+        status, body, headers = await fetch(
+            world, "/hls/cam1/index.m3u8", None, start=iso(world.recent), duration="10", token=owner
+        )
+        assert status == 200, body
+        assert headers["Content-Type"].startswith("application/vnd.apple.mpegurl")
+        text = body.decode()
+        lines = text.splitlines()
+        assert lines[0] == "#EXTM3U" and lines[-1] == "#EXT-X-ENDLIST"
+        assert "#EXT-X-PLAYLIST-TYPE:VOD" in lines
+        (init,) = [x for x in lines if x.startswith("#EXT-X-MAP:")]
+        assert 'BYTERANGE="' in init and f"token={owner}" in init
+        ranges = [x for x in lines if x.startswith("#EXT-X-BYTERANGE:")]
+        dates = [x.split(":", 1)[1] for x in lines if x.startswith("#EXT-X-PROGRAM-DATE-TIME:")]
+        assert len(ranges) == len(dates) == 10
+        assert dates[0] == world.recent.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        # A player's fetches: the init range, then each fragment's range, over HTTP; what
+        # they fetch is every frame of the ten seconds. (ffmpeg's HLS demuxer reads only the
+        # first fragment of an HTTP byte-range playlist of this layout, while it reads the
+        # same playlist on local files whole; so the fetches are made here.)
+        assert world.http is not None
+        init_range = init.split('BYTERANGE="', 1)[1].rstrip('"')
+        init_len, init_at = (int(v) for v in init_range.split("@"))
+        init_url = init.split('URI="', 1)[1].split('"', 1)[0]
+        parts = []
+        for byterange, size_at in [(None, (init_len, init_at))] + [
+            (r, tuple(int(v) for v in r.split(":", 1)[1].split("@"))) for r in ranges
+        ]:
+            n, at = size_at
+            uri = init_url if byterange is None else lines[lines.index(byterange) + 1]
+            async with world.http.get(
+                f"{world.base}/hls/cam1/{uri}", headers={"Range": f"bytes={at}-{at + n - 1}"}
+            ) as r:
+                assert r.status == 206
+                parts.append(await r.read())
+        out = tmp_path / "hls.mp4"
+        out.write_bytes(b"".join(parts))
+        got = ffprobe(out)
+        assert got.errors == "" and got.frames == 250, got
+        # One fragment by its byte range: 206, metered as the second it covers.
+        length, offset = (int(v) for v in ranges[3].split(":", 1)[1].split("@"))
+        file_url = lines[lines.index(ranges[3]) + 1]
+        assert world.http is not None
+        async with world.http.get(
+            f"{world.base}/hls/cam1/{file_url}",
+            headers={"Range": f"bytes={offset}-{offset + length - 1}"},
+        ) as r:
+            assert r.status == 206 and len(await r.read()) == length
+        # A window longer than a playlist should be is refused; the playlist fetches were
+        # audited as playbacks.
+        status, body, _ = await fetch(
+            world,
+            "/hls/cam1/index.m3u8",
+            owner,
+            start=iso(world.old),
+            end=iso(world.recent + timedelta(seconds=10)),
+        )
+        assert status == 400 and body.startswith(b"end: at most 6 hours")
+        assert all(e.detail["protocol"] == "hls" for e in world.audit(AuditAction.PLAYBACK))
+        # A masked tenant is not given the recording's own bytes.
+        police = world.token("police", "investigator")
+        status, body, _ = await fetch(
+            world,
+            "/hls/cam2/index.m3u8",
+            police,
+            start=iso(world.recent),
+            duration="5",
+            purpose="x",
+        )
+        assert status == 403 and b"burnt in" in body
+        status, _, _ = await fetch(
+            world, f"/hls/cam2/{file_url.replace('cam1', 'cam2')}", police, purpose="x"
+        )
+        assert status == 403
+
+
+def test_a_playlist_breaks_at_each_new_file_and_each_gap() -> None:
+    t0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    segs = {s: Segment(s, "cam1", f"{s}.mp4", t0, t0, 700, 0, "H264", True) for s in ("a", "b")}
+    at = lambda i: t0 + timedelta(seconds=i)  # noqa: E731
+    frags = [
+        Fragment("a", 0, "cam1", at(0), at(1), 700, 100, True),
+        Fragment("a", 1, "cam1", at(1), at(2), 800, 100, True),
+        Fragment("a", 2, "cam1", at(9), at(10), 900, 100, True),  # after a 7 s outage
+        Fragment("b", 0, "cam1", at(10), at(11), 700, 100, True),  # a new file
+    ]
+    text = playlist(frags, segs, {"a": "file/a/media.mp4", "b": "file/b/media.mp4"})
+    lines = text.splitlines()
+    assert text.count("#EXT-X-DISCONTINUITY") == 2
+    assert [x for x in lines if x.startswith("#EXT-X-MAP")] == [
+        '#EXT-X-MAP:URI="file/a/media.mp4",BYTERANGE="700@0"',
+        '#EXT-X-MAP:URI="file/b/media.mp4",BYTERANGE="700@0"',
+    ]
+    assert (
+        lines.index("#EXT-X-DISCONTINUITY")
+        == lines.index("#EXT-X-PROGRAM-DATE-TIME:2026-12-01T10:00:09.000Z") - 1
+    )
+    assert "#EXT-X-BYTERANGE:100@900" in lines and lines[-1] == "#EXT-X-ENDLIST"

@@ -283,15 +283,17 @@ def make_http_app(gateway: Gateway) -> web.Application:
 
 
 def is_playback_path(path: str) -> bool:
+    from gateway.playback.hls import HLS_PREFIX
     from gateway.playback.http import PLAYBACK_PATHS
 
-    return path in PLAYBACK_PATHS
+    return path in PLAYBACK_PATHS or path.startswith(HLS_PREFIX)
 
 
 def _add_playback(app: web.Application, gateway: Gateway) -> None:
-    """MediaMTX's /list and /get over this gateway's recordings."""
+    """MediaMTX's /list and /get, and HLS VOD, over this gateway's recordings."""
     from pathlib import Path
 
+    from gateway.playback.hls import add_hls_routes
     from gateway.playback.http import add_playback_routes, viewer_credential
 
     add_playback_routes(
@@ -300,6 +302,7 @@ def _add_playback(app: web.Application, gateway: Gateway) -> None:
         tmp_dir=Path(gateway.config.data_dir).resolve() / "playback",
         credentials=viewer_credential,
     )
+    add_hls_routes(app, gateway.playback, viewer_credential)
 
 
 def http_site(runner: web.AppRunner, config: Config) -> web.TCPSite:

@@ -1,0 +1,204 @@
+"""HLS VOD over the recording itself, for a timeline scrubber (hls.js, Safari's player).
+
+``GET /hls/{camera}/index.m3u8?start=&end=|duration=`` lists the recorded fragments of the
+window as byte ranges of the recorder's own segment files (``EXT-X-MAP`` is each file's init
+bytes; ``EXT-X-BYTERANGE`` each ``moof`` + ``mdat``), each with its capture time
+(``EXT-X-PROGRAM-DATE-TIME``) and a discontinuity at every new file and every gap.
+``GET /hls/{camera}/file/{segment}/media.mp4`` serves a segment file with HTTP Range, nothing
+re-encoded.
+
+Because the bytes are the recording's own, a tenant whose decision names mask zones is refused
+here (403) and plays back over RTSP or ``/get``, where the zones are burnt in. The playlist is
+audited as one playback; each file range served is metered as the recording it covers.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from gateway.playback.params import ParamError, parse_list
+from gateway.playback.service import PlaybackRefused, PlaybackService, Viewer
+from gateway.recording.index import Fragment, Segment
+
+__all__ = ["HLS_PREFIX", "MAX_WINDOW", "add_hls_routes", "playlist"]
+
+HLS_PREFIX = "/hls/"
+MAX_WINDOW = timedelta(hours=6)  # 21,600 one-second fragments: a playlist of about 2 MB
+GAP = timedelta(milliseconds=500)
+MASKED = "masked playback is burnt in over RTSP or /get, not HLS of the recording's own bytes"
+_RANGE_PREFIX = "bytes="
+
+
+def _pdt(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def playlist(
+    fragments: list[Fragment], segments: dict[str, Segment], file_url: dict[str, str]
+) -> str:
+    """The VOD playlist of these fragments (in time order) of these segment files."""
+    longest = max((f.end - f.start).total_seconds() for f in fragments)
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:7",
+        f"#EXT-X-TARGETDURATION:{max(1, math.ceil(longest))}",
+        "#EXT-X-PLAYLIST-TYPE:VOD",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+    ]
+    current: str | None = None
+    prev_end: datetime | None = None
+    for f in fragments:
+        url = file_url[f.segment]
+        if f.segment != current:
+            if current is not None:
+                lines.append("#EXT-X-DISCONTINUITY")
+            seg = segments[f.segment]
+            lines.append(f'#EXT-X-MAP:URI="{url}",BYTERANGE="{seg.init_length}@0"')
+            current = f.segment
+        elif prev_end is not None and f.start - prev_end > GAP:
+            lines.append("#EXT-X-DISCONTINUITY")
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(f.start)}")
+        lines.append(f"#EXTINF:{(f.end - f.start).total_seconds():.3f},")
+        lines.append(f"#EXT-X-BYTERANGE:{f.length}@{f.offset}")
+        lines.append(url)
+        prev_end = f.end
+    lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int]:
+    """[first, last] of a single ``bytes=`` range (the whole file without one)."""
+    if not header:
+        return 0, size - 1
+    spec = header.strip()
+    if not spec.startswith(_RANGE_PREFIX) or "," in spec:
+        return 0, size - 1  # aiohttp answers what it can; metering counts the whole file
+    first, _, last = spec[len(_RANGE_PREFIX) :].partition("-")
+    try:
+        if not first:
+            n = int(last)
+            return max(0, size - n), size - 1
+        return int(first), min(size - 1, int(last)) if last else size - 1
+    except ValueError:
+        return 0, size - 1
+
+
+def add_hls_routes(
+    app: web.Application,
+    service: PlaybackService,
+    credentials: Callable[[web.Request], str | None],
+) -> None:
+    def viewer(request: web.Request) -> Viewer:
+        purpose = request.headers.get("X-Purpose") or request.query.get("purpose") or None
+        return Viewer("hls", request.remote or "", token=credentials(request), purpose=purpose)
+
+    def _query(request: web.Request) -> dict[str, str]:
+        keep = {k: request.query[k] for k in ("token", "purpose") if k in request.query}
+        return keep
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        camera = request.match_info["camera"]
+        query = {"path": camera, **{k: v for k, v in request.query.items() if k != "duration"}}
+        try:
+            params = parse_list(query)
+            if params.start is None:
+                raise ParamError("start: required (RFC 3339, e.g. 2026-12-01T10:15:00Z)")
+            end = params.end
+            if end is None and "duration" in request.query:
+                try:
+                    seconds = float(request.query["duration"])
+                except ValueError:
+                    raise ParamError("duration: must be a number of seconds") from None
+                if not 0 < seconds <= MAX_WINDOW.total_seconds():
+                    raise ParamError("duration: above 0 and at most 6 hours")
+                end = params.start + timedelta(seconds=seconds)
+            if end is None:
+                raise ParamError("end: required (or duration)")
+            if end - params.start > MAX_WINDOW:
+                raise ParamError("end: at most 6 hours after start")
+            decision = await service.authorize(viewer(request), camera, params.start)
+        except ParamError as exc:
+            return web.Response(status=400, text=f"{exc}\n")
+        except PlaybackRefused as exc:
+            return web.Response(status=exc.status, text=exc.reason + "\n", headers=exc.headers)
+        if decision is not None and decision.mask_zones:
+            return web.Response(status=403, text=MASKED + "\n")
+        source = service.source(camera)
+        window_start, window_end = params.start, end
+
+        def walk() -> list[Fragment]:
+            return [f for f in source.walk(window_start, window_end) if f.start < window_end]
+
+        fragments = await service.run(walk)
+        if not fragments:
+            return web.Response(status=404, text=f"no recording of {camera} in that window\n")
+        ids = sorted({f.segment for f in fragments})
+        segments = {s: seg for s in ids if (seg := await service.run(service.index.segment, s))}
+        fragments = [f for f in fragments if f.segment in segments]
+        extra = urlencode(_query(request))
+        file_url = {
+            # Players want a media extension on the URL (ffmpeg's HLS demuxer refuses others).
+            s: f"file/{quote(s, safe='/')}/media.mp4" + (f"?{extra}" if extra else "")
+            for s in segments
+        }
+        await service.audit(
+            decision,
+            {
+                "protocol": "hls",
+                "from": _pdt(params.start),
+                "to": _pdt(end),
+                "variant": decision.variant if decision else "unmasked",
+            },
+        )
+        return web.Response(
+            text=playlist(fragments, segments, file_url),
+            content_type="application/vnd.apple.mpegurl",
+            headers={"Cache-Control": "private, max-age=10"},
+        )
+
+    async def file(request: web.Request) -> web.StreamResponse:
+        camera = request.match_info["camera"]
+        seg_id = request.match_info["segment"]
+        segment = await service.run(service.index.segment, seg_id)
+        start = segment.start if segment is not None and segment.camera == camera else None
+        try:
+            # Who is asking first; then whether the file exists for this camera.
+            decision = await service.authorize(viewer(request), camera, start)
+        except PlaybackRefused as exc:
+            return web.Response(status=exc.status, text=exc.reason + "\n", headers=exc.headers)
+        if decision is not None and decision.mask_zones:
+            return web.Response(status=403, text=MASKED + "\n")
+        if segment is None or segment.camera != camera:
+            return web.Response(status=404, text="no such recording\n")
+        path = service.index.file(segment)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return web.Response(status=404, text="recording gone\n")
+        first, last = _byte_range(request.headers.get("Range"), size)
+        frags = await service.run(service.index.fragments, seg_id)
+        seconds = sum(
+            (f.end - f.start).total_seconds()
+            for f in frags
+            if f.offset >= first and f.offset + f.length - 1 <= last
+        )
+        if seconds:
+            service.metered(
+                decision,
+                f"hls-{secrets.token_hex(8)}",
+                protocol="hls",
+                seconds=seconds,
+                bytes_sent=max(0, last - first + 1),
+            )
+        return web.FileResponse(
+            path, headers={"Content-Type": "video/mp4", "Cache-Control": "private, max-age=60"}
+        )
+
+    app.router.add_get(HLS_PREFIX + "{camera}/index.m3u8", index)
+    app.router.add_get(HLS_PREFIX + "{camera}/file/{segment:.+}/media.mp4", file)
