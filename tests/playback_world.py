@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from conftest import RunningGateway, make_config, running_gateway
-from playback_fixtures import index_fmp4, write_fmp4
+from export_fixtures import index_segment, write_segment
 
 from gateway.config import BillingConfig, CameraConfig, TenancyConfig
 from gateway.http.app import make_http_app
@@ -126,18 +126,22 @@ async def playback_world(tmp_path: Path, *, http: bool = True, **rtsp: Any) -> A
         billing=BillingConfig(enabled=True),
     )
     root = tmp_path / "recordings"
-    write_fmp4(root / "cam1/recent.mp4", seconds=10)
-    write_fmp4(root / "cam1/old.mp4", seconds=10, pattern="smptebars")
-    write_fmp4(root / "cam2/recent.mp4", seconds=10)
+    root.mkdir(parents=True)
+    write_segment(root / "cam1-recent.mp4", 10)
+    write_segment(root / "cam1-old.mp4", 10, source="smptebars=size=320x240:rate=25")
+    write_segment(root / "cam2-recent.mp4", 10)
     now = datetime.now(UTC)
     recent, old = _second(now - timedelta(minutes=10)), _second(now - timedelta(days=3))
     async with running_gateway(config) as gw:
         tenancy = gw.gateway.tenancy
         assert tenancy is not None
         index = RecordingIndex(tenancy.db, root)
-        index_fmp4(index, "cam1", "cam1/recent.mp4", recent)
-        index_fmp4(index, "cam1", "cam1/old.mp4", old)
-        index_fmp4(index, "cam2", "cam2/recent.mp4", recent)
+        for name, camera, start in (
+            ("cam1-recent", "cam1", recent),
+            ("cam1-old", "cam1", old),
+            ("cam2-recent", "cam2", recent),
+        ):
+            index_segment(index, camera, name, root / f"{name}.mp4", start)
         metering = gw.gateway.metering
         service = PlaybackService(
             index, tenancy=tenancy, live=gw.gateway.live, meter=metering.meter if metering else None

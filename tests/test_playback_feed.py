@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from playback_fixtures import index_fmp4, write_fmp4
+from export_fixtures import index_segment, write_segment
 
 from gateway.playback.feed import PlaybackFeed, recorded_track
 from gateway.playback.recorded import RecordedSource
@@ -33,10 +33,10 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingInd
     root = tmp_path_factory.mktemp("rec")
     db = Database.open(f"sqlite://{root / 'feedgate.db'}")
     index = RecordingIndex(db, root)
-    write_fmp4(root / "cam1/a.mp4", seconds=10)
-    write_fmp4(root / "cam1/b.mp4", seconds=10, pattern="smptebars")
-    index_fmp4(index, "cam1", "cam1/a.mp4", T0)
-    index_fmp4(index, "cam1", "cam1/b.mp4", T0 + timedelta(seconds=60))
+    write_segment(root / "cam1-a.mp4", 10)
+    write_segment(root / "cam1-b.mp4", 10, source="smptebars=size=320x240:rate=25")
+    index_segment(index, "cam1", "cam1-a", root / "cam1-a.mp4", T0)
+    index_segment(index, "cam1", "cam1-b", root / "cam1-b.mp4", T0 + timedelta(seconds=60))
     yield index
     db.close()
 

@@ -171,7 +171,7 @@ async def test_a_masked_tenants_copy_is_burnt_in(tmp_path: Path) -> None:
         assert got == 200
         (tmp_path / "masked.mp4").write_bytes(masked)
         # The original: the recording itself, from its key frame at 1 s (frame 25).
-        a = luma_frames(world.index.root / "cam2/recent.mp4", 45)[25:45]
+        a = luma_frames(world.index.root / "cam2-recent.mp4", 45)[25:45]
         b = luma_frames(tmp_path / "masked.mp4", 20)
         assert len(a) == len(b) == 20
         h, w = a[0].shape
