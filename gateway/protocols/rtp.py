@@ -372,12 +372,13 @@ def build_receiver_report(rr: ReceiverReport) -> bytes:
 
 
 def rewrite_sender_report(
-    packet: bytes | bytearray | memoryview, ssrc: int, rtp_timestamp: int
+    packet: bytes | bytearray | memoryview,
+    ssrc: int,
+    rtp_timestamp: int,
+    ntp_timestamp: int | None = None,
 ) -> bytes:
-    """Replace the sender SSRC and RTP timestamp of the leading SR; the rest is untouched.
-
-    The NTP timestamp is kept so viewers can still do lip-sync against the source clock.
-    """
+    """Replace the sender SSRC, the RTP timestamp and (when given) the NTP timestamp of the
+    leading SR; the rest is untouched."""
     if len(packet) < 28 or packet[0] & 0xC0 != 0x80 or packet[1] != RTCP_SR:
         raise RtpError("not an RTCP sender report")
     if (_U16.unpack_from(packet, 2)[0] + 1) * 4 < 28:
@@ -385,6 +386,8 @@ def rewrite_sender_report(
     buf = bytearray(packet)
     _U32.pack_into(buf, 4, ssrc & 0xFFFFFFFF)
     _U32.pack_into(buf, 16, rtp_timestamp & 0xFFFFFFFF)
+    if ntp_timestamp is not None:
+        struct.pack_into("!Q", buf, 8, ntp_timestamp & 0xFFFFFFFFFFFFFFFF)
     return bytes(buf)
 
 

@@ -15,33 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.protocols import h264, h265
 from gateway.protocols.rtp import RtpError, rewrite_rtp, rewrite_sender_report, rtp_header
 from gateway.stream.reorder import ReorderCounters
+from gateway.stream.timeline import PathTimeline, ntp_from_seconds
 from gateway.stream.tracks import Track
 
 log = logging.getLogger(__name__)
 
 _SEQ_MOD = 1 << 16
-_TS_MOD = 1 << 32
-
-
-@dataclass
-class _OutputClock:
-    """Maps one source track's RTP numbering onto the path's continuous output numbering."""
-
-    ssrc: int = field(default_factory=lambda: random.getrandbits(32))
-    seq_offset: int = 0
-    ts_offset: int = 0
-    synced: bool = False
-    last_out_seq: int = random.getrandbits(16)
-    last_out_ts: int = random.getrandbits(32)
-    last_wall: float = 0.0
 
 
 @dataclass
@@ -180,7 +166,7 @@ class PathStream:
         self.readers: set[Reader] = set()
         self.counters = PathCounters()
         self.reorder = ReorderCounters()  # UDP ingest's reordering of this path's source
-        self._clocks: list[_OutputClock] = []
+        self.timeline: PathTimeline | None = None
         self._video_track = -1
         self._keyframe_fn: Callable[[bytes], bool] | None = None
         self._params_fn: Callable[[bytes], bool] | None = None
@@ -237,14 +223,15 @@ class PathStream:
         ):
             for reader in list(self.readers):
                 self.kick(reader, "source format changed")
-            self._clocks = []
-        if not self._clocks or len(self._clocks) != len(tracks):
-            self._clocks = [_OutputClock() for _ in tracks]
-            self._last_rtp = [(c.last_out_seq, c.last_out_ts) for c in self._clocks]
+            self.timeline = None
+        if self.timeline is None or len(self.timeline) != len(tracks):
+            # The output wall clock (sender reports' NTP) follows this process's clock.
+            ntp_base = ntp_from_seconds(time.time() - time.monotonic())
+            self.timeline = PathTimeline((t.clock_rate for t in tracks), ntp_base=ntp_base)
+            self._last_rtp = [(c.last_out_seq, c.last_out_ts) for c in self.timeline.tracks]
         else:
             self.counters.source_restarts += 1
-            for clock in self._clocks:
-                clock.synced = False
+            self.timeline.restart()
         self.tracks = tracks
         self.session_attrs = tuple(session_attrs)
         self.source_id = source_id
@@ -283,19 +270,13 @@ class PathStream:
         except RtpError:
             self.counters.bad_packets += 1
             return
-        if track >= len(self._clocks):
+        timeline = self.timeline
+        if timeline is None or track >= len(timeline):
             self.counters.bad_packets += 1
             return
-        clock = self._clocks[track]
-        if not clock.synced:
-            self._sync_clock(track, clock, seq, ts)
-        out_seq = (seq + clock.seq_offset) % _SEQ_MOD
-        out_ts = (ts + clock.ts_offset) % _TS_MOD
+        out_seq, out_ts = timeline.rtp(track, seq, ts, time.monotonic())
         self._last_rtp[track] = (out_seq, out_ts)
-        clock.last_out_seq = out_seq
-        clock.last_out_ts = out_ts
-        clock.last_wall = time.monotonic()
-        packet = rewrite_rtp(packet, out_seq, out_ts, clock.ssrc)
+        packet = rewrite_rtp(packet, out_seq, out_ts, timeline.tracks[track].ssrc)
         counters = self.counters
         counters.packets_in += 1
         counters.bytes_in += len(packet)
@@ -321,29 +302,21 @@ class PathStream:
             self._flush()
 
     def on_rtcp(self, track: int, packet: bytes) -> None:
-        """Sender reports are rewritten onto the output timeline so readers can sync tracks."""
-        if track >= len(self._clocks) or len(packet) < 28 or packet[1] != 200:
+        """Sender reports are rewritten onto the output timeline, the new source's first one
+        included, so readers keep their tracks in sync and in time across source restarts."""
+        timeline = self.timeline
+        if timeline is None or track >= len(timeline) or len(packet) < 28 or packet[1] != 200:
             return
-        clock = self._clocks[track]
-        if not clock.synced:
-            return
+        if packet[0] & 0xC0 != 0x80 or ((packet[2] << 8) | packet[3]) < 6:
+            return  # not version 2, or shorter than a sender report says it must be
         try:
+            ntp = int.from_bytes(packet[8:16], "big")
             rtp_ts = int.from_bytes(packet[16:20], "big")
-            packet = rewrite_sender_report(packet, clock.ssrc, (rtp_ts + clock.ts_offset) % _TS_MOD)
+            out_ntp, out_ts = timeline.sender_report(track, ntp, rtp_ts, time.monotonic())
+            packet = rewrite_sender_report(packet, timeline.tracks[track].ssrc, out_ts, out_ntp)
         except (RtpError, ValueError):
             return
         self._batch.items.append((track, packet, True))
-
-    def _sync_clock(self, track: int, clock: _OutputClock, seq: int, ts: int) -> None:
-        # Continue the output timeline where it stopped, advanced by the wall-clock gap, so a
-        # reader's jitter buffer sees a pause rather than a jump back in time.
-        rate = self.tracks[track].clock_rate if track < len(self.tracks) else 90000
-        gap = time.monotonic() - clock.last_wall if clock.last_wall else 0.0
-        next_seq = (clock.last_out_seq + 1) % _SEQ_MOD
-        next_ts = (clock.last_out_ts + max(1, int(gap * rate))) % _TS_MOD
-        clock.seq_offset = (next_seq - seq) % _SEQ_MOD
-        clock.ts_offset = (next_ts - ts) % _TS_MOD
-        clock.synced = True
 
     # ---- fan-out ------------------------------------------------------------------------------
 

@@ -255,7 +255,7 @@ async def measure_latency(clip: Path, seconds: float) -> dict[str, Any]:
             await client.play()
             clients.append(client)
         await asyncio.sleep(seconds)
-        offset = target._clocks[0].ts_offset  # the masked path's hub clock shift
+        offset = target.timeline.tracks[0].ts_offset  # the masked path's hub clock shift
         lat = []
         plain = arrivals["cam1"]
         for ts_m, t_m in arrivals["cam1-masked"].items():

@@ -1,0 +1,204 @@
+"""Finding 17 (issue #9): a two-track camera's restart keeps readers' clocks where they were.
+
+The output timeline is specified on its own (sans-I/O, with ``now`` passed in), then end to
+end: ffmpeg publishes video and AAC, ffprobe reads the path over RTSP while the publisher is
+killed and started again, and every track's decode timestamps must keep rising with the tracks
+still aligned."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import pytest
+from conftest import FFMPEG, publishing, wait_for
+
+from gateway.stream.timeline import PathTimeline, ntp_from_seconds
+
+RATES = (90000, 48000)
+NTP_ONE = 1 << 32
+
+
+def _ntp(seconds: float) -> int:
+    return ntp_from_seconds(seconds)
+
+
+def _seconds(ntp: int) -> float:
+    return ntp / NTP_ONE - 2_208_988_800
+
+
+def _timeline() -> PathTimeline:
+    return PathTimeline(RATES, ntp_base=_ntp(1_000_000.0))  # output clock = 1e6 s + now
+
+
+def _run(tl: PathTimeline, *, t0: float, ntp0: float, ts0: tuple[int, int], seconds: float):
+    """A source started at wall time `ntp0` (its own clock) and our monotonic `t0`: a report
+    per track first, then packets; returns per track the (now, output ts) of the last packet
+    and the reports' output (ntp, ts)."""
+    reports = []
+    for track in range(len(RATES)):
+        reports.append(tl.sender_report(track, _ntp(ntp0), ts0[track], t0))
+    last = []
+    for track, rate in enumerate(RATES):
+        out = tl.rtp(track, 100, ts0[track], t0)
+        n = int(seconds * 25)
+        for i in range(1, n + 1):
+            out = tl.rtp(track, 100 + i, ts0[track] + i * rate // 25, t0 + i / 25)
+        last.append((t0 + n / 25, out))
+    for track in range(len(RATES)):
+        at = t0 + seconds
+        reports.append(
+            tl.sender_report(
+                track, _ntp(ntp0 + seconds), ts0[track] + int(seconds * RATES[track]), at
+            )
+        )
+    return last, reports
+
+
+def test_a_restarted_sources_first_report_puts_it_on_the_line_readers_hold() -> None:
+    tl = _timeline()
+    _last, before = _run(tl, t0=10.0, ntp0=5000.0, ts0=(1234, 999), seconds=4.0)
+    line = [r for r in before[2:]]  # the mapping readers hold: the last report per track
+    tl.restart()
+    # The new source: its own clock (1 h later by its reckoning) and numbering, 0.5 s later.
+    _last2, after = _run(tl, t0=14.5, ntp0=8600.0, ts0=(777, 31337), seconds=5.0)
+    for track, rate in enumerate(RATES):
+        (ntp_a, ts_a), (ntp_b, ts_b) = line[track], after[2 + track]
+        # Same line: the RTP distance equals the NTP distance at the track's rate.
+        elapsed = (ntp_b - ntp_a) / NTP_ONE
+        assert elapsed == pytest.approx(5.5, abs=0.01)
+        assert ((ts_b - ts_a) % (1 << 32)) / rate == pytest.approx(elapsed, abs=0.001)
+    # Both tracks' reports of one instant carry one output time: A/V alignment kept.
+    assert after[2][0] == after[3][0]
+
+
+def test_the_first_source_is_stamped_with_the_output_clock() -> None:
+    tl = _timeline()
+    ntp, _ts = tl.sender_report(0, _ntp(42.0), 0, 3.0)
+    assert _seconds(ntp) == pytest.approx(1_000_003.0, abs=1e-6)
+
+
+def test_sequence_numbers_continue_across_a_restart() -> None:
+    tl = _timeline()
+    seq, _ = tl.rtp(0, 500, 0, 0.0)
+    for i in range(1, 10):
+        seq2, _ = tl.rtp(0, 500 + i, i * 3600, i / 25)
+        assert seq2 == (seq + i) % 65536
+    tl.restart()
+    assert tl.rtp(0, 9, 12345, 1.0)[0] == (seq + 10) % 65536
+
+
+def test_a_track_whose_packet_comes_first_keeps_the_readers_line_at_its_first_report() -> None:
+    tl = _timeline()
+    _run(tl, t0=0.0, ntp0=100.0, ts0=(0, 0), seconds=2.0)
+    held = tl.tracks[0].line
+    assert held is not None
+    tl.restart()
+    _seq, ts = tl.rtp(0, 1, 5000, 2.5)  # a packet before any report: on by the gap
+    assert ((ts - tl.tracks[0].last_out_ts) % (1 << 32)) == 0
+    ntp, out_ts = tl.sender_report(0, _ntp(900.0), 5000, 2.5)
+    assert out_ts == ts
+    assert tl.tracks[0].ntp_on_line(ts) is not None
+    # The report lies on the line readers held: no step in their mapping.
+    want = held[0] + round(((ts - held[1]) % (1 << 32)) * NTP_ONE / 90000)
+    assert abs(ntp - want) < NTP_ONE // 1000
+
+
+def test_a_report_that_would_send_a_track_back_in_time_is_not_believed() -> None:
+    tl = _timeline()
+    last, _ = _run(tl, t0=0.0, ntp0=100.0, ts0=(0, 0), seconds=2.0)
+    tl.restart()
+    # The new source's clock says it is an hour *earlier* than the old one's.
+    _ntp_out, out_ts = tl.sender_report(0, _ntp(100.0 - 3600 * 1.0), 0, 2.5)
+    ahead = (out_ts - last[0][1][1]) % (1 << 32)
+    assert 0 < ahead < 90000  # on by the 0.46 s gap, not an hour back
+
+
+# ---- end to end ---------------------------------------------------------------------------
+
+
+def _publish_av(url: str) -> list[str]:
+    return [
+        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning", "-re",
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+        "-pix_fmt", "yuv420p", "-g", "25", "-bf", "0", "-b:v", "300k",
+        "-c:a", "aac", "-b:a", "64k",
+        "-f", "rtsp", "-rtsp_transport", "tcp", url,
+    ]  # fmt: skip
+
+
+def _packets(text: str) -> list[tuple[int, float]]:
+    out = []
+    for line in text.splitlines():
+        fields = line.strip().split(",")
+        if len(fields) >= 3 and fields[0] in ("0", "1"):
+            try:
+                out.append((int(fields[0]), float(fields[2])))
+            except ValueError:
+                continue  # N/A
+    return out
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+async def test_a_two_track_camera_restart_keeps_readers_timestamps_rising_and_in_sync(
+    gateway, procs, transport
+):
+    publisher = await procs(_publish_av(gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    stream = gateway.hub.get("cam1")
+    probe = await procs(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-i",
+            gateway.url("cam1"),
+            "-show_entries",
+            "packet=stream_index,pts_time,dts_time",
+            "-of",
+            "csv=p=0",
+            "-read_intervals",
+            "%+15",
+        ]
+    )
+    await wait_for(lambda: len(stream.readers) == 1, 10, what="ffprobe playing")
+    reader = next(iter(stream.readers))
+    await wait_for(lambda: reader.packets_sent > 400, 15, what="4 s read")
+    publisher.kill()
+    await publisher.wait()
+    await wait_for(lambda: not stream.has_source, 5, what="the source to drop")
+    await asyncio.sleep(0.3)  # a camera that takes a moment to come back
+    await procs(_publish_av(gateway.url("cam1")))
+    assert await probe.wait(60) == 0, probe.text
+    assert stream.counters.source_restarts == 1
+    packets = _packets(probe.text)
+    last: dict[int, float] = {}
+    restart_at, widest = None, 0.06  # the restart: the widest video step, over 1.5 frames
+    for i, (track, dts) in enumerate(packets):
+        if track in last:
+            step = dts - last[track]
+            assert step >= 0, f"track {track} stepped back {step:.3f} s at {last[track]:.2f} s"
+            if track == 0 and step > widest:
+                restart_at, widest = i, step
+        last[track] = dts
+    assert restart_at is not None, "no restart gap seen"
+    assert min(last.values()) > 13.0, last  # read on to the end with both tracks
+
+    # A/V alignment: video's lead over the latest audio packet, before and after the restart.
+    def leads(part: list[tuple[int, float]]) -> list[float]:
+        audio = None
+        out = []
+        for track, dts in part:
+            if track == 1:
+                audio = dts
+            elif audio is not None:
+                out.append(dts - audio)
+        return out
+
+    before = statistics.median(leads(packets[:restart_at])[-100:])
+    after = statistics.median(leads(packets[restart_at:])[10:200])
+    assert abs(after - before) < 0.08, (before, after)
