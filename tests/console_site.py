@@ -234,15 +234,23 @@ def encoder_argv(url: str, camera: str) -> list[str]:
 
 @contextmanager
 def console_site(
-    tmp: Path, *, publish: tuple[str, ...] = (), ptz_camera: str | None = None, seed_extra: str = ""
+    tmp: Path,
+    *,
+    publish: tuple[str, ...] = (),
+    ptz_camera: str | None = None,
+    seed_extra: str = "",
+    record: tuple[str, ...] = (),
 ) -> Iterator[Site]:
-    """The site; ``ptz_camera`` is steered through a FAKE ONVIF camera (``Site.ptz``), and
-    ``seed_extra`` is appended to the seed (e.g. a grant with the ptz right)."""
+    """The site; ``ptz_camera`` is steered through a FAKE ONVIF camera (``Site.ptz``),
+    ``seed_extra`` is appended to the seed (e.g. a grant with the ptz right), and the cameras
+    in ``record`` are recorded (and played back)."""
     seed = tmp / "seed.toml"
     seed.write_text(SEED + seed_extra)
     onvif_port = free_port()
     cameras = tuple(
-        CameraConfig(id=c, source="push")
+        CameraConfig(
+            id=c, source="push", record=c in record, segment_seconds=2.0 if c in record else 0
+        )
         if c != ptz_camera
         else CameraConfig(
             id=c,

@@ -128,6 +128,9 @@ class CameraPages:
             "manage_masks": who.caller.admin_of(cam.owner_tenant),
             "layout": json.dumps({"tiles": 1, "cameras": [cam.id]}),
             "steer": await self._steerable(request, who, cam.id),
+            # The recordings' timeline: where this process plays back and the camera records.
+            "playback": self.gateway.playback is not None
+            and any(c.id == cam.id and c.record for c in self.gateway.config.cameras),
         }
         return self.frame.render(request, who, "console/camera.html", "cameras", context)
 
