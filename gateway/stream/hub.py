@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gateway.protocols import h264, h265
-from gateway.protocols.rtp import RtpError, rewrite_rtp, rewrite_sender_report, rtp_header
+from gateway.protocols.rtp import (
+    RTP_HEADER,
+    RtpError,
+    rewrite_rtp,
+    rewrite_sender_report,
+    rtp_header,
+)
 from gateway.stream.reorder import ReorderCounters
 from gateway.stream.timeline import PathTimeline, ntp_from_seconds
 from gateway.stream.tracks import Track
@@ -145,6 +151,7 @@ class PathCounters:
     readers_dropped: int = 0
     source_restarts: int = 0
     bad_packets: int = 0
+    parameter_sets_injected: int = 0  # IDRs given the source's new SPS/PPS in band
 
 
 class PathStream:
@@ -168,6 +175,8 @@ class PathStream:
         self.reorder = ReorderCounters()  # UDP ingest's reordering of this path's source
         self.timeline: PathTimeline | None = None
         self._video_track = -1
+        self._inject: tuple[bytes, ...] = ()  # parameter sets put in band (see attach_source)
+        self._params_seen = False
         self._keyframe_fn: Callable[[bytes], bool] | None = None
         self._params_fn: Callable[[bytes], bool] | None = None
         self._batch = _Batch()
@@ -232,6 +241,8 @@ class PathStream:
         else:
             self.counters.source_restarts += 1
             self.timeline.restart()
+        self._inject = self._parameter_sets_to_inject(tracks)
+        self._params_seen = False
         self.tracks = tracks
         self.session_attrs = tuple(session_attrs)
         self.source_id = source_id
@@ -251,6 +262,37 @@ class PathStream:
         self._batch_ts = None
         self._source_event.set()
         log.info("path %s: source %s attached (%d tracks)", self.name, source_id, len(tracks))
+
+    def _parameter_sets_to_inject(self, tracks: tuple[Track, ...]) -> tuple[bytes, ...]:
+        """A source that carries its parameter sets only in its SDP, restarted with other ones
+        (a resolution change) for readers that were described the old ones: its new parameter
+        sets, to put in band before each IDR that comes without its own."""
+        old = next((t for t in self.tracks if t.is_video), None)
+        new = next((t for t in tracks if t.is_video), None)
+        if old is None or new is None or not self.readers:
+            return ()
+        before, after = old.parameter_sets(), new.parameter_sets()
+        if after and after != before:
+            log.info("path %s: parameter sets changed; sent in band before IDRs", self.name)
+            return after
+        # The same ones again: readers from before an earlier change may still need them.
+        return self._inject if after == before else ()
+
+    def _inject_parameter_sets(
+        self, track: int, packet: bytes, out_seq: int, out_ts: int, ssrc: int
+    ) -> bytes:
+        """Put the injected parameter sets, one single-NAL packet each, before this IDR packet:
+        they take its sequence numbers and the rest of the stream moves on by as many."""
+        assert self.timeline is not None
+        n = len(self._inject)
+        self.timeline.shift_seq(track, n)
+        for i, nal in enumerate(self._inject):
+            header = RTP_HEADER.pack(0x80, packet[1] & 0x7F, (out_seq + i) % _SEQ_MOD, out_ts, ssrc)
+            self._batch.items.append((track, header + nal, False))
+        self.counters.parameter_sets_injected += 1
+        out_seq = (out_seq + n) % _SEQ_MOD
+        self._last_rtp[track] = (out_seq, out_ts)
+        return rewrite_rtp(packet, out_seq, out_ts, ssrc)
 
     def detach_source(self, source_id: str) -> None:
         if self.source_id != source_id:
@@ -293,8 +335,13 @@ class PathStream:
             self._batch_params_only = True
         self._batch_ts = ts
         payload = packet[offset:]
+        if self._inject and self._params_fn is not None and self._params_fn(payload):
+            self._params_seen = True  # in band: nothing to add before this GOP's IDR
         if self._keyframe_fn is not None and not batch.is_key and self._keyframe_fn(payload):
             batch.is_key = True
+            if self._inject and not self._params_seen:
+                ssrc = timeline.tracks[track].ssrc
+                packet = self._inject_parameter_sets(track, packet, out_seq, out_ts, ssrc)
         if self._batch_params_only and not (self._params_fn and self._params_fn(payload)):
             self._batch_params_only = False
         batch.items.append((track, packet, False))
@@ -328,6 +375,8 @@ class PathStream:
         self._batch_ts = None
         params_only = self._batch_params_only and self._video_track >= 0
         self._batch_params_only = False
+        if batch.is_key and not params_only:
+            self._params_seen = False  # the next GOP must bring its own (or get ours)
         if params_only:
             # SPS/PPS sent as their own access unit start a GOP too.
             batch.is_key = batch.params_only = True

@@ -129,6 +129,12 @@ class PathTimeline:
         tl.last_seen = now
         return out_seq, out_ts
 
+    def shift_seq(self, track: int, n: int) -> None:
+        """``n`` packets of our own were put into ``track`` before the last one mapped."""
+        tl = self.tracks[track]
+        tl.seq_offset = (tl.seq_offset + n) % _SEQ_MOD
+        tl.last_out_seq = (tl.last_out_seq + n) % _SEQ_MOD
+
     def sender_report(self, track: int, ntp: int, ts: int, now: float) -> tuple[int, int]:
         """Output (NTP, RTP timestamp) of one source sender report of ``track``."""
         tl = self.tracks[track]

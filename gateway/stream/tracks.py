@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 
 from gateway.protocols.sdp import SdpError, SessionDescription, parse_sdp
@@ -35,6 +37,29 @@ class Track:
             other.clock_rate,
             other.payload_type,
         )
+
+    def parameter_sets(self) -> tuple[bytes, ...]:
+        """The out-of-band parameter sets of an H.264 (SPS, PPS) or H.265 (VPS, SPS, PPS)
+        track, from its SDP's fmtp; () when it has none or they do not decode."""
+        keys = {
+            "H264": ("sprop-parameter-sets",),
+            "H265": ("sprop-vps", "sprop-sps", "sprop-pps"),
+        }.get(self.codec, ())
+        params: dict[str, str] = {}
+        for line in self.sdp_lines:
+            if line.lower().startswith("a=fmtp:"):
+                for item in line.partition(" ")[2].split(";"):
+                    key, _, value = item.strip().partition("=")
+                    params[key.lower()] = value.strip()
+        nals: list[bytes] = []
+        for key in keys:
+            for item in params.get(key, "").split(","):
+                if item.strip():
+                    try:
+                        nals.append(base64.b64decode(item.strip(), validate=True))
+                    except (binascii.Error, ValueError):
+                        return ()
+        return tuple(n for n in nals if n)
 
 
 class TrackError(ValueError):

@@ -1,0 +1,119 @@
+"""Finding 13 (issue #9): a camera whose parameter sets are only in its SDP comes back at
+another resolution, and the readers already watching decode the new picture.
+
+ffmpeg publishes a 720p MP4 with ``-c copy`` (SPS/PPS in the SDP only), ffprobe decodes the
+path, and the publisher is replaced by a 1080p one on the same path: the gateway puts the new
+SPS/PPS in band before the next IDR, so ffprobe follows the change without an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import FFMPEG, publishing, spawn, wait_for
+
+from gateway.stream.tracks import Track
+
+
+async def _clip(path: Path, size: str) -> Path:
+    encode = await spawn(
+        [
+            FFMPEG,
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate=25",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "25",
+            "-bf",
+            "0",
+            str(path),
+        ]
+    )
+    assert await encode.wait(60) == 0, encode.text
+    return path
+
+
+def _copy_argv(clip: Path, url: str) -> list[str]:
+    return [
+        FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "warning", "-re",
+        "-stream_loop", "-1", "-i", str(clip), "-c", "copy",
+        "-f", "rtsp", "-rtsp_transport", "tcp", url,
+    ]  # fmt: skip
+
+
+def test_a_tracks_out_of_band_parameter_sets_are_read_from_its_fmtp() -> None:
+    track = Track(
+        0,
+        "video",
+        "H264",
+        90000,
+        96,
+        ("a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z0LAHtkA,aM4PyA==",),
+    )
+    assert track.parameter_sets() == (bytes.fromhex("6742c01ed900"), bytes.fromhex("68ce0fc8"))
+    assert (
+        Track(
+            0, "video", "H264", 90000, 96, ("a=fmtp:96 sprop-parameter-sets=!!",)
+        ).parameter_sets()
+        == ()
+    )
+    h265 = Track(
+        0, "video", "H265", 90000, 96, ("a=fmtp:96 sprop-vps=QAE=; sprop-sps=QgE=; sprop-pps=RAE=",)
+    )
+    assert h265.parameter_sets() == (b"\x40\x01", b"\x42\x01", b"\x44\x01")
+
+
+async def test_readers_follow_a_resolution_change_announced_only_in_the_sdp(
+    gateway, procs, tmp_path: Path
+):
+    small = await _clip(tmp_path / "720p.mp4", "1280x720")
+    large = await _clip(tmp_path / "1080p.mp4", "1920x1080")
+    first = await procs(_copy_argv(small, gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    stream = gateway.hub.get("cam1")
+    assert stream.tracks[0].parameter_sets(), "the publisher put its SPS/PPS in the SDP"
+    probe = await procs(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            gateway.url("cam1"),
+            "-show_entries",
+            "frame=width,height",
+            "-of",
+            "csv=p=0",
+            "-read_intervals",
+            "%+7",
+        ]
+    )
+    await wait_for(lambda: len(stream.readers) == 1, 10, what="ffprobe playing")
+    reader = next(iter(stream.readers))
+    await wait_for(lambda: reader.packets_sent > 300, 15, what="2 s of 720p read")
+    first.kill()
+    await first.wait()
+    await procs(_copy_argv(large, gateway.url("cam1")))
+    assert await probe.wait(60) == 0, probe.text
+    assert set(stream.readers) <= {reader}  # the same session carried on
+    lines = [ln.strip().rstrip(",") for ln in probe.text.splitlines() if ln.strip()]
+    sizes = [ln for ln in lines if ln in ("1280,720", "1920,1080")]
+    others = [ln for ln in lines if ln not in ("1280,720", "1920,1080")]
+    assert others == [], probe.text[-3000:]  # no decode error, no garbled frame
+    assert "1280,720" in sizes and sizes[-1] == "1920,1080", sizes[-5:]
+    assert sizes.count("1920,1080") >= 25, sizes.count("1920,1080")
+    assert stream.counters.parameter_sets_injected >= 1
