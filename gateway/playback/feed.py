@@ -54,6 +54,7 @@ CONGESTION_WAIT = 5.0
 # A break between fragments longer than this is a gap: ONVIF's E and D flags mark it.
 GAP = timedelta(milliseconds=500)
 TOUCHING = timedelta(milliseconds=1)  # fragments this close follow each other
+STEP = timedelta(milliseconds=1)  # the least a frame's time moves on from the last one
 MAX_STEP = 2.0  # seconds: a longer step between units sent is a gap, not recording served
 
 
@@ -228,9 +229,16 @@ class PlaybackFeed:
         base_capture: datetime | None = None
         base_ts = random.getrandbits(32)
         discontinuity = False
+        last: datetime | None = None
         async for unit, gap_before, gap_after in self._units(pos):
             if self.pacer.past_end(unit.captured):
                 break
+            if last is not None and unit.captured <= last:
+                # A recording's fragment times come from its writer's clock and its frames'
+                # from the camera's: where they disagree by a few milliseconds, time still only
+                # moves forward for the player (RTP time and the NTP extension alike).
+                unit = replace(unit, captured=last + STEP)
+            last = unit.captured
             discontinuity = discontinuity or gap_before
             if not self.pacer.wants(unit.captured, unit.keyframe):
                 continue
