@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -214,7 +213,9 @@ class Metering:
                 ledger_url = self.db.url
                 # An in-memory database exists only on its one connection: share it.
                 shared = ledger_url.endswith(":memory:")
-                host = socket.gethostname()
+                # Named for this node, never the host: two nodes on one host must not share
+                # a consumer (each would ack and claim the other's pending entries).
+                name = f"{config.node}-w{worker}"
                 for i in range(bc.consumers):
                     # Each consumer its own connection (a Database serialises its users), and
                     # a fresh one after a failure: a dropped connection does not heal.
@@ -222,7 +223,7 @@ class Metering:
                         LedgerConsumer(
                             bc.redis_url,
                             self.ledger if shared else _ConsumerLedger(ledger_url),
-                            consumer=f"{host}-w0" if i == 0 else f"{host}-w0-c{i}",
+                            consumer=name if i == 0 else f"{name}-c{i}",
                             stream=bc.stream,
                             ledger_factory=None if shared else lambda: _ConsumerLedger(ledger_url),
                         )

@@ -248,6 +248,15 @@ async def test_a_token_issued_by_any_node_plays_on_every_node(cluster_factory, p
         other = cluster.nodes[(issuing.index + 1) % 3]
         assert await _plays_whep(other, token) == 201, (issuing.node_id, other.node_id)
 
+    # Issue #15.5: the usage stream's consumers are named for the nodes, not their one host.
+    r = cluster.redis.client()
+    await wait_for(
+        lambda: len(r.xinfo_consumers("feedgate:usage", "ledger")) == 3, 20, what="3 consumers"
+    )
+    names = {c["name"].decode() for c in r.xinfo_consumers("feedgate:usage", "ledger")}
+    r.close()
+    assert names == {"node1-w0", "node2-w0", "node3-w0"}
+
 
 async def test_a_rotated_key_is_published_on_every_node_and_old_tokens_keep_playing(
     cluster_factory, procs
@@ -300,3 +309,29 @@ def test_cluster_keys_are_what_keys_init_makes(tmp_path: Path) -> None:
     assert SigningKey.load(Path(keys.audit_key)).kid != SigningKey.load(Path(keys.evidence_key)).kid
     with pytest.raises(FileNotFoundError):
         SigningKey.load(tmp_path / "missing.pem")
+
+
+def test_usage_consumers_are_named_for_the_node_not_the_host(tmp_path: Path) -> None:
+    """Two nodes on one host: before, both consumers were '<host>-w0' (one consumer in Redis's
+    eyes, each acking and claiming the other's entries)."""
+    from dataclasses import replace
+
+    from gateway.config import BillingConfig, Config, TenancyConfig
+    from gateway.metering import Metering
+    from tenants.db import Database
+
+    names = []
+    for node in ("north", "south"):
+        config = replace(
+            Config(),
+            node_id=node,
+            data_dir=str(tmp_path / node),
+            tenancy=TenancyConfig(enabled=True),
+            billing=BillingConfig(enabled=True, redis_url="redis://127.0.0.1:1/0", consumers=2),
+        )
+        db = Database.open(f"sqlite://{tmp_path / node}.db")
+        try:
+            names += [c.consumer for c in Metering(config, db).consumers]
+        finally:
+            db.close()
+    assert names == ["north-w0", "north-w0-c1", "south-w0", "south-w0-c1"]

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -90,7 +89,10 @@ class LedgerConsumer:
         self.redis_url = redis_url
         self.ledger: RowLedgerLike | None = ledger
         self.group = group
-        self.consumer = consumer or socket.gethostname()
+        if not consumer:
+            # Never the host name: two nodes on one host would be one consumer.
+            raise ValueError("LedgerConsumer needs a consumer name (the node's id)")
+        self.consumer = consumer
         self.stream = stream
         self.dead_letter_stream = dead_letter_stream or f"{stream}:dead"
         self.claim_idle_ms = claim_idle_ms
