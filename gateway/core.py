@@ -4,6 +4,7 @@ masked variants, metering and the tenant policy, with one owner for every long-l
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,7 +21,8 @@ from gateway.rtsp.connection import RtspConnection
 from gateway.rtsp.hooks import Authorizer, allow_all
 from gateway.rtsp.server import RtspServer
 from gateway.sources.ingest import PullIngest
-from gateway.stream.hub import StreamHub
+from gateway.stream.hub import PathStream, StreamHub
+from gateway.stream.stall import Stall, StallEvent
 from gateway.tasks import cancel_and_wait
 from gateway.tenancy import Tenancy
 from gateway.webrtc.ice import IceSettings
@@ -51,7 +53,10 @@ class Gateway:
         # A secondary worker relays every camera from the primary over this Unix socket.
         self.upstream_unix = upstream_unix
         self.hub = StreamHub(
-            gop_cache_bytes=config.rtsp.gop_cache_bytes, write_timeout=config.rtsp.write_timeout
+            gop_cache_bytes=config.rtsp.gop_cache_bytes,
+            write_timeout=config.rtsp.write_timeout,
+            stall_after=config.ingest.stall_after,
+            stall_frames=config.ingest.stall_frames,
         )
         # The tenant policy, when tenancy is on (worker relays are internal and skip it).
         self.tenancy: Tenancy | None = None
@@ -186,6 +191,38 @@ class Gateway:
         # Event-loop lag and task count, for /metrics (a soak's growth and stall figures).
         self.loopwatch = LoopWatch()
 
+    def _watch_stalls(self) -> None:
+        """Each camera's path (and sub stream) reports stalls; worker 0 only, since the other
+        workers' paths relay its own."""
+        if self.upstream_unix is not None:
+            return
+        for cam in self.config.cameras:
+            self.hub.path(cam.id).on_stall = self._on_stall
+            if cam.sub_source:
+                self.hub.path(f"{cam.id}/sub").on_stall = self._on_stall
+
+    def _on_stall(self, stream: PathStream, event: StallEvent) -> None:
+        camera = stream.name.partition("/")[0]
+        if event.kind is Stall.STARTED:
+            log.warning(
+                "path %s: no media for %.1fs: camera stalled (readers stay connected)",
+                stream.name,
+                event.silence,
+            )
+        else:
+            log.warning("path %s: media again after %.1fs stalled", stream.name, event.silence)
+        if self.tenancy is not None:
+            self.tenancy.submit(
+                functools.partial(
+                    self.tenancy.audit.append,
+                    "camera_outage",
+                    camera=camera,
+                    outcome=event.kind.value,
+                    detail={"path": stream.name, "silence_s": round(event.silence, 1)},
+                ),
+                what="audit a camera outage",
+            )
+
     def _pull_sources(self) -> Iterable[tuple[str, str, bool]]:
         if self.upstream_unix is not None:
             for cam in self.config.cameras:
@@ -200,6 +237,7 @@ class Gateway:
                 yield f"{cam.id}/sub", cam.sub_source, cam.on_demand
 
     async def start(self) -> None:
+        self._watch_stalls()
         self.loopwatch.start()
         if self.metering is not None:
             self.metering.start()  # first: it drains any spool a crash left behind

@@ -15,7 +15,7 @@ from gateway.config import Config
 from gateway.core import Gateway
 from gateway.http.api.app import API_PREFIX, add_api_routes, api_problems
 from gateway.http.keys import DECISION_KEY, GATEWAY_KEY
-from gateway.http.metrics import _GatewayCollector
+from gateway.http.metrics import _GatewayCollector, health_detail
 from gateway.webrtc.whep import add_whep_routes, is_whep_path
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 PUBLIC_HTTP = frozenset(
     {
         "/healthz",
+        "/healthz/detail",
         "/metrics",
         "/.well-known/jwks.json",
         "/mediamtx/auth",
@@ -179,6 +180,11 @@ def make_http_app(gateway: Gateway) -> web.Application:
         # Liveness only: which cameras exist and who watches them is not for the public.
         return web.json_response({"status": "ok"})
 
+    async def health(request: web.Request) -> web.Response:
+        # Which cameras exist and how they fare: for the same callers as /metrics.
+        await _metrics_allowed(request, gateway)
+        return web.json_response(health_detail(gateway))
+
     async def lab_sessions(request: web.Request) -> web.Response:
         """Tenancy off (an open lab relay): this process's sessions, as /v1/sessions lists
         them with tenancy on."""
@@ -202,6 +208,7 @@ def make_http_app(gateway: Gateway) -> web.Application:
         await gateway.stop()
 
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz/detail", health)
     app.router.add_get("/metrics", metrics)
     if gateway.webrtc is not None:
         if gateway.control is not None:

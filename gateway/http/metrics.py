@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import asdict
 
@@ -71,6 +72,19 @@ class _GatewayCollector(Collector):
                 "UDP source sequence numbers that never arrived within the reorder window",
                 labels=labels,
             ),
+            "stalled": GaugeMetricFamily(
+                "feedgate_source_stalled",
+                "1 while the camera sends no media (stalled; readers stay connected)",
+                labels=labels,
+            ),
+            "stalls": CounterMetricFamily(
+                "feedgate_source_stalls", "Times the camera's media stalled", labels=labels
+            ),
+            "silence": GaugeMetricFamily(
+                "feedgate_source_silence_seconds",
+                "Seconds since the camera's last packet",
+                labels=labels,
+            ),
             "readers": GaugeMetricFamily("feedgate_readers", "Readers playing", labels=labels),
             "up": GaugeMetricFamily("feedgate_source_up", "1 if the source is live", labels=labels),
             "gop": GaugeMetricFamily(
@@ -88,6 +102,7 @@ class _GatewayCollector(Collector):
             "readers_dropped",
             "readers",
         )
+        now = time.monotonic()
         for name, stream in gw.hub.paths.items():
             c = {**asdict(stream.counters), "readers": len(stream.readers)}
             for peer in peers:
@@ -106,6 +121,9 @@ class _GatewayCollector(Collector):
             fams["reordered"].add_metric([name], stream.reorder.reordered)
             fams["late"].add_metric([name], stream.reorder.late)
             fams["lost"].add_metric([name], stream.reorder.lost)
+            fams["stalled"].add_metric([name], 1 if stream.stall.state.value == "stalled" else 0)
+            fams["stalls"].add_metric([name], stream.stall.stalls)
+            fams["silence"].add_metric([name], round(stream.stall.silence(now), 3))
             fams["readers"].add_metric([name], c["readers"])
             fams["up"].add_metric([name], 1 if stream.has_source else 0)
             fams["gop"].add_metric([name], stream.gop_cached_bytes)
@@ -179,3 +197,22 @@ def _webrtc_families(stats: dict[str, object]) -> Iterable[CounterMetricFamily |
     for path, p in sorted(passthroughs.items()):
         injected.add_metric([path], p["parameter_sets_injected"])
     yield injected
+
+
+def health_detail(gateway: Gateway) -> dict[str, object]:
+    """Each path's source as an operator needs it: up, stalled, silent for how long, readers."""
+    now = time.monotonic()
+    paths: dict[str, object] = {}
+    degraded = False
+    for name, stream in sorted(gateway.hub.paths.items()):
+        stalled = stream.stall.state.value == "stalled"
+        degraded |= stalled and stream.on_stall is not None
+        paths[name] = {
+            "source_up": stream.has_source,
+            "stalled": stalled,
+            "silence_seconds": round(stream.stall.silence(now), 3),
+            "stalls": stream.stall.stalls,
+            "readers": len(stream.readers),
+            "late_packets": stream.reorder.late,
+        }
+    return {"status": "degraded" if degraded else "ok", "paths": paths}

@@ -28,6 +28,7 @@ from gateway.protocols.rtp import (
     rtp_header,
 )
 from gateway.stream.reorder import ReorderCounters
+from gateway.stream.stall import StallDetector, StallEvent, StallState
 from gateway.stream.timeline import PathTimeline, ntp_from_seconds
 from gateway.stream.tracks import Track
 
@@ -163,8 +164,12 @@ class PathStream:
         *,
         gop_cache_bytes: int = 16 * 1024 * 1024,
         write_timeout: float = 10.0,
+        stall: StallDetector | None = None,
     ) -> None:
         self.name = name
+        self.stall = stall or StallDetector()
+        # Told when the source stalls and recovers; None: nobody watches this path (variants).
+        self.on_stall: Callable[[PathStream, StallEvent], None] | None = None
         self.gop_cache_bytes = gop_cache_bytes
         self.write_timeout = write_timeout
         self.tracks: tuple[Track, ...] = ()
@@ -316,7 +321,13 @@ class PathStream:
         if timeline is None or track >= len(timeline):
             self.counters.bad_packets += 1
             return
-        out_seq, out_ts = timeline.rtp(track, seq, ts, time.monotonic())
+        now = time.monotonic()
+        stall = self.stall
+        if stall.state is StallState.LIVE:
+            stall.last_media = now
+        elif (event := stall.media(now)) is not None and self.on_stall is not None:
+            self.on_stall(self, event)
+        out_seq, out_ts = timeline.rtp(track, seq, ts, now)
         self._last_rtp[track] = (out_seq, out_ts)
         packet = rewrite_rtp(packet, out_seq, out_ts, timeline.tracks[track].ssrc)
         counters = self.counters
@@ -373,6 +384,7 @@ class PathStream:
             return
         self._batch = _Batch()
         self._batch_ts = None
+        self.stall.frame(time.monotonic())
         params_only = self._batch_params_only and self._video_track >= 0
         self._batch_params_only = False
         if batch.is_key and not params_only:
@@ -513,6 +525,10 @@ class PathStream:
                 )
                 self.kick(reader, "write timeout")
 
+    def check_stall(self, now: float) -> None:
+        if self.on_stall is not None and (event := self.stall.check(now)) is not None:
+            self.on_stall(self, event)
+
     @property
     def gop_cached_bytes(self) -> int:
         return self._gop_bytes
@@ -521,10 +537,19 @@ class PathStream:
 class StreamHub:
     """All paths of this process, by name."""
 
-    def __init__(self, *, gop_cache_bytes: int = 16 * 1024 * 1024, write_timeout: float = 10.0):
+    def __init__(
+        self,
+        *,
+        gop_cache_bytes: int = 16 * 1024 * 1024,
+        write_timeout: float = 10.0,
+        stall_after: float = 3.0,
+        stall_frames: int = 10,
+    ):
         self.paths: dict[str, PathStream] = {}
         self.gop_cache_bytes = gop_cache_bytes
         self.write_timeout = write_timeout
+        self.stall_after = stall_after
+        self.stall_frames = stall_frames
 
     def get(self, name: str) -> PathStream | None:
         return self.paths.get(name)
@@ -533,7 +558,10 @@ class StreamHub:
         stream = self.paths.get(name)
         if stream is None:
             stream = PathStream(
-                name, gop_cache_bytes=self.gop_cache_bytes, write_timeout=self.write_timeout
+                name,
+                gop_cache_bytes=self.gop_cache_bytes,
+                write_timeout=self.write_timeout,
+                stall=StallDetector(stall_after=self.stall_after, stall_frames=self.stall_frames),
             )
             self.paths[name] = stream
         return stream
@@ -544,3 +572,4 @@ class StreamHub:
             now = time.monotonic()
             for stream in list(self.paths.values()):
                 stream.reap(now)
+                stream.check_stall(now)

@@ -62,6 +62,7 @@ class AuditAction(StrEnum):
     EVIDENCE_RELEASE = "evidence_release"
     SAR = "sar"  # a subject access request opened, changed or closed
     RECORDING_DELETED = "recording_deleted"  # a segment deleted (retention, disk pressure)
+    CAMERA_OUTAGE = "camera_outage"  # a camera's media stalled (outcome stalled) or resumed
 
 
 #: The entries that disclose footage to someone (ICO: log date, recipient and reason).
