@@ -58,11 +58,16 @@ __all__ = ["AuditLog"]
 
 _MAX_DETAIL = 16 * 1024  # bytes of canonical detail JSON
 _LEAF_CHUNKS = 16  # chunks of leaf hashes kept after a proof read them (16 x 8 KiB)
+# The PostgreSQL advisory lock on the log's head ("audit" in ASCII): every node's append and
+# checkpoint takes it in its own transaction, so appends are serialised across nodes and the
+# Merkle tree and hash chain stay linear. SQLite's BEGIN IMMEDIATE already serialises.
+_HEAD_LOCK = 0x6175646974
 
 
 class AuditLog:
-    """The writer. One per process; thread-safe. Several processes may share one database
-    (a writer that finds rows it did not write catches up; seq collisions are retried)."""
+    """The writer. One per process; thread-safe. Several processes or nodes may share one
+    database: each append locks the log head (a PostgreSQL advisory transaction lock), catches
+    up with rows others wrote, and appends after them; a seq collision is still retried."""
 
     _CHUNK = 256  # leaves per cached chunk root (a power of two)
 
@@ -200,6 +205,7 @@ class AuditLog:
             for attempt in range(8):
                 try:
                     with self._db.transaction():
+                        self._lock_head()
                         self._catch_up()
                         if given is None:
                             t = datetime.now(UTC)
@@ -254,11 +260,17 @@ class AuditLog:
                 self.maybe_checkpoint()
             return entry
 
+    def _lock_head(self) -> None:
+        """Inside a transaction: wait for the log head, held until this transaction ends."""
+        if self._db.dialect == "postgres":
+            self._db.query("SELECT pg_advisory_xact_lock(?)", (_HEAD_LOCK,))
+
     def checkpoint(self, now: datetime | None = None) -> Checkpoint:
         """Sign (size, root, time) and store it. If the log has not grown since the last
         checkpoint, that one is returned."""
         with self._lock:
             with self._db.transaction():
+                self._lock_head()
                 self._catch_up()
                 if self._last_cp is not None and self._last_cp.size == self._size:
                     return self._last_cp
