@@ -205,6 +205,7 @@ class Site:
             return exc.code, json.loads(text) if text.startswith("{") else text
 
     def entries(self, action: str) -> list[Any]:
+        self.tenancy.drain()  # session ends are stored on the database thread, after the event
         return [e for e in self.tenancy.audit.entries() if e.action.value == action]
 
     def publishing(self, cameras: tuple[str, ...], timeout: float = 30.0) -> None:

@@ -472,11 +472,20 @@ def test_a_mask_saved_in_the_editor_reaches_the_sessions_already_watching(site: 
             assert time.monotonic() < deadline, "the shop's session carried on"
             time.sleep(0.05)
         assert by_tenant["police"] in {s.id for s in media.sessions()}
-        [ended] = [
-            e
-            for e in site.entries("session_end")
-            if e.principal == "guard" and e.detail.get("reason") == "privacy masks changed"
-        ]
+
+        def ended_entries() -> list[Any]:
+            return [
+                e
+                for e in site.entries("session_end")
+                if e.principal == "guard" and e.detail.get("reason") == "privacy masks changed"
+            ]
+
+        # The end is audited on the database thread, moments after the session is gone.
+        deadline = time.monotonic() + 5
+        while not ended_entries():
+            assert time.monotonic() < deadline, "the shop's session end was never audited"
+            time.sleep(0.05)
+        [ended] = ended_entries()
         assert ended.camera == "street"
     finally:
         call(site, "council-admin", "/v1/masks/till", method="DELETE")
