@@ -258,6 +258,7 @@ class _Run:
     last_ts: int  # unwrapped
     last_wall: float
     segments: int = 0
+    chain: tuple[float, int] | None = None  # (UTC seconds, RTP time) its segments follow on
 
 
 @dataclass
@@ -285,6 +286,9 @@ class CameraWriter:
         self._seg_ts = 0  # unwrapped RTP time of the segment's first unit
         self._seq = 0
         self._segment_registered = False
+        self._seg_first = True
+        self._seg_params: dict[int, bytes] = {}
+        self._seg_run: _Run = _Run(None, 0.0, 0, 0, 0, 0.0)
         self._pending: list[Fragment] = []
         self._waiting_key = True
         self._next_reason = self.resume_reason
@@ -324,7 +328,10 @@ class CameraWriter:
         if (
             self._file is not None
             and is_key
-            and (ts - self._seg_ts) / CLOCK >= (self.segment_seconds)
+            and (
+                (ts - self._seg_ts) / CLOCK >= self.segment_seconds
+                or self.params != self._seg_params  # new parameters need a new init segment
+            )
         ):
             self._close_segment()
         if self._file is None:
@@ -408,16 +415,16 @@ class CameraWriter:
         return [*missing, *nals] if missing else nals
 
     def _open_segment(self, run: _Run, ts: int, types: list[int]) -> bool:
+        # Named by where it seems to start now; indexed (below) once its first fragment is out
+        # and the run's anchor has settled.
         start = datetime.fromtimestamp(run.anchor + (ts - run.base_ts) / CLOCK, UTC)
-        if not run.segments and self.last_end is not None and start > self.last_end:
-            # The run's first segment: what came before it was not recorded.
-            self.index.add_gap(self.camera, self.last_end, start, self._next_reason)
-            self.counters.gaps += 1
+        self._seg_run = run
+        self._seg_first = not run.segments
         run.segments += 1
-        self._next_reason = GapReason.CAMERA_OUTAGE
         rel = f"{self.camera}/{start:%Y-%m-%d}/{start:%H%M%S.%f}Z.mp4"
         path = self.root / rel
-        if self.codec.name == "H264" and h264.NAL_SPS in self.params and self._size == (0, 0):
+        self._seg_params = dict(self.params)
+        if self.codec.name == "H264" and h264.NAL_SPS in self.params:
             try:
                 self._size = h264.parse_sps_resolution(self.params[h264.NAL_SPS])
             except NalError:
@@ -442,9 +449,10 @@ class CameraWriter:
         seg = self._segment
         if not self._segment_registered:
             init = file.init_length or done[0][0].offset
+            start = self._registered_start()
             seg = self._segment = Segment(
-                seg.id, seg.camera, seg.path, seg.start, seg.start, init, init, seg.codec,
-                False, seg.node,
+                seg.id, seg.camera, seg.path, start, start, init, init, seg.codec, False,
+                seg.node,
             )  # fmt: skip
             self.index.add_segment(seg)
             self._segment_registered = True
@@ -452,18 +460,40 @@ class CameraWriter:
         scale = file.timescale
         base = seg.start.timestamp()
         for box, moof in done:
-            start = base + moof.decode_time / scale
-            end = start + moof.duration / scale
+            f_start = base + moof.decode_time / scale
+            f_end = f_start + moof.duration / scale
             self._pending.append(
                 Fragment(
-                    seg.id, self._seq, seg.camera, datetime.fromtimestamp(start, UTC),
-                    datetime.fromtimestamp(end, UTC), box.offset, box.length, moof.keyframe,
+                    seg.id, self._seq, seg.camera, datetime.fromtimestamp(f_start, UTC),
+                    datetime.fromtimestamp(f_end, UTC), box.offset, box.length, moof.keyframe,
                 )
             )  # fmt: skip
             self._seq += 1
             self.counters.fragments += 1
             self.counters.bytes_written += box.length
-            self.last_end = datetime.fromtimestamp(end, UTC)
+            self.last_end = datetime.fromtimestamp(f_end, UTC)
+
+    def _registered_start(self) -> datetime:
+        """When the segment starts. The run's first segment: from the anchor as it stands after
+        its first fragment (a source's first units often arrive late, then catch up), never
+        before the camera's last recording ended, after which the gap is recorded. Later
+        segments of the run follow on from it by RTP time, so they are contiguous."""
+        run = self._seg_run
+        if run.chain is None:
+            at = run.anchor + (self._seg_ts - run.base_ts) / CLOCK
+            if self.last_end is not None:
+                at = max(at, self.last_end.timestamp())
+            run.chain = (at, self._seg_ts)
+        else:
+            at = run.chain[0] + (self._seg_ts - run.chain[1]) / CLOCK
+        start = datetime.fromtimestamp(at, UTC)
+        if self._seg_first:
+            if self.last_end is not None and start > self.last_end:
+                # What came before the run was not recorded.
+                self.index.add_gap(self.camera, self.last_end, start, self._next_reason)
+                self.counters.gaps += 1
+            self._next_reason = GapReason.CAMERA_OUTAGE
+        return start
 
     def _close_segment(self) -> None:
         file, self._file = self._file, None
