@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +47,17 @@ def recording_config(tmp_path: Path, **recording: object) -> Config:
     )
 
 
+async def metrics_text(gw: object) -> str:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.http.app import make_http_app
+
+    app = make_http_app(gw.gateway)  # type: ignore[attr-defined]
+    app.cleanup_ctx.clear()  # the test runs this gateway already
+    async with TestClient(TestServer(app)) as client:
+        return await (await client.get("/metrics")).text()
+
+
 def probe(path: Path) -> tuple[dict[str, object], str]:
     out = subprocess.run(
         [_ffprobe(), "-v", "error", "-show_entries", "format=duration:stream=codec_name,width,"
@@ -69,6 +81,13 @@ async def test_a_pushed_camera_is_recorded_in_fragments_ffprobe_reads(
             return sum(1 for s in index.segments("cam1") if s.closed)
 
         await wait_for(lambda: closed() >= 2, 30, what="two closed segments")
+        text = await metrics_text(gw)
+        assert "feedgate_recording_disk_state 0.0" in text
+        assert "feedgate_recording_stopped 0.0" in text
+        assert 'feedgate_recording_retention_days{camera="cam1",source="default"} 31.0' in text
+        written = re.search(r'feedgate_recording_bytes_written_total\{camera="cam1"\} (\S+)', text)
+        assert written is not None and float(written.group(1)) > 0
+        assert 'feedgate_recording_dropped_units_total{camera="cam1"}' in text
         pub.kill()
     # Read back through a connection of our own, as playback would.
     index = RecordingIndex(Database.open(cfg.database_url), cfg.recording_dir)

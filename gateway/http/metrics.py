@@ -152,6 +152,10 @@ class _GatewayCollector(Collector):
         yield errors
         if gw.webrtc is not None:
             yield from _webrtc_families(gw.webrtc.stats())
+        if gw.recorder is not None:
+            from gateway.recording.metrics import recording_families
+
+            yield from recording_families(gw.recorder)
         worst, window = gw.loopwatch.read()
         lag = GaugeMetricFamily(
             "feedgate_event_loop_lag_seconds",

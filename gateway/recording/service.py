@@ -84,7 +84,8 @@ class _WriterThread:
         self._items: deque[tuple[str, str, Any]] = deque()
         self.queued_bytes = 0
         self.writers: dict[str, CameraWriter] = {}
-        self.retired = WriterCounters()  # counters of writers replaced or stopped
+        # Counters of writers replaced or stopped, per camera, so totals never go back.
+        self.retired: dict[str, WriterCounters] = {}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopping = False
 
@@ -171,11 +172,24 @@ class _WriterThread:
         if writer is None:
             return
         writer.stop(reason)
+        total = self.retired.setdefault(camera, WriterCounters())
         for name, value in vars(writer.counters).items():
-            setattr(self.retired, name, getattr(self.retired, name) + value)
+            setattr(total, name, getattr(total, name) + value)
 
     def counters(self) -> dict[str, WriterCounters]:
-        return {cam: w.counters for cam, w in list(self.writers.items())}
+        """Per camera, everything its writers counted (live and retired)."""
+        out: dict[str, WriterCounters] = {}
+        live = dict(self.writers)
+        for cam in set(live) | set(self.retired):
+            total = WriterCounters()
+            for part in (live.get(cam), self.retired.get(cam)):
+                counters = part.counters if isinstance(part, CameraWriter) else part
+                if counters is None:
+                    continue
+                for name, value in vars(counters).items():
+                    setattr(total, name, getattr(total, name) + value)
+            out[cam] = total
+        return out
 
 
 @dataclass
@@ -235,6 +249,7 @@ class Recorder:
             self.cameras[cam.id] = _Camera(cam, self._threads[i % n])
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self._applied: dict[str, Retention] = {}
 
     # -- life
 
@@ -249,6 +264,8 @@ class Recorder:
                 rec.segments_closed, rec.bytes_truncated, rec.fragments_dropped,
                 rec.fragments_added, rec.orphans_indexed, rec.files_removed,
             )  # fmt: skip
+        for camera in self.cameras:
+            await asyncio.to_thread(self.retention, camera)
         for thread in self._threads:
             thread.start()
         self._started = True
@@ -346,8 +363,17 @@ class Recorder:
 
     # -- retention, disk
 
+    def retention_cached(self, camera: str) -> Retention | None:
+        """The retention last applied to the camera (by a sweep), without asking the database."""
+        return self._applied.get(camera)
+
     def retention(self, camera: str) -> Retention:
         """The retention applied to a camera's footage (see gateway.recording.retention)."""
+        applied = self._retention(camera)
+        self._applied[camera] = applied
+        return applied
+
+    def _retention(self, camera: str) -> Retention:
         rc = self.config.recording
         cam = self.config.camera(camera)
         if cam is not None and cam.record_purpose in rc.purposes:
