@@ -265,3 +265,15 @@ async def test_the_gateway_publishes_its_evidence_key_apart_from_its_token_keys(
         assert again.evidence_key is not None and again.evidence_key.kid == evidence.kid
     finally:
         await again.close()
+
+
+def test_any_key_id_a_thumbprint_can_be_is_accepted(tmp_path: Path) -> None:
+    """A thumbprint is base64url: one key in 32 has an id starting with '_' or '-' (exports
+    failed for them before)."""
+    media = tmp_path / "f.mp4"
+    media.write_bytes(b"x")
+    key = SigningKey.generate()
+    for kid in ("_hcdli8nGua1wUnYKfGin8TqX4ocgw8p2XijcUhrDPY", "-abc", key.kid):
+        assert manifest_for(media, key, key_id=kid).key_id == kid
+    with pytest.raises(ValueError):
+        manifest_for(media, key, key_id="has space")

@@ -26,6 +26,7 @@ fraction from 0 to 1 after each fragment; setting ``cancel`` stops the cut at th
 
 from __future__ import annotations
 
+import bisect
 import io
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -38,12 +39,14 @@ from typing import Any
 import av
 
 from gateway.masking.zones import MaskRaster, Zone
-from gateway.recording.index import Fragment, RecordingIndex, Segment
+from gateway.recording.index import Fragment, RecordingIndex
 
 __all__ = ["Cancelled", "CutError", "CutResult", "TimedZone", "cut"]
 
 OUT_TIME_BASE = Fraction(1, 90_000)
 _PAGE = 2_000  # fragments read from the index at a time
+# The moov describes the track: no need to decode frames to learn it.
+_PROBE = {"analyzeduration": "0", "fpsprobesize": "0"}
 # Masked exports: libx264 at a constant quality. Evidence wants detail more than a small file.
 ENCODER_OPTIONS = {"preset": "veryfast", "crf": "18"}
 
@@ -101,79 +104,114 @@ def _fragments(
         seen = {(f.segment, f.seq) for f in fresh if f.start >= at}
 
 
-class _Reader:
-    """Segment files kept open while their fragments are read, one at a time."""
+class _RunFile(io.RawIOBase):
+    """One segment's initialisation bytes followed by a run of its fragments, as one seekable
+    file, read from disk as the demuxer asks (never held whole in memory)."""
 
-    def __init__(self, index: RecordingIndex) -> None:
-        self.index = index
-        self._segments: dict[str, tuple[Segment, bytes, Any]] = {}
+    def __init__(self, fh: Any, init_length: int, start: int, end: int) -> None:
+        super().__init__()
+        self._fh = fh
+        self._init = init_length
+        self._start = start  # the run's first byte in the segment file
+        self._size = init_length + (end - start)
+        self._pos = 0
 
-    def bytes_of(self, f: Fragment) -> tuple[Segment, bytes]:
-        entry = self._segments.get(f.segment)
-        if entry is None:
-            for _seg, _init, fh in self._segments.values():
-                fh.close()
-            self._segments.clear()
-            seg = self.index.segment(f.segment)
-            if seg is None:
-                raise CutError(f"segment {f.segment} is no longer in the index")
-            try:
-                fh = self.index.file(seg).open("rb")
-            except OSError as exc:
-                raise CutError(f"segment {seg.id}: {exc.strerror}") from None
-            init = fh.read(seg.init_length)
-            entry = self._segments[f.segment] = (seg, init, fh)
-        seg, init, fh = entry
-        fh.seek(f.offset)
-        body = fh.read(f.length)
-        if len(body) != f.length:
-            raise CutError(f"segment {seg.id}: fragment {f.seq} is cut short on disk")
-        return seg, init + body
+    def readable(self) -> bool:
+        return True
 
-    def close(self) -> None:
-        for _seg, _init, fh in self._segments.values():
-            fh.close()
-        self._segments.clear()
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        want = min(len(buf), self._size - self._pos)
+        if want <= 0:
+            return 0
+        if self._pos < self._init:
+            want = min(want, self._init - self._pos)
+            self._fh.seek(self._pos)
+        else:
+            self._fh.seek(self._start + self._pos - self._init)
+        data = self._fh.read(want)
+        buf[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def _runs(fragments: Iterator[Fragment]) -> Iterator[list[Fragment]]:
+    """Fragments grouped into runs that lie end to end in one segment file."""
+    run: list[Fragment] = []
+    for f in fragments:
+        if run and (f.segment != run[-1].segment or f.offset != run[-1].offset + run[-1].length):
+            yield run
+            run = []
+        run.append(f)
+    if run:
+        yield run
 
 
 @dataclass
 class _Packet:
-    data: bytes
+    packet: Any  # av.Packet, valid while its run's container is open
     t: datetime  # capture (presentation) time
     dts_t: datetime  # decode time
     key: bool
+    fragment: Fragment
 
 
 def _packets(
-    data: bytes, frag_start: datetime, on_stream: Callable[[Any], None] | None
-) -> list[_Packet]:
-    """The video packets of one fragment (init + moof + mdat), timed in UTC. ``on_stream``
-    sees the input stream while its container is open (a template must not outlive it)."""
-    out: list[_Packet] = []
-    container: Any = av.open(io.BytesIO(data), format="mp4")
-    with container:
-        stream = next((s for s in container.streams if s.type == "video"), None)
-        if stream is None:
-            raise CutError("recording has no video track")
-        if on_stream is not None:
-            on_stream(stream)
-        tb = stream.time_base or Fraction(1, 90_000)
-        first: int | None = None
-        for pkt in container.demux(stream):
-            if pkt.size == 0 or pkt.dts is None:
-                continue
-            if first is None:
-                first = pkt.dts
-            pts = pkt.pts if pkt.pts is not None else pkt.dts
-            out.append(
-                _Packet(
-                    bytes(pkt),
-                    frag_start + timedelta(seconds=float((pts - first) * tb)),
-                    frag_start + timedelta(seconds=float((pkt.dts - first) * tb)),
+    index: RecordingIndex, run: list[Fragment], on_stream: Callable[[Any], None] | None
+) -> Iterator[_Packet]:
+    """The video packets of a run of fragments, each timed in UTC from its own fragment's
+    start (the packet's byte position says which fragment holds it). ``on_stream`` sees the
+    input stream while its container is open (a template must not outlive it)."""
+    seg = index.segment(run[0].segment)
+    if seg is None:
+        raise CutError(f"segment {run[0].segment} is no longer in the index")
+    first, last = run[0], run[-1]
+    path = index.file(seg)
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise CutError(f"segment {seg.id}: {exc.strerror}") from None
+    with fh:
+        if path.stat().st_size < last.offset + last.length:
+            raise CutError(f"segment {seg.id}: fragment {last.seq} is cut short on disk")
+        run_file = _RunFile(fh, seg.init_length, first.offset, last.offset + last.length)
+        # Starts: where each fragment begins in the run's virtual file.
+        starts = [seg.init_length + f.offset - first.offset for f in run]
+        container: Any = av.open(io.BufferedReader(run_file, 1 << 20), format="mp4", options=_PROBE)
+        with container:
+            stream = next((s for s in container.streams if s.type == "video"), None)
+            if stream is None:
+                raise CutError("recording has no video track")
+            if on_stream is not None:
+                on_stream(stream)
+            tb = stream.time_base or Fraction(1, 90_000)
+            base: dict[int, int] = {}  # fragment number -> its first packet's dts
+            at = 0
+            for pkt in container.demux(stream):
+                if pkt.size == 0 or pkt.dts is None:
+                    continue
+                if pkt.pos is not None and pkt.pos >= 0:
+                    at = max(0, bisect.bisect_right(starts, pkt.pos) - 1)
+                frag = run[at]
+                zero = base.setdefault(at, pkt.dts)
+                pts = pkt.pts if pkt.pts is not None else pkt.dts
+                yield _Packet(
+                    pkt,
+                    frag.start + timedelta(seconds=float((pts - zero) * tb)),
+                    frag.start + timedelta(seconds=float((pkt.dts - zero) * tb)),
                     bool(pkt.is_keyframe),
+                    frag,
                 )
-            )
-        return out
 
 
 def _ticks(t: datetime, origin: datetime) -> int:
@@ -197,21 +235,17 @@ def cut(
     rather than one ``moov`` at the front."""
     if end <= start:
         raise CutError("the range's end must be after its start")
-    reader = _Reader(index)
     tmp = out_path.with_name(out_path.name + ".part")
     try:
-        result = _cut(reader, index, camera, start, end, tmp, zones, progress, cancel, fragmented)
+        result = _cut(index, camera, start, end, tmp, zones, progress, cancel, fragmented)
         tmp.replace(out_path)
         return result
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    finally:
-        reader.close()
 
 
 def _cut(
-    reader: _Reader,
     index: RecordingIndex,
     camera: str,
     start: datetime,
@@ -232,35 +266,36 @@ def _cut(
     last_end: datetime | None = None
     last_dts = -1
     try:
-        for frag in _fragments(index, camera, start, end):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-            _seg, data = reader.bytes_of(frag)
+        for run in _runs(_fragments(index, camera, start, end)):
             setup = None if streams else (lambda s: _open_output(out, s, masked, streams))
-            packets = _packets(data, frag.start, setup)
-            ostream: Any = streams.get("out")
-            decoder: Any = streams.get("dec")
-            if result is None:
-                if not packets:
-                    continue
-                cc = ostream.codec_context
-                result = CutResult(
-                    packets[0].t, packets[0].t, 0, masked, streams["codec"], cc.width, cc.height
-                )
-            elif last_end is not None and frag.start - last_end > timedelta(seconds=1):
-                result.gaps.append((last_end, frag.start))
-            for p in packets:
+            current: Fragment | None = None
+            for p in _packets(index, run, setup):
+                ostream: Any = streams["out"]
+                decoder: Any = streams.get("dec")
+                if p.fragment is not current:
+                    # A new fragment: the moment to cancel, report progress, see a gap.
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled()
+                    if current is not None and progress is not None:
+                        progress(min(1.0, max(0.0, (current.end - start).total_seconds() / total)))
+                    if last_end is not None and p.fragment.start - last_end > timedelta(seconds=1):
+                        if result is not None:
+                            result.gaps.append((last_end, p.fragment.start))
+                    current = p.fragment
+                    last_end = current.end
+                if result is None:
+                    cc = ostream.codec_context
+                    result = CutResult(p.t, p.t, 0, masked, streams["codec"], cc.width, cc.height)
                 if p.t >= end:
-                    break
+                    continue
                 if masked:
                     _masked(decoder, out, ostream, p, start, end, zones, rasters, result)
                 else:
                     last_dts = _remux(out, ostream, p, result.media_start, last_dts)
                     result.frames += 1
                 result.media_end = max(result.media_end, p.t)
-            last_end = frag.end
-            if progress is not None:
-                progress(min(1.0, max(0.0, (frag.end - start).total_seconds() / total)))
+            if current is not None and progress is not None:
+                progress(min(1.0, max(0.0, (current.end - start).total_seconds() / total)))
         if result is None:
             raise CutError(f"no recording of {camera} between {start} and {end}")
         if masked:
@@ -300,7 +335,7 @@ def _open_output(out: Any, template: Any, masked: bool, streams: dict[str, Any])
 
 
 def _remux(out: Any, ostream: Any, p: _Packet, origin: datetime, last_dts: int) -> int:
-    pkt = av.Packet(p.data)
+    pkt = p.packet
     dts = max(_ticks(p.dts_t, origin), last_dts + 1)  # strictly rising, as MP4 needs
     pkt.dts = dts
     pkt.pts = max(_ticks(p.t, origin), dts)
@@ -322,7 +357,7 @@ def _masked(
     rasters: dict[frozenset[str], MaskRaster],
     result: CutResult,
 ) -> None:
-    pkt = av.Packet(p.data)
+    pkt = p.packet
     pkt.pts = _ticks(p.t, start)
     pkt.dts = _ticks(p.dts_t, start)
     pkt.time_base = OUT_TIME_BASE

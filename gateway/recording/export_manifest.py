@@ -98,6 +98,8 @@ def _text_time(t: datetime) -> str:
 UtcTime = Annotated[datetime, AfterValidator(_utc), PlainSerializer(_text_time, return_type=str)]
 _Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")]
 _Text = Annotated[str, Field(min_length=1, max_length=512)]
+# An RFC 7638 thumbprint is base64url: it may start with '-' or '_'.
+_Kid = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 _Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
 
 
@@ -148,7 +150,7 @@ class ExportManifest(_Strict):
     file_size: int = Field(ge=0)
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     created: UtcTime
-    key_id: _Id
+    key_id: _Kid
 
     @model_validator(mode="after")
     def _ranges(self) -> ExportManifest:
