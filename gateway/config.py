@@ -637,6 +637,9 @@ def _check(cfg: Config, source: str) -> None:
         if 0 < cam.segment_seconds < 2:
             raise ConfigError(source, f"cameras[{i}].segment_seconds", "must be 0 or at least 2")
     _check_marks(cfg, source)
+    if cfg.cluster.enabled and cfg.rtsp.workers > 1:
+        # Camera leases, caps and the registry are per node: scale out with more nodes.
+        raise ConfigError(source, "rtsp.workers", "must be 1 on a cluster node (add nodes)")
     if cfg.billing.enabled and not cfg.tenancy.enabled:
         raise ConfigError(source, "billing.enabled", "needs tenancy.enabled (usage is per tenant)")
     for key in ("token_dir", "audit_key", "evidence_key") if cfg.clustered else ():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -68,6 +69,21 @@ class Gateway:
         self.metering: Metering | None = None
         if config.tenancy.enabled:
             self.tenancy = Tenancy.open(config, lease_holder=f"{config.node}/w{worker}")
+        # A cluster node's incarnation: what its heartbeat, camera leases and cap slots name.
+        self.cluster_holder = f"{config.node}/{secrets.token_hex(4)}"
+        if self.tenancy is not None and config.cluster.enabled and upstream_unix is None:
+            from gateway.cluster.caps import RedisStreamLeases
+            from gateway.cluster.keys import Keys
+
+            cc = config.cluster
+            self.tenancy.caps.shared = RedisStreamLeases(
+                cc.redis_url,
+                Keys(cc.prefix),
+                self.cluster_holder,
+                cc.heartbeat_ttl,
+                cc.redis_timeout,
+            )
+        if self.tenancy is not None:
             self.variants = VariantManager(self.hub)
             if config.billing.enabled:
                 self.metering = Metering(config, self.tenancy.db, worker=worker)
@@ -107,6 +123,7 @@ class Gateway:
                 start_pull=self._start_ingest,
                 stop_pull=self._stop_ingest,
                 drop_publisher=self._drop_publisher,
+                holder=self.cluster_holder,
             )
         # WebRTC (WHEP) viewers, served on the HTTP app, under the same live sessions.
         self.webrtc: WebRtcServer | None = None
@@ -400,4 +417,7 @@ class Gateway:
             await self.variants.stop()
         if self.tenancy is not None:
             await self.tenancy.close()
+            closing = getattr(self.tenancy.caps.shared, "close", None)
+            if self.cluster is not None and closing is not None:
+                closing()  # the Redis client of the cluster's cap slots
         await self.loopwatch.stop()

@@ -20,6 +20,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from tenants.db import Database
 from tenants.policy import Decision
@@ -119,6 +120,22 @@ class LeaseStore:
         return int(row[0]) if row else 0
 
 
+class SharedLeases(Protocol):
+    """Where capped streams are counted across processes: the database's lease table
+    (:class:`LeaseStore`) or, in a cluster, Redis (``gateway.cluster.caps``). Blocking."""
+
+    holder: str
+    ttl: timedelta
+
+    def acquire(self, key: str, cap: int, now: datetime | None = None) -> str | None: ...
+
+    def release(self, lease_id: str) -> None: ...
+
+    def renew(self, now: datetime | None = None) -> int: ...
+
+    def count(self, key: str, now: datetime | None = None) -> int: ...
+
+
 @dataclass
 class Lease:
     """One live stream counted against a tenant's concurrency cap."""
@@ -136,7 +153,7 @@ class StreamCaps:
     and node on the database. With a store, ``acquire``, ``release`` and ``renew`` do blocking
     database work: call them off the event loop."""
 
-    def __init__(self, shared: LeaseStore | None = None) -> None:
+    def __init__(self, shared: SharedLeases | None = None) -> None:
         self.shared = shared
         self._streams: dict[tuple[str, str], int] = {}
         self._shared_held = 0  # of those, streams with a row in the shared table

@@ -6,9 +6,12 @@ import time
 
 import redis.asyncio as aioredis
 
+from gateway.cluster.caps import RedisStreamLeases
 from gateway.cluster.keys import Keys
 from gateway.cluster.leases import Held, Leases, Owner
 from gateway.cluster.nodes import NodeRecord, beat, leave, list_nodes
+from tenants.leases import StreamCaps
+from tenants.policy import Decision
 
 KEYS = Keys("t")
 
@@ -98,3 +101,36 @@ async def test_a_node_record_that_does_not_parse_is_not_a_node():
     assert NodeRecord.decode(b'{"node": "a"}') is None
     rec = NodeRecord("a", "1", 1.0, "h:1", owned=("cam",))
     assert NodeRecord.decode(rec.encode()) == rec
+
+
+# ---- concurrency caps in Redis -----------------------------------------------------------
+
+
+def capped(tenant: str = "shop", cap: int = 2) -> Decision:
+    return Decision(
+        allow=True, status=200, reason="ok", tenant=tenant, camera="yard", grant_id="g1",
+        max_concurrent=cap,
+    )  # fmt: skip
+
+
+async def test_a_cap_holds_across_nodes_and_a_dead_nodes_slots_free_with_its_heartbeat(
+    redis_server,
+):
+    r = aioredis.Redis.from_url(redis_server.url)
+    for holder in ("a/1", "b/1"):
+        await alive(r, holder)
+    a = StreamCaps(RedisStreamLeases(redis_server.url, KEYS, "a/1", 3.0, 1.0))
+    b = StreamCaps(RedisStreamLeases(redis_server.url, KEYS, "b/1", 3.0, 1.0))
+    first, second = a.acquire(capped()), a.acquire(capped())
+    assert first is not None and second is not None
+    assert b.acquire(capped()) is None  # two streams on a: the shop's cap of 2 is reached
+    assert b.acquire(capped("police")) is not None  # another tenant's grant, its own count
+    a.release(first)
+    third = b.acquire(capped())
+    assert third is not None and b.acquire(capped()) is None
+    # a dies (kill -9): no release, but its heartbeat lapses; its slot frees at once.
+    await leave(r, KEYS, "a", "1")
+    assert b.acquire(capped()) is not None
+    assert b.shared is not None and b.shared.count("shop:g1") == 2
+    assert b.renew() == (3, 3)  # nothing per stream to renew: the heartbeat keeps them
+    await r.aclose()

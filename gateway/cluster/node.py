@@ -58,13 +58,14 @@ class ClusterNode:
         stop_pull: Callable[[str], None],
         drop_publisher: Callable[[str], None],
         http_port: Callable[[], int] = lambda: 0,
+        holder: str | None = None,
     ) -> None:
         cc = config.cluster
         self.config = config
         self.cc = cc
         self.node_id = config.node
-        self.incarnation = secrets.token_hex(4)
-        self.holder = f"{self.node_id}/{self.incarnation}"
+        self.holder = holder or f"{self.node_id}/{secrets.token_hex(4)}"
+        self.incarnation = self.holder.rpartition("/")[2]
         self.started = time.time()
         self.redis: Any = aioredis.Redis.from_url(
             cc.redis_url,

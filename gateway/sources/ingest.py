@@ -87,6 +87,11 @@ class PullIngest:
         reorder: UdpReorder | None = None
 
         def on_packet(channel: int, payload: bytes) -> None:
+            # Only while this session is the path's source: a pull being stopped (an edge
+            # relay whose owner moved) can still be receiving while its successor attached,
+            # and two feeds on one output clock interleave their sequence numbers.
+            if stream.source_id is not source_id:
+                return
             if channel & 1:
                 stream.on_rtcp(channel >> 1, payload)
             elif reorder is not None:
@@ -94,6 +99,7 @@ class PullIngest:
             else:
                 stream.on_rtp(channel >> 1, payload)
 
+        source_id = f"pull:{self.url.split('@')[-1]}#{self.connects}"
         client = RtspClient(
             self.url,
             on_packet=on_packet,
@@ -101,7 +107,6 @@ class PullIngest:
             password=self.password,
             unix_path=self.unix_path,
         )
-        source_id = f"pull:{self.url.split('@')[-1]}#{self.connects}"
         try:
             await client.connect()
             described = await client.describe()
