@@ -142,6 +142,15 @@ class Tenancy:
         lease releases): for tests and tools that read the log right after an event."""
         self._db_thread.submit(lambda: None).result()
 
+    def degraded(self) -> str | None:
+        """Why this node is degraded (for /healthz), or None. Never names a host or a URL."""
+        since = self.db.unavailable_since
+        if since is not None:
+            return f"tenancy database unreachable for {time.monotonic() - since:.0f} s"
+        if self.reload_failures:
+            return f"policy reload failing ({self.reload_failures} in a row)"
+        return None
+
     def jwks(self) -> dict[str, Any]:
         """The published JWKS: the token keys, then the evidence key (never a private member)."""
         doc = self.issuer.jwks()

@@ -6,13 +6,17 @@ placeholders for psycopg and runs each component's ordered migrations exactly on
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+
+log = logging.getLogger(__name__)
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -29,6 +33,17 @@ class IntegrityError(DatabaseError):
     """A uniqueness or foreign-key rule was broken (e.g. a duplicate id)."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The server cannot be reached now (down, restarting, the connection dropped); the
+    connection is made again, with backoff, by a later call."""
+
+
+# Reconnection attempts to PostgreSQL back off from the first to at most the last (seconds): a
+# node finds a restarted server within a second without hammering one that stays down.
+RECONNECT_BACKOFF = (0.1, 1.0)
+CONNECT_TIMEOUT = 2  # seconds, per attempt
+
+
 class Database:
     """A connection with a lock: safe to share between the event loop's worker threads."""
 
@@ -38,6 +53,10 @@ class Database:
         self.url = url
         self._lock = threading.RLock()
         self._in_tx = 0
+        #: monotonic time the server was found unreachable (None: it answers).
+        self.unavailable_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff = RECONNECT_BACKOFF[0]
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Database:
@@ -65,7 +84,7 @@ class Database:
             except ImportError:  # pragma: no cover - psycopg is a dependency
                 raise DatabaseError("PostgreSQL needs the psycopg package") from None
             try:
-                pg_conn = psycopg.connect(url, autocommit=True)
+                pg_conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
             except psycopg.Error as exc:
                 raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from None
             return cls(pg_conn, "postgres", url)
@@ -77,9 +96,49 @@ class Database:
             return _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
         return sql
 
+    @property
+    def available(self) -> bool:
+        return self.unavailable_since is None
+
+    def _connection(self) -> Any:
+        """The connection, made again if PostgreSQL dropped it (never inside a transaction:
+        that transaction is lost with its connection and fails as a whole)."""
+        conn = self._conn
+        if self.dialect != "postgres" or not (conn.closed or conn.broken):
+            return conn
+        if self._in_tx:
+            raise DatabaseUnavailable("the connection to PostgreSQL was lost in a transaction")
+        import psycopg
+
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise DatabaseUnavailable("PostgreSQL is unreachable (retrying)")
+        try:
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, RECONNECT_BACKOFF[1])
+            raise DatabaseUnavailable(f"PostgreSQL is unreachable: {type(exc).__name__}") from None
+        self._backoff = RECONNECT_BACKOFF[0]
+        self.unavailable_since = None
+        log.warning("reconnected to PostgreSQL")
+        return self._conn
+
+    def _lost(self, exc: Exception) -> DatabaseUnavailable:
+        if self.unavailable_since is None:
+            self.unavailable_since = time.monotonic()
+            log.warning("lost the connection to PostgreSQL: %s", type(exc).__name__)
+        return DatabaseUnavailable(f"PostgreSQL is unreachable: {type(exc).__name__}")
+
     def _run(self, sql: str, params: Sequence[Any]) -> Any:
         try:
-            return self._conn.execute(self._sql(sql), tuple(params))
+            conn = self._connection()
+        except DatabaseUnavailable:
+            if self.unavailable_since is None:
+                self.unavailable_since = time.monotonic()
+            raise
+        try:
+            return conn.execute(self._sql(sql), tuple(params))
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from None
         except sqlite3.Error as exc:
@@ -90,6 +149,8 @@ class Database:
 
                 if isinstance(exc, psycopg.errors.IntegrityError):
                     raise IntegrityError(str(exc)) from None
+                if isinstance(exc, psycopg.OperationalError) or conn.broken:
+                    raise self._lost(exc) from None
                 if isinstance(exc, psycopg.Error):
                     raise DatabaseError(str(exc)) from None
             raise
@@ -113,11 +174,13 @@ class Database:
             import psycopg
 
             try:
-                with self._conn.cursor() as cur:
+                with self._connection().cursor() as cur:
                     cur.executemany(self._sql(sql), rows)
                     return int(cur.rowcount or 0)
             except psycopg.errors.IntegrityError as exc:
                 raise IntegrityError(str(exc)) from None
+            except psycopg.OperationalError as exc:
+                raise self._lost(exc) from None
             except psycopg.Error as exc:
                 raise DatabaseError(str(exc)) from None
 
@@ -145,12 +208,14 @@ class Database:
         with self._lock:
             try:
                 with (
-                    self._conn.cursor() as cur,
+                    self._connection().cursor() as cur,
                     cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
                 ):
                     feed(copy)
             except psycopg.errors.IntegrityError as exc:
                 raise IntegrityError(str(exc)) from None
+            except psycopg.OperationalError as exc:
+                raise self._lost(exc) from None
             except psycopg.Error as exc:
                 raise DatabaseError(str(exc)) from None
 
@@ -182,7 +247,10 @@ class Database:
                 yield
             except BaseException:
                 self._in_tx = 0
-                self._run("ROLLBACK", ())
+                try:
+                    self._run("ROLLBACK", ())
+                except DatabaseUnavailable:
+                    pass  # the server dropped the transaction with the connection
                 raise
             self._in_tx = 0
             self._run("COMMIT", ())

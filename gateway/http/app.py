@@ -177,8 +177,12 @@ def make_http_app(gateway: Gateway) -> web.Application:
     registry.register(_GatewayCollector(gateway))
 
     async def healthz(request: web.Request) -> web.Response:
-        # Liveness only: which cameras exist and who watches them is not for the public.
-        return web.json_response({"status": "ok"})
+        # Liveness only: which cameras exist and who watches them is not for the public. A
+        # node whose database is down still serves its live viewers: "degraded", with why.
+        reason = gateway.tenancy.degraded() if gateway.tenancy is not None else None
+        if reason is None:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "degraded", "reason": reason})
 
     async def health(request: web.Request) -> web.Response:
         # Which cameras exist and how they fare: for the same callers as /metrics.
