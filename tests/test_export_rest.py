@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import make_config
-from export_fixtures import SEED, WHO, ffprobe, index_segment, write_segment
+from export_fixtures import SEED, WHO, ffprobe, index_segment, luma_frames, write_segment
 
 from gateway.cli.main import main
 from gateway.config import CameraConfig, TenancyConfig, WebRtcConfig
@@ -155,3 +156,45 @@ async def test_locks_through_the_cli(site: Site, capsys: pytest.CaptureFixture[s
     assert json.loads(capsys.readouterr().out)["released_by"] == "officer"
     assert await asyncio.to_thread(site.cli, "release", lock["id"]) == 1
     assert "already_released" in capsys.readouterr().err
+
+
+async def test_a_subject_access_request_through_the_cli(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def sar(*argv: str) -> dict[str, Any]:
+        code = main(["sar", *argv, "--url", site.url, "--token", site.token("root"), "--json"])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        return json.loads(out.out)  # type: ignore[no-any-return]
+
+    opened = await asyncio.to_thread(
+        sar, "open", "--subject", "Cyclist, yellow jacket", "--contact", "dsar@example.org",
+        "--start", z(T0 + timedelta(seconds=1)), "--end", z(T0 + timedelta(seconds=4)),
+        "--camera", "street",
+    )  # fmt: skip
+    assert opened["state"] == "open" and opened["due"]
+    found = await asyncio.to_thread(sar, "findings", str(opened["id"]))
+    assert found["recordings"] == {
+        "street": [{"start": z(T0 + timedelta(seconds=1)), "end": z(T0 + timedelta(seconds=4))}]
+    }
+    when = f"{z(T0 + timedelta(seconds=2))}/{z(T0 + timedelta(seconds=3))}"
+    redact = f"bystander:0,0 0.5,0 0.5,0.5 0,0.5@{when}"
+    out = tmp_path / "dsar"
+    copy = await asyncio.to_thread(
+        sar, "copy", str(opened["id"]), "--camera", "street", "--redact", redact,
+        "--out", str(out), "--poll", "0.05",
+    )  # fmt: skip
+    assert copy["state"] == "done" and copy["kind"] == "sar_copy"
+    media = out / f"{copy['id']}.mp4"
+    assert ffprobe(media).errors == ""
+    frames = luma_frames(media)
+    assert frames[37][:120, :160].max() <= 20  # 2.5 s: redacted
+    assert frames[10][:120, :160].mean() > 40  # 1.4 s: not yet
+    listed = await asyncio.to_thread(sar, "list", "--state", "open")
+    assert [r["id"] for r in listed["items"]] == [opened["id"]]
+    closed = await asyncio.to_thread(
+        sar, "close", str(opened["id"]), "--state", "fulfilled", "--outcome", "sent"
+    )
+    assert closed["state"] == "fulfilled"
+    with pytest.raises(SystemExit):  # a malformed zone is refused before any request
+        main(["sar", "copy", "x", "--camera", "c", "--redact", "nonsense"])

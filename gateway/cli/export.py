@@ -66,13 +66,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Refused(Exception):
+class Refused(Exception):
     pass
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
     if not args.token:
-        raise _Refused("a token is needed: --token or $FEEDGATE_TOKEN")
+        raise Refused("a token is needed: --token or $FEEDGATE_TOKEN")
     return httpx.Client(
         base_url=args.url.rstrip("/"),
         headers={"Authorization": f"Bearer {args.token}"},
@@ -80,14 +80,14 @@ def _client(args: argparse.Namespace) -> httpx.Client:
     )
 
 
-def _json(resp: httpx.Response) -> Any:
+def answer(resp: httpx.Response) -> Any:
     if resp.status_code >= 400:
         try:
             body = resp.json()
             why = f"{body.get('code', resp.status_code)}: {body.get('detail', '')}"
         except ValueError:
             why = f"HTTP {resp.status_code}"
-        raise _Refused(why)
+        raise Refused(why)
     return resp.json()
 
 
@@ -96,16 +96,16 @@ def _bar(job: dict[str, Any], width: int = 30) -> str:
     return f"\r{job['id']} [{'#' * done}{'.' * (width - done)}] {job['state']:<9}"
 
 
-def _follow(client: httpx.Client, job: dict[str, Any], quiet: bool, poll: float) -> dict[str, Any]:
+def follow(client: httpx.Client, job: dict[str, Any], quiet: bool, poll: float) -> dict[str, Any]:
     """Poll an export until it ends, drawing its progress; Ctrl-C cancels it."""
     try:
         while job["state"] in ("queued", "running"):
             if not quiet:
                 print(_bar(job), end="", file=sys.stderr, flush=True)
             time.sleep(poll)
-            job = _json(client.get(f"/v1/exports/{job['id']}"))
+            job = answer(client.get(f"/v1/exports/{job['id']}"))
     except KeyboardInterrupt:
-        job = _json(client.delete(f"/v1/exports/{job['id']}"))
+        job = answer(client.delete(f"/v1/exports/{job['id']}"))
         print(f"\ncancelled {job['id']}", file=sys.stderr)
         return job
     if not quiet:
@@ -113,29 +113,29 @@ def _follow(client: httpx.Client, job: dict[str, Any], quiet: bool, poll: float)
     return job
 
 
-def _download(client: httpx.Client, job: dict[str, Any], out: Path) -> tuple[Path, Path]:
+def download(client: httpx.Client, job: dict[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     media, manifest = out / f"{job['id']}.mp4", out / f"{job['id']}.manifest.json"
     with client.stream("GET", f"/v1/exports/{job['id']}/file") as resp:
         if resp.status_code >= 400:
             resp.read()
-            _json(resp)
+            answer(resp)
         with media.open("wb") as f:
             for chunk in resp.iter_bytes():
                 f.write(chunk)
     resp = client.get(f"/v1/exports/{job['id']}/manifest")
     if resp.status_code >= 400:
-        _json(resp)
+        answer(resp)
     manifest.write_bytes(resp.content)
     return media, manifest
 
 
-def _remote(fn: Any) -> Any:
+def remote(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
             with _client(args) as client:
                 result = fn(args, client)
-        except _Refused as exc:
+        except Refused as exc:
             print(f"feedgate export: {exc}", file=sys.stderr)
             return 1
         except httpx.HTTPError as exc:
@@ -149,7 +149,7 @@ def _remote(fn: Any) -> Any:
     return run
 
 
-@_remote
+@remote
 def cmd_create(args: argparse.Namespace, client: httpx.Client) -> Any:
     body = {
         "camera": args.camera,
@@ -159,40 +159,40 @@ def cmd_create(args: argparse.Namespace, client: httpx.Client) -> Any:
         "incident_ref": args.incident_ref,
         "unmasked": args.unmasked,
     }
-    job = _json(client.post("/v1/exports", json=body))
+    job = answer(client.post("/v1/exports", json=body))
     if args.no_wait:
         return job
-    job = _follow(client, job, args.quiet, args.poll)
+    job = follow(client, job, args.quiet, args.poll)
     if job["state"] != "done":
-        raise _Refused(f"export {job['id']} {job['state']}: {job.get('error') or ''}")
-    media, manifest = _download(client, job, Path(args.out))
+        raise Refused(f"export {job['id']} {job['state']}: {job.get('error') or ''}")
+    media, manifest = download(client, job, Path(args.out))
     print(f"{media}\n{manifest}", file=sys.stderr)
     return job
 
 
-@_remote
+@remote
 def cmd_status(args: argparse.Namespace, client: httpx.Client) -> Any:
-    return _json(client.get(f"/v1/exports/{args.id}"))
+    return answer(client.get(f"/v1/exports/{args.id}"))
 
 
-@_remote
+@remote
 def cmd_list(args: argparse.Namespace, client: httpx.Client) -> Any:
-    return _json(client.get("/v1/exports", params={"limit": args.limit}))
+    return answer(client.get("/v1/exports", params={"limit": args.limit}))
 
 
-@_remote
+@remote
 def cmd_cancel(args: argparse.Namespace, client: httpx.Client) -> Any:
-    return _json(client.delete(f"/v1/exports/{args.id}"))
+    return answer(client.delete(f"/v1/exports/{args.id}"))
 
 
-@_remote
+@remote
 def cmd_download(args: argparse.Namespace, client: httpx.Client) -> Any:
-    job = _json(client.get(f"/v1/exports/{args.id}"))
-    media, manifest = _download(client, job, Path(args.out))
+    job = answer(client.get(f"/v1/exports/{args.id}"))
+    media, manifest = download(client, job, Path(args.out))
     return {"file": str(media), "manifest": str(manifest)}
 
 
-@_remote
+@remote
 def cmd_lock(args: argparse.Namespace, client: httpx.Client) -> Any:
     body = {
         "camera": args.camera,
@@ -201,20 +201,20 @@ def cmd_lock(args: argparse.Namespace, client: httpx.Client) -> Any:
         "reason": args.reason,
         "expires": args.expires,
     }
-    return _json(client.post("/v1/locks", json=body))
+    return answer(client.post("/v1/locks", json=body))
 
 
-@_remote
+@remote
 def cmd_locks(args: argparse.Namespace, client: httpx.Client) -> Any:
-    return _json(client.get("/v1/locks", params={"camera": args.camera} if args.camera else {}))
+    return answer(client.get("/v1/locks", params={"camera": args.camera} if args.camera else {}))
 
 
-@_remote
+@remote
 def cmd_release(args: argparse.Namespace, client: httpx.Client) -> Any:
-    return _json(client.delete(f"/v1/locks/{args.id}"))
+    return answer(client.delete(f"/v1/locks/{args.id}"))
 
 
-def _remote_parser(
+def remote_parser(
     verbs: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
 ) -> argparse.ArgumentParser:
     env = os.environ.get
@@ -246,7 +246,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(func=cmd_verify)
 
-    create = _remote_parser(verbs, "create", "cut a camera's time range to a signed MP4")
+    create = remote_parser(verbs, "create", "cut a camera's time range to a signed MP4")
     create.add_argument("--camera", required=True)
     create.add_argument("--start", required=True, help="RFC 3339, e.g. 2026-12-01T10:15:00Z")
     create.add_argument("--end", required=True, help="RFC 3339")
@@ -262,29 +262,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("status", cmd_status, "an export's state and progress"),
         ("cancel", cmd_cancel, "cancel a queued or running export"),
     ):
-        p = _remote_parser(verbs, name, what)
+        p = remote_parser(verbs, name, what)
         p.add_argument("id")
         p.set_defaults(func=fn)
-    download = _remote_parser(verbs, "download", "fetch a finished export and its manifest")
+    download = remote_parser(verbs, "download", "fetch a finished export and its manifest")
     download.add_argument("id")
     download.add_argument("--out", default=".")
     download.set_defaults(func=cmd_download)
-    listing = _remote_parser(verbs, "list", "exports of your organisation, newest first")
+    listing = remote_parser(verbs, "list", "exports of your organisation, newest first")
     listing.add_argument("--limit", type=int, default=100)
     listing.set_defaults(func=cmd_list)
-    lock = _remote_parser(verbs, "lock", "keep a camera's range past retention")
+    lock = remote_parser(verbs, "lock", "keep a camera's range past retention")
     lock.add_argument("--camera", required=True)
     lock.add_argument("--start", required=True)
     lock.add_argument("--end", required=True)
     lock.add_argument("--reason", required=True)
     lock.add_argument("--expires", required=True, help="RFC 3339: when the lock lapses")
     lock.set_defaults(func=cmd_lock)
-    locks = _remote_parser(verbs, "locks", "evidence locks of your organisation")
+    locks = remote_parser(verbs, "locks", "evidence locks of your organisation")
     locks.add_argument("--camera")
     locks.set_defaults(func=cmd_locks)
-    release = _remote_parser(verbs, "release", "release an evidence lock")
+    release = remote_parser(verbs, "release", "release an evidence lock")
     release.add_argument("id")
     release.set_defaults(func=cmd_release)
 
 
-__all__ = ["register"]
+__all__ = ["Refused", "answer", "download", "follow", "register", "remote", "remote_parser"]

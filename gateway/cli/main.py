@@ -111,12 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import keys as cli_keys
     from gateway.cli import nodes as cli_nodes
     from gateway.cli import ptz as cli_ptz
+    from gateway.cli import sar as cli_sar
     from gateway.cli import verbs as cli_verbs
 
     cli_admin.register(sub)
     cli_verbs.register(sub, cli_ptz.NOUNS, cli_ptz.VERBS)
     cli_billing.register(sub)
     cli_export.register(sub)
+    cli_sar.register(sub)
     cli_nodes.register(sub)
     cli_keys.register(sub)
     return parser
