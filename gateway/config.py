@@ -188,6 +188,12 @@ class RtspConfig:
     reader_queue_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
     # Upper bound on one camera's GOP cache; a longer GOP is not cached (readers then wait).
     gop_cache_bytes: Annotated[int, Field(ge=0)] = 16 * 1024 * 1024
+    # A joiner starts from the cached GOP only when its keyframe is at most this old (else at
+    # the next keyframe), so no viewer starts further behind live than this.
+    join_max_behind: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = 2.0
+    # The largest cached GOP sent at once to a UDP joiner (a burst beyond a receive buffer is
+    # dropped by the kernel); a bigger one waits for the next keyframe.
+    udp_join_burst_bytes: Annotated[int, Field(ge=0)] = 64 * 1024
     max_connections: Annotated[int, Field(ge=1)] = 10_000
     # Deadlines for slow or silent peers: a request's head from its first byte, its body after
     # the head, and the next request on a connection that holds no session (the first one

@@ -23,6 +23,7 @@ from gateway.rtsp.hooks import Authorizer, allow_all
 from gateway.rtsp.server import RtspServer
 from gateway.sources.ingest import PullIngest
 from gateway.stream.hub import PathStream, StreamHub
+from gateway.stream.joining import JoinPolicy
 from gateway.stream.stall import Stall, StallEvent
 from gateway.tasks import cancel_and_wait
 from gateway.tenancy import Tenancy
@@ -58,6 +59,10 @@ class Gateway:
             write_timeout=config.rtsp.write_timeout,
             stall_after=config.ingest.stall_after,
             stall_frames=config.ingest.stall_frames,
+            join=JoinPolicy(
+                max_behind=config.rtsp.join_max_behind,
+                udp_burst_bytes=config.rtsp.udp_join_burst_bytes,
+            ),
         )
         # The tenant policy, when tenancy is on (worker relays are internal and skip it).
         self.tenancy: Tenancy | None = None

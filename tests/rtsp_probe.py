@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -21,6 +22,8 @@ class Probe:
     parser: RtspParser = field(default_factory=RtspParser)
     responses: asyncio.Queue[Response] = field(default_factory=asyncio.Queue)
     media_bytes: int = 0
+    # (arrival time, RTP timestamp) of each RTP packet on channel 0, when a test asks for them
+    rtp_times: list[tuple[float, int]] | None = None
     cseq: int = 0
     session: str | None = None
     _pump: asyncio.Task[None] | None = None
@@ -37,6 +40,9 @@ class Probe:
             for event in self.parser.feed(data):
                 if isinstance(event, InterleavedFrame):
                     self.media_bytes += len(event.payload)
+                    if self.rtp_times is not None and event.channel == 0:
+                        ts = int.from_bytes(event.payload[4:8], "big")
+                        self.rtp_times.append((time.monotonic(), ts))
                 elif isinstance(event, Response):
                     self.responses.put_nowait(event)
 

@@ -27,6 +27,7 @@ from gateway.protocols.rtp import (
     rewrite_sender_report,
     rtp_header,
 )
+from gateway.stream.joining import JoinPolicy
 from gateway.stream.reorder import ReorderCounters
 from gateway.stream.stall import StallDetector, StallEvent, StallState
 from gateway.stream.timeline import PathTimeline, ntp_from_seconds
@@ -165,8 +166,10 @@ class PathStream:
         gop_cache_bytes: int = 16 * 1024 * 1024,
         write_timeout: float = 10.0,
         stall: StallDetector | None = None,
+        join: JoinPolicy | None = None,
     ) -> None:
         self.name = name
+        self.join = join or JoinPolicy()
         self.stall = stall or StallDetector()
         # Told when the source stalls and recovers; None: nobody watches this path (variants).
         self.on_stall: Callable[[PathStream, StallEvent], None] | None = None
@@ -189,6 +192,7 @@ class PathStream:
         self._batch_params_only = False
         self._gop: list[_Batch] = []
         self._gop_bytes = 0
+        self._gop_since = 0.0  # when the cached GOP's keyframe arrived (monotonic)
         self._source_event = asyncio.Event()
         self._last_rtp: list[
             tuple[int, int]
@@ -405,6 +409,7 @@ class PathStream:
             if not (len(self._gop) == 1 and self._gop[0].params_only and not batch.params_only):
                 self._gop = []
                 self._gop_bytes = 0
+                self._gop_since = time.monotonic()
         elif not self._gop:
             return  # no keyframe seen yet: nothing a late joiner could decode
         if self._gop_bytes + size > self.gop_cache_bytes:
@@ -497,10 +502,13 @@ class PathStream:
         return [((s + 1) % _SEQ_MOD, t) for s, t in self._last_rtp]
 
     def add_reader(self, reader: Reader) -> None:
-        """Start a reader at the latest keyframe: the cached GOP goes out at once."""
+        """Start a reader from the cached GOP at once, or at the next keyframe when the cache
+        is too old or (UDP) too big for that (see gateway.stream.joining)."""
         self.readers.add(reader)
         reader.waiting_key = True
-        if self._gop:
+        age = time.monotonic() - self._gop_since
+        udp = reader.udp is not None
+        if self._gop and self.join.from_cache(age=age, cached_bytes=self._gop_bytes, udp=udp):
             reader.waiting_key = False
             for batch in self._gop:
                 self._send(reader, batch)
@@ -533,6 +541,11 @@ class PathStream:
     def gop_cached_bytes(self) -> int:
         return self._gop_bytes
 
+    @property
+    def gop_age(self) -> float | None:
+        """Seconds since the cached GOP's keyframe arrived; None with nothing cached."""
+        return time.monotonic() - self._gop_since if self._gop else None
+
 
 class StreamHub:
     """All paths of this process, by name."""
@@ -544,7 +557,9 @@ class StreamHub:
         write_timeout: float = 10.0,
         stall_after: float = 3.0,
         stall_frames: int = 10,
+        join: JoinPolicy | None = None,
     ):
+        self.join = join or JoinPolicy()
         self.paths: dict[str, PathStream] = {}
         self.gop_cache_bytes = gop_cache_bytes
         self.write_timeout = write_timeout
@@ -562,6 +577,7 @@ class StreamHub:
                 gop_cache_bytes=self.gop_cache_bytes,
                 write_timeout=self.write_timeout,
                 stall=StallDetector(stall_after=self.stall_after, stall_frames=self.stall_frames),
+                join=self.join,
             )
             self.paths[name] = stream
         return stream
