@@ -7,11 +7,10 @@ import asyncio
 import contextlib
 import logging
 
-from aiohttp import web
-
 from gateway.config import Config
 from gateway.core import Gateway
 from gateway.http.app import http_site, make_http_app
+from gateway.http.runner import GatewayRunner
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ async def run_gateway(
     """Run one gateway process until ``stop`` is set (or forever)."""
     gateway = gateway if gateway is not None else Gateway(config)
     app = make_http_app(gateway)
-    runner = web.AppRunner(app, access_log=None)
+    runner = GatewayRunner(app, access_log=None)
     await runner.setup()
     site = http_site(runner, config)
     try:

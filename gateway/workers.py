@@ -225,6 +225,7 @@ async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
 
     from gateway.core import Gateway
     from gateway.http.app import http_site, make_http_app
+    from gateway.http.runner import GatewayRunner
 
     paths = _paths(runtime_dir)
     stop = asyncio.Event()
@@ -246,7 +247,7 @@ async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
             await handoff.stop()
 
         app.cleanup_ctx.append(primary_extras)
-        runner = web.AppRunner(app, access_log=None)
+        runner = GatewayRunner(app, access_log=None)
         await runner.setup()
         site = http_site(runner, config)
         await site.start()
