@@ -344,7 +344,10 @@ def _rtp(seq: int, ts: int, nal: bytes, marker: bool = True) -> bytes:
 
 async def test_a_worker_that_falls_behind_loses_whole_gops_not_memory():
     # The worker is never started: the queue fills and the loop side must drop, not block.
-    tx = MaskTranscoder(PathStream("cam"), PathStream("cam-masked"), ZONES, name="t", queue_size=3)
+    source = PathStream("cam")
+    for i in range(31):  # the hub has measured the camera (25 fps, 10-frame GOPs)
+        source.video_stats.add(i * 3600, 1000, i % 10 == 0)
+    tx = MaskTranscoder(source, PathStream("cam-masked"), ZONES, name="t", queue_size=3)
     idr, slice_ = b"\x65" + b"\x00" * 20, b"\x41" + b"\x00" * 20
     seq = 0
     for gop in range(3):

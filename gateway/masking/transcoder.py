@@ -23,8 +23,6 @@ converted to yuv420p first, at a cost).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import queue
 import random
@@ -36,28 +34,35 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from gateway.masking.encoding import (
+    DEFAULT_FPS,
+    DEFAULT_GOP,
+    MAX_BITRATE,
+    MIN_BITRATE,
+    PAYLOAD_TYPE,
+    default_bitrate,
+    encoder_options,
+    h264_track,
+    reopen_needed,
+    sprop_nals,
+)
 from gateway.masking.zones import MaskRaster, Zone
 from gateway.protocols import h264
 from gateway.protocols.rtp import RtpError, payload_of, rtp_header
 from gateway.stream.hub import PathStream, Reader
-from gateway.stream.tracks import Track
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MaskTranscoder", "TranscoderCounters", "encoder_options", "h264_track", "sprop_nals"]
 
-PAYLOAD_TYPE = 96
 RTP_MTU = 1200
 _TS_MOD = 1 << 32
 _MAX_AU_BYTES = 8 * 1024 * 1024
 _MAX_AU_PACKETS = 8192
 _MAX_PARSER_BYTES = 16 * 1024 * 1024
 _RTP_HEADER = struct.Struct("!BBHII")
-_DEFAULT_FPS = 25.0
-_DEFAULT_GOP = 50
-_MIN_BITRATE = 64_000
-_MAX_BITRATE = 50_000_000
+_WAIT_KEYS = 3  # keyframes a fresh variant waits for its source's measurements, at most
 
 
 @dataclass
@@ -72,54 +77,6 @@ class TranscoderCounters:
     encode_seconds: float = 0.0  # worker thread CPU time (decode + mask + encode)
     last_latency: float = 0.0  # seconds from the source AU's arrival to its masked RTP sent
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
-
-
-def _parse_fmtp(track: Track) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for line in track.sdp_lines:
-        if not line.lower().startswith("a=fmtp:"):
-            continue
-        _pt, _, rest = line[7:].partition(" ")
-        for item in rest.split(";"):
-            key, sep, value = item.strip().partition("=")
-            if sep:
-                params[key.lower()] = value.strip()
-    return params
-
-
-def sprop_nals(track: Track) -> list[bytes]:
-    """SPS/PPS NAL units from the track's ``sprop-parameter-sets`` ([] if absent or bad)."""
-    raw = _parse_fmtp(track).get("sprop-parameter-sets", "")
-    out = []
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            nal = base64.b64decode(item + "=" * (-len(item) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            return []
-        if nal:
-            out.append(nal)
-    return out
-
-
-def h264_track(sps: bytes, pps: bytes, *, index: int = 0) -> Track:
-    """An H.264 video track whose SDP describes these parameter sets (packetization-mode 1)."""
-    sprop = ",".join(base64.b64encode(n).decode() for n in (sps, pps))
-    profile_level = sps[1:4].hex().upper() if len(sps) >= 4 else "42E01F"
-    return Track(
-        index=index,
-        media="video",
-        codec="H264",
-        clock_rate=90000,
-        payload_type=PAYLOAD_TYPE,
-        sdp_lines=(
-            f"a=rtpmap:{PAYLOAD_TYPE} H264/90000",
-            f"a=fmtp:{PAYLOAD_TYPE} packetization-mode=1; profile-level-id={profile_level}; "
-            f"sprop-parameter-sets={sprop}",
-        ),
-    )
 
 
 class _Sink(asyncio.WriteTransport):
@@ -197,6 +154,8 @@ class MaskTranscoder:
         self.source_id = f"mask:{name}"
         self.threads = threads
         self.counters = TranscoderCounters()
+        # (width, height, gop, fps, bit rate) of each encoder opened, for tests and logs.
+        self.opened_with: list[tuple[int, int, int, float, int]] = []
         self._queue: queue.Queue[_Unit | _Stop] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -316,6 +275,8 @@ class MaskTranscoder:
         # Source measurements: keyframe spacing, frame rate, byte rate.
         self._since_key = 0
         self._gop = 0
+        self._keys_waited = 0
+        self._seen_key = False
         self._rate_window: deque[tuple[int, int]] = deque(maxlen=256)  # (pts, bytes)
 
     def _on_packet(self, packet: bytes) -> None:
@@ -397,15 +358,20 @@ class MaskTranscoder:
         size = sum(len(n) for n in nals)
         self._rate_window.append((pts, size))
         if is_key:
-            if self._since_key:
+            if self._since_key and self._seen_key:  # not the part of a GOP we joined in
                 self._gop = self._since_key
             self._since_key = 0
+            self._seen_key = True
         self._since_key += 1
 
         if self._skip_to_key and not is_key:
             counters.frames_dropped += 1
             return
-        fps, bitrate = self._measure()
+        params = self._parameters(is_key)
+        if params is None:
+            counters.frames_dropped += 1  # the source's rate and GOP are not known yet
+            return
+        fps, gop, bitrate = params
         unit = _Unit(
             data=h264.annexb(nals),
             rtp_ts=ts,
@@ -413,7 +379,7 @@ class MaskTranscoder:
             is_key=is_key,
             arrival=arrival,
             fps=fps,
-            gop=self._gop or _DEFAULT_GOP,
+            gop=gop,
             bitrate=bitrate,
         )
         try:
@@ -427,17 +393,36 @@ class MaskTranscoder:
             return
         self._skip_to_key = False
 
-    def _measure(self) -> tuple[float, int]:
-        """Source frame rate and bit rate over the recent window (defaults until ~1 s seen)."""
+    def _parameters(self, is_key: bool) -> tuple[float, int, int] | None:
+        """The source's frame rate, GOP and bit rate for the encoder: our own measurements once
+        we have them, until then the source path's (the hub measures every camera from its
+        start), so the encoder opens right the first time. None while neither knows yet (a
+        variant started with its camera): the first frames wait for the next keyframe, at
+        most _WAIT_KEYS of them, then the defaults are used."""
+        fps, bitrate = self._measure()
+        gop = self._gop or None
+        stats = self.source.video_stats
+        if (fps is None or gop is None) and self._skip_to_key and not stats.ready:
+            self._keys_waited += 1
+            if self._keys_waited <= _WAIT_KEYS:
+                return None
+        if fps is None and stats.fps is not None:
+            fps, bitrate = stats.fps, stats.bitrate
+        gop = gop or stats.gop
+        if bitrate:
+            bitrate = min(MAX_BITRATE, max(MIN_BITRATE, bitrate))
+        return fps or DEFAULT_FPS, gop or DEFAULT_GOP, bitrate or 0
+
+    def _measure(self) -> tuple[float | None, int | None]:
+        """Source frame rate and bit rate over our recent window (None until ~1 s seen)."""
         window = self._rate_window
         if len(window) >= 2:
             span = window[-1][0] - window[0][0]
             if span >= 90000:
                 fps = (len(window) - 1) * 90000 / span
                 nbytes = sum(b for _, b in window) - window[-1][1]
-                bitrate = int(nbytes * 8 * 90000 / span)
-                return fps, min(_MAX_BITRATE, max(_MIN_BITRATE, bitrate))
-        return _DEFAULT_FPS, 0
+                return fps, int(nbytes * 8 * 90000 / span)
+        return None, None
 
     # ---- worker thread -------------------------------------------------------------------------
 
@@ -481,9 +466,9 @@ class MaskTranscoder:
                         frame = frame.reformat(format="yuv420p")
                     self.raster.apply(frame)
                     fmt = frame.format.name
-                    want_bitrate = src.bitrate or _default_bitrate(frame.width, frame.height)
+                    want_bitrate = src.bitrate or default_bitrate(frame.width, frame.height)
                     key = (frame.width, frame.height, src.gop, want_bitrate, fmt)
-                    if encoder is None or (src.is_key and _reopen_needed(enc_key, key)):
+                    if encoder is None or (src.is_key and reopen_needed(enc_key, key)):
                         encoder = self._open_encoder(av, frame, src, want_bitrate)
                         enc_key = key
                         last_pts = -(1 << 62)
@@ -525,6 +510,7 @@ class MaskTranscoder:
         enc.options = encoder_options(bitrate)
         enc.open()
         self.counters.encoder_opens += 1
+        self.opened_with.append((frame.width, frame.height, src.gop, src.fps, bitrate))
         log.info(
             "mask %s: encoder %dx%d gop %d %.1f fps %d kbit/s",
             self.name,
@@ -601,37 +587,3 @@ class MaskTranscoder:
     def _on_replaced(self) -> None:
         log.warning("mask %s: another publisher took %s", self.name, self.target.name)
         self._replaced = True
-
-
-def encoder_options(bitrate: int) -> dict[str, str]:
-    """libx264 options of the masked stream (the benchmark gives ffmpeg the same ones)."""
-    return {
-        "preset": "ultrafast",
-        "tune": "zerolatency",
-        "forced-idr": "1",
-        # SPS/PPS before every IDR; keyframes only where the source has them; a bounded VBV
-        # (1 s buffer, peaks at twice the rate) so keyframes do not burst far above the source.
-        "x264-params": f"repeat-headers=1:scenecut=0:vbv-maxrate={bitrate * 2 // 1000}"
-        f":vbv-bufsize={bitrate // 1000}",
-    }
-
-
-def _default_bitrate(width: int, height: int) -> int:
-    # About 0.1 bit per pixel at 25 fps: 2.6 Mbit/s at 720p, 5.2 Mbit/s at 1080p.
-    return max(_MIN_BITRATE, min(_MAX_BITRATE, int(width * height * 25 * 0.1)))
-
-
-def _reopen_needed(
-    current: tuple[int, int, int, int, str] | None, wanted: tuple[int, int, int, int, str]
-) -> bool:
-    """Reopen the encoder (at a keyframe only) on a new size or format, or when the source's GOP
-    or bitrate moved by more than half from what the encoder was opened with."""
-    if current is None:
-        return True
-    w0, h0, gop0, rate0, fmt0 = current
-    w1, h1, gop1, rate1, fmt1 = wanted
-    if (w0, h0, fmt0) != (w1, h1, fmt1):
-        return True
-    if abs(gop1 - gop0) > max(2, gop0 // 2):
-        return True
-    return abs(rate1 - rate0) > rate0 // 2

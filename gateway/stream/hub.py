@@ -30,6 +30,7 @@ from gateway.protocols.rtp import (
 from gateway.stream.joining import JoinPolicy
 from gateway.stream.reorder import ReorderCounters
 from gateway.stream.stall import StallDetector, StallEvent, StallState
+from gateway.stream.stats import VideoStats
 from gateway.stream.timeline import PathTimeline, ntp_from_seconds
 from gateway.stream.tracks import Track
 
@@ -180,6 +181,7 @@ class PathStream:
         self.source_id: str | None = None
         self.readers: set[Reader] = set()
         self.counters = PathCounters()
+        self.video_stats = VideoStats()  # the current source's frame rate, GOP, bit rate
         self.reorder = ReorderCounters()  # UDP ingest's reordering of this path's source
         self.timeline: PathTimeline | None = None
         self._video_track = -1
@@ -264,6 +266,7 @@ class PathStream:
                 self._keyframe_fn = mod.is_keyframe_packet
                 self._params_fn = mod.is_parameter_set_packet
                 break
+        self.video_stats = VideoStats()
         # The old GOP belongs to the old source's timeline; new readers wait for the new one.
         self._gop = []
         self._gop_bytes = 0
@@ -386,10 +389,12 @@ class PathStream:
         batch = self._batch
         if not batch.items:
             return
+        ts, self._batch_ts = self._batch_ts, None
         self._batch = _Batch()
-        self._batch_ts = None
         self.stall.frame(time.monotonic())
         params_only = self._batch_params_only and self._video_track >= 0
+        if ts is not None and not params_only:
+            self.video_stats.add(ts, sum(len(p) for _, p, _ in batch.items), batch.is_key)
         self._batch_params_only = False
         if batch.is_key and not params_only:
             self._params_seen = False  # the next GOP must bring its own (or get ours)
