@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import wait_for
 from export_fixtures import NOW, T0, World, ffprobe, luma_frames
 
+from billing.invoices import InvoiceStore, run_invoices
 from billing.model import Metric
+from billing.rating.planfile import load_plans
 from gateway.recording.export_manifest import keys_from_jwks, verify_export
 from gateway.recording.export_store import ExportState
 from gateway.recording.exports import ExportError
 from tenants.audit import AuditAction
 from tenants.months import month_of
+
+DEMO_PLANS = Path(__file__).resolve().parents[1] / "ops" / "config" / "demo-plans.toml"
 
 
 def jwks_file(world: World, tmp_path: Path) -> Path:
@@ -64,6 +68,13 @@ async def test_an_investigators_export_is_signed_audited_and_billed(
     assert entry.detail["export"] == job.id and entry.detail["sha256"] == verified.sha256
     usage = world.ledger.usage("police", month_of(NOW))
     assert usage[Metric.EXPORTS] == 1
+    # ... and on the police's invoice, priced by the demo plan (GBP 15 an export).
+    plans = load_plans(DEMO_PLANS)
+    store = InvoiceStore(world.tenancy.db, ledger=world.ledger)
+    invoices = run_invoices(world.ledger, store, plans, {"police": "police"}, month_of(NOW),
+                            now=datetime.now(UTC))  # fmt: skip
+    lines = [x for x in invoices[0].lines if x.metric == Metric.EXPORTS]
+    assert [(x.quantity.split(".")[0], x.amount_pence) for x in lines] == [("1", 1500)]
 
 
 async def test_a_masked_tenants_export_has_its_masks_burnt_in(world: World, tmp_path: Path) -> None:
