@@ -200,6 +200,8 @@ async def test_served_to_anyone_without_a_token(tenancy_gw) -> None:  # noqa: F8
         assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
         html = await page.text()
         assert f"published figures for {period}" in html and '<table id="figures">' in html
+        assert 'id="subject-access"' in html  # requests received, answered, overdue
+        assert set(report["subject_access_requests"]) >= {"opened", "fulfilled", "overdue"}
         assert (await client.get("/transparency/2026-13.json")).status == 400
         assert (await client.get("/transparency/2099-01.json")).status == 404
         assert (await client.get("/transparency?period=<script>")).status == 400

@@ -153,6 +153,7 @@ def _context(report: dict[str, Any], council: str, this_month: str) -> dict[str,
             (kind.capitalize(), [entry.get(c, "") for c in columns])
             for kind, entry in kinds.items()
         ],
+        "sar": report.get("subject_access_requests"),
         "generated_at": report["generated_at"],
         "json_href": f"{PUBLIC_PREFIX}/{period}.json",
     }
