@@ -117,3 +117,32 @@ async def test_readers_follow_a_resolution_change_announced_only_in_the_sdp(
     assert "1280,720" in sizes and sizes[-1] == "1920,1080", sizes[-5:]
     assert sizes.count("1920,1080") >= 25, sizes.count("1920,1080")
     assert stream.counters.parameter_sets_injected >= 1
+
+
+async def test_a_codec_change_ends_readers_cleanly_and_a_new_describe_gets_the_new_codec(
+    gateway, procs
+):
+    from conftest import frames_of, publish_argv, read_argv
+
+    first = await procs(publish_argv(gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    stream = gateway.hub.get("cam1")
+    viewer = await procs(read_argv(gateway.url("cam1"), seconds=20))
+    await wait_for(lambda: len(stream.readers) == 1, 10, what="the viewer playing")
+    await wait_for(
+        lambda: next(iter(stream.readers)).packets_sent > 30, 10, what="H.264 to the viewer"
+    )
+    first.kill()
+    await first.wait()
+    h265 = publish_argv(gateway.url("cam1"))
+    h265[h265.index("libx264")] = "libx265"
+    await procs(h265)
+    # The viewer's session ends (its SDP no longer describes the stream), without an error...
+    assert await viewer.wait(20) == 0, viewer.text
+    assert frames_of(viewer.text) > 0
+    assert stream.tracks[0].codec == "H265"
+    # ... and describing the path again gets the new codec, which decodes.
+    again = await procs(read_argv(gateway.url("cam1"), seconds=2))
+    assert await again.wait(30) == 0, again.text
+    assert frames_of(again.text) >= 40, again.text
+    assert "error" not in again.text.lower(), again.text
