@@ -466,7 +466,8 @@ class Policy:
                 reasons.append(f"grant {g.id}: a purpose or incident reference is required")
                 continue
             if (
-                req.action == Action.PLAYBACK
+                # An export is footage taken away: it reaches back no further than playback.
+                req.action in (Action.PLAYBACK, Action.EXPORT)
                 and c.max_playback_age_s is not None
                 and req.playback_age_s is not None
                 and req.playback_age_s > c.max_playback_age_s

@@ -224,6 +224,23 @@ owner = "council"
 grantee = "shop"
 cameras = ["street"]
 rights = ["live", "export"]
+[[tenants]]
+id = "nhs"
+name = "Hospital"
+kind = "health"
+[[principals]]
+id = "nhs-inv"
+tenant = "nhs"
+name = "Hospital investigator"
+roles = ["investigator"]
+[[grants]]
+id = "nhs-street"
+owner = "council"
+grantee = "nhs"
+cameras = ["street"]
+rights = ["live", "playback", "export"]
+max_playback_age_s = 60
+
 [[grants]]
 id = "tfl-street"
 owner = "council"
@@ -239,7 +256,7 @@ tenant_kinds = ["retail"]
 """
 
 WHO = {"root": "council", "officer": "police", "pviewer": "police", "guard": "shop",
-       "tfl-inv": "tfl"}  # fmt: skip
+       "tfl-inv": "tfl", "nhs-inv": "nhs"}  # fmt: skip
 
 
 class LedgerSink:

@@ -98,6 +98,7 @@ async def test_refusals_are_audited_and_name_nothing(world: World) -> None:
         ("pviewer", "street", 403),  # a viewer's role does not export
         ("tfl-inv", "street", 403),  # a grant without the export right
         ("officer", "elsewhere", 404),  # no such camera
+        ("nhs-inv", "street", 403),  # footage older than the grant's maximum playback age
     ]
     for who, camera, status in cases:
         with pytest.raises(ExportError) as exc:
@@ -107,10 +108,11 @@ async def test_refusals_are_audited_and_name_nothing(world: World) -> None:
         await world.service.create("not-a-token", "street", start, end, purpose="x")
     assert exc.value.status == 401
     denied = world.audit(AuditAction.DENIED)
-    assert [e.principal for e in denied if e.detail.get("action") == "export"][:3] == [
+    assert [e.principal for e in denied if e.detail.get("action") == "export"][:4] == [
         "pviewer",
         "tfl-inv",
         "officer",
+        "nhs-inv",
     ]
     assert world.audit(AuditAction.EXPORT) == []
 

@@ -171,14 +171,17 @@ class ExportService:
         peer: str = "",
         via: str = "http",
         what: str = "export",
+        since: datetime | None = None,
     ) -> Decision:
         """The policy's decision for an export action on ``camera`` (or, with no camera, who
-        is asking); a refusal is audited and raised."""
+        is asking); ``since``: the oldest footage asked for, held to the grant's maximum
+        playback age. A refusal is audited and raised."""
         action = Action.EXPORT if camera is not None else Action.API
+        age = None if since is None else max(0.0, (datetime.now(UTC) - since).total_seconds())
         decision = await self.tenancy.policy.authorize(
             AccessRequest(
                 action, via, camera=camera, token=token, purpose=purpose, unmasked=unmasked,
-                peer=peer,
+                peer=peer, playback_age_s=age,
             )
         )  # fmt: skip
         if not decision.allow:
@@ -219,7 +222,7 @@ class ExportService:
         purpose, incident_ref = _text("purpose", purpose), _text("incident_ref", incident_ref)
         decision = await self.decide(
             token, camera=camera, purpose=purpose or incident_ref, unmasked=unmasked,
-            peer=peer, via=via,
+            peer=peer, via=via, since=start,
         )  # fmt: skip
         return await self.submit(
             decision, camera, start, end, purpose=purpose, incident_ref=incident_ref,
