@@ -94,6 +94,10 @@ class CutCache:
         while len(self.cuts) > self.entries:
             key = min(self.cuts, key=lambda k: self.cuts[k].used)
             self.cuts.pop(key).path.unlink(missing_ok=True)
+        for key in [
+            k for k, lock in self.locks.items() if k not in self.cuts and not lock.locked()
+        ]:
+            del self.locks[key]
 
     def clear(self) -> None:
         for c in self.cuts.values():
