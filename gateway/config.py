@@ -32,6 +32,7 @@ from pydantic.dataclasses import dataclass
 
 from gateway.cluster.settings import ClusterConfig
 from gateway.configpaths import PATH, ConfigPath
+from gateway.mediamtx.settings import MediaMtxConfig
 from tenants.loader import FileError, read_toml, validate
 
 ENV_PREFIX = "FEEDGATE_"
@@ -493,6 +494,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    mediamtx: MediaMtxConfig = field(default_factory=MediaMtxConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     cameras: tuple[CameraConfig, ...] = ()
@@ -643,6 +645,8 @@ def _check(cfg: Config, source: str) -> None:
         if 0 < cam.segment_seconds < 2:
             raise ConfigError(source, f"cameras[{i}].segment_seconds", "must be 0 or at least 2")
     _check_marks(cfg, source)
+    if cfg.mediamtx.api_url and not cfg.tenancy.enabled:
+        raise ConfigError(source, "mediamtx.api_url", "needs tenancy.enabled (the policy)")
     if cfg.cluster.enabled and cfg.rtsp.workers > 1:
         # Camera leases, caps and the registry are per node: scale out with more nodes.
         raise ConfigError(source, "rtsp.workers", "must be 1 on a cluster node (add nodes)")

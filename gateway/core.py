@@ -162,6 +162,21 @@ class Gateway:
                 media=media,
                 billing=LedgerBilling(self.metering) if self.metering is not None else None,
             )
+        # MediaMTX's own sessions, metered and re-checked here (worker 0: one supervisor).
+        self.mediamtx: Any = None
+        if self.tenancy is not None and config.mediamtx.api_url and worker == 0:
+            from gateway.mediamtx.client import MediaMtxApi
+            from gateway.mediamtx.supervisor import MediaMtxSupervisor
+
+            mc = config.mediamtx
+            self.mediamtx = MediaMtxSupervisor(
+                MediaMtxApi(
+                    mc.api_url, username=mc.username, password=mc.password, timeout=mc.timeout
+                ),
+                self.tenancy.policy,
+                sink=self.metering.sink if self.metering is not None else None,
+                interval=mc.interval,
+            )
         # PTZ brokering, on worker 0 only: each camera's lock has one owner in the process.
         self.ptz: Any = None
         if self.tenancy is not None and worker == 0:
@@ -319,6 +334,8 @@ class Gateway:
             recorded = cam.record and path == cam.id and self.recorder is not None
             if (not on_demand or recorded) and self.cluster is None:
                 self._start_ingest(path)
+        if self.mediamtx is not None:
+            self.mediamtx.start()
         if self.cluster is not None:
             await self.cluster.start()  # it starts the pulls of the cameras this node owns
         if self.recorder is not None:
@@ -397,6 +414,9 @@ class Gateway:
     async def stop(self) -> None:
         if self.grpc is not None:
             await self.grpc.stop(1.0)
+        if self.mediamtx is not None:
+            await self.mediamtx.stop()  # its last usage reports, before metering stops
+            await self.mediamtx.api.aclose()
         if self.cluster is not None:
             await self.cluster.stop()
         await cancel_and_wait(
