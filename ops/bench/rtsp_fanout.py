@@ -148,6 +148,8 @@ async def measure(
     ttfk_c = [r.t_keyframe - r.t_connect for r in gen.sessions if r.playing and r.t_keyframe]
     ttfp = [r.t_first_pkt - r.t_play for r in gen.sessions if r.playing and r.t_first_pkt]
     sampled = [r for r in gen.sessions if r.sampled and r.playing]
+    behind = [r.behind_peak for r in sampled if r.t_keyframe]
+    ttle = [r.t_live - r.t_play for r in sampled if r.t_keyframe]
     mach_busy = 1 - (mach1[1] - mach0[1]) / max(1e-9, mach1[0] - mach0[0])
     busy_cpu_s = mach_busy * (mach1[0] - mach0[0])
     irq_cpu_s = mach1[2] - mach0[2]
@@ -186,6 +188,10 @@ async def measure(
         "ttfk_p50_s": _r(pct(ttfk, 50)),
         "ttfk_p95_s": _r(pct(ttfk, 95)),
         "ttfk_max_s": _r(max(ttfk) if ttfk else None),
+        "behind_live_p50_s": _r(pct(behind, 50)),
+        "behind_live_p95_s": _r(pct(behind, 95)),
+        "ttle_p50_s": _r(pct(ttle, 50)),
+        "ttle_p95_s": _r(pct(ttle, 95)),
         "sampled_sessions": len(sampled),
         "sampled_packets_window": pk1 - pk0,
         "sampled_lost_window": lost1 - lost0,

@@ -49,6 +49,13 @@ class Reader(asyncio.BufferedProtocol):
         self.desync = 0
         self.ts_last = -1
         self.media_ticks = 0  # RTP clock ticks received (90 kHz), sampled sessions only
+        # Behind live (sampled sessions): media seconds received since the first keyframe minus
+        # wall seconds since it. Its peak is how far behind live a real-time player starts; the
+        # last time it grew (by > 20 ms) is when the burst ended: packets now arrive live, and a
+        # player that plays the burst as fast as it can is at the live edge.
+        self.ts_key = -1
+        self.behind_peak = 0.0
+        self.t_live = 0.0
         self.next_keepalive = 0.0
         self.keepalive_every = 20.0
         self.url = ""
@@ -150,6 +157,13 @@ class Reader(asyncio.BufferedProtocol):
         else:
             self.ts_last = ts
         if self.t_keyframe:
+            if self.ts_key >= 0:
+                now = time.monotonic()
+                if now - self.t_keyframe < 5.0:
+                    behind = ((ts - self.ts_key) & 0xFFFFFFFF) / 90000 - (now - self.t_keyframe)
+                    if behind > self.behind_peak + 0.02:  # still in the burst
+                        self.t_live = now
+                    self.behind_peak = max(self.behind_peak, behind)
             return
         h = off + 12 + 4 * (b0 & 0x0F)
         if b0 & 0x10:  # header extension
@@ -164,7 +178,8 @@ class Reader(asyncio.BufferedProtocol):
         elif nal == 28:  # FU-A: start fragment of an IDR
             nal = buf[h + 1] & 0x1F if buf[h + 1] & 0x80 else 0
         if nal in (5, 7):  # IDR slice or SPS (which precedes every IDR in this clip)
-            self.t_keyframe = time.monotonic()
+            self.t_keyframe = self.t_live = time.monotonic()
+            self.ts_key = ts
             self._after_keyframe()
 
     def _after_keyframe(self) -> None:
