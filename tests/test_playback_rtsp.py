@@ -294,3 +294,53 @@ async def test_a_masked_tenants_playback_is_burnt_in(tmp_path: Path, procs) -> N
             best = max(psnr(o[~zone], frame[~zone]) for o in original)
             assert best >= 30.0  # and the recording's own picture outside it
         assert float(original[30][inner].mean()) > 40.0
+
+
+async def test_hostile_playback_requests_get_4xx_while_a_playback_plays_on(tmp_path: Path) -> None:
+    async with playback_world(tmp_path, http=False) as world:
+        await started(world)
+        token = world.token("council", "operator")
+        viewer = await OnvifProbe.connect("127.0.0.1", world.gw.port)
+        try:
+            assert await viewer.play(f"cam1?token={token}&start={iso(world.recent)}") == 200
+            await wait_for(lambda: len(viewer.exts) > 10, 10, what="the viewer playing")
+            cases = [
+                (f"cam1?token={token}&start=yesterday", 400),
+                (f"cam1?token={token}&start={iso(world.recent)}&duration=-5", 400),
+                (f"cam1?token={token}&start={iso(world.recent)}&end={iso(world.old)}", 400),
+                (f"cam1?token={token}&start=2026-12-01T10:15:00", 400),  # no offset
+                (f"nope?token={token}&start={iso(world.recent)}", 404),
+                # Nothing recorded within a day of it: 404.
+                (f"cam1?token={token}&start={iso(world.recent - timedelta(days=9))}", 404),
+            ]
+            for path, status in cases:
+                probe = await Probe.connect("127.0.0.1", world.gw.port)
+                try:
+                    assert await probe.play(path) == status, path
+                finally:
+                    await probe.close()
+            hostile = await Probe.connect("127.0.0.1", world.gw.port)
+            try:
+                base = (
+                    f"rtsp://127.0.0.1:{world.gw.port}/cam1?token={token}&start={iso(world.recent)}"
+                )
+                assert (await hostile.request("DESCRIBE", base)).status == 200
+                transport = ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")
+                r = await hostile.request("SETUP", f"{base.split('?')[0]}/trackID=0", (transport,))
+                assert r.status == 200
+                for headers, status in (
+                    ((("Range", "clock=99999999T999999Z-"),), 400),
+                    ((("Range", "clock=20261201T101500Z-20261201T101400Z"),), 457),
+                    ((("Scale", "1e308"),), 400),
+                    ((("Frames", "intra/" + "9" * 40),), 400),
+                    ((("Rate-Control", "sometimes"),), 400),
+                    ((("Require", "x" * 300),), 400),
+                ):
+                    got = await hostile.request("PLAY", base.split("?")[0], headers)
+                    assert got.status == status, (headers, got.status)
+            finally:
+                await hostile.close()
+            seen = len(viewer.exts)
+            await wait_for(lambda: len(viewer.exts) > seen + 10, 10, what="the viewer playing on")
+        finally:
+            await viewer.close()
