@@ -324,6 +324,9 @@ def _open_output(out: Any, template: Any, masked: bool, streams: dict[str, Any])
         return
     decoder = av.CodecContext.create(cc.name, "r")
     decoder.extradata = cc.extradata
+    # Frame threads: a camera's stream has one slice per picture, so slice threads (the
+    # default) leave decoding on one core. Frames come out in order either way.
+    decoder.thread_type = "AUTO"
     rate = template.average_rate or template.guessed_rate or 25
     ostream = out.add_stream("libx264", rate=rate)
     ostream.width, ostream.height = cc.width, cc.height
