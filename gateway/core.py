@@ -183,6 +183,14 @@ class Gateway:
             from gateway.ptz.service import PtzService
 
             self.ptz = PtzService.from_config(config, self.tenancy, self.control.core.refusals)
+            if self.cluster is not None:
+                # One camera's lock across the nodes (issue #15.5), same arbiter settings.
+                from gateway.cluster.ptz_locks import RedisLockStore
+
+                local = self.ptz.locks
+                self.ptz.locks = RedisLockStore(
+                    self.cluster.redis, self.cluster.keys, lambda c: local.arbiter(c).settings
+                )
         # Recording (worker 0 owns every camera's media): cameras with record = true.
         self.recorder: Any = None
         if worker == 0 and upstream_unix is None and any(c.record for c in config.cameras):
