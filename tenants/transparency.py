@@ -33,6 +33,7 @@ from tenants.audit import AuditAction
 from tenants.audit.entry import format_time as _fmt_time
 from tenants.db import Database
 from tenants.months import DEFAULT_ZONE, month_bounds
+from tenants.recording_figures import recording_figures
 from tenants.sar import SarStore
 from tenants.store import TenantStore
 
@@ -129,6 +130,8 @@ def monthly_report(
         "cameras": len(cameras),
         "cameras_with_privacy_masks": len({c.id for c in cameras} & masked),
         "by_organisation_kind": by_kind,
+        # Hours recorded, segments deleted by retention, the retention applied.
+        "recording": recording_figures(db, start, end, now or datetime.now(UTC)),
         # Subject access requests opened and closed in the month, and those overdue now.
         "subject_access_requests": SarStore(db, zone).figures(
             start, end, (now or datetime.now(UTC))

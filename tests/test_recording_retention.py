@@ -210,3 +210,33 @@ def test_retention_applied_comes_from_purpose_register_or_default(tmp_path: Path
     assert rec.retention("b") == Retention(7, "purpose:traffic")
     assert rec.retention("a") == Retention(20, "default")
     rec.db.close()
+
+
+def test_the_published_figures_gain_recorded_hours_deletions_and_retention(
+    index: RecordingIndex, audit: AuditLog, db: Database
+) -> None:
+    from tenants.transparency import monthly_report, publishable
+
+    for h in range(3):  # three minutes in the month, one of them deleted below
+        segment(index, "a", NOW + timedelta(hours=h))
+    old = segment(index, "b", NOW - 40 * DAY)  # November's: not this month's hours
+    keeper = Housekeeper(
+        index, lambda cam: Retention(31, "register"),
+        on_delete=lambda d: audit.append(
+            AuditAction.RECORDING_DELETED, camera=d.segment.camera, purpose=d.reason,
+            detail={"segment": d.segment.id, "retention_days": d.retention.days if
+                    d.retention else None}, time=NOW + timedelta(hours=5),
+        ),
+        low_water=parse_mark("0%"), critical=parse_mark("0%"), free_space=lambda: Space(1, 1),
+    )  # fmt: skip
+    assert keeper.sweep(NOW + timedelta(hours=5)) == [old]
+    report = monthly_report(db, "2026-12", now=NOW + timedelta(hours=6))
+    assert report["recording"] == {
+        "recorded_hours": 0.1,  # 3 minutes
+        "segments_deleted_by_retention": 1,
+        "segments_deleted_by_disk_pressure": 0,
+        "cameras_by_retention_days_applied": {"31": 1},
+        "oldest_footage_kept_days": 0.2,  # the oldest kept began 6 hours before
+    }
+    assert publishable(report)["recording"] == report["recording"]
+    assert not {"a", "b"} & set(str(v) for v in report["recording"].values())  # none named

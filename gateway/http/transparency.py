@@ -154,6 +154,7 @@ def _context(report: dict[str, Any], council: str, this_month: str) -> dict[str,
             for kind, entry in kinds.items()
         ],
         "sar": report.get("subject_access_requests"),
+        "recording": report.get("recording"),
         "generated_at": report["generated_at"],
         "json_href": f"{PUBLIC_PREFIX}/{period}.json",
     }
