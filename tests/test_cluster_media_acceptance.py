@@ -7,6 +7,7 @@ hub counts the connections the cluster makes to it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -168,3 +169,39 @@ async def test_any_node_lists_every_session_and_kicks_reach_their_node(
         )
         print(f"kick from node1 ended node3's viewer in {time.monotonic() - sent:.3f}s")
         assert viewers[0].proc.returncode is None and viewers[1].proc.returncode is None
+
+
+async def test_a_redis_outage_keeps_cameras_playing_and_ownership_recovers(
+    cluster_factory, redis_server, procs
+):
+    async with camera_gateway(procs) as camera:
+        cluster = await cluster_factory(
+            cameras=[{"id": "street", "source": camera.url("cam1")}],
+            config=cluster_settings(redis_server.url),
+        )
+        police = cluster.token("police", "officer")
+        await wait_for(lambda: len(owner_of(cluster, "street")) == 1, 30, what="one owner")
+        (owner_id,) = owner_of(cluster, "street")
+        # Viewers on every node across 20 s of Redis down (kill -9) and its restart.
+        watching = [
+            await procs(read_argv(n.url(f"street?token={police}"), seconds=32))
+            for n in cluster.nodes
+        ]
+        await wait_for(lambda: all(frames_of(v.text) > 25 for v in watching), 30, what="playing")
+        await cluster.kill_redis()
+        started = time.monotonic()
+        while time.monotonic() - started < 20:
+            # Meanwhile nothing changes hands: one pull of the camera, viewers playing.
+            assert camera_readers(camera) == 1
+            await asyncio.sleep(1.0)
+        await cluster.start_redis()
+        await wait_for(lambda: len(owner_of(cluster, "street")) == 1, 15, what="an owner again")
+        assert camera_readers(camera) == 1
+        for v in watching:
+            assert await v.wait(90) == 0, v.text
+            assert frames_of(v.text) >= 32 * 25 * 0.8, v.text  # played through the outage
+        # New viewers on every node after the outage play.
+        for n in cluster.nodes:
+            p = await procs(read_argv(n.url(f"street?token={police}"), seconds=2))
+            assert await p.wait(60) == 0 and frames_of(p.text) >= 40, (n.node_id, p.text)
+        print(f"owner before the outage {owner_id}, after {owner_of(cluster, 'street')}")
