@@ -18,6 +18,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,13 @@ from urllib.parse import urlsplit
 
 import imageio_ffmpeg
 
-from gateway.config import CameraConfig, Config, HttpConfig, RtspConfig
+from gateway.cli.simulator import (
+    SIMULATOR_PORT,
+    digest_guard,
+    simulator_config,
+    simulator_credentials,
+)
+from gateway.config import CameraConfig, Config
 from gateway.core import Gateway
 from gateway.serve import run_gateway
 from gateway.tasks import arm_shutdown_watchdog
@@ -35,8 +42,8 @@ from tenants.audit import AuditAction
 log = logging.getLogger(__name__)
 
 PATTERNS = ("testsrc2", "smptehdbars", "testsrc", "rgbtestsrc", "smptebars", "yuvtestsrc")
-SIMULATOR_PORT = 8654
-SIMULATOR_RTP_PORT = 8100
+# How long the demo's encoder waits, at most, between looks at a path another publisher holds.
+BACKOFF_MAX = 30.0
 
 
 def publisher_command(url: str, pattern: str, *, size: str = "640x360", fps: int = 15) -> list[str]:
@@ -74,10 +81,27 @@ def publisher_command(url: str, pattern: str, *, size: str = "640x360", fps: int
     ]
 
 
-async def supervise_publisher(url: str, pattern: str, stop: asyncio.Event) -> None:
-    """Keep one simulated camera publishing; restart it if ffmpeg exits."""
+async def supervise_publisher(
+    url: str,
+    pattern: str,
+    stop: asyncio.Event,
+    *,
+    taken: Callable[[], bool] = lambda: False,
+    backoff: float = 2.0,
+) -> None:
+    """Keep one simulated camera publishing; restart it if ffmpeg exits. While ``taken()``
+    (another publisher holds the path, e.g. a partner replaced the demo's encoder) it waits,
+    with doubling delays, instead of taking the path back: the two would flap."""
     cmd = publisher_command(url, pattern)
+    delay = backoff
     while not stop.is_set():
+        if taken():
+            log.info("%s has another publisher; the demo's encoder waits", _safe(url))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+            continue
+        delay = backoff
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
         )
@@ -94,13 +118,19 @@ async def supervise_publisher(url: str, pattern: str, stop: asyncio.Event) -> No
                     proc.kill()
                     await proc.wait()
             elif not stop.is_set():
-                log.warning("simulated camera %s exited (%s); restarting", url, proc.returncode)
+                log.warning("simulated camera %s exited (%s)", _safe(url), proc.returncode)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
+                    await asyncio.wait_for(stop.wait(), backoff)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+def _safe(url: str) -> str:
+    """The URL without its credentials, for the log."""
+    parts = urlsplit(url)
+    return url.replace(f"{parts.username}:{parts.password}@", "") if parts.password else url
 
 
 # What each demo partner is shown: a camera it may watch, under its own token.
@@ -180,6 +210,8 @@ def demo_access_lines(gateway: Gateway, host: str, port: int) -> list[str]:
     lines += [
         "VMS clients without tokens use Digest, e.g. the police VMS:",
         f"    rtsp://viido-vms:demo-police@{host}:{port}/high-street-north",
+        f"Grant windows (westfield's 07:00-23:00) are in local time, {gateway.config.timezone}.",
+        "st-marys must state a purpose: add &purpose=<why> to its URL, or it is refused.",
     ]
     return lines
 
@@ -203,29 +235,40 @@ def _fake_onvif_port(cam: CameraConfig) -> int | None:
     return parts.port
 
 
-def _simulated(config: Config) -> tuple[list[str], list[tuple[str, str]], list[FakePtz]]:
-    """(paths the simulator must serve, (push URL, pattern) publishers, FAKE PTZ cameras)."""
+def service_lines(host: str, port: int) -> list[str]:
+    return [
+        f"  health: http://{host}:{port}/healthz",
+        f"  metrics: http://{host}:{port}/metrics needs an operator's token: "
+        "-H 'Authorization: Bearer <the council-operator token above>'",
+    ]
+
+
+def _simulated(config: Config) -> tuple[list[str], list[tuple[str, str, str]], list[FakePtz]]:
+    """(paths the simulator must serve, (pushed camera or "", URL, pattern) publishers, FAKE
+    PTZ cameras). The simulator's encoders sign in with the cameras' credentials."""
     sim_paths: list[str] = []
-    publishers: list[tuple[str, str]] = []
+    publishers: list[tuple[str, str, str]] = []
     fakes: list[FakePtz] = []
+    sim = simulator_credentials(config)
+    sim_creds = f"{sim[0]}:{sim[1]}@" if sim else ""
     for i, cam in enumerate(config.cameras):
         pattern = PATTERNS[i % len(PATTERNS)]
         if cam.is_push:
             # The housing association's encoder signs in as its own service account.
             creds = "riverside-encoder:demo-encoder@" if config.tenancy.enabled else ""
             url = f"rtsp://{creds}127.0.0.1:{config.rtsp.port}/{cam.id}"
-            publishers.append((url, pattern))
+            publishers.append((cam.id, url, pattern))
             continue
         parts = urlsplit(cam.source)
         if parts.hostname in ("127.0.0.1", "localhost") and parts.port == SIMULATOR_PORT:
             path = parts.path.strip("/")
             sim_paths.append(path)
-            url = f"rtsp://127.0.0.1:{SIMULATOR_PORT}/{path}"
+            url = f"rtsp://{sim_creds}127.0.0.1:{SIMULATOR_PORT}/{path}"
             port = _fake_onvif_port(cam)
             if port is not None:
                 fakes.append(FakePtz(cam.id, port, cam.onvif_username, cam.onvif_password, url))
             else:
-                publishers.append((url, pattern))
+                publishers.append(("", url, pattern))
     return sim_paths, publishers, fakes
 
 
@@ -321,6 +364,20 @@ def ptz_lines(gateway: Gateway, host: str, port: int, fakes: list[FakePtz]) -> l
     return lines
 
 
+def _free() -> bool:
+    return False
+
+
+def _taken(gateway: Gateway, camera: str) -> Callable[[], bool]:
+    """Whether a pushed camera's path has a publisher (checked before the demo's starts)."""
+
+    def taken() -> bool:
+        stream = gateway.hub.get(camera)
+        return stream is not None and stream.has_source
+
+    return taken
+
+
 async def _started(task: asyncio.Task[None], ready: asyncio.Event, stop: asyncio.Event) -> None:
     """Wait for a gateway to listen; if it dies instead (a port in use), stop everything and
     raise its error rather than waiting forever."""
@@ -335,12 +392,8 @@ async def _started(task: asyncio.Task[None], ready: asyncio.Event, stop: asyncio
 
 async def run_demo(config: Config, duration: float | None = None) -> None:
     sim_paths, publishers, fakes = _simulated(config)
-    sim_config = Config(
-        rtsp=RtspConfig(host="127.0.0.1", port=SIMULATOR_PORT, rtp_port=SIMULATOR_RTP_PORT),
-        http=HttpConfig(host="127.0.0.1", port=0),
-        cameras=tuple(CameraConfig(id=p, name=f"simulated {p}") for p in sim_paths),
-        log_level=config.log_level,
-    )
+    sim_config = simulator_config(sim_paths, config.log_level)
+    sim_creds = simulator_credentials(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -349,7 +402,9 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     sim_ready, gw_ready = asyncio.Event(), asyncio.Event()
     tasks = []
     if sim_paths:
-        tasks.append(asyncio.create_task(run_gateway(sim_config, ready=sim_ready, stop=stop)))
+        simulator = Gateway(sim_config, authorizer=digest_guard(*sim_creds)) if sim_creds else None
+        run = run_gateway(sim_config, ready=sim_ready, stop=stop, gateway=simulator)
+        tasks.append(asyncio.create_task(run))
         await _started(tasks[-1], sim_ready, stop)
     gateway = Gateway(config)
     tasks.append(
@@ -358,7 +413,12 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     await _started(tasks[-1], gw_ready, stop)
     # Cameras stop before the gateways, so shutdown is not reported as a camera failure.
     cameras_stop = asyncio.Event()
-    cameras = [asyncio.create_task(supervise_publisher(u, p, cameras_stop)) for u, p in publishers]
+    cameras = [
+        asyncio.create_task(
+            supervise_publisher(u, p, cameras_stop, taken=_taken(gateway, cam) if cam else _free)
+        )
+        for cam, u, p in publishers
+    ]
     ptz_cameras = FakeCameras(fakes)
     await ptz_cameras.start()
     host = "127.0.0.1" if config.rtsp.host in ("0.0.0.0", "::") else config.rtsp.host
@@ -375,8 +435,7 @@ async def run_demo(config: Config, duration: float | None = None) -> None:
     lines += [
         "",
         f"  e.g.  ffplay -rtsp_transport tcp '{first_url(gateway, host, config)}'",
-        f"  health: http://{host}:{config.http.port}/healthz   "
-        f"metrics: http://{host}:{config.http.port}/metrics",
+        *service_lines(host, config.http.port),
     ]
     if gateway.tenancy is not None:
         lines.append(
