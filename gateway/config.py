@@ -299,6 +299,9 @@ class KeysConfig:
     token_dir: ConfigPath = ""
     audit_key: ConfigPath = ""  # signs audit checkpoints; "": <data_dir>/keys/audit-signing.pem
     evidence_key: ConfigPath = ""  # signs export manifests; "": <data_dir>/keys/evidence-...
+    # Seals cameras' ONVIF passwords in the register (tenants/onvif.py); "": <data_dir>/keys/
+    # secrets.key. Not in the database, so a copy of the database alone does not reveal them.
+    secret_key: ConfigPath = ""
     overlap: Annotated[Seconds, Field(ge=86400)] = 90000.0  # a replaced key verifies on
     reload_interval: Annotated[float, Field(ge=0.1, le=3600)] = 10.0  # token_dir re-read
     rotate_after: Annotated[float, Field(ge=0)] = 60.0  # a rotated key starts this much later

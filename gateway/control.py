@@ -37,6 +37,7 @@ def control_service(
         platform_tenant=platform_tenant,
         billing=billing,
         refusals=tenancy.refusals,
+        onvif=tenancy.onvif,
     )
     if media is not None:
         core.media = media

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.config import Config, ConfigError
+from tenants.onvif import SecretBox
 from tenants.tokens import SigningKey, TokenIssuer
 from tenants.tokens.keyring import LEGACY_NAME, KeyRing, KeyRingError, KeySchedule
 
@@ -30,6 +31,7 @@ __all__ = [
     "key_path",
     "key_ring",
     "load_key",
+    "load_secret_box",
     "load_token_keys",
     "token_dir",
 ]
@@ -94,6 +96,23 @@ def load_key(config: Config, which: KeyName) -> SigningKey:
         raise ConfigError(str(path), f"keys.{which}", why) from None
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(str(path), f"keys.{which}", f"not a usable Ed25519 key: {exc}") from None
+
+
+def load_secret_box(config: Config) -> SecretBox | None:
+    """The key sealing cameras' ONVIF passwords (``keys.secret_key``; a node alone makes it in
+    <data_dir>/keys/secrets.key). ConfigError naming the key and the file. None on a cluster
+    that names no such key: the register then refuses to keep passwords. Blocking."""
+    configured = config.keys.secret_key
+    if not configured and config.clustered:
+        return None
+    path = Path(configured or Path(config.data_dir) / "keys" / "secrets.key")
+    try:
+        return SecretBox.load(path, create=_may_create(config, configured))
+    except FileNotFoundError:
+        why = "no such key file (every node needs the same one: copy it from the first)"
+        raise ConfigError(str(path), "keys.secret_key", why) from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(str(path), "keys.secret_key", f"not a usable key: {exc}") from None
 
 
 class KeyReloader:

@@ -23,11 +23,12 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from gateway.config import Config
-from gateway.identity import KeyReloader, load_key, load_token_keys
+from gateway.identity import KeyReloader, load_key, load_secret_box, load_token_keys
 from gateway.tasks import cancel_and_wait
 from tenants.audit import AuditLog
 from tenants.db import Database
 from tenants.leases import LeaseStore, StreamCaps
+from tenants.onvif import OnvifRegister
 from tenants.policy import Policy
 from tenants.refusals import RefusalLog
 from tenants.seed import load_seed
@@ -65,6 +66,8 @@ class Tenancy:
     # Signs evidence manifests (gateway.recording.export_manifest); published in the JWKS.
     # Kept apart from the token keys so that rotating those never strands old evidence.
     evidence_key: SigningKey | None = None
+    # Cameras' ONVIF settings, passwords sealed by keys.secret_key (tenants/onvif.py).
+    onvif: OnvifRegister | None = None
 
     @classmethod
     def open(cls, config: Config, *, lease_holder: str | None = None) -> Tenancy:
@@ -80,6 +83,7 @@ class Tenancy:
         schedule = load_token_keys(config)
         audit_key = load_key(config, "audit_key")
         evidence_key = load_key(config, "evidence_key")
+        onvif = OnvifRegister(db, load_secret_box(config))
         issuer = TokenIssuer(schedule.signing_keys, issuer=tc.issuer, audience=tc.audience)
         verifier = TokenVerifier(
             issuer,
@@ -115,6 +119,7 @@ class Tenancy:
             recheck_interval=tc.recheck_interval,
             evidence_key=evidence_key,
             keys=KeyReloader(config, issuer, schedule),
+            onvif=onvif,
         )
 
     async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

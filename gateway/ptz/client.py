@@ -160,6 +160,16 @@ class OnvifClient:
             raise self._unreachable(str(exc)) from None
         except zeep.exceptions.Fault as f:
             subs = {getattr(q, "localname", str(q)).rpartition(":")[2] for q in f.subcodes or ()}
+            if "NotAuthorized" in subs:
+                # Our credentials, not the caller's request: say which, and drop the
+                # connection so corrected settings sign the next command.
+                await self._drop()
+                raise PtzError(
+                    ErrorCode.CAMERA_FAULT,
+                    f"camera at {self.endpoint.where} refused feedgate's ONVIF credentials"
+                    f" ({op}: {f.message}): check its ONVIF username and password",
+                    cause="credentials",
+                ) from None
             code = ErrorCode.BAD_REQUEST if subs & _CLIENT_FAULTS else ErrorCode.CAMERA_FAULT
             raise PtzError(code, f"camera refused {op}: {f.message}") from None
         except (aiohttp.ClientError, OSError, ONVIFError, zeep.exceptions.Error) as exc:

@@ -207,6 +207,7 @@ class OnvifFacade:
                 "Sender not authorized" if d.status == 401 else f"refused: {d.reason}"
             )
         self._fresh(call)
+        await self.ptz.sync()  # which cameras have PTZ, as the register says now
         return decision
 
     def _check_profile(self, call: SoapCall) -> None:

@@ -40,11 +40,13 @@ from gateway.ptz.model import (
     parse_priorities,
 )
 from gateway.ptz.motion import MotionWatch
+from gateway.ptz.register import PtzCameras
 from gateway.ptz.settings import PtzCamera, arbiter_settings, priority_for, ptz_cameras
 from gateway.ptz.soap import SoapCodec
 from gateway.tasks import cancel_and_wait
 from tenants.audit import AuditAction, AuditLog
 from tenants.model import ID_RE, Role
+from tenants.onvif import OnvifRegister
 from tenants.policy import AccessRequest, Action, Decision, Policy
 from tenants.refusals import RefusalLog
 
@@ -113,6 +115,8 @@ class PtzService:
         client_factory: Callable[[OnvifEndpoint], OnvifClient] | None = None,
         blocking: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
         refusals: RefusalLog | None = None,
+        register: OnvifRegister | None = None,
+        reader: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.policy = policy
         self.audit = audit
@@ -122,6 +126,10 @@ class PtzService:
         self.clock = clock
         # Where audit appends run: the tenancy's database thread (Tenancy.blocking).
         self.blocking = blocking or asyncio.to_thread
+        # The register's ONVIF settings over the config's, read again when the tenancy changes.
+        self.sources = PtzCameras(
+            cameras, config, register, lambda: policy.snapshot.version, reader or asyncio.to_thread
+        )
         # Policy refusals take the path every entry point's refusals take (rate-limited).
         self.refusals = refusals or RefusalLog(audit)
 
@@ -155,6 +163,8 @@ class PtzService:
             config=config.ptz,
             blocking=tenancy.blocking,
             refusals=refusals,
+            register=tenancy.onvif,
+            reader=tenancy.blocking,
         )
 
     # ---- lifetime ----------------------------------------------------------------------------
@@ -164,6 +174,7 @@ class PtzService:
         threads) and start the ticker."""
         if self.codec is None:
             self.codec = await asyncio.to_thread(SoapCodec.load)
+        await self.sync()
         if self.cameras:
             await load_wsdls()
         if ticker and self._ticker is None:
@@ -180,6 +191,23 @@ class PtzService:
         for c in self._clients.values():
             await c.close()
         self._clients.clear()
+
+    async def sync(self) -> None:
+        """Follow the register: cameras added, changed or removed since the last look. A camera
+        whose address or credentials changed gets a new connection (after its command)."""
+        if not await self.sources.refresh():
+            return
+        current = self.sources.current
+        for camera in list(self._clients):
+            new = current.get(camera)
+            if new is not None and new.endpoint == self.cameras[camera].endpoint:
+                continue
+            async with self._command_lock(camera):
+                old = self._clients.pop(camera, None)
+                if old is not None:
+                    await old.close()
+            log.info("camera %s: ONVIF settings changed; reconnecting", camera)
+        self.cameras = dict(current)
 
     def client(self, camera: str) -> OnvifClient:
         cam = self.cameras.get(camera)
@@ -227,6 +255,7 @@ class PtzService:
             raise PtzError(_STATUS_CODE.get(decision.status, ErrorCode.FORBIDDEN), decision.reason)
         assert decision.tenant is not None and decision.principal is not None
         camera = decision.camera or ""
+        await self.sync()  # the register's settings at decision time
         if camera not in self.cameras:
             raise PtzError(ErrorCode.NO_PTZ, f"camera {camera!r} has no PTZ (no ONVIF endpoint)")
         tenant = self.policy.snapshot.tenants[decision.tenant]
@@ -303,7 +332,8 @@ class PtzService:
                 self.motion.sent(caller.camera, self.clock(), hold or None)
             self._wake.set()  # the ticker now has this move's Stop to watch for
         except PtzError as exc:
-            if exc.code == ErrorCode.UNREACHABLE:
+            # A camera that cannot be reached, or refuses our credentials, frees its lock.
+            if exc.code == ErrorCode.UNREACHABLE or exc.detail.get("cause") == "credentials":
                 entries += self._effects(
                     (await self.locks.fail(caller.camera, self.clock())).effects
                 )

@@ -33,6 +33,7 @@ from tenants.control.ports import Billing, MediaPlane, NoMedia
 from tenants.control.rules import Caller
 from tenants.db import Database
 from tenants.model import Role
+from tenants.onvif import OnvifRegister
 from tenants.policy import Policy
 from tenants.refusals import RefusalLog
 from tenants.store import NotFound, Snapshot, TenantStore
@@ -71,6 +72,7 @@ class Core:
     media: MediaPlane = field(default_factory=NoMedia)
     billing: Billing | None = None
     refusals: RefusalLog | None = None
+    onvif: OnvifRegister | None = None  # cameras' ONVIF settings (PTZ)
 
     def __post_init__(self) -> None:
         if self.refusals is None:

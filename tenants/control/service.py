@@ -9,6 +9,7 @@ from tenants.control.cameras import CameraOps, MaskOps
 from tenants.control.core import Core
 from tenants.control.errors import Code, ControlError
 from tenants.control.grants import GrantOps
+from tenants.control.onvif import OnvifOps
 from tenants.control.rules import Caller
 from tenants.control.sessions import BillingOps, SessionOps
 from tenants.control.signin import SignInOps
@@ -27,6 +28,7 @@ class ControlService:
         self.principals = PrincipalOps(core)
         self.cameras = CameraOps(core)
         self.masks = MaskOps(core, self.cameras)
+        self.onvif = OnvifOps(core, self.cameras)
         self.grants = GrantOps(core)
         self.tokens = TokenOps(core)
         self.audit = AuditOps(core)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from gateway.http.api.routes import Call, PageQuery, Route
+from tenants.control.onvif import OnvifBody, OnvifView
 from tenants.control.schemas import (
     CameraBody,
     CameraView,
@@ -68,6 +69,18 @@ async def set_tenant_status(c: Call) -> BaseModel:
 
 async def revoke_grant(c: Call) -> BaseModel:
     return await c.service.grants.revoke(c.caller, c.path["id"], c.body)
+
+
+async def set_onvif(c: Call) -> BaseModel:
+    return await c.service.onvif.set(c.caller, c.path["id"], c.body)
+
+
+async def get_onvif(c: Call) -> BaseModel:
+    return await c.service.onvif.get(c.caller, c.path["id"])
+
+
+async def clear_onvif(c: Call) -> None:
+    await c.service.onvif.clear(c.caller, c.path["id"])
 
 
 async def issue_token(c: Call) -> BaseModel:
@@ -135,6 +148,14 @@ ROUTES: list[Route] = [
           TenantView, body=StatusBody),
     *_crud("principals", "principal", PrincipalView, PrincipalBody, PrincipalQuery),
     *_crud("cameras", "camera", CameraView, CameraBody, CameraQuery),
+    Route("PUT", "/v1/cameras/{id}/onvif", "SetCameraOnvif",
+          "Set how the gateway steers a camera over ONVIF (the password is write-only)",
+          set_onvif, "cameras", OnvifView, body=OnvifBody),
+    Route("GET", "/v1/cameras/{id}/onvif", "GetCameraOnvif",
+          "Show a camera's ONVIF settings (never the password)", get_onvif, "cameras",
+          OnvifView),
+    Route("DELETE", "/v1/cameras/{id}/onvif", "ClearCameraOnvif",
+          "Forget a camera's ONVIF settings", clear_onvif, "cameras"),
     *_crud("masks", "mask", MaskView, MaskBody, MaskQuery),
     *_crud("grants", "grant", GrantView, GrantBody, GrantQuery, delete=False),
     Route("POST", "/v1/grants/{id}/revoke", "RevokeGrant", "Revoke a grant (its owner)",

@@ -73,6 +73,8 @@ class CameraPages:
         """Whether to show the PTZ controls: the camera is steered through ONVIF and the
         policy gives this caller the ptz right on it (each call is decided again anyway)."""
         ptz = self.gateway.ptz
+        if ptz is not None:
+            await ptz.sync()
         if ptz is None or camera not in ptz.cameras:
             return False
         decision = await self.service.core.policy.authorize(
