@@ -40,7 +40,7 @@ async def test_a_stuck_writer_drops_to_a_gap_and_never_holds_the_hub(tmp_path: P
         data_dir=str(tmp_path),
         recording=RecordingConfig(
             queue_bytes=1 << 20, writer_threads=1, low_water="0%", critical="0%"
-        ),  # fmt: skip
+        ),
     )
     clock = [T0]
     hub = StreamHub()
