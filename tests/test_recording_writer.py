@@ -218,3 +218,22 @@ def test_reconcile_adopts_a_file_the_index_never_heard_of(index: RecordingIndex)
     adopted = index.segments("cam")[0]
     assert adopted.start == datetime.fromtimestamp(T0, UTC)
     assert adopted.end - adopted.start >= timedelta(seconds=5)
+
+
+def test_the_quick_depacketizer_agrees_with_the_full_one_or_steps_aside() -> None:
+    from gateway.protocols import h264
+    from gateway.protocols.rtp import payload_of
+    from gateway.recording.writer import _h264_simple
+
+    for items, _key, _ts in rtp_units(h264_access_units(2.0, gop=25)):
+        payloads = [payload_of(p) for _t, p, _r in items]
+        assert _h264_simple(payloads) == h264.depacketize(payloads)
+    sps, pps = b"\x67\x42\x00\x1f", b"\x68\xce"
+    stap = memoryview(
+        b"\x18" + len(sps).to_bytes(2, "big") + sps + len(pps).to_bytes(2, "big") + pps
+    )
+    assert _h264_simple([stap]) is None  # an aggregate: the full depacketizer's job
+    fu = h264.packetize(b"\x65" + bytes(range(256)) * 20, 500)
+    assert _h264_simple([memoryview(p) for p in fu[:-1]]) is None  # its end lost
+    assert _h264_simple([memoryview(p) for p in fu[1:]]) is None  # its start lost
+    assert _h264_simple([memoryview(b"")]) is None

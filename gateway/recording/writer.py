@@ -392,7 +392,8 @@ class CameraWriter:
                 payloads.append(payload_of(packet))
             if ts < 0:
                 return None, 0
-            nals = self.codec.depacketize(payloads)
+            fast = _h264_simple(payloads) if self.codec.name == "H264" else None
+            nals = fast if fast is not None else self.codec.depacketize(payloads)
         except (RtpError, NalError):
             self.counters.bad_units += 1
             return None, 0
@@ -528,3 +529,35 @@ class CameraWriter:
         self._segment = None
         self._run = None
         self._next_reason = GapReason.DISK_FULL
+
+
+def _h264_simple(payloads: list[memoryview]) -> list[bytes] | None:
+    """The common case, quickly: single NAL units and complete FU-A runs (what cameras and
+    ffmpeg send). None for anything else (aggregates, a lost fragment), which the full
+    depacketizer then handles or refuses."""
+    out: list[bytes] = []
+    parts: list[bytes | memoryview] | None = None
+    for p in payloads:
+        if not p:
+            return None
+        t = p[0] & 0x1F
+        if t == h264.FU_A:
+            if len(p) < 2:
+                return None
+            fu = p[1]
+            if fu & 0x80:
+                if parts is not None:
+                    return None
+                parts = [bytes(((p[0] & 0xE0) | (fu & 0x1F),)), p[2:]]
+            elif parts is None:
+                return None
+            else:
+                parts.append(p[2:])
+            if fu & 0x40:
+                out.append(b"".join(parts))
+                parts = None
+        elif 0 < t < 24 and parts is None:
+            out.append(bytes(p))
+        else:
+            return None
+    return out if parts is None else None
