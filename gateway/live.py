@@ -119,12 +119,20 @@ class LiveSessions:
     # ---- audit ---------------------------------------------------------------------------------
 
     def _entry(
-        self, action: AuditAction, d: Decision, detail: dict[str, Any], outcome: str = "ok"
+        self,
+        action: AuditAction,
+        d: Decision,
+        detail: dict[str, Any],
+        outcome: str = "ok",
+        *,
+        spool: bool = False,
     ) -> Callable[[], object]:
         """An audit entry about a decision's tenant, principal, camera and purpose, as blocking
-        work for the tenancy's database thread (never run on the event loop)."""
+        work for the tenancy's database thread (never run on the event loop). ``spool``: a
+        fact that has happened (a session's end) waits in the audit spool if the database is
+        down, rather than being lost."""
         return functools.partial(
-            self.audit.append,
+            self.audit.append_or_spool if spool else self.audit.append,
             action,
             tenant=d.tenant,
             principal=d.principal,
@@ -304,6 +312,20 @@ class LiveSessions:
             )
         except Exception as exc:
             self.end(live.id, "its start could not be recorded")
+            # The refusal is a use of the network too: audited (spooled if the database is
+            # the reason), like every refusal.
+            self.tenancy.submit(
+                functools.partial(
+                    self.tenancy.refusals.decision,
+                    decision,
+                    protocol=live.protocol,
+                    action="playback" if live.playback else "live",
+                    peer=live.peer,
+                    status=503,
+                    reason="the session could not be recorded",
+                ),
+                what="audit a refusal",
+            )
             return self._unrecorded(live.id, decision, f"its start: {exc}")
         live.started = time.monotonic()
         if live.id not in self.live:
@@ -381,6 +403,7 @@ class LiveSessions:
                 "bytes": bytes_sent,
                 **live.detail,
             },
+            spool=True,
         )
 
     # ---- the re-check --------------------------------------------------------------------------

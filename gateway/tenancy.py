@@ -20,12 +20,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.config import Config
 from gateway.identity import KeyReloader, load_key, load_secret_box, load_token_keys
 from gateway.tasks import cancel_and_wait
 from tenants.audit import AuditLog
+from tenants.audit.spool import AuditSpool
 from tenants.db import Database
 from tenants.leases import LeaseStore, StreamCaps
 from tenants.onvif import OnvifRegister
@@ -99,7 +101,13 @@ class Tenancy:
             zone=config.zone,
         )
         policy.reload(force=True)
-        audit = AuditLog(db, audit_key.private_key)
+        # A media process keeps the audit entries of an outage on disk until the database is
+        # back (<data_dir>/audit-spool/<worker>); control-plane tools refuse instead.
+        spool = None
+        if lease_holder is not None:
+            worker = lease_holder.rsplit("/", 1)[-1]
+            spool = AuditSpool(Path(config.data_dir) / "audit-spool" / worker)
+        audit = AuditLog(db, audit_key.private_key, spool=spool)
         leases = LeaseStore(db, holder=lease_holder, ttl=tc.lease_ttl)
         if leases.voided:
             log.info(
@@ -200,6 +208,11 @@ class Tenancy:
             if self.reload_failures:
                 log.warning("policy reload works again after %d failures", self.reload_failures)
                 self.reload_failures = 0
+            if self.audit.spool_pending:
+                try:
+                    await self.blocking(self.audit.flush)
+                except Exception as exc:
+                    log.warning("audit spool: not appended yet: %s", exc)
 
     async def close(self) -> None:
         await cancel_and_wait(self._refresher)

@@ -120,7 +120,8 @@ class RefusalLog:
         }
         if left_out:
             body["suppressed"] = left_out
-        self.audit.append(
+        # A refusal has happened: with the database down it waits in the audit spool.
+        self.audit.append_or_spool(
             AuditAction.DENIED,
             tenant=tenant,
             principal=principal,

@@ -50,7 +50,8 @@ from tenants.audit.rows import (
     iter_rows,
     row_leaf,
 )
-from tenants.db import Database, IntegrityError
+from tenants.audit.spool import AuditSpool
+from tenants.db import Database, DatabaseUnavailable, IntegrityError
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class AuditLog:
         *,
         checkpoint_every: int = 256,
         checkpoint_interval: float = 5.0,
+        spool: AuditSpool | None = None,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be >= 1")
@@ -88,6 +90,9 @@ class AuditLog:
         self._interval = checkpoint_interval
         self._lock = threading.RLock()
         self._closed = False
+        # Where entries of facts wait while the database is unreachable (append_or_spool).
+        self._spool = spool
+        self._flushing = False
         #: The first inconsistency noticed while loading (None when the table looked intact).
         #: The log keeps appending either way; run :func:`verify_log` for the full story.
         self.integrity_warning: str | None = None
@@ -132,11 +137,22 @@ class AuditLog:
         transaction rolled back), start again from scratch."""
         row = self._db.query_one("SELECT MAX(seq) FROM audit_entries")
         top = -1 if row is None or row[0] is None else int(row[0])
-        if top + 1 == self._size:
-            return
         if top + 1 < self._size:
             log.warning("audit log: table shrank to %d entries (rolled back?); reloading", top + 1)
             self._reset()
+        elif self._size:
+            # The table must hold this writer's head as its entry size-1: an entry it counted
+            # may never have been committed (a transaction it joined rolled back, a connection
+            # lost at COMMIT) while another node took its seq.
+            mine = self._db.query_one(
+                "SELECT chain FROM audit_entries WHERE seq = ?", (self._size - 1,)
+            )
+            if mine is None or mine[0] != self._chain.hex():
+                log.warning("audit log: the table's entry %d is not this writer's; reloading",
+                            self._size - 1)  # fmt: skip
+                self._reset()
+        if top + 1 == self._size:
+            return
         for r in iter_rows(self._db, self._size):
             seq = int(r[0])
             if seq != self._size:
@@ -202,6 +218,7 @@ class AuditLog:
         with self._lock:
             if self._closed:
                 raise RuntimeError("audit log is closed")
+            self._flush_spool()  # what waited goes first: the log stays in order
             for attempt in range(8):
                 try:
                     with self._db.transaction():
@@ -259,6 +276,90 @@ class AuditLog:
             else:
                 self.maybe_checkpoint()
             return entry
+
+    def append_or_spool(
+        self,
+        action: AuditAction | str,
+        *,
+        tenant: str | None = None,
+        principal: str | None = None,
+        camera: str | None = None,
+        purpose: str | None = None,
+        outcome: str = "ok",
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append an entry about something that has happened (a session's end, a refusal); if
+        the database is unreachable, keep it in the durable local spool instead, to be appended
+        in order when the database answers (:meth:`flush`). Without a spool, as :meth:`append`.
+        """
+        fields: dict[str, Any] = {
+            "tenant": tenant,
+            "principal": principal,
+            "camera": camera,
+            "purpose": purpose,
+            "outcome": outcome,
+            "detail": dict(detail or {}),
+        }
+        with self._lock:
+            try:
+                self.append(action, **fields)
+                return
+            except DatabaseUnavailable:
+                if self._spool is None:
+                    raise
+            now = format_time(datetime.now(UTC))
+            self._spool.put({"action": AuditAction(action).value, "occurred_at": now, **fields})
+            if self._spool.spooled == 1 or self._spool.spooled % 1000 == 0:
+                log.warning(
+                    "audit log: database unreachable; %d entries kept in %s",
+                    self._spool.spooled,
+                    self._spool.directory,
+                )
+
+    @property
+    def spool_pending(self) -> bool:
+        return self._spool is not None and self._spool.pending
+
+    def flush(self) -> int:
+        """Append the spooled entries, in order; how many. Raises if the database is still
+        unreachable (what is left stays spooled)."""
+        with self._lock:
+            return self._flush_spool()
+
+    def _flush_spool(self) -> int:
+        if self._spool is None or self._flushing or not self._spool.pending:
+            return 0
+        self._flushing = True
+        n = 0
+        try:
+            for item in self._spool.entries():
+                f = dict(item.fields)
+                detail = {
+                    **(f.get("detail") or {}),
+                    "occurred_at": f.get("occurred_at"),
+                    "spool_id": f.get("spool_id"),
+                }
+                try:
+                    self.append(
+                        str(f["action"]),
+                        tenant=f.get("tenant"),
+                        principal=f.get("principal"),
+                        camera=f.get("camera"),
+                        purpose=f.get("purpose"),
+                        outcome=str(f.get("outcome") or "ok"),
+                        detail=detail,
+                    )
+                except (ValueError, TypeError, KeyError) as exc:  # never blocks the rest
+                    log.error(
+                        "audit spool: entry %s cannot be appended: %s", f.get("spool_id"), exc
+                    )
+                self._spool.done(item.offset)
+                n += 1
+        finally:
+            self._flushing = False
+        if n:
+            log.warning("audit log: appended %d entries kept while the database was down", n)
+        return n
 
     def _lock_head(self) -> None:
         """Inside a transaction: wait for the log head, held until this transaction ends."""
