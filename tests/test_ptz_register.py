@@ -6,9 +6,12 @@ credentials; ``plain`` has no ONVIF keys in the config at all."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 from ptz_world import Api, fake_camera, ptz_gateway
 
+from gateway.cli.main import main
 from gateway.config import PtzConfig
 from ops.fakes.onvif_camera import FakeOnvifCamera
 
@@ -138,3 +142,41 @@ async def test_bad_settings_are_refused_with_the_field_named(
     # Another tenant's admin does not learn the camera exists.
     s, _, _ = await a.call("police-desk", "PUT", "plain/onvif", _settings(cam))
     assert s in (403, 404)
+
+
+async def test_the_admin_cli_sets_the_password_from_stdin_over_grpc(
+    api: tuple[Api, FakeOnvifCamera],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, cam = api
+    common = ["--server", a.grpc_target, "--token", a.token("council-admin"), "--json"]
+
+    async def feedgate(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = await asyncio.to_thread(main, ["cameras", *argv, *common])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = await feedgate(
+        "onvif-set", "plain", "--url", cam.base, "--username", "feedgate", "--password-stdin",
+        stdin=f"{SECRET}\n",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["password_set"] is True and SECRET not in out + err
+    s, body, _ = await a.call("police-desk", "POST", "plain/ptz/move", _move(0.25))
+    assert s == 200, body
+    assert cam.head.position(time.time())[0] == pytest.approx(0.25)
+    code, out, _ = await feedgate("onvif-show", "plain")
+    assert code == 0 and json.loads(out)["onvif_username"] == "feedgate" and SECRET not in out
+    # No password on stdin is a usage error; nothing is changed.
+    code, _, err = await feedgate(
+        "onvif-set", "plain", "--url", cam.base, "--username", "x", "--password-stdin"
+    )
+    assert code == 2 and "standard input" in err
+    entries = a.audit(action="config", camera="plain", op="onvif_set")
+    assert [(e["via"], e["password"]) for e in entries] == [("grpc", "set")]
+    code, out, _ = await feedgate("onvif-clear", "plain")
+    assert code == 0
+    s, _, _ = await a.call("council-admin", "GET", "plain/onvif")
+    assert s == 404

@@ -23,7 +23,7 @@ from typing import Any
 from gateway.cli import audit, verbs
 from gateway.cli.client import CliError, request
 from gateway.cli.parsing import csv_list, load_config, parse_points, parse_ttl, windows
-from gateway.cli.verbs import ID, REASON, Fields, Rpc, Verb, arg, crud, shown
+from gateway.cli.verbs import ID, REASON, Fields, Rpc, Verb, arg, crud, said, shown
 
 NOUNS = {
     "tenants": "tenants of the network (platform admins)",
@@ -72,6 +72,21 @@ def camera_fields(args: argparse.Namespace) -> dict[str, Any]:
               "area_type": args.area_type, "retention_days": args.retention_days,
               "latitude": args.latitude, "longitude": args.longitude}  # fmt: skip
     return {"camera": camera}
+
+
+def onvif_fields(args: argparse.Namespace) -> dict[str, Any]:
+    if args.password_stdin and args.clear_password:
+        raise CliError("give --password-stdin or --clear-password, not both", 2)
+    d: dict[str, Any] = {"camera_id": args.id, "onvif_url": args.url,
+                         "onvif_username": args.username, "onvif_profile": args.profile or "",
+                         "clear_password": args.clear_password}  # fmt: skip
+    if args.password_stdin:
+        d["password"] = _stdin_secret("--password-stdin")
+    return d
+
+
+def camera_id_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {"camera_id": args.id}
 
 
 def mask_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -168,6 +183,14 @@ _PUT_CAMERA = (
     arg("--latitude", type=float, help="WGS84 degrees, with --longitude (the console's map)"),
     arg("--longitude", type=float),
 )  # fmt: skip
+_SET_ONVIF = (
+    ID, arg("--url", required=True, help="http://host:port of the camera's ONVIF device service"),
+    arg("--username", required=True, help="the ONVIF user feedgate signs in as"),
+    arg("--profile", help="the media profile token (default: the first with PTZ)"),
+    arg("--password-stdin", action="store_true",
+        help="read the ONVIF password from standard input (kept sealed; never shown)"),
+    arg("--clear-password", action="store_true", help="remove the stored ONVIF password"),
+)  # fmt: skip
 _PUT_MASK = (
     arg("--id", required=True), arg("--camera", required=True),
     arg("--points", required=True, type=parse_points,
@@ -222,6 +245,14 @@ VERBS: list[Verb] = [
           filters={"owner_tenant": arg("--owner")}),
     Verb("cameras", "put", "create or update a camera",
          Rpc("CameraService", "PutCamera", camera_fields, shown()), _PUT_CAMERA),
+    Verb("cameras", "onvif-set", "set how feedgate steers a camera over ONVIF (without "
+         "--password-stdin the stored password is kept)",
+         Rpc("CameraService", "SetCameraOnvif", onvif_fields, shown()), _SET_ONVIF),
+    Verb("cameras", "onvif-show", "show a camera's ONVIF settings (never the password)",
+         Rpc("CameraService", "GetCameraOnvif", camera_id_fields, shown()), (ID,)),
+    Verb("cameras", "onvif-clear", "forget a camera's ONVIF settings",
+         Rpc("CameraService", "ClearCameraOnvif", camera_id_fields, said("cleared {id}")),
+         (ID,)),
     # The table shows how many points a mask has; --json gives the coordinates.
     *crud("masks", "mask", "MaskService",
           ("id", "camera_id", "kind", "tenant_kinds", "points", "label"),

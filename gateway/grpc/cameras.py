@@ -6,7 +6,9 @@ from feedgate.v1 import cameras_pb2, common_pb2, masks_pb2
 
 from gateway.grpc import converters as c
 from tenants.control import Caller, ControlService
+from tenants.control import schemas as s
 from tenants.control.errors import invalid
+from tenants.control.onvif import OnvifBody, OnvifView
 
 DESCRIPTOR = cameras_pb2.DESCRIPTOR.services_by_name["CameraService"]
 MASK_DESCRIPTOR = masks_pb2.DESCRIPTOR.services_by_name["MaskService"]
@@ -15,6 +17,7 @@ MASK_DESCRIPTOR = masks_pb2.DESCRIPTOR.services_by_name["MaskService"]
 class CameraService:
     def __init__(self, service: ControlService) -> None:
         self.cameras = service.cameras
+        self.onvif = service.onvif
 
     async def PutCamera(
         self, req: cameras_pb2.PutCameraRequest, caller: Caller
@@ -40,6 +43,42 @@ class CameraService:
     ) -> cameras_pb2.DeleteCameraResponse:
         await self.cameras.delete(caller, c.ident("id", req.id))
         return cameras_pb2.DeleteCameraResponse()
+
+    async def SetCameraOnvif(
+        self, req: cameras_pb2.SetCameraOnvifRequest, caller: Caller
+    ) -> cameras_pb2.CameraOnvif:
+        d: dict[str, object] = {
+            "onvif_url": req.onvif_url,
+            "onvif_username": req.onvif_username,
+            "onvif_profile": req.onvif_profile,
+            "clear_password": req.clear_password,
+        }
+        if req.HasField("password"):
+            d["password"] = req.password
+        body = s.parse(OnvifBody, d)
+        camera = c.ident("camera_id", req.camera_id)
+        return _onvif_pb(await self.onvif.set(caller, camera, body))
+
+    async def GetCameraOnvif(
+        self, req: cameras_pb2.GetCameraOnvifRequest, caller: Caller
+    ) -> cameras_pb2.CameraOnvif:
+        return _onvif_pb(await self.onvif.get(caller, c.ident("camera_id", req.camera_id)))
+
+    async def ClearCameraOnvif(
+        self, req: cameras_pb2.ClearCameraOnvifRequest, caller: Caller
+    ) -> cameras_pb2.ClearCameraOnvifResponse:
+        await self.onvif.clear(caller, c.ident("camera_id", req.camera_id))
+        return cameras_pb2.ClearCameraOnvifResponse()
+
+
+def _onvif_pb(v: OnvifView) -> cameras_pb2.CameraOnvif:
+    return cameras_pb2.CameraOnvif(
+        camera_id=v.camera_id,
+        onvif_url=v.onvif_url,
+        onvif_username=v.onvif_username,
+        onvif_profile=v.onvif_profile,
+        password_set=v.password_set,
+    )
 
 
 class MaskService:

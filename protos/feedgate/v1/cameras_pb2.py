@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from feedgate.v1 import common_pb2 as feedgate_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64gate/v1/cameras.proto\x12\x0b\x66\x65\x65\x64gate.v1\x1a\x18\x66\x65\x65\x64gate/v1/common.proto\"7\n\x10PutCameraRequest\x12#\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x13.feedgate.v1.Camera\"\x1e\n\x10GetCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"*\n\x12ListCamerasRequest\x12\x14\n\x0cowner_tenant\x18\x01 \x01(\t\";\n\x13ListCamerasResponse\x12$\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x13.feedgate.v1.Camera\"!\n\x13\x44\x65leteCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteCameraResponse2\xb8\x02\n\rCameraService\x12?\n\tPutCamera\x12\x1d.feedgate.v1.PutCameraRequest\x1a\x13.feedgate.v1.Camera\x12?\n\tGetCamera\x12\x1d.feedgate.v1.GetCameraRequest\x1a\x13.feedgate.v1.Camera\x12P\n\x0bListCameras\x12\x1f.feedgate.v1.ListCamerasRequest\x1a .feedgate.v1.ListCamerasResponse\x12S\n\x0c\x44\x65leteCamera\x12 .feedgate.v1.DeleteCameraRequest\x1a!.feedgate.v1.DeleteCameraResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64gate/v1/cameras.proto\x12\x0b\x66\x65\x65\x64gate.v1\x1a\x18\x66\x65\x65\x64gate/v1/common.proto\"7\n\x10PutCameraRequest\x12#\n\x06\x63\x61mera\x18\x01 \x01(\x0b\x32\x13.feedgate.v1.Camera\"\x1e\n\x10GetCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"*\n\x12ListCamerasRequest\x12\x14\n\x0cowner_tenant\x18\x01 \x01(\t\";\n\x13ListCamerasResponse\x12$\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x13.feedgate.v1.Camera\"!\n\x13\x44\x65leteCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteCameraResponse\"\xa8\x01\n\x15SetCameraOnvifRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x11\n\tonvif_url\x18\x02 \x01(\t\x12\x16\n\x0eonvif_username\x18\x03 \x01(\t\x12\x15\n\ronvif_profile\x18\x04 \x01(\t\x12\x15\n\x08password\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x16\n\x0e\x63lear_password\x18\x06 \x01(\x08\x42\x0b\n\t_password\"*\n\x15GetCameraOnvifRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\",\n\x17\x43learCameraOnvifRequest\x12\x11\n\tcamera_id\x18\x01 \x01(\t\"\x1a\n\x18\x43learCameraOnvifResponse\"x\n\x0b\x43\x61meraOnvif\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x11\n\tonvif_url\x18\x02 \x01(\t\x12\x16\n\x0eonvif_username\x18\x03 \x01(\t\x12\x15\n\ronvif_profile\x18\x04 \x01(\t\x12\x14\n\x0cpassword_set\x18\x05 \x01(\x08\x32\xb9\x04\n\rCameraService\x12?\n\tPutCamera\x12\x1d.feedgate.v1.PutCameraRequest\x1a\x13.feedgate.v1.Camera\x12?\n\tGetCamera\x12\x1d.feedgate.v1.GetCameraRequest\x1a\x13.feedgate.v1.Camera\x12P\n\x0bListCameras\x12\x1f.feedgate.v1.ListCamerasRequest\x1a .feedgate.v1.ListCamerasResponse\x12S\n\x0c\x44\x65leteCamera\x12 .feedgate.v1.DeleteCameraRequest\x1a!.feedgate.v1.DeleteCameraResponse\x12N\n\x0eSetCameraOnvif\x12\".feedgate.v1.SetCameraOnvifRequest\x1a\x18.feedgate.v1.CameraOnvif\x12N\n\x0eGetCameraOnvif\x12\".feedgate.v1.GetCameraOnvifRequest\x1a\x18.feedgate.v1.CameraOnvif\x12_\n\x10\x43learCameraOnvif\x12$.feedgate.v1.ClearCameraOnvifRequest\x1a%.feedgate.v1.ClearCameraOnvifResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETECAMERAREQUEST']._serialized_end=295
   _globals['_DELETECAMERARESPONSE']._serialized_start=297
   _globals['_DELETECAMERARESPONSE']._serialized_end=319
-  _globals['_CAMERASERVICE']._serialized_start=322
-  _globals['_CAMERASERVICE']._serialized_end=634
+  _globals['_SETCAMERAONVIFREQUEST']._serialized_start=322
+  _globals['_SETCAMERAONVIFREQUEST']._serialized_end=490
+  _globals['_GETCAMERAONVIFREQUEST']._serialized_start=492
+  _globals['_GETCAMERAONVIFREQUEST']._serialized_end=534
+  _globals['_CLEARCAMERAONVIFREQUEST']._serialized_start=536
+  _globals['_CLEARCAMERAONVIFREQUEST']._serialized_end=580
+  _globals['_CLEARCAMERAONVIFRESPONSE']._serialized_start=582
+  _globals['_CLEARCAMERAONVIFRESPONSE']._serialized_end=608
+  _globals['_CAMERAONVIF']._serialized_start=610
+  _globals['_CAMERAONVIF']._serialized_end=730
+  _globals['_CAMERASERVICE']._serialized_start=733
+  _globals['_CAMERASERVICE']._serialized_end=1302
 # @@protoc_insertion_point(module_scope)

@@ -40,3 +40,49 @@ class DeleteCameraRequest(_message.Message):
 class DeleteCameraResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SetCameraOnvifRequest(_message.Message):
+    __slots__ = ("camera_id", "onvif_url", "onvif_username", "onvif_profile", "password", "clear_password")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    ONVIF_URL_FIELD_NUMBER: _ClassVar[int]
+    ONVIF_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    ONVIF_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    onvif_url: str
+    onvif_username: str
+    onvif_profile: str
+    password: str
+    clear_password: bool
+    def __init__(self, camera_id: _Optional[str] = ..., onvif_url: _Optional[str] = ..., onvif_username: _Optional[str] = ..., onvif_profile: _Optional[str] = ..., password: _Optional[str] = ..., clear_password: _Optional[bool] = ...) -> None: ...
+
+class GetCameraOnvifRequest(_message.Message):
+    __slots__ = ("camera_id",)
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    def __init__(self, camera_id: _Optional[str] = ...) -> None: ...
+
+class ClearCameraOnvifRequest(_message.Message):
+    __slots__ = ("camera_id",)
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    def __init__(self, camera_id: _Optional[str] = ...) -> None: ...
+
+class ClearCameraOnvifResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CameraOnvif(_message.Message):
+    __slots__ = ("camera_id", "onvif_url", "onvif_username", "onvif_profile", "password_set")
+    CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
+    ONVIF_URL_FIELD_NUMBER: _ClassVar[int]
+    ONVIF_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    ONVIF_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_SET_FIELD_NUMBER: _ClassVar[int]
+    camera_id: str
+    onvif_url: str
+    onvif_username: str
+    onvif_profile: str
+    password_set: bool
+    def __init__(self, camera_id: _Optional[str] = ..., onvif_url: _Optional[str] = ..., onvif_username: _Optional[str] = ..., onvif_profile: _Optional[str] = ..., password_set: _Optional[bool] = ...) -> None: ...

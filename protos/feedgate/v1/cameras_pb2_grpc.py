@@ -56,6 +56,21 @@ class CameraServiceStub:
                 request_serializer=feedgate_dot_v1_dot_cameras__pb2.DeleteCameraRequest.SerializeToString,
                 response_deserializer=feedgate_dot_v1_dot_cameras__pb2.DeleteCameraResponse.FromString,
                 _registered_method=True)
+        self.SetCameraOnvif = channel.unary_unary(
+                '/feedgate.v1.CameraService/SetCameraOnvif',
+                request_serializer=feedgate_dot_v1_dot_cameras__pb2.SetCameraOnvifRequest.SerializeToString,
+                response_deserializer=feedgate_dot_v1_dot_cameras__pb2.CameraOnvif.FromString,
+                _registered_method=True)
+        self.GetCameraOnvif = channel.unary_unary(
+                '/feedgate.v1.CameraService/GetCameraOnvif',
+                request_serializer=feedgate_dot_v1_dot_cameras__pb2.GetCameraOnvifRequest.SerializeToString,
+                response_deserializer=feedgate_dot_v1_dot_cameras__pb2.CameraOnvif.FromString,
+                _registered_method=True)
+        self.ClearCameraOnvif = channel.unary_unary(
+                '/feedgate.v1.CameraService/ClearCameraOnvif',
+                request_serializer=feedgate_dot_v1_dot_cameras__pb2.ClearCameraOnvifRequest.SerializeToString,
+                response_deserializer=feedgate_dot_v1_dot_cameras__pb2.ClearCameraOnvifResponse.FromString,
+                _registered_method=True)
 
 
 class CameraServiceServicer:
@@ -87,6 +102,26 @@ class CameraServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCameraOnvif(self, request, context):
+        """How the gateway steers a camera over ONVIF. The password is write-only: sealed at rest,
+        never returned, never audited; unset keeps the stored one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCameraOnvif(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearCameraOnvif(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CameraServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +144,21 @@ def add_CameraServiceServicer_to_server(servicer, server):
                     servicer.DeleteCamera,
                     request_deserializer=feedgate_dot_v1_dot_cameras__pb2.DeleteCameraRequest.FromString,
                     response_serializer=feedgate_dot_v1_dot_cameras__pb2.DeleteCameraResponse.SerializeToString,
+            ),
+            'SetCameraOnvif': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCameraOnvif,
+                    request_deserializer=feedgate_dot_v1_dot_cameras__pb2.SetCameraOnvifRequest.FromString,
+                    response_serializer=feedgate_dot_v1_dot_cameras__pb2.CameraOnvif.SerializeToString,
+            ),
+            'GetCameraOnvif': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCameraOnvif,
+                    request_deserializer=feedgate_dot_v1_dot_cameras__pb2.GetCameraOnvifRequest.FromString,
+                    response_serializer=feedgate_dot_v1_dot_cameras__pb2.CameraOnvif.SerializeToString,
+            ),
+            'ClearCameraOnvif': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearCameraOnvif,
+                    request_deserializer=feedgate_dot_v1_dot_cameras__pb2.ClearCameraOnvifRequest.FromString,
+                    response_serializer=feedgate_dot_v1_dot_cameras__pb2.ClearCameraOnvifResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +270,87 @@ class CameraService:
             '/feedgate.v1.CameraService/DeleteCamera',
             feedgate_dot_v1_dot_cameras__pb2.DeleteCameraRequest.SerializeToString,
             feedgate_dot_v1_dot_cameras__pb2.DeleteCameraResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCameraOnvif(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedgate.v1.CameraService/SetCameraOnvif',
+            feedgate_dot_v1_dot_cameras__pb2.SetCameraOnvifRequest.SerializeToString,
+            feedgate_dot_v1_dot_cameras__pb2.CameraOnvif.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCameraOnvif(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedgate.v1.CameraService/GetCameraOnvif',
+            feedgate_dot_v1_dot_cameras__pb2.GetCameraOnvifRequest.SerializeToString,
+            feedgate_dot_v1_dot_cameras__pb2.CameraOnvif.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearCameraOnvif(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedgate.v1.CameraService/ClearCameraOnvif',
+            feedgate_dot_v1_dot_cameras__pb2.ClearCameraOnvifRequest.SerializeToString,
+            feedgate_dot_v1_dot_cameras__pb2.ClearCameraOnvifResponse.FromString,
             options,
             channel_credentials,
             insecure,
