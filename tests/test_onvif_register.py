@@ -58,3 +58,24 @@ def test_bad_addresses_are_refused(db: Database, tmp_path: Path, url: str) -> No
     with pytest.raises(DomainError, match="onvif_url"):
         reg.put("cam1", url, "feedgate", password="pw")
     assert reg.get("cam1") is None
+
+
+def test_keys_init_makes_the_secret_key_once_and_refuses_a_bad_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli.main import main
+
+    cfg = tmp_path / "feedgate.toml"
+    cfg.write_text('data_dir = "var"\n')
+    assert main(["keys", "init", "--config", str(cfg)]) == 0
+    key = tmp_path / "var" / "keys" / "secrets.key"
+    assert f"created secret key {key}" in capsys.readouterr().out
+    assert key.stat().st_mode & 0o077 == 0
+    sealed = SecretBox.load(key, create=False).seal("pw")
+    assert main(["keys", "init", "--config", str(cfg)]) == 0
+    assert "every key exists already" in capsys.readouterr().out
+    assert SecretBox.load(key, create=False).open(sealed) == "pw"  # not replaced
+    key.write_text("not a key")
+    assert main(["keys", "init", "--config", str(cfg)]) == 2
+    assert "keys.secret_key" in capsys.readouterr().err
+    assert key.read_text() == "not a key"

@@ -1,8 +1,9 @@
 """``feedgate keys``: the cluster's signing keys, on the files every node loads.
 
 * ``keys init`` makes what is missing: the first token key (signing from now), the audit
-  checkpoint key and the evidence key, at the paths ``[keys]`` names. Run it once, on the
-  shared (or copied) key directory, before the first node starts.
+  checkpoint key, the evidence key and the secret key (sealing cameras' ONVIF passwords), at
+  the paths ``[keys]`` names. Run it once, on the shared (or copied) key directory, before the
+  first node starts.
 * ``keys rotate`` adds the next token key, starting ``keys.rotate_after`` seconds from now
   (``--start-in``), so every node publishes it before any signs with it. The key it replaces
   keeps verifying for ``keys.overlap``.
@@ -16,9 +17,11 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.identity import KeyName, key_path, key_ring, load_key
+from tenants.onvif import SecretBox
 from tenants.tokens import SigningKey
 from tenants.tokens.keyring import KeyRingError
 
@@ -46,6 +49,17 @@ def cmd_init(args: argparse.Namespace) -> int:
             SigningKey.load_or_create(path)
         else:
             load_key(config, which)  # an unusable file is an error, not replaced
+    # The key sealing cameras' ONVIF passwords in the register (tenants/onvif.py); a cluster
+    # without keys.secret_key keeps no passwords (gateway.identity.load_secret_box).
+    if config.keys.secret_key or not config.clustered:
+        secret = Path(config.keys.secret_key or Path(config.data_dir) / "keys" / "secrets.key")
+        if not secret.exists():
+            secret.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+            made.append(f"secret key {secret}")
+        try:
+            SecretBox.load(secret, create=True)  # an unusable file is an error, not replaced
+        except ValueError as exc:
+            raise ConfigError(str(secret), "keys.secret_key", f"not a usable key: {exc}") from None
     print("\n".join(f"created {m}" for m in made) if made else "every key exists already")
     return 0
 

@@ -207,6 +207,8 @@ class PtzService:
                 if old is not None:
                     await old.close()
             log.info("camera %s: ONVIF settings changed; reconnecting", camera)
+        if current and not self.cameras and self.codec is not None:
+            await load_wsdls()  # the first PTZ camera came after start (see start())
         self.cameras = dict(current)
 
     def client(self, camera: str) -> OnvifClient:
