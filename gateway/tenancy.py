@@ -79,13 +79,13 @@ class Tenancy:
         tc = config.tenancy
         db = Database.open(config.database_url)
         store = TenantStore(db)
+        onvif = OnvifRegister(db, load_secret_box(config))
         if tc.seed:
-            load_seed(store, tc.seed)
+            load_seed(store, tc.seed, onvif)
         # The cluster's shared keys (gateway/identity.py): ConfigError naming the key if absent.
         schedule = load_token_keys(config)
         audit_key = load_key(config, "audit_key")
         evidence_key = load_key(config, "evidence_key")
-        onvif = OnvifRegister(db, load_secret_box(config))
         issuer = TokenIssuer(schedule.signing_keys, issuer=tc.issuer, audience=tc.audience)
         verifier = TokenVerifier(
             issuer,

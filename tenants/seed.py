@@ -36,6 +36,7 @@ from tenants.model import (
     TimeWindow,
     check_id,
 )
+from tenants.onvif import OnvifRegister, check_onvif_url
 from tenants.store import TenantStore, digest_ha1
 
 __all__ = ["SeedError", "SeedFile", "load_seed"]
@@ -105,6 +106,11 @@ class CameraSeed(_Entry):
     # WGS84 degrees (both or neither): where the console's map draws it.
     latitude: Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)] | None = None
     longitude: Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)] | None = None
+    # How the gateway steers it over ONVIF (tenants/onvif.py): the password is sealed at rest.
+    onvif_url: StrictStr = ""
+    onvif_username: StrictStr = ""
+    onvif_password: StrictStr | None = Field(None, repr=False)
+    onvif_profile: StrictStr = ""
 
 
 class GrantSeed(_Entry):
@@ -200,7 +206,7 @@ def _grant(g: GrantSeed) -> Grant:
     )
 
 
-def load_seed(store: TenantStore, path: str | Path) -> None:
+def load_seed(store: TenantStore, path: str | Path, onvif: OnvifRegister | None = None) -> None:
     """Upsert tenants, principals, cameras, grants and masks from a TOML seed file.
 
     Idempotent. The whole file is validated first and written in one transaction, so a bad
@@ -223,6 +229,15 @@ def load_seed(store: TenantStore, path: str | Path) -> None:
         if (c.latitude is None) != (c.longitude is None):
             missing = "latitude" if c.latitude is None else "longitude"
             raise check.error(f"cameras[{i}].{missing}", "give both latitude and longitude")
+        if c.onvif_url:
+            try:
+                check_onvif_url(c.onvif_url)
+            except DomainError as exc:
+                raise check.error(f"cameras[{i}].onvif_url", str(exc)) from None
+            if onvif is None:
+                raise check.error(f"cameras[{i}].onvif_url", "this store keeps no ONVIF settings")
+        elif c.onvif_username or c.onvif_password or c.onvif_profile:
+            raise check.error(f"cameras[{i}].onvif_url", "give it with the other onvif_ keys")
     for i, g in enumerate(seed.grants):
         check.grant(i, g)
     for i, m in enumerate(seed.masks):
@@ -290,6 +305,14 @@ def load_seed(store: TenantStore, path: str | Path) -> None:
             store.put_principal(principal)
         for camera in cameras:
             store.put_camera(camera)
+        for i, c in enumerate(seed.cameras):
+            if c.onvif_url and onvif is not None:
+                try:
+                    onvif.put(c.id, c.onvif_url, c.onvif_username, c.onvif_profile,
+                              password=c.onvif_password)  # fmt: skip
+                except DomainError as exc:  # "onvif_username: ...", "password: ..."
+                    name = str(exc).partition(":")[0].removeprefix("onvif_")
+                    raise check.error(f"cameras[{i}].onvif_{name}", str(exc)) from None
         revoked = {g.id for g in store.list_grants(include_revoked=True) if not g.active}
         for g in seed.grants:
             if g.id not in revoked:

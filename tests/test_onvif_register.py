@@ -3,6 +3,7 @@ the database, write-only, kept when left out, gone with its camera."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from tenants.db import Database
 from tenants.model import Camera, DomainError, Tenant, TenantKind
 from tenants.onvif import OnvifRegister, SecretBox
+from tenants.seed import SeedError, load_seed
 from tenants.store import TenantStore
 
 
@@ -79,3 +81,30 @@ def test_keys_init_makes_the_secret_key_once_and_refuses_a_bad_one(
     assert main(["keys", "init", "--config", str(cfg)]) == 2
     assert "keys.secret_key" in capsys.readouterr().err
     assert key.read_text() == "not a key"
+
+
+def test_a_seed_sets_onvif_settings_and_names_a_bad_key(db: Database, tmp_path: Path) -> None:
+    store, reg = _register(db, tmp_path / "k")
+    seed = tmp_path / "seed.toml"
+    camera = '[[cameras]]\nid = "cam2"\nowner = "council"\n'
+    seed.write_text(
+        '[[tenants]]\nid = "council"\nname = "Council"\nkind = "council"\n' + camera
+        + 'onvif_url = "http://127.0.0.1:8899"\nonvif_username = "feedgate"\n'
+        'onvif_password = "seeded-pw"\n'
+    )  # fmt: skip
+    load_seed(store, seed, reg)
+    creds = reg.credentials("cam2")
+    assert creds is not None and creds.password == "seeded-pw"
+    assert creds.settings.url == "http://127.0.0.1:8899"
+    for extra, key in [
+        ('onvif_url = "ftp://x"\n', "cameras[0].onvif_url"),
+        ('onvif_username = "feedgate"\n', "cameras[0].onvif_url"),
+        ('onvif_url = "http://127.0.0.1:1"\nonvif_password = ""\n', "cameras[0].onvif_password"),
+    ]:
+        seed.write_text(
+            '[[tenants]]\nid = "council"\nname = "Council"\nkind = "council"\n' + camera + extra
+        )
+        with pytest.raises(SeedError, match=re.escape(key)):
+            load_seed(store, seed, reg)
+    after = reg.credentials("cam2")  # a bad file changed nothing
+    assert after is not None and after.settings.url == "http://127.0.0.1:8899"
