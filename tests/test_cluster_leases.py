@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+import redis
 import redis.asyncio as aioredis
 
 from gateway.cluster.caps import RedisStreamLeases
@@ -133,4 +135,26 @@ async def test_a_cap_holds_across_nodes_and_a_dead_nodes_slots_free_with_its_hea
     assert b.acquire(capped()) is not None
     assert b.shared is not None and b.shared.count("shop:g1") == 2
     assert b.renew() == (3, 3)  # nothing per stream to renew: the heartbeat keeps them
+    await r.aclose()
+
+
+async def test_a_release_redis_missed_is_retried_so_no_slot_leaks(redis_server):
+    r = aioredis.Redis.from_url(redis_server.url)
+    await alive(r, "a/1")
+    store = RedisStreamLeases(redis_server.url, KEYS, "a/1", 60.0, 0.5)
+    caps = StreamCaps(store)
+    lease = caps.acquire(capped(cap=1))
+    assert lease is not None
+    redis_server.kill()
+    with pytest.raises(redis.RedisError):
+        caps.release(lease)  # logged by the caller; the slot must not stay taken
+    redis_server.start()
+    await r.aclose()
+    r = aioredis.Redis.from_url(redis_server.url)
+    await alive(r, "a/1")
+    assert store.count("shop:g1") == 1  # still taken: the release never arrived
+    # The next viewer of the grant gets the slot: the missed release goes first.
+    assert caps.acquire(capped(cap=1)) is not None
+    assert store.count("shop:g1") == 1
+    store.close()
     await r.aclose()

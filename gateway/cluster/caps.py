@@ -63,12 +63,14 @@ class RedisStreamLeases:
         self._take = self.client.register_script(_TAKE)
         self._count = self.client.register_script(_COUNT)
         self._held: dict[str, str] = {}  # lease id -> its set
+        self._unreleased: list[tuple[str, str]] = []  # (set, lease id) Redis missed
         self._lock = threading.Lock()
 
     def _key(self, key: str) -> str:
         return f"{self.keys.prefix}:cap:{key}"
 
     def acquire(self, key: str, cap: int, now: datetime | None = None) -> str | None:
+        self.renew()  # first, any release Redis missed: it may be the slot wanted now
         lease_id = secrets.token_hex(12)
         member = f"{self.holder}|{lease_id}"
         ok = self._take(keys=[self._key(key)], args=[member, cap, self.keys.alive("")])
@@ -81,12 +83,31 @@ class RedisStreamLeases:
     def release(self, lease_id: str) -> None:
         with self._lock:
             key = self._held.pop(lease_id, None)
-        if key is not None:
+        if key is None:
+            return
+        try:
             self.client.srem(self._key(key), f"{self.holder}|{lease_id}")
+        except redis.RedisError:
+            # Redis is down: the slot would stay taken while this node lives. Retried before
+            # the next acquire and at every renewal.
+            with self._lock:
+                self._unreleased.append((key, lease_id))
+            raise
 
     def renew(self, now: datetime | None = None) -> int:
+        """Nothing to renew per stream (the heartbeat does); releases Redis missed are
+        retried here."""
         with self._lock:
-            return len(self._held)
+            pending, self._unreleased = self._unreleased, []
+            held = len(self._held)
+        for i, (key, lease_id) in enumerate(pending):
+            try:
+                self.client.srem(self._key(key), f"{self.holder}|{lease_id}")
+            except redis.RedisError:
+                with self._lock:
+                    self._unreleased.extend(pending[i:])
+                break
+        return held
 
     def count(self, key: str, now: datetime | None = None) -> int:
         return int(self._count(keys=[self._key(key)], args=[self.keys.alive("")]))

@@ -149,6 +149,18 @@ class Ownership:
 
     async def tick(self, now: float) -> None:
         try:
+            if self.redis_down_since is not None:
+                await self.leases.redis.ping()  # raises while Redis is still down
+                # Back. Leases may have lapsed meanwhile: the incumbents put theirs back first
+                # (renewal restores a key nobody re-took), and takers wait until every node
+                # has renewed and beaten again, so an outage does not move cameras.
+                log.warning(
+                    "Redis is back after %.1fs; camera ownership resumes",
+                    now - self.redis_down_since,
+                )
+                self.redis_down_since = None
+                self._next_renew = 0.0
+                self._next_attempt = now + max(self.leases.ttl / 3, 2 * self.attempt_interval)
             if now >= self._next_renew:
                 self._next_renew = now + self.leases.ttl / 3
                 await self._renew(now)
@@ -156,12 +168,6 @@ class Ownership:
             if now >= self._next_attempt:
                 self._next_attempt = now + self.attempt_interval
                 await self._attempt(now)
-            if self.redis_down_since is not None:
-                log.warning(
-                    "Redis is back after %.1fs; camera ownership resumes",
-                    now - self.redis_down_since,
-                )
-                self.redis_down_since = None
         except (OSError, ConnectionError, TimeoutError) as exc:
             self._redis_failed(now, exc)
         except Exception as exc:
