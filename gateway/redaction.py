@@ -7,7 +7,8 @@ handler sees it, whatever handlers are attached later (a test's capture included
 
 What is redacted: bearer tokens (JWTs anywhere in the text), ``token=``/``password=``-style
 query and form parameters, passwords in URLs (``rtsp://user:secret@host``), Basic/Bearer/Digest
-credentials, the values of Authorization and Cookie headers, and the password (digest or text)
+credentials, the values of Authorization and Cookie headers, secrets in protobuf's text format
+(``password: "..."``), and the password (digest or text)
 and nonce of a WS-Security UsernameToken (ONVIF's SOAP, which zeep logs whole at DEBUG). A
 redacted JWT keeps a short SHA-256 fingerprint, so two lines about the same token can still be
 matched up.
@@ -37,6 +38,8 @@ _PARAM = re.compile(
 )
 # "name": "value" in JSON or a repr'd dict.
 _JSON = re.compile(rf"(?i)([\"']({_SECRET_NAMES})[\"']\s*:\s*)([\"'])(?:(?!\3).)*\3")
+# name: "value" in protobuf's text format (str() of a gRPC request: SetCameraOnvif's password).
+_PROTO = re.compile(rf'(?i)(?<![\w"\'-])((?:\w+_)?(?:{_SECRET_NAMES}))(:\s*)"(?:[^"\\]|\\.)*"')
 _HEADER_NAMES = r"(?:proxy-)?authorization|cookie|set-cookie"
 # A header as ('Name', 'value') in a repr or "Name": "value" in JSON: the quoted value.
 _QUOTED_HEADER = re.compile(rf"(?i)([\"'](?:{_HEADER_NAMES})[\"']\s*[,:]\s*)([\"'])(?:(?!\2).)*\2")
@@ -63,6 +66,7 @@ def redact(text: str) -> str:
     text = _SCHEME_CREDS.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _USERINFO.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
     text = _JSON.sub(lambda m: f"{m.group(1)}{m.group(3)}{REDACTED}{m.group(3)}", text)
+    text = _PROTO.sub(lambda m: f'{m.group(1)}{m.group(2)}"{REDACTED}"', text)
     return _PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
 
 

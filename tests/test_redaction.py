@@ -101,6 +101,10 @@ max_concurrent_streams = 1
         f'#PasswordDigest">{TOKEN}</wsse:Password><wsse:Nonce EncodingType="...">{TOKEN}'
         "</wsse:Nonce>'",
         f"<Password>{TOKEN}</Password>",
+        # protobuf's text format: str() of a SetCameraOnvif request (its password write-only)
+        f'camera_id: "plain"\nonvif_username: "feedgate"\npassword: "{TOKEN}"\n',
+        f'password: "a\\"{TOKEN}"',
+        f'onvif_password: "{TOKEN}"',
     ],
 )
 def test_redact_removes_every_form_of_credential(text: str) -> None:
