@@ -87,6 +87,10 @@ class ReorderBuffer:
     def push(self, seq: int, packet: bytes, now: float) -> list[bytes]:
         seq %= _SEQ_MOD
         expected = self._expected
+        if seq == expected and not self._held:
+            # Nearly every packet: in order with nothing waiting.
+            self._expected = (seq + 1) % _SEQ_MOD
+            return [packet]
         if expected is None:
             self._expected = (seq + 1) % _SEQ_MOD
             return [packet]
