@@ -146,3 +146,43 @@ async def test_a_codec_change_ends_readers_cleanly_and_a_new_describe_gets_the_n
     assert await again.wait(30) == 0, again.text
     assert frames_of(again.text) >= 40, again.text
     assert "error" not in again.text.lower(), again.text
+
+
+async def test_gstreamer_rtspsrc_follows_the_resolution_change_too(gateway, procs, tmp_path: Path):
+    small = await _clip(tmp_path / "720p.mp4", "1280x720")
+    large = await _clip(tmp_path / "1080p.mp4", "1920x1080")
+    first = await procs(_copy_argv(small, gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    stream = gateway.hub.get("cam1")
+    gst = await procs(
+        [
+            "gst-launch-1.0",
+            "-v",
+            "rtspsrc",
+            f"location={gateway.url('cam1')}",
+            "protocols=tcp",
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "fakesink",
+            "num-buffers=150",
+        ]
+    )
+    await wait_for(lambda: len(stream.readers) == 1, 15, what="rtspsrc playing")
+    reader = next(iter(stream.readers))
+    await wait_for(lambda: reader.packets_sent > 300, 15, what="720p to rtspsrc")
+    first.kill()
+    await first.wait()
+    await procs(_copy_argv(large, gateway.url("cam1")))
+    assert await gst.wait(60) == 0, gst.text[-3000:]
+    decoded = [
+        line
+        for line in gst.text.splitlines()
+        if "avdec_h264" in line and "GstPad:src: caps" in line
+    ]
+    assert "width=(int)1280" in decoded[0] and "width=(int)1920" in decoded[-1], decoded
+    assert "WARNING" not in gst.text and "ERROR" not in gst.text, gst.text[-3000:]
