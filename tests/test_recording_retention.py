@@ -240,3 +240,30 @@ def test_the_published_figures_gain_recorded_hours_deletions_and_retention(
     }
     assert publishable(report)["recording"] == report["recording"]
     assert not {"a", "b"} & set(str(v) for v in report["recording"].values())  # none named
+
+
+def test_the_register_sets_a_cameras_retention_and_owns_its_deletions(
+    tmp_path: Path, db: Database, audit: AuditLog
+) -> None:
+    from tenants.model import Camera, Tenant, TenantKind
+    from tenants.store import TenantStore
+
+    store = TenantStore(db)
+    store.put_tenant(Tenant("borough", "Borough", TenantKind.COUNCIL))
+    store.put_camera(Camera("a", "borough", "High Street", retention_days=14))
+    cfg = recorder_config(tmp_path)
+    rec = Recorder(cfg, StreamHub(), audit=audit, store=store)
+    try:
+        assert rec.retention("a") == Retention(14, "register")  # the register's, not 20
+        assert rec.retention("b") == Retention(7, "purpose:traffic")  # a purpose wins
+        seg = segment(rec.index, "a", NOW - 15 * DAY)
+        kept = segment(rec.index, "a", NOW - 13 * DAY)
+        gone = rec.housekeeper.sweep(NOW)
+        assert gone == [seg] and rec.index.segment(kept.id) is not None
+        entry = [e for e in audit.entries() if e.action is AuditAction.RECORDING_DELETED][-1]
+        assert (entry.tenant, entry.camera, entry.purpose) == ("borough", "a", "retention")
+        assert entry.detail["retention_days"] == 14
+        assert entry.detail["retention_source"] == "register"
+        assert rec.retention_cached("a") == Retention(14, "register")
+    finally:
+        rec.db.close()
