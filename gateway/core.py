@@ -359,13 +359,22 @@ class Gateway:
     async def _checkpoint_audit(self) -> None:
         """Sign a checkpoint of the audit log every few seconds when entries arrived, so a
         quiet log is still covered by a signature soon after its last entry."""
+        from tenants.db import DatabaseUnavailable
+
         assert self.tenancy is not None
+        down = False
         while True:
             await asyncio.sleep(5.0)
             try:
                 await asyncio.to_thread(self.tenancy.audit.maybe_checkpoint)
+            except DatabaseUnavailable as exc:  # /healthz says so; one line, not a traceback
+                if not down:
+                    log.warning("audit checkpoint waits for the database: %s", exc)
+                down = True
+                continue
             except Exception:
                 log.exception("audit checkpoint failed")
+            down = False
 
     def _start_ingest(self, path: str) -> None:
         task = self._ingest_tasks.get(path)

@@ -208,6 +208,22 @@ class LiveSessions:
     ) -> Live | Refused:
         """Count the session against its tenant's cap (playing sessions only) and hold its
         masked variant. Returns the admitted session, or why it is refused (audited)."""
+        if not self.tenancy.db.available:
+            # Its start could not be recorded: refuse now (503, Retry-After), before a WHEP
+            # answer or an RTSP SETUP promises media, rather than after ICE or at PLAY.
+            self.tenancy.submit(
+                functools.partial(
+                    self.tenancy.refusals.decision,
+                    decision,
+                    protocol=protocol,
+                    action=mode,
+                    peer=peer,
+                    status=503,
+                    reason="the tenancy database is unreachable",
+                ),
+                what="audit a refusal",
+            )
+            return self._unrecorded(session_id, decision, "anything (database unreachable)")
         lease = None
         if mode == "play":
             try:

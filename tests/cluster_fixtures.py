@@ -159,12 +159,17 @@ class Node:
     node_id: str
     dir: Path
     settings: dict[str, Any]
-    rtsp_port: int = field(default_factory=free_port)
-    http_port: int = field(default_factory=free_port)
-    grpc_port: int = field(default_factory=free_port)
+    rtsp_port: int = 0  # 0: a free port, distinct from every other port of the cluster
+    http_port: int = 0
+    grpc_port: int = 0
     rtp_port: int = field(default_factory=free_udp_pair)
     proc: Proc | None = None
     logs: list[str] = field(default_factory=list)  # output of earlier incarnations
+
+    def __post_init__(self) -> None:
+        for name in ("rtsp_port", "http_port", "grpc_port"):
+            if not getattr(self, name):
+                setattr(self, name, self.cluster.free_port())
 
     @property
     def config_path(self) -> Path:
@@ -303,6 +308,16 @@ class Cluster:
     seed_path: Path
     plans_path: Path
     nodes: list[Node] = field(default_factory=list)
+    _ports: set[int] = field(default_factory=set)
+
+    def free_port(self) -> int:
+        """A free TCP port no node of this cluster has been given (a port just closed may be
+        handed out again at once: two of one node's listeners once got the same one)."""
+        while True:
+            port = free_port()
+            if port not in self._ports:
+                self._ports.add(port)
+                return port
 
     @property
     def keys(self) -> KeysConfig:

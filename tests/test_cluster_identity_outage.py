@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from datetime import UTC, datetime
 
+import aiohttp
 import psycopg
 from cluster_fixtures import Cluster
 from conftest import wait_for
 from rtsp_probe import Probe
 from test_cluster_identity import _published, encoder_url, tee_publish_argv
+from whep_client import WhepClient, gather_on_loopback
 
-OUTAGE = 8.0  # seconds (the issue asks 20; shortened for the suite's 2 shared cores)
+# Seconds PostgreSQL stays down. The issue asks 20; the suite uses 8 on its 2 shared cores
+# (FEEDGATE_TEST_PG_OUTAGE=20 runs the full length).
+OUTAGE = float(os.environ.get("FEEDGATE_TEST_PG_OUTAGE", "8"))
 
 
 async def _try_play(cluster: Cluster, i: int, token: str) -> tuple[int, dict[str, str]]:
@@ -46,6 +51,7 @@ def _rows(url: str, sql: str) -> list[tuple]:
 async def test_postgres_kill_9_live_viewers_play_on_new_ones_get_503_then_back_within_5_s(
     cluster_factory, procs
 ) -> None:
+    gather_on_loopback()
     cluster = await cluster_factory()
     await procs(tee_publish_argv([encoder_url(n) for n in cluster.nodes]))
     admin = cluster.token("council", "council-admin", roles=["admin", "auditor"])
@@ -71,6 +77,15 @@ async def test_postgres_kill_9_live_viewers_play_on_new_ones_get_503_then_back_w
             await leaver.close()
         i += 1
         await asyncio.sleep(0.3)
+    # WHEP on another node: a 503 problem with Retry-After, not a 500.
+    whep = WhepClient(
+        cluster.nodes[1].http("whep/street"), token=cluster.token("police", "officer")
+    )
+    async with aiohttp.ClientSession() as http:
+        try:
+            whep_status = await whep.connect(http)
+        finally:
+            await whep.close()
     health = [(await n.get("healthz")).json() for n in cluster.nodes]
     marks = [p.media_bytes for p in live]
     await asyncio.sleep(1.0)
@@ -78,6 +93,12 @@ async def test_postgres_kill_9_live_viewers_play_on_new_ones_get_503_then_back_w
     assert 500 not in statuses and 200 not in statuses, statuses
     assert set(statuses) == {503}, statuses
     assert all(h["status"] == "degraded" and h.get("reason") for h in health), health
+    assert whep_status == 503, (whep_status, whep.reason)
+    for node in cluster.nodes:  # one warning with a count, not a traceback 4 times a second
+        reloads = [ln for ln in node.text.splitlines() if "policy reload" in ln]
+        assert len(reloads) <= 2, reloads
+        at = node.text.find("Traceback")
+        assert at < 0, node.text[max(0, at - 300) : at + 2500]
     outage_end = datetime.now(UTC)
 
     await cluster.start_postgres()
