@@ -223,7 +223,7 @@ def test_reconcile_adopts_a_file_the_index_never_heard_of(index: RecordingIndex)
 def test_the_quick_depacketizer_agrees_with_the_full_one_or_steps_aside() -> None:
     from gateway.protocols import h264
     from gateway.protocols.rtp import payload_of
-    from gateway.recording.writer import _h264_simple
+    from gateway.recording.codecs import h264_simple as _h264_simple
 
     for items, _key, _ts in rtp_units(h264_access_units(2.0, gop=25)):
         payloads = [payload_of(p) for _t, p, _r in items]
@@ -237,3 +237,47 @@ def test_the_quick_depacketizer_agrees_with_the_full_one_or_steps_aside() -> Non
     assert _h264_simple([memoryview(p) for p in fu[:-1]]) is None  # its end lost
     assert _h264_simple([memoryview(p) for p in fu[1:]]) is None  # its start lost
     assert _h264_simple([memoryview(b"")]) is None
+
+
+def test_an_h265_camera_is_recorded_too(index: RecordingIndex) -> None:
+    import struct
+
+    from recording_fixtures import FFMPEG
+
+    from gateway.protocols import h265
+
+    raw = subprocess.run(
+        [FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+         "-t", "4", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params",
+         "bframes=0:keyint=25:min-keyint=25:repeat-headers=1:log-level=error", "-f", "hevc",
+         "-"],
+        capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    units: list[list[bytes]] = []
+    cur: list[bytes] = []
+    for nal in h265.split_annexb(raw):
+        cur.append(nal)
+        if h265.nal_type(nal) < 32:  # a slice ends the unit (one slice per picture here)
+            units.append(cur)
+            cur = []
+    track = Track(0, "video", "H265", 90000, 96, ("a=rtpmap:96 H265/90000",))
+    w = CameraWriter("cam", index.root, index, track, segment_seconds=2.0)
+    seq = 0
+    for i, au in enumerate(units):
+        payloads = [p for nal in au for p in h265.packetize(nal)]
+        items = []
+        for j, p in enumerate(payloads):
+            marker = 0x80 if j == len(payloads) - 1 else 0
+            items.append((0, struct.pack(">BBHII", 0x80, marker | 96, seq, i * 3600, 1) + p, False))
+            seq += 1
+        w.feed(Unit(items, False, T0 + i / 25, "s", 0, (track,)))
+    w.stop()
+    segs = index.segments("cam")
+    assert len(segs) == 2 and all(s.codec == "H265" for s in segs)
+    total = 0
+    for seg in segs:
+        frames, errors = ffprobe_frames(index.file(seg))
+        assert errors == ""
+        total += frames
+    assert total == len(units) == 100
+    agrees(index)

@@ -43,12 +43,20 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from gateway.recording.model import (
+    EvidenceLock,
+    Fragment,
+    Gap,
+    GapReason,
+    Segment,
+    Span,
+    from_us,
+    to_us,
+)
 from tenants.db import Database
 
 __all__ = [
@@ -66,7 +74,6 @@ __all__ = [
 
 # Segments closer than this with no gap between them are one span in spans().
 MERGE_TOLERANCE = timedelta(seconds=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 MIGRATIONS: list[str] = [
     # 1: segments, fragments, gaps, evidence locks.
@@ -120,93 +127,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX recording_locks_camera ON recording_locks (camera, start_us)
     """,
 ]
-
-
-def to_us(t: datetime) -> int:
-    """Microseconds since the epoch of an aware datetime (a naive one is refused)."""
-    if t.tzinfo is None:
-        raise ValueError("times must be timezone-aware (UTC)")
-    delta = t - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(us))
-
-
-class GapReason(StrEnum):
-    CAMERA_OUTAGE = "camera_outage"
-    GATEWAY_RESTART = "gateway_restart"
-    WRITER_OVERRUN = "writer_overrun"
-    DISK_FULL = "disk_full"
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    id: str
-    camera: str
-    path: str  # relative to recording.dir
-    start: datetime
-    end: datetime
-    init_length: int
-    bytes: int
-    codec: str  # "H264" or "H265"
-    closed: bool
-    node: str = ""
-
-    @property
-    def duration(self) -> timedelta:
-        return self.end - self.start
-
-
-@dataclass(frozen=True, slots=True)
-class Fragment:
-    segment: str
-    seq: int  # 0, 1, 2... within its segment
-    camera: str
-    start: datetime
-    end: datetime
-    offset: int  # byte offset of its moof in the segment's file
-    length: int  # bytes of moof + mdat
-    keyframe: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    camera: str
-    start: datetime
-    end: datetime
-    reason: GapReason
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Recorded media from ``start`` to ``end`` without a break (MediaMTX's list item)."""
-
-    start: datetime
-    end: datetime
-
-    @property
-    def duration(self) -> timedelta:
-        return self.end - self.start
-
-
-@dataclass(frozen=True, slots=True)
-class EvidenceLock:
-    id: str
-    camera: str
-    start: datetime
-    end: datetime
-    reason: str
-    tenant: str
-    principal: str
-    created: datetime
-    expires: datetime
-    released: datetime | None = None
-    released_by: str | None = None
-
-    def active(self, now: datetime) -> bool:
-        return self.released is None and self.expires > now
 
 
 _SEG_COLS = "id, camera, path, start_us, end_us, init_length, bytes, codec, status, node"

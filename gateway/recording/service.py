@@ -40,11 +40,12 @@ from typing import Any
 from gateway.config import CameraConfig, Config
 from gateway.protocols.rtp import RtpError, rtp_header
 from gateway.recording import locks as lock_ops
+from gateway.recording.codecs import video_track
 from gateway.recording.disk import Pressure, Space, disk_space, parse_mark
 from gateway.recording.index import EvidenceLock, GapReason, RecordingIndex
 from gateway.recording.reconcile import Reconciliation, reconcile
 from gateway.recording.retention import Deletion, Housekeeper, Retention
-from gateway.recording.writer import CameraWriter, Unit, WriterCounters, video_track
+from gateway.recording.writer import CameraWriter, Unit, WriterCounters
 from gateway.stream.hub import PathStream, Reader, StreamHub
 from gateway.stream.tracks import Track
 from gateway.tasks import cancel_and_wait

@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -34,10 +33,11 @@ from typing import Any
 
 import av
 
-from gateway.protocols import h264, h265
+from gateway.protocols import h264
 from gateway.protocols.fragments import NalError
 from gateway.protocols.rtp import RtpError, payload_of, rtp_header
 from gateway.recording import fmp4
+from gateway.recording.codecs import CODECS, Codec, h264_simple, picture_size, sprop_params
 from gateway.recording.index import Fragment, GapReason, RecordingIndex, Segment
 from gateway.stream.tracks import Track
 
@@ -61,65 +61,6 @@ class Unit:
     source: str | None
     size: int
     tracks: tuple[Track, ...] = ()  # the path's tracks when it arrived
-
-
-@dataclass(frozen=True, slots=True)
-class Codec:
-    name: str  # as in Track.codec
-    mux_name: str  # PyAV codec name
-    depacketize: Callable[[list[memoryview]], list[bytes]]
-    nal_type: Callable[[bytes], int]
-    keyframes: frozenset[int]
-    params: tuple[int, ...]  # parameter set types a segment must start with, in order
-    no_picture: frozenset[int]  # access unit delimiters, SEI: a unit of only these is skipped
-
-
-CODECS = {
-    "H264": Codec(
-        "H264", "h264", h264.depacketize, lambda n: n[0] & 0x1F,
-        frozenset({h264.NAL_IDR}), (h264.NAL_SPS, h264.NAL_PPS),
-        frozenset({h264.NAL_AUD, h264.NAL_SEI}),
-    ),
-    "H265": Codec(
-        "H265", "hevc", h265.depacketize, h265.nal_type,
-        frozenset(range(h265.NAL_BLA_W_LP, h265.NAL_CRA + 1)),
-        (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS),
-        frozenset({h265.NAL_AUD, h265.NAL_SEI_PREFIX, 40}),
-    ),
-}  # fmt: skip
-
-
-def video_track(tracks: tuple[Track, ...]) -> Track | None:
-    """The track a camera is recorded from: its first H.264 or H.265 video."""
-    for t in tracks:
-        if t.is_video and t.codec in CODECS:
-            return t
-    return None
-
-
-def sprop_params(track: Track) -> dict[int, bytes]:
-    """Parameter sets from the SDP (``sprop-parameter-sets``, ``sprop-vps/sps/pps``)."""
-    import base64
-    import binascii
-
-    codec = CODECS[track.codec]
-    out: dict[int, bytes] = {}
-    for line in track.sdp_lines:
-        if not line.lower().startswith("a=fmtp:"):
-            continue
-        for param in line.split(" ", 1)[-1].split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.lower() not in ("sprop-parameter-sets", "sprop-vps", "sprop-sps", "sprop-pps"):
-                continue
-            for item in value.split(","):
-                item = item.strip()
-                try:
-                    nal = base64.b64decode(item + "=" * (-len(item) % 4), validate=True)
-                except (binascii.Error, ValueError):
-                    continue
-                if nal and codec.nal_type(nal) in codec.params:
-                    out[codec.nal_type(nal)] = nal
-    return out
 
 
 class _TrackedFile(io.RawIOBase):
@@ -392,7 +333,7 @@ class CameraWriter:
                 payloads.append(payload_of(packet))
             if ts < 0:
                 return None, 0
-            fast = _h264_simple(payloads) if self.codec.name == "H264" else None
+            fast = h264_simple(payloads) if self.codec.name == "H264" else None
             nals = fast if fast is not None else self.codec.depacketize(payloads)
         except (RtpError, NalError):
             self.counters.bad_units += 1
@@ -425,11 +366,7 @@ class CameraWriter:
         rel = f"{self.camera}/{start:%Y-%m-%d}/{start:%H%M%S.%f}Z.mp4"
         path = self.root / rel
         self._seg_params = dict(self.params)
-        if self.codec.name == "H264" and h264.NAL_SPS in self.params:
-            try:
-                self._size = h264.parse_sps_resolution(self.params[h264.NAL_SPS])
-            except NalError:
-                self._size = (0, 0)
+        self._size = picture_size(self.codec, self.params)
         try:
             self._file = SegmentFile(path, self.codec, *self._size)
         except (OSError, av.FFmpegError) as exc:
@@ -529,35 +466,3 @@ class CameraWriter:
         self._segment = None
         self._run = None
         self._next_reason = GapReason.DISK_FULL
-
-
-def _h264_simple(payloads: list[memoryview]) -> list[bytes] | None:
-    """The common case, quickly: single NAL units and complete FU-A runs (what cameras and
-    ffmpeg send). None for anything else (aggregates, a lost fragment), which the full
-    depacketizer then handles or refuses."""
-    out: list[bytes] = []
-    parts: list[bytes | memoryview] | None = None
-    for p in payloads:
-        if not p:
-            return None
-        t = p[0] & 0x1F
-        if t == h264.FU_A:
-            if len(p) < 2:
-                return None
-            fu = p[1]
-            if fu & 0x80:
-                if parts is not None:
-                    return None
-                parts = [bytes(((p[0] & 0xE0) | (fu & 0x1F),)), p[2:]]
-            elif parts is None:
-                return None
-            else:
-                parts.append(p[2:])
-            if fu & 0x40:
-                out.append(b"".join(parts))
-                parts = None
-        elif 0 < t < 24 and parts is None:
-            out.append(bytes(p))
-        else:
-            return None
-    return out if parts is None else None

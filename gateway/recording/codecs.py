@@ -1,0 +1,157 @@
+"""The codecs a camera is recorded in (H.264, H.265): what the writer needs of each, the
+parameter sets from the SDP, a quick depacketizer for the common H.264 case and the picture
+size a segment's MP4 track is declared with (sans-I/O)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.protocols import h264, h265
+from gateway.protocols.fragments import NalError
+from gateway.stream.tracks import Track
+
+__all__ = ["CODECS", "Codec", "h264_simple", "h265_resolution", "picture_size", "sprop_params",
+           "video_track"]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    name: str  # as in Track.codec
+    mux_name: str  # PyAV codec name
+    depacketize: Callable[[list[memoryview]], list[bytes]]
+    nal_type: Callable[[bytes], int]
+    keyframes: frozenset[int]
+    params: tuple[int, ...]  # parameter set types a segment must start with, in order
+    no_picture: frozenset[int]  # access unit delimiters, SEI: a unit of only these is skipped
+
+
+CODECS = {
+    "H264": Codec(
+        "H264", "h264", h264.depacketize, lambda n: n[0] & 0x1F,
+        frozenset({h264.NAL_IDR}), (h264.NAL_SPS, h264.NAL_PPS),
+        frozenset({h264.NAL_AUD, h264.NAL_SEI}),
+    ),
+    "H265": Codec(
+        "H265", "hevc", h265.depacketize, h265.nal_type,
+        frozenset(range(h265.NAL_BLA_W_LP, h265.NAL_CRA + 1)),
+        (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS),
+        frozenset({h265.NAL_AUD, h265.NAL_SEI_PREFIX, 40}),
+    ),
+}  # fmt: skip
+
+
+def video_track(tracks: tuple[Track, ...]) -> Track | None:
+    """The track a camera is recorded from: its first H.264 or H.265 video."""
+    for t in tracks:
+        if t.is_video and t.codec in CODECS:
+            return t
+    return None
+
+
+def sprop_params(track: Track) -> dict[int, bytes]:
+    """Parameter sets from the SDP (``sprop-parameter-sets``, ``sprop-vps/sps/pps``)."""
+    codec = CODECS[track.codec]
+    out: dict[int, bytes] = {}
+    for line in track.sdp_lines:
+        if not line.lower().startswith("a=fmtp:"):
+            continue
+        for param in line.split(" ", 1)[-1].split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.lower() not in ("sprop-parameter-sets", "sprop-vps", "sprop-sps", "sprop-pps"):
+                continue
+            for item in value.split(","):
+                item = item.strip()
+                try:
+                    nal = base64.b64decode(item + "=" * (-len(item) % 4), validate=True)
+                except (binascii.Error, ValueError):
+                    continue
+                if nal and codec.nal_type(nal) in codec.params:
+                    out[codec.nal_type(nal)] = nal
+    return out
+
+
+def h264_simple(payloads: list[memoryview]) -> list[bytes] | None:
+    """The common case, quickly: single NAL units and complete FU-A runs (what cameras and
+    ffmpeg send). None for anything else (aggregates, a lost fragment), which the full
+    depacketizer then handles or refuses."""
+    out: list[bytes] = []
+    parts: list[bytes | memoryview] | None = None
+    for p in payloads:
+        if not p:
+            return None
+        t = p[0] & 0x1F
+        if t == h264.FU_A:
+            if len(p) < 2:
+                return None
+            fu = p[1]
+            if fu & 0x80:
+                if parts is not None:
+                    return None
+                parts = [bytes(((p[0] & 0xE0) | (fu & 0x1F),)), p[2:]]
+            elif parts is None:
+                return None
+            else:
+                parts.append(p[2:])
+            if fu & 0x40:
+                out.append(b"".join(parts))
+                parts = None
+        elif 0 < t < 24 and parts is None:
+            out.append(bytes(p))
+        else:
+            return None
+    return out if parts is None else None
+
+
+def h265_resolution(sps: bytes) -> tuple[int, int]:
+    """Displayed (width, height) from an H.265 SPS NAL unit (its 2-byte header included)."""
+    if len(sps) < 4 or h265.nal_type(sps) != h265.NAL_SPS:
+        raise NalError("not an H.265 SPS")
+    r = h264.BitReader(h264.unescape_rbsp(sps[2:]))
+    try:
+        r.u(4)  # sps_video_parameter_set_id
+        sub_layers = r.u(3)  # sps_max_sub_layers_minus1
+        r.u(1)
+        r.u(32), r.u(32), r.u(32)  # general profile_tier_level: 96 bits
+        profile_present, level_present = [], []
+        for _ in range(sub_layers):
+            profile_present.append(r.u(1))
+            level_present.append(r.u(1))
+        if sub_layers:
+            for _ in range(sub_layers, 8):
+                r.u(2)
+        for i in range(sub_layers):
+            if profile_present[i]:
+                r.u(32), r.u(32), r.u(24)  # 88 bits
+            if level_present[i]:
+                r.u(8)
+        r.ue()  # sps_seq_parameter_set_id
+        chroma = r.ue()
+        if chroma == 3:
+            r.u(1)
+        width, height = r.ue(), r.ue()
+        if r.u(1):  # conformance window
+            sub_w = 2 if chroma in (1, 2) else 1
+            sub_h = 2 if chroma == 1 else 1
+            left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
+            width -= sub_w * (left + right)
+            height -= sub_h * (top + bottom)
+    except (IndexError, ValueError) as exc:
+        raise NalError(f"truncated H.265 SPS: {exc}") from None
+    if not (0 < width <= 16384 and 0 < height <= 16384):
+        raise NalError(f"H.265 SPS gives {width}x{height}")
+    return width, height
+
+
+def picture_size(codec: Codec, params: dict[int, bytes]) -> tuple[int, int]:
+    """The picture size from the stream's SPS, or (0, 0) if it cannot be read."""
+    try:
+        if codec.name == "H264" and h264.NAL_SPS in params:
+            return h264.parse_sps_resolution(params[h264.NAL_SPS])
+        if codec.name == "H265" and h265.NAL_SPS in params:
+            return h265_resolution(params[h265.NAL_SPS])
+    except NalError:
+        pass
+    return (0, 0)
