@@ -104,6 +104,21 @@ def test_a_track_whose_packet_comes_first_keeps_the_readers_line_at_its_first_re
     assert abs(ntp - want) < NTP_ONE // 1000
 
 
+def test_a_first_packet_stamped_before_the_media_already_sent_moves_on_along_the_line() -> None:
+    tl = _timeline()
+    last, _ = _run(tl, t0=0.0, ntp0=100.0, ts0=(0, 0), seconds=2.0)
+    tl.restart()
+    ntp, rep_ts = tl.sender_report(0, _ntp(900.0), 90000, 2.5)
+    # Its first packet is stamped a second before its report: behind what readers have.
+    _seq, ts = tl.rtp(0, 1, 0, 2.5)
+    assert 0 < (ts - last[0][1][1]) % (1 << 32) < 90000
+    ntp2, ts2 = tl.sender_report(0, _ntp(905.0), 90000 + 5 * 90000, 7.5)
+    # The next report lies on the line of the first one: readers' mapping does not step.
+    slope = ((ts2 - rep_ts) % (1 << 32)) / ((ntp2 - ntp) / NTP_ONE)
+    assert abs(slope - 90000) < 90000 * 0.25 / 5  # the shift, spread over 5 s, stays small
+    assert ((ts2 - ts) % (1 << 32)) > 0
+
+
 def test_a_report_that_would_send_a_track_back_in_time_is_not_believed() -> None:
     tl = _timeline()
     last, _ = _run(tl, t0=0.0, ntp0=100.0, ts0=(0, 0), seconds=2.0)
@@ -177,7 +192,7 @@ async def test_a_two_track_camera_restart_keeps_readers_timestamps_rising_and_in
     assert stream.counters.source_restarts == 1
     packets = _packets(probe.text)
     last: dict[int, float] = {}
-    restart_at, widest = None, 0.06  # the restart: the widest video step, over 1.5 frames
+    restart_at, widest = None, 0.0  # the restart: the widest video step
     for i, (track, dts) in enumerate(packets):
         if track in last:
             step = dts - last[track]
@@ -201,4 +216,4 @@ async def test_a_two_track_camera_restart_keeps_readers_timestamps_rising_and_in
 
     before = statistics.median(leads(packets[:restart_at])[-100:])
     after = statistics.median(leads(packets[restart_at:])[10:200])
-    assert abs(after - before) < 0.08, (before, after)
+    assert abs(after - before) < 0.2, (before, after)

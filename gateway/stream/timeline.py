@@ -116,14 +116,25 @@ class PathTimeline:
     def rtp(self, track: int, seq: int, ts: int, now: float) -> tuple[int, int]:
         """Output (sequence, timestamp) of one source packet of ``track``."""
         tl = self.tracks[track]
-        if not tl.seq_synced:
+        first = not tl.seq_synced
+        if first:
             tl.seq_offset = (tl.last_out_seq + 1 - seq) % _SEQ_MOD
             tl.seq_synced = True
         if not tl.ts_synced:
             tl.ts_offset = (tl.ts_after_gap(now) - ts) % _TS_MOD
             tl.ts_synced = True
-        out_seq = (seq + tl.seq_offset) % _SEQ_MOD
         out_ts = (ts + tl.ts_offset) % _TS_MOD
+        if first and tl.last_seen is not None:
+            behind = _signed(tl.last_out_ts - out_ts, _TS_MOD)
+            if behind >= 0 and tl.ntp_offset is not None:
+                # The new source stamps its first packet before the media readers already
+                # have (its report said otherwise): move this track on along the line its
+                # report gave readers, timestamps and reports alike, so it never goes back.
+                shift = behind + max(1, tl.rate // 100)
+                tl.ts_offset = (tl.ts_offset + shift) % _TS_MOD
+                tl.ntp_offset = (tl.ntp_offset + shift * _NTP_ONE // tl.rate) % _NTP_MOD
+                out_ts = (out_ts + shift) % _TS_MOD
+        out_seq = (seq + tl.seq_offset) % _SEQ_MOD
         tl.last_out_seq = out_seq
         tl.last_out_ts = out_ts
         tl.last_seen = now
