@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import ipaddress
 import os
-import re
 import socket
 import typing
 import zoneinfo
@@ -27,17 +25,21 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic.dataclasses import dataclass
 
 from gateway.cluster.settings import ClusterConfig
 from gateway.configpaths import PATH, ConfigPath
+from gateway.configtypes import ID_RE, STRICT, Port, Seconds
 from gateway.mediamtx.settings import MediaMtxConfig
+from gateway.recording.settings import ExportConfig as ExportConfig
+from gateway.recording.settings import RecordingConfig as RecordingConfig
+from gateway.webrtc.settings import WebRtcConfig as WebRtcConfig
 from tenants.loader import FileError, read_toml, validate
 
 ENV_PREFIX = "FEEDGATE_"
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_STRICT = ConfigDict(extra="forbid")
+_ID_RE = ID_RE
+_STRICT = STRICT
 
 
 class ConfigError(FileError):
@@ -90,8 +92,6 @@ def _node_id(value: str) -> str:
     return _camera_id(value) if value else value  # the same alphabet as ids
 
 
-Port = Annotated[int, Field(ge=0, le=65535)]
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 DatabaseUrl = Annotated[str, AfterValidator(_database_url), _PATH]
 
 
@@ -104,37 +104,6 @@ def _camera_id(value: str) -> str:
 CameraId = Annotated[str, AfterValidator(_camera_id)]
 
 
-def _comma_list(value: Any) -> Any:
-    """A TOML array, or (from the environment) a comma-separated string."""
-    if isinstance(value, str):
-        return tuple(item.strip() for item in value.split(",") if item.strip())
-    return value
-
-
-def _ip_addresses(values: tuple[str, ...]) -> tuple[str, ...]:
-    for value in values:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address") from None
-    return values
-
-
-def _ice_urls(values: tuple[str, ...]) -> tuple[str, ...]:
-    for url in values:
-        scheme, _, rest = url.partition(":")
-        host = rest.split("?", 1)[0]
-        if scheme not in ("stun", "stuns", "turn", "turns") or not host or host.startswith("/"):
-            raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL (RFC 7064/5)")
-        if any(c in url for c in ' <>"\\,;'):
-            raise ValueError(f"{url!r} has characters a Link header cannot carry")
-    return values
-
-
-IpAddresses = Annotated[
-    tuple[str, ...], BeforeValidator(_comma_list), AfterValidator(_ip_addresses)
-]
-IceUrls = Annotated[tuple[str, ...], BeforeValidator(_comma_list), AfterValidator(_ice_urls)]
 CameraSource = Annotated[str, AfterValidator(_source)]
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -308,35 +277,6 @@ class KeysConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
-class WebRtcConfig:
-    """WebRTC viewers (WHEP) on the HTTP server: networking for browsers, and the bounds."""
-
-    enabled: bool = True
-    # Addresses to gather host candidates on ([] = every non-loopback IPv4 address).
-    host_addresses: IpAddresses = ()
-    # A 1:1 NAT's public address(es): advertised with each host candidate's port.
-    public_addresses: IpAddresses = ()
-    # One UDP port per viewer from this range (open it in the firewall); 0 and 0: ephemeral.
-    udp_port_min: Port = 20000
-    udp_port_max: Port = 20999
-    # STUN/TURN servers announced to browsers (Link headers), e.g. "stun:stun.example:3478".
-    ice_servers: IceUrls = ()
-    turn_username: str = ""
-    turn_credential: str = ""
-    # coturn's static-auth-secret: each viewer gets its own TURN credentials for turn_ttl.
-    turn_secret: str = ""
-    turn_ttl: Seconds = 3600.0
-    # ICE and DTLS must complete within this, or the session ends and its port is freed.
-    handshake_timeout: Seconds = 10.0
-    max_sessions: Annotated[int, Field(ge=1)] = 1000
-    max_pending: Annotated[int, Field(ge=1)] = 256  # connecting at once, this process
-    max_pending_per_tenant: Annotated[int, Field(ge=1)] = 32
-    # "shared": each access unit packed once per camera, SRTP per viewer; "aiortc": aiortc's
-    # RTCRtpSender packs and sends for each viewer on its own (the benchmark's baseline).
-    sender: Literal["shared", "aiortc"] = "shared"
-
-
-@dataclass(frozen=True, config=_STRICT)
 class ConsoleConfig:
     """The web console (/console): sign-in sessions and cameras' stills."""
 
@@ -345,24 +285,6 @@ class ConsoleConfig:
     session_ttl: Annotated[float, Field(ge=60.0, le=86400.0)] = 28800.0
     # How long one decoded still of a camera is shown before a fresh keyframe is decoded.
     still_ttl: Annotated[float, Field(ge=0.5, le=3600.0)] = 10.0
-
-
-@dataclass(frozen=True, config=_STRICT)
-class ExportConfig:
-    """Evidence exports (``feedgate export``, REST /v1/exports) and subject access copies."""
-
-    # Where exports and their signed manifests are kept ("" = data_dir/exports).
-    dir: ConfigPath = ""
-    # Days an export is kept before the sweeper deletes it (audited).
-    retention_days: Annotated[float, Field(gt=0, le=3650, allow_inf_nan=False)] = 31.0
-    # The longest range one export may cover, in seconds.
-    max_duration: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)] = 86400.0
-    # Cuts running at once in this process; more wait their turn (queued).
-    max_running: Annotated[int, Field(ge=1, le=16)] = 2
-    # Exports waiting or running at once per tenant; more are refused (429).
-    max_pending_per_tenant: Annotated[int, Field(ge=1, le=1000)] = 8
-    # Seconds between retention sweeps of exports.
-    sweep_interval: Seconds = 300.0
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -386,53 +308,6 @@ class PtzConfig:
     priorities: Annotated[str, AfterValidator(_priorities)] = (
         "police=30000 council=20000 borough=10000 transport=5000 health=5000 *=1000"
     )
-
-
-def _disk_mark(value: str) -> str:
-    from gateway.recording.disk import parse_mark
-
-    parse_mark(value)
-    return value
-
-
-def _purposes(value: dict[str, int]) -> dict[str, int]:
-    for name, days in value.items():
-        if not _ID_RE.match(name):
-            raise ValueError(f"purpose {name!r} must be 1-64 of A-Z a-z 0-9 _ . -")
-        if not 1 <= days <= 3650:
-            raise ValueError(f"purpose {name!r}: retention must be 1..3650 days, got {days}")
-    return value
-
-
-DiskMark = Annotated[str, AfterValidator(_disk_mark)]
-
-
-@dataclass(frozen=True, config=_STRICT)
-class RecordingConfig:
-    """Recording to fragmented MP4 (gateway/recording/): cameras with ``record = true``."""
-
-    # Where segment files go ("" = <data_dir>/recordings), relative to the config file.
-    dir: ConfigPath = ""
-    segment_seconds: Annotated[float, Field(ge=2, le=3600, allow_inf_nan=False)] = 60.0
-    # Days footage is kept when the camera is not in the tenancy register (which has its own
-    # retention_days per camera) and names no purpose.
-    retention_days: Annotated[int, Field(ge=1, le=3650)] = 31
-    # Retention by purpose, in days (a camera's record_purpose picks one), e.g.
-    # {crime-prevention = 31, traffic = 7}: a purpose's retention wins over the register's.
-    purposes: Annotated[dict[str, int], AfterValidator(_purposes)] = field(default_factory=dict)
-    # Free space on the recording disk: below low_water the oldest segments no evidence lock
-    # holds are deleted; below critical recording stops (alert, metric) until space returns.
-    # A percentage of the disk ("10%") or bytes ("50GB", "500MB", "1073741824").
-    low_water: DiskMark = "10%"
-    critical: DiskMark = "2%"
-    check_interval: Seconds = 5.0  # seconds between free-space checks
-    sweep_interval: Seconds = 60.0  # seconds between retention sweeps
-    # A source silent this long ends its recording run (the stretch is a gap).
-    outage_after: Annotated[float, Field(ge=0.5, le=60, allow_inf_nan=False)] = 3.0
-    # Access units waiting for the writers, all cameras together (a slow disk drops units to a
-    # gap beyond it, never slowing live readers), and the writer threads that drain them.
-    queue_bytes: Annotated[int, Field(ge=1 << 20)] = 64 << 20
-    writer_threads: Annotated[int, Field(ge=1, le=32)] = 2
 
 
 @dataclass(frozen=True, config=_STRICT)
