@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -168,7 +168,8 @@ class FakeOnvifCamera:
         await site.start()
         server = site._server
         assert server is not None
-        bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # A TCPSite's server is an asyncio.Server, which knows its sockets.
+        bound = cast(asyncio.Server, server).sockets[0].getsockname()[1]
         self.base = f"http://{host}:{bound}"
         return self.base
 
