@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import wait_for
 from export_fixtures import index_segment, write_segment
 
 from gateway.playback.feed import PlaybackFeed, recorded_track
@@ -206,7 +207,8 @@ async def test_a_seek_cancels_the_old_play_and_starts_at_the_new_key_frame(
     pacer = Pacer(origin=T0)
     feed = PlaybackFeed(source, stream, recorded_track(fmt), pacer, clock=clock, sleep=clock.sleep)
     feed.play(pacer.play(parse_play(Headers([("Range", "clock=20261201T101500Z-")])), clock()))
-    await asyncio.sleep(0.2)
+    # The seek must land on a play that is running: wait until it has sent its first unit.
+    await wait_for(lambda: feed.first_sent is not None, 10, what="the first play to send")
     feed.play(
         pacer.play(
             parse_play(Headers([("Range", "clock=20261201T101604.2Z-20261201T101606Z")])), clock()

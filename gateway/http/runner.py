@@ -40,7 +40,10 @@ class _QuietRequestHandler(RequestHandler):
             type(exc).__name__ if exc else "error",
             status,
         )
-        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
         response = web.Response(
             status=status,
             text=f"{status} {phrase}\n",
