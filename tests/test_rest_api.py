@@ -8,9 +8,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from conftest import publish_argv, read_argv, wait_for
+from pydantic import BaseModel, Field
 from rest_fixtures import Rest, rest_gateway
 
+from gateway.http.api.app import add_api_routes, api_problems
+from gateway.http.api.routes import Call, Route
 from tenants.audit import AuditAction
 from tenants.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 
@@ -301,3 +306,77 @@ async def test_bad_requests_get_problems(rest: Rest) -> None:
                            "grantee_tenant": "council", "camera_ids": ["street"],
                            "rights": ["live"]})  # fmt: skip
     assert s == 400 and p["field"] == "grantee_tenant"
+
+
+class Notes:
+    """A service of the process other than the ControlService, as a route table row sees one."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str | None] = []
+
+    async def add(self, c: Call, text: str) -> NoteView:
+        self.tokens.append(c.token)
+        return NoteView(id=f"n{len(self.tokens)}", text=text, principal=c.caller.subject)
+
+
+class NoteBody(BaseModel):
+    text: str = Field(max_length=64)
+
+
+class NoteView(BaseModel):
+    id: str
+    text: str
+    principal: str
+
+
+async def _add_note(c: Call) -> BaseModel:
+    return await c.use(Notes).add(c, c.body.text)
+
+
+NOTES = Route("POST", "/v1/notes", "AddNote", "Add a note", _add_note, "notes", NoteView,
+              body=NoteBody, status=201, service=Notes, location="/v1/notes/{id}",
+              max_body=256)  # fmt: skip
+
+
+async def test_a_route_may_call_another_service_of_the_process(rest: Rest) -> None:
+    """A row naming a service other than the ControlService is served, with its Location and
+    its own body limit, after the same authentication, by a process that has the service, and
+    is neither served nor documented by one that has not."""
+    notes = Notes()
+    for services in ([notes], []):
+        app = web.Application(middlewares=[api_problems])
+        add_api_routes(app, rest.gateway.control, services=services, extra=[NOTES])
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            base = str(server.make_url("")).rstrip("/")
+            token = rest.token("padmin")
+            auth = {"Authorization": f"Bearer {token}"}
+            async with rest.session.get(base + "/v1/openapi.json") as r:
+                doc = await r.json()
+            async with rest.session.post(base + "/v1/notes", json={"text": "hi"}) as r:
+                unauthenticated = r.status
+            async with rest.session.post(
+                base + "/v1/notes", json={"text": "hi"}, headers=auth
+            ) as r:
+                status, location, body = r.status, r.headers.get("Location"), await r.json()
+            async with rest.session.post(
+                base + "/v1/notes",
+                data=b'{"text": "' + b"x" * 300 + b'"}',
+                headers={**auth, "Content-Type": "application/json"},
+            ) as r:
+                too_large = r.status, (await r.json())["code"]
+        finally:
+            await server.close()
+        if services:
+            assert unauthenticated == 401
+            assert (status, location) == (201, "/v1/notes/n1")
+            assert body == {"id": "n1", "text": "hi", "principal": "padmin"}
+            assert notes.tokens == [token]  # the credential reaches the service; nobody's did not
+            assert too_large == (413, "too_large")
+            op = doc["paths"]["/v1/notes"]["post"]
+            assert op["responses"]["201"]["headers"]["Location"]
+            assert op["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
+        else:
+            assert status == 404 and "/v1/notes" not in doc["paths"]
+            assert "/v1/cameras" in doc["paths"]

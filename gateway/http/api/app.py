@@ -3,7 +3,9 @@ tables, bearer tokens authenticated by the control service (the same decision an
 audit entries as gRPC), errors as problem documents, and ``/v1/openapi.json``.
 
 Adding a resource: put ``Route`` rows in a module of this package and add its ``ROUTES`` to
-``ROUTE_TABLES`` (or pass them to :func:`add_api_routes` as ``extra``)."""
+``ROUTE_TABLES`` (or pass them to :func:`add_api_routes` as ``extra``). A row calling a service
+other than the ControlService names its type (``Route.service``); pass the process's instance
+in ``services``, and a process without it serves and documents none of its rows."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pydantic import BaseModel
 from gateway.http.api import oversight, tenancy
 from gateway.http.api.openapi import openapi
 from gateway.http.api.problems import HTTP_CODES, from_error, problem
-from gateway.http.api.routes import Call, Route
+from gateway.http.api.routes import Binary, Call, Route, Services
 from gateway.http.csrf import SESSION_COOKIE, cookie_refusal
 from tenants.control import Caller, Code, ControlError, ControlService
 from tenants.control.errors import invalid
@@ -40,10 +42,12 @@ def bearer(request: web.Request) -> str | None:
     return token or None
 
 
-async def credential(request: web.Request, service: ControlService, operation: str) -> Caller:
-    """Who is calling: a bearer token, else the console's session cookie, which is taken
-    only from this gateway's own pages and, for a change, with the CSRF header (refused and
-    audited otherwise)."""
+async def credential(
+    request: web.Request, service: ControlService, operation: str
+) -> tuple[Caller, str | None]:
+    """Who is calling, and the credential they presented: a bearer token, else the console's
+    session cookie, which is taken only from this gateway's own pages and, for a change, with
+    the CSRF header (refused and audited otherwise)."""
     peer = request.remote or ""
     token = bearer(request)
     if token is None and request.cookies.get(SESSION_COOKIE):
@@ -54,18 +58,35 @@ async def credential(request: web.Request, service: ControlService, operation: s
                                        operation, error)  # fmt: skip
             raise error
         token = request.cookies[SESSION_COOKIE]
-    return await service.authenticate(token, via="http", peer=peer)
+    return await service.authenticate(token, via="http", peer=peer), token
 
 
-def _json(model: BaseModel | None, status: int) -> web.Response:
+def _json(model: BaseModel | None, route: Route) -> web.Response:
     if model is None:
         return web.Response(status=204, headers=_HEADERS)
+    headers = _HEADERS
+    if route.location is not None:
+        headers = {**_HEADERS, "Location": route.location.format_map(dict(model))}
     return web.Response(
         text=model.model_dump_json(),
-        status=status,
+        status=route.status,
         content_type="application/json",
-        headers=_HEADERS,
+        headers=headers,
     )
+
+
+async def _read(request: web.Request, limit: int | None) -> bytes:
+    if limit is None:
+        return await request.read()  # bounded by the app's client_max_size
+    length = request.content_length
+    if length is not None and length > limit:
+        raise web.HTTPRequestEntityTooLarge(limit, length)
+    raw = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(raw)):
+        raw += chunk
+        if len(raw) > limit:
+            raise web.HTTPRequestEntityTooLarge(limit, len(raw))
+    return bytes(raw)
 
 
 async def _body(request: web.Request, route: Route) -> Any:
@@ -73,7 +94,7 @@ async def _body(request: web.Request, route: Route) -> Any:
     ctype = request.content_type
     if ctype not in _JSON_TYPES:
         raise invalid("body", f"expected application/json, not {ctype or 'nothing'}")
-    raw = await request.read()
+    raw = await _read(request, route.max_body)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -86,23 +107,31 @@ async def _body(request: web.Request, route: Route) -> Any:
 
 
 def endpoint(
-    route: Route, service: ControlService
+    route: Route, service: ControlService, services: Services | None = None
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler of one row: who is calling, then the path, query and body checked
+    against the row's types, then its handler; every refusal a problem document."""
+    if services is None:
+        services = Services()
     patterns = {name: re.compile(p) for name, p in route.patterns}
     id_re = re.compile(ID_PATTERN)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             # Who is calling comes first: nothing about the request is looked at before.
-            caller = await credential(request, service, route.operation)
+            caller, token = await credential(request, service, route.operation)
             path = dict(request.match_info)
             for name, value in path.items():
                 if not patterns.get(name, id_re).match(value):
                     raise invalid(name, "is not a valid id")
             query = parse(route.query, {k: request.query.getall(k)[-1] for k in request.query})
             body = await _body(request, route) if route.body is not None else None
-            result = await route.handler(Call(service, caller, path, query, body))
-            return _json(result, route.status)
+            call = Call(service, caller, path, query, body, token, services)
+            result = await route.handler(call)
+            if isinstance(result, web.StreamResponse):
+                assert isinstance(route.response, Binary), route.operation
+                return result
+            return _json(result, route)
         except ControlError as exc:
             return from_error(exc)
         except web.HTTPException:
@@ -126,14 +155,26 @@ async def api_problems(request: web.Request, handler: Any) -> web.StreamResponse
         return problem(exc.status, code, exc.reason)
 
 
-def all_routes(extra: Iterable[Route] = ()) -> list[Route]:
-    return [r for table in ROUTE_TABLES for r in table] + list(extra)
+def all_routes(extra: Iterable[Route] = (), services: Services | None = None) -> list[Route]:
+    """The rows this process serves: those calling only the ControlService, and those whose
+    service it has (every row when ``services`` is None: the whole API, for documents)."""
+    rows = [r for table in ROUTE_TABLES for r in table] + list(extra)
+    if services is None:
+        return rows
+    return [r for r in rows if r.service is None or services.has(r.service)]
 
 
 def add_api_routes(
-    app: web.Application, service: ControlService, *, extra: Iterable[Route] = ()
+    app: web.Application,
+    service: ControlService,
+    *,
+    services: Iterable[object] = (),
+    extra: Iterable[Route] = (),
 ) -> None:
-    routes = all_routes(extra)
+    """Serve the route tables (and ``extra``) on ``app``, calling ``service`` and, for rows
+    naming another service, the one of that type among ``services``."""
+    registry = Services(*services)
+    routes = all_routes(extra, registry)
     document = json.dumps(openapi(routes))
 
     async def spec(request: web.Request) -> web.Response:
@@ -141,7 +182,7 @@ def add_api_routes(
 
     app.router.add_get(OPENAPI_PATH, spec)
     for r in routes:
-        app.router.add_route(r.method, r.path, endpoint(r, service))
+        app.router.add_route(r.method, r.path, endpoint(r, service, registry))
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway.http.api.problems import CONTENT_TYPE, TITLES, Problem
-from gateway.http.api.routes import NoQuery, Route
+from gateway.http.api.routes import Binary, NoQuery, Route
 from tenants.control.schemas import ID_PATTERN
 
 REF = "#/components/schemas/{model}"
@@ -20,7 +20,7 @@ def openapi(routes: list[Route], *, title: str = "feedgate control API") -> dict
     for r in routes:
         if r.body is not None:
             wanted.append((r.body, "validation"))
-        if r.response is not None:
+        if isinstance(r.response, type):
             wanted.append((r.response, "serialization"))
         if r.query is not NoQuery:
             wanted.append((r.query, "validation"))
@@ -60,10 +60,18 @@ def openapi(routes: list[Route], *, title: str = "feedgate control API") -> dict
         responses: dict[str, Any] = {}
         if r.response is None:
             responses["204"] = {"description": "Done"}
+        elif isinstance(r.response, Binary):
+            responses.update(_binary(r.response, r.status))
+            if r.response.ranges:
+                params.append(_RANGE)
         else:
             responses[str(r.status)] = {
                 "description": "OK",
                 "content": {"application/json": {"schema": ref(r.response, "serialization")}},
+            }
+        if r.location is not None:
+            responses[str(r.status)]["headers"] = {
+                "Location": {"description": "the resource made", "schema": {"type": "string"}}
             }
         for status in (*r.errors, 500):
             if status == 401 and r.public:
@@ -105,6 +113,31 @@ def openapi(routes: list[Route], *, title: str = "feedgate control API") -> dict
             },
         },
     }
+
+
+_RANGE = {
+    "name": "Range",
+    "in": "header",
+    "required": False,
+    "description": "RFC 9110 byte ranges: bytes=0-1023",
+    "schema": {"type": "string", "maxLength": 256},
+}
+
+
+def _binary(b: Binary, status: int) -> dict[str, Any]:
+    """A response that is not a declared model: bytes of ``b.media_type`` (for JSON, one
+    object the document does not describe further)."""
+    schema = (
+        {"type": "object"}
+        if b.media_type == "application/json"
+        else {"type": "string", "contentMediaType": b.media_type}
+    )
+    content = {b.media_type: {"schema": schema}}
+    out: dict[str, Any] = {str(status): {"description": b.description, "content": content}}
+    if b.ranges:
+        out["206"] = {"description": "The ranges asked for", "content": content}
+        out["416"] = {"description": "No such range"}
+    return out
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:

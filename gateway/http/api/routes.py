@@ -1,17 +1,25 @@
 """The REST API's route table: one ``Route`` row per operation declares its method, path,
 parameters, body and response types. The aiohttp handlers and the OpenAPI document are both
-generated from the rows, so they cannot drift apart."""
+generated from the rows, so they cannot drift apart.
+
+Most rows call the ControlService (``Call.service``). A row may call another of the process's
+services instead (the exports, subject access requests): it names that service's type in
+``service``, its handler gets it with ``Call.use``, and the row is served (and documented) only
+by a process that has the service."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from aiohttp import web
 from pydantic import BaseModel, Field
 
-from tenants.control import Caller, ControlService
+from tenants.control import Caller, Code, ControlError, ControlService
 from tenants.control.views import DEFAULT_PAGE, MAX_PAGE
+
+_S = TypeVar("_S")
 
 
 class NoQuery(BaseModel):
@@ -25,19 +33,53 @@ class PageQuery(BaseModel):
     offset: int = Field(0, ge=0, le=10_000_000)
 
 
+class Services:
+    """The services of this process that routes may call besides the ControlService, one
+    per type."""
+
+    def __init__(self, *services: object) -> None:
+        self._by_type = {type(s): s for s in services if s is not None}
+
+    def has(self, kind: type[Any]) -> bool:
+        return any(issubclass(t, kind) for t in self._by_type)
+
+    def get(self, kind: type[_S]) -> _S:
+        for t, s in self._by_type.items():
+            if issubclass(t, kind):
+                return s  # type: ignore[return-value]
+        raise ControlError(Code.UNAVAILABLE, f"this gateway has no {kind.__name__}")
+
+
 @dataclass(frozen=True)
 class Call:
     """What a handler gets: the authenticated caller, the path parameters, the validated query
-    and body."""
+    and body; for services that decide per object themselves, the credential it presented
+    (``token``; where from is ``caller.peer``)."""
 
     service: ControlService
     caller: Caller
     path: dict[str, str]
     query: Any
     body: Any
+    token: str | None = None
+    services: Services = field(default_factory=Services)
+
+    def use(self, kind: type[_S]) -> _S:
+        """The process's service of type ``kind`` (the route's ``service``)."""
+        return self.services.get(kind)
 
 
-Handler = Callable[[Call], Awaitable[BaseModel | None]]
+Handler = Callable[[Call], Awaitable[BaseModel | web.StreamResponse | None]]
+
+
+@dataclass(frozen=True)
+class Binary:
+    """A response that is not JSON (a file, a signed manifest as its exact bytes): the handler
+    returns its own ``web.StreamResponse``; the document declares the media type."""
+
+    media_type: str
+    description: str
+    ranges: bool = False  # HTTP Range requests answered (206, 416)
 
 
 @dataclass(frozen=True)
@@ -48,7 +90,7 @@ class Route:
     summary: str
     handler: Handler
     tag: str
-    response: type[BaseModel] | None = None  # None: 204 No Content
+    response: type[BaseModel] | Binary | None = None  # None: 204 No Content
     body: type[BaseModel] | None = None
     query: type[BaseModel] = NoQuery
     status: int = 200
@@ -56,6 +98,11 @@ class Route:
     # Path parameters are ids (tenants.control.schemas.ID_PATTERN) unless given here.
     patterns: tuple[tuple[str, str], ...] = ()
     errors: tuple[int, ...] = field(default=(400, 401, 403, 404, 409, 503))
+    # The service the handler calls besides the ControlService (Call.use); None: only that.
+    service: type[Any] | None = None
+    # A Location header made from the response's fields: "/v1/exports/{id}".
+    location: str | None = None
+    max_body: int | None = None  # bytes; None: the app's limit
 
 
-__all__ = ["Call", "Handler", "NoQuery", "PageQuery", "Route"]
+__all__ = ["Binary", "Call", "Handler", "NoQuery", "PageQuery", "Route", "Services"]
