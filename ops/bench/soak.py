@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.clip import make_clip
-from benchkit.env import REPO, ensure_ffmpeg, feedgate_command, feedgate_env, log
+from benchkit.env import HERE, REPO, ensure_ffmpeg, feedgate_command, feedgate_env, log
 from benchkit.procs import HOST, Procs, pick_port, probe_stream, wait_tcp
 from benchkit.reader import LoadGen, Reader
 
@@ -294,7 +294,16 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
     cmd, why = feedgate_command()
     if cmd is None:
         raise RuntimeError(why)
-    server = procs.start("feedgate", [*cmd, "serve", "--config", str(cfg)], env=feedgate_env())
+    serve = ["serve", "--config", str(cfg)]
+    if args.tracemalloc:
+        # The server under tracemalloc (a harness wrapper, ops/bench/benchkit/traced.py): where
+        # its memory grows, written every minute to <workdir>/tracemalloc/minute-NNN.txt.
+        traced = HERE / "benchkit" / "traced.py"
+        out = work / "tracemalloc"
+        cmd_s = [sys.executable, str(traced), str(out), "60", str(args.tracemalloc), "--", *serve]
+    else:
+        cmd_s = [*cmd, *serve]
+    server = procs.start("feedgate", cmd_s, env=feedgate_env())
     if not await asyncio.to_thread(wait_tcp, rtsp, 120, server):
         raise RuntimeError(f"feedgate did not listen; see {procs.logfile('feedgate')}")
     sys.path.insert(0, str(REPO))
@@ -442,6 +451,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--settle", type=float, default=8.0, help="wait for the last usage reports")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/feedgate-soak"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="NFRAMES",
+        help="run the server under tracemalloc with NFRAMES frames per trace and write the top "
+        "growth sites every minute to <workdir>/tracemalloc/ (slows the server: hunting only)",
+    )
     ap.add_argument("--port", type=int, default=28554)
     ap.add_argument("--http-port", type=int, default=28080)
     ap.add_argument("--rtp-port", type=int, default=28000)
