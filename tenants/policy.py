@@ -201,6 +201,10 @@ class Policy:
         return index
 
     @property
+    def identities_cached(self) -> int:
+        return len(self._identities)
+
+    @property
     def snapshot(self) -> Snapshot:
         return self._index.snapshot
 
@@ -263,6 +267,7 @@ class Policy:
             if ident is None:
                 if len(self._identities) >= 10_000:
                     self._identities.clear()
+                self._drop_expired_identities(now)
                 ident = self._identities[key] = self._from_claims(claims)
             return ident
         if req.digest_username is not None and req.digest_check is not None:
@@ -273,6 +278,18 @@ class Policy:
                 req, req.username, lambda ha1: hmac.compare_digest(given, ha1)
             )
         return _deny(401, "credentials required")
+
+    def _drop_expired_identities(self, now: datetime, at_most: int = 8) -> None:
+        """Look at the oldest few identities: drop those whose token has expired, send the
+        rest to the back. Every reconnect brings a fresh token, so without this the map kept
+        one identity per token ever seen until 10,000 (the soak's memory growth)."""
+        ids = self._identities
+        for _ in range(min(at_most, len(ids))):
+            key = next(iter(ids))
+            ident = ids.pop(key)
+            expires_at = key[-1]
+            if isinstance(expires_at, datetime) and expires_at > now:
+                ids[key] = ident
 
     async def _password(
         self, req: AccessRequest, user: str, check: Callable[[str], bool]

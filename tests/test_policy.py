@@ -431,3 +431,18 @@ async def test_sessions_end_when_their_camera_record_is_deleted_re_owned_or_regr
     store.delete_camera("street")
     policy.reload()
     assert policy.revalidate(owner, NOON) == policy.revalidate(police, NOON) == "camera deleted"
+
+
+async def test_identities_of_expired_tokens_are_not_kept(world):
+    # Every reconnecting viewer brings a fresh token; the identities of expired ones must
+    # leave as new ones arrive (the soak grew by one identity per token until 10,000).
+    _, policy, tok = world
+    for _ in range(50):  # 50 viewers in the morning, tokens good for 10 minutes
+        t = tok("police", "officer", ttl=timedelta(minutes=10))
+        assert (await decide(policy, t)).allow
+    assert policy.identities_cached == 50
+    later = NOON + timedelta(hours=1)
+    for _ in range(10):  # ten reconnect an hour later with fresh tokens
+        t = tok("police", "officer", ttl=timedelta(minutes=10), now=later)
+        assert (await decide(policy, t, now=later)).allow
+    assert policy.identities_cached == 10  # the 50 expired ones are gone, 8 per new one
