@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Recorder"]
 
 WATCH_INTERVAL = 0.5
+TICK = 0.05  # how long a writer thread lets units gather before it takes them
 
 
 @dataclass
@@ -99,7 +100,11 @@ class _WriterThread:
                 return False
             self.queued_bytes += unit.size
             self._items.append(("unit", camera, (unit, after_loss)))
-            if len(self._items) == 1:
+            # Units are taken a tick's worth at a time rather than one wake-up each (a thread
+            # switch per access unit cost more than muxing it); a fuller queue wakes it early.
+            if len(self._items) == 1 or (
+                self.queued_bytes > self.max_bytes >> 3 >= self.queued_bytes - unit.size
+            ):
                 self._cv.notify()
         return True
 
@@ -118,6 +123,8 @@ class _WriterThread:
             with self._cv:
                 while not self._items:
                     self._cv.wait()
+                if self._items[-1][0] == "unit" and self.queued_bytes <= self.max_bytes >> 3:
+                    self._cv.wait(TICK)  # let a tick's units gather (a post wakes it at once)
                 batch = list(self._items)
                 self._items.clear()
             touched: set[str] = set()

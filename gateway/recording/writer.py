@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 CLOCK = 90_000
 TIME_BASE = Fraction(1, CLOCK)
+# The muxer hands a whole fragment (~0.5 MB at 4 Mbit/s) to one write, not 32 KiB pieces.
+AVIO_BUFFER = 1 << 20
 MUX_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof+skip_trailer",
     "frag_duration": "1000000",  # µs: at most one second of media per fragment
@@ -104,7 +106,9 @@ class SegmentFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file = _TrackedFile(path)
-        self._container: Any = av.open(self._file, "w", format="mp4", options=MUX_OPTIONS)
+        self._container: Any = av.open(
+            self._file, "w", format="mp4", options=MUX_OPTIONS, buffer_size=AVIO_BUFFER
+        )
         kwargs: dict[str, Any] = {}
         if width and height:
             kwargs = {"width": width, "height": height}

@@ -17,7 +17,11 @@ spared depacketization.)
 Figures: CPU-seconds per camera-hour, bytes written against bytes received (overhead %), and
 the most cameras one core records in real time (media seconds per CPU second).
 
-    flock /work/tools/bench.lock python3 ops/bench/bench_recording.py --cameras 8 --seconds 60
+    flock /work/tools/bench.lock python3 ops/bench/bench_recording.py --cameras 8 --seconds 60 \
+        --rounds 5
+
+On a shared machine one round's ratio moves by more than the difference being measured: take
+several rounds (feedgate and ffmpeg alternate) and read the medians.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import dataclasses
 import os
 import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -168,18 +173,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cameras", type=int, default=8)
     ap.add_argument("--seconds", type=int, default=60, help="length of each camera's clip")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="alternate feedgate and ffmpeg; report medians"
+    )
     ap.add_argument("--cache", type=Path, default=ROOT / "var" / "bench")
     args = ap.parse_args()
     path = clip(args.seconds, args.cache)
     frames = rtp_frames(path)
     media = len(frames) / FPS * args.cameras  # camera-seconds
-    with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
-        ours = asyncio.run(run_feedgate(frames, args.cameras, Path(tmp) / "feedgate"))
-        theirs = run_ffmpeg(path, args.cameras, Path(tmp) / "ffmpeg")
-        shutil.rmtree(tmp, ignore_errors=True)
+    load = os.getloadavg()[0]
+    rounds: list[tuple[dict[str, float], dict[str, float]]] = []
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
+            ours = asyncio.run(run_feedgate(frames, args.cameras, Path(tmp) / "feedgate"))
+            theirs = run_ffmpeg(path, args.cameras, Path(tmp) / "ffmpeg")
+            shutil.rmtree(tmp, ignore_errors=True)
+        rounds.append((ours, theirs))
+        if args.rounds > 1:
+            print(f"round {len(rounds)}: feedgate {ours['cpu'] / media * 3600:.2f}, ffmpeg "
+                  f"{theirs['cpu'] / media * 3600:.2f} CPU-s/camera-hour, ratio "
+                  f"{ours['cpu'] / theirs['cpu']:.2f}x")  # fmt: skip
     print(f"{args.cameras} cameras x {len(frames) / FPS:.0f} s of 1080p H.264 at "
           f"{path.stat().st_size * 8 / (len(frames) / FPS) / 1e6:.2f} Mbit/s "
-          f"({media:.0f} camera-seconds); load before: {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"({media:.0f} camera-seconds); load before: {load:.2f}, after: "
+          f"{os.getloadavg()[0]:.2f}; {args.rounds} round(s), medians")  # fmt: skip
+    ours = {k: statistics.median(r[0][k] for r in rounds) for k in rounds[0][0]}
+    theirs = {k: statistics.median(r[1][k] for r in rounds) for k in rounds[0][1]}
+    ratio = statistics.median(a["cpu"] / b["cpu"] for a, b in rounds)
     rows = []
     for name, r in (("feedgate", ours), ("ffmpeg -c copy -f segment", theirs)):
         per_hour = r["cpu"] / media * 3600
@@ -190,7 +210,7 @@ def main() -> None:
     for name, per_hour, per_core, overhead, r in rows:
         print(f"{name:28} {per_hour:18.2f} {per_core:13.0f} {overhead:11.2f}"
               f" {(r['out'] / es - 1) * 100:11.2f}")  # fmt: skip
-    print(f"feedgate/ffmpeg CPU ratio: {rows[0][1] / rows[1][1]:.2f}x")
+    print(f"feedgate/ffmpeg CPU ratio: {ratio:.2f}x (median of the rounds' ratios)")
     print(f"feedgate: feeding the hub alone cost {ours['feed_cpu']:.2f} CPU-s (subtracted); "
           f"units dropped: {ours['dropped']:.0f}; overhead is against RTP bytes received, "
           f"ffmpeg's against its Annex B input")  # fmt: skip
