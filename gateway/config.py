@@ -314,8 +314,8 @@ class PtzConfig:
 class IngestConfig:
     """How camera streams are taken in (gateway/sources/, gateway/stream/)."""
 
-    # UDP sources: packets wait up to this long (s) for the gaps before them to fill, so
-    # readers get them in order; later arrivals are dropped and counted. 0: no reordering.
+    # UDP sources, pulled or pushed: packets wait up to this long (s) for the gaps before them
+    # to fill, so readers get them in order; later arrivals are dropped and counted. 0: none.
     reorder_window: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.05
     reorder_packets: Annotated[int, Field(ge=8, le=8192)] = 512  # held at most, per track
     # No media for max(stall_after, stall_frames frame intervals): the camera is stalled

@@ -1,8 +1,10 @@
-"""Finding 16 (issue #9): a pulled UDP camera's reordered packets reach readers in order.
+"""Finding 16 (issue #9): a UDP camera's reordered packets reach readers in order, whether the
+gateway pulls it or it publishes (ANNOUNCE/RECORD) to the gateway.
 
 The reorder buffer is specified on its own first (a table of arrivals, then properties over
 any shuffle), then end to end: a camera whose RTP crosses a UDP proxy that reorders 3 % of the
-packets, pulled over UDP, read back over TCP (sequence numbers) and decoded by ffmpeg."""
+packets, pulled over UDP or pushed by ffmpeg over UDP, read back over TCP (sequence numbers)
+and decoded by ffmpeg."""
 
 from __future__ import annotations
 
@@ -140,13 +142,54 @@ def test_whatever_arrives_nothing_goes_out_twice_or_backwards_and_the_buffer_sta
     assert out == sorted(out)
 
 
+async def test_what_a_replaced_sources_reordering_holds_never_reaches_its_successor() -> None:
+    from gateway.stream.hub import PathStream
+    from gateway.stream.tracks import Track
+    from gateway.stream.udp_reorder import UdpReorder
+
+    def rtp(seq: int) -> bytes:
+        return bytes((0x80, 96)) + seq.to_bytes(2, "big") + bytes(8) + b"\x65"
+
+    stream = PathStream("cam1")
+    tracks = (Track(0, "video", "H264", 90000, 96, ()),)
+    stream.attach_source("push:old", tracks)
+    reorder = UdpReorder(stream, 1, window=W, max_packets=64, source_id="push:old")
+    reorder.push(0, rtp(1))
+    reorder.push(0, rtp(3))  # held for the gap at 2
+    assert stream.counters.packets_in == 1
+    stream.attach_source("push:new", tracks)  # a new publisher takes the path over
+    reorder.push(0, rtp(2))
+    reorder.close()
+    assert stream.counters.packets_in == 1  # neither 2 nor the held 3 crossed over
+
+
 def _out_of_order(seqs: list[int]) -> int:
     return sum(1 for a, b in itertools.pairwise(seqs) if (b - a) % 65536 != 1)
 
 
-async def test_a_pulled_udp_cameras_reordered_packets_reach_tcp_readers_in_order(procs):
+async def _read_seqs(url: str, count: int) -> list[int]:
+    """The first ``count`` video sequence numbers a TCP reader gets."""
     from gateway.sources.rtsp_client import RtspClient
 
+    seqs: list[int] = []
+
+    def on_packet(channel: int, packet: bytes) -> None:
+        if channel == 0:
+            seqs.append(int.from_bytes(packet[2:4], "big"))
+
+    client = RtspClient(url, on_packet=on_packet)
+    await client.connect()
+    try:
+        described = await client.describe()
+        await client.setup(described.base_url, "trackID=0", 0)
+        await client.play()
+        await wait_for(lambda: len(seqs) >= count, 30, what=f"{count} packets read")
+    finally:
+        await client.close()
+    return seqs
+
+
+async def test_a_pulled_udp_cameras_reordered_packets_reach_tcp_readers_in_order(procs):
     async with running_gateway(make_config()) as camera:
         await procs(publish_argv(camera.url("cam1"), bitrate="800k", size="640x360"))
         await publishing(camera, "cam1")
@@ -154,32 +197,37 @@ async def test_a_pulled_udp_cameras_reordered_packets_reach_tcp_readers_in_order
             pulled = (CameraConfig(id="street", source=proxy.url("cam1"), transport="udp"),)
             async with running_gateway(make_config(pulled)) as gw:
                 await publishing(gw, "street")
-                viewer = await procs(read_argv(gw.url("street"), seconds=6))
-                seqs: list[int] = []
-
-                def on_packet(channel: int, packet: bytes) -> None:
-                    if channel == 0:
-                        seqs.append(int.from_bytes(packet[2:4], "big"))
-
-                client = RtspClient(gw.url("street"), on_packet=on_packet)
-                await client.connect()
-                described = await client.describe()
-                await client.setup(described.base_url, "trackID=0", 0)
-                await client.play()
-                await wait_for(lambda: len(seqs) >= 1500, 30, what="1,500 packets read")
-                await client.close()
-                assert await viewer.wait(30) == 0, viewer.text
-                stream = gw.hub.get("street")
-                assert proxy.stats.reordered >= 20, proxy.stats
-                assert _out_of_order(seqs) == 0, _out_of_order(seqs)
-                assert stream.reorder.reordered >= 20, stream.reorder
-                assert stream.reorder.late == 0 and stream.reorder.lost == 0, stream.reorder
-                errors = [ln for ln in viewer.text.splitlines() if "frame=" not in ln]
-                assert errors == [], viewer.text
+                await _read_in_order(procs, gw, "street", proxy)
                 metrics = _metrics(gw)
-                held = stream.reorder.reordered
-                assert f'feedgate_reordered_packets_total{{path="street"}} {held}.0' in metrics
                 assert 'feedgate_late_packets_total{path="street"} 0.0' in metrics
+
+
+async def test_a_udp_publishers_reordered_packets_reach_tcp_readers_in_order(gateway, procs):
+    # ffmpeg publishes over UDP through a proxy that swaps 3 % of its RTP packets (no loss):
+    # on main, before the publisher's RTP crossed a reorder buffer, the TCP reader saw 120
+    # out-of-order sequence numbers in 1,500 packets.
+    async with rtsp_fault_proxy(gateway.port, reorder=0.03, seed=16, publish=True) as proxy:
+        argv = publish_argv(proxy.url("cam1"), transport="udp", bitrate="800k", size="640x360")
+        await procs(argv)
+        await publishing(gateway, "cam1")
+        await _read_in_order(procs, gateway, "cam1", proxy)
+
+
+async def _read_in_order(procs, gw, path: str, proxy) -> None:
+    """ffmpeg decodes 6 s of ``path`` without an error while a TCP reader's 1,500 packets come
+    in order; the reordering is counted, nothing was late or lost, /metrics says so."""
+    viewer = await procs(read_argv(gw.url(path), seconds=6))
+    seqs = await _read_seqs(gw.url(path), 1500)
+    assert await viewer.wait(30) == 0, viewer.text
+    stream = gw.hub.get(path)
+    assert proxy.stats.reordered >= 20, proxy.stats
+    assert _out_of_order(seqs) == 0, _out_of_order(seqs)
+    assert stream.reorder.reordered >= 20, stream.reorder
+    assert stream.reorder.late == 0 and stream.reorder.lost == 0, stream.reorder
+    errors = [ln for ln in viewer.text.splitlines() if "frame=" not in ln]
+    assert errors == [], viewer.text
+    held = stream.reorder.reordered
+    assert f'feedgate_reordered_packets_total{{path="{path}"}} {held}.0' in _metrics(gw)
 
 
 def _metrics(gw) -> str:

@@ -2,8 +2,13 @@
 rewrites each SETUP's ``client_port`` to a UDP relay of its own, and relays the server's RTP to
 the client's real ports, reordering (or dropping) a share of the packets on the way.
 
-Only the RTP of the server → client direction is touched; RTCP and the RTSP connection pass
-through unchanged."""
+With ``publish=True`` the client is a publisher (ANNOUNCE/RECORD) and the faulty direction is
+client → server: the SETUP's ``client_port`` becomes a relay pair that sends to the server
+from the ports the server was told, and the reply's ``server_port`` becomes a second pair that
+receives the publisher's packets.
+
+Only the RTP of the media direction is touched; RTCP and the RTSP connection pass through
+unchanged."""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ import asyncio
 import contextlib
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 _CLIENT_PORT = re.compile(rb"client_port=(\d+)-(\d+)")
+_SERVER_PORT = re.compile(rb"server_port=(\d+)-(\d+)")
 
 
 @dataclass
@@ -27,21 +33,30 @@ class FaultStats:
 class _Relay(asyncio.DatagramProtocol):
     """Receives the server's datagrams for one client port and forwards them, sometimes late."""
 
-    def __init__(self, proxy: RtspFaultProxy, target: tuple[str, int], faulty: bool) -> None:
+    def __init__(
+        self,
+        proxy: RtspFaultProxy,
+        target: tuple[str, int],
+        faulty: bool,
+        via: asyncio.DatagramTransport | None = None,
+    ) -> None:
         self.proxy = proxy
         self.target = target
         self.faulty = faulty
+        self.via = via  # send from this socket instead of the receiving one
         self.transport: asyncio.DatagramTransport | None = None
         self.held: list[tuple[int, bytes]] = []  # (packets still to pass it, datagram)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.via is None:
+            self.via = self.transport
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        assert self.transport is not None
+        assert self.via is not None
         proxy = self.proxy
         if not self.faulty:
-            self.transport.sendto(data, self.target)
+            self.via.sendto(data, self.target)
             return
         roll = proxy.rng.random()
         if roll < proxy.drop:
@@ -54,12 +69,12 @@ class _Relay(asyncio.DatagramProtocol):
             loop = asyncio.get_running_loop()
             loop.call_later(0.02, self._release_overdue, data)
             return
-        self.transport.sendto(data, self.target)
+        self.via.sendto(data, self.target)
         proxy.stats.relayed += 1
         still = []
         for left, held in self.held:
             if left <= 1:
-                self.transport.sendto(held, self.target)
+                self.via.sendto(held, self.target)
             else:
                 still.append((left - 1, held))
         self.held = still
@@ -68,8 +83,8 @@ class _Relay(asyncio.DatagramProtocol):
         for i, (_, held) in enumerate(self.held):
             if held is data:
                 del self.held[i]
-                if self.transport is not None and not self.transport.is_closing():
-                    self.transport.sendto(held, self.target)
+                if self.via is not None and not self.via.is_closing():
+                    self.via.sendto(held, self.target)
                 return
 
 
@@ -79,11 +94,16 @@ class RtspFaultProxy:
     reorder: float = 0.0
     drop: float = 0.0
     seed: int = 0
+    publish: bool = False
     port: int = 0
     stats: FaultStats = field(default_factory=FaultStats)
     rng: random.Random = field(default_factory=random.Random)
     _server: asyncio.Server | None = None
     _relays: list[asyncio.DatagramTransport] = field(default_factory=list)
+    # publish: per SETUP awaiting its reply, (publisher's ports, our pair facing the server)
+    _setups: list[tuple[tuple[int, int], list[asyncio.DatagramTransport]]] = field(
+        default_factory=list
+    )
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def url(self, path: str) -> str:
@@ -110,7 +130,8 @@ class RtspFaultProxy:
         self._tasks.add(task)
         try:
             await asyncio.gather(
-                self._pump(reader, up_writer, rewrite=True), self._pump(up_reader, writer)
+                self._pump(reader, up_writer, rewrite=True),
+                self._pump(up_reader, writer, reply=self.publish),
             )
         finally:
             self._tasks.discard(task)
@@ -118,12 +139,20 @@ class RtspFaultProxy:
                 w.close()
 
     async def _pump(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, rewrite: bool = False
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        *,
+        rewrite: bool = False,
+        reply: bool = False,
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await src.read(65536):
                 if rewrite and b"client_port=" in data:
-                    data = await self._rewrite(data)
+                    rewritten = self._rewrite_setup if self.publish else self._rewrite
+                    data = await rewritten(data)
+                elif reply and b"server_port=" in data and self._setups:
+                    data = await self._rewrite_reply(data)
                 dst.write(data)
                 await dst.drain()
         with contextlib.suppress(OSError, RuntimeError):
@@ -132,32 +161,72 @@ class RtspFaultProxy:
     async def _rewrite(self, data: bytes) -> bytes:
         match = _CLIENT_PORT.search(data)
         assert match is not None, data
-        rtp, rtcp = int(match.group(1)), int(match.group(2))
+        ports = (int(match.group(1)), int(match.group(2)))
+        base, _ = await self._pair(
+            lambda i: lambda: _Relay(self, ("127.0.0.1", ports[i]), i == 0)
+        )  # RTP on an even port (reordered), RTCP next
+        return data.replace(match.group(0), f"client_port={base}-{base + 1}".encode())
+
+    async def _pair(
+        self, make: Callable[[int], Callable[[], asyncio.DatagramProtocol]]
+    ) -> tuple[int, list[asyncio.DatagramTransport]]:
+        """Bind an even/odd UDP port pair on loopback; ``make(i)`` builds the i-th protocol."""
         loop = asyncio.get_running_loop()
         for _ in range(100):
-            base = random.randrange(30000, 60000, 2)  # RTP on an even port, RTCP next
-            relays: list[asyncio.DatagramTransport] = []
+            base = random.randrange(30000, 60000, 2)
+            pair: list[asyncio.DatagramTransport] = []
             try:
-                for port, target, faulty in ((base, rtp, True), (base + 1, rtcp, False)):
+                for i in (0, 1):
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda t=target, f=faulty: _Relay(self, ("127.0.0.1", t), f),
-                        local_addr=("127.0.0.1", port),
+                        make(i), local_addr=("127.0.0.1", base + i)
                     )
-                    relays.append(transport)
+                    pair.append(transport)
             except OSError:
-                for relay in relays:
-                    relay.close()
+                for t in pair:
+                    t.close()
                 continue
-            self._relays += relays
-            return data.replace(match.group(0), f"client_port={base}-{base + 1}".encode())
+            self._relays += pair
+            return base, pair
         raise RuntimeError("no free UDP port pair for the fault proxy")
+
+    async def _rewrite_setup(self, data: bytes) -> bytes:
+        """A publisher's SETUP: the server is told our ports, which send to it (and pass
+        whatever it sends back to the publisher's real ports)."""
+        match = _CLIENT_PORT.search(data)
+        assert match is not None, data
+        ports = (int(match.group(1)), int(match.group(2)))
+        base, pair = await self._pair(
+            lambda i: lambda: _Relay(self, ("127.0.0.1", ports[i]), False)
+        )
+        self._setups.append((ports, pair))
+        return data.replace(match.group(0), f"client_port={base}-{base + 1}".encode())
+
+    async def _rewrite_reply(self, data: bytes) -> bytes:
+        """The SETUP's reply: the publisher is told our receiving ports instead of the
+        server's; what arrives there goes to the server from the pair it was told about."""
+        match = _SERVER_PORT.search(data)
+        assert match is not None, data
+        (rtp, rtcp), facing = self._setups.pop(0)
+        server = (int(match.group(1)), int(match.group(2)))
+        base, _ = await self._pair(
+            lambda i: lambda: _Relay(self, (self.upstream[0], server[i]), i == 0, via=facing[i])
+        )
+        data = data.replace(match.group(0), f"server_port={base}-{base + 1}".encode())
+        return _CLIENT_PORT.sub(f"client_port={rtp}-{rtcp}".encode(), data, count=1)
 
 
 @contextlib.asynccontextmanager
 async def rtsp_fault_proxy(
-    upstream_port: int, *, reorder: float = 0.0, drop: float = 0.0, seed: int = 0
+    upstream_port: int,
+    *,
+    reorder: float = 0.0,
+    drop: float = 0.0,
+    seed: int = 0,
+    publish: bool = False,
 ) -> AsyncIterator[RtspFaultProxy]:
-    proxy = RtspFaultProxy(("127.0.0.1", upstream_port), reorder=reorder, drop=drop, seed=seed)
+    proxy = RtspFaultProxy(
+        ("127.0.0.1", upstream_port), reorder=reorder, drop=drop, seed=seed, publish=publish
+    )
     await proxy.start()
     try:
         yield proxy

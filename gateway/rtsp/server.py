@@ -76,7 +76,12 @@ class RtspServer:
         self.internal_path = internal_path
         self.handoff = handoff
         self.on_demand = on_demand
-        self.udp = UdpMedia(rc.host, rc.rtp_port if udp_port is None else udp_port)
+        self.udp = UdpMedia(
+            rc.host,
+            rc.rtp_port if udp_port is None else udp_port,
+            reorder_window=config.ingest.reorder_window,
+            reorder_packets=config.ingest.reorder_packets,
+        )
         self.deadline_limits = DeadlineLimits(
             head=rc.request_head_timeout, body=rc.request_body_timeout, idle=rc.idle_timeout
         )
@@ -242,6 +247,8 @@ class RtspServer:
             session.stream.remove_reader(session.reader)
             if conn.reader is session.reader:
                 conn.reader = None
+        # A UDP publisher's held packets reach the path before it loses its source.
+        self.udp.forget_publisher(session)
         if session.source_id is not None and session.stream is not None:
             session.stream.detach_source(session.source_id)
             for ch in [ch for ch, t in conn.channels.items() if t[0] is session.stream]:

@@ -2,6 +2,10 @@
 the routing of what arrives on them (a publisher's packets to its camera's stream; a reader's
 RTCP receiver reports as its proof of life).
 
+A publisher's RTP crosses the same bounded reorder buffer as a pulled UDP camera's
+(:class:`~gateway.stream.udp_reorder.UdpReorder`, one per RECORD session): UDP may swap
+packets, and readers over TCP must get them in order.
+
 Readers are sent to through a :class:`~gateway.stream.hub.UdpTarget` the hub writes to; how
 fast the hub writes (pacing a GOP burst) is the hub's business, not this module's.
 """
@@ -13,6 +17,7 @@ from typing import Any
 
 from gateway.rtsp.session import Session
 from gateway.stream.hub import PathStream, UdpTarget
+from gateway.stream.udp_reorder import UdpReorder
 
 Address = tuple[str, int]
 
@@ -27,14 +32,19 @@ class _Endpoint(asyncio.DatagramProtocol):
 
 
 class UdpMedia:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self, host: str, port: int, *, reorder_window: float = 0.05, reorder_packets: int = 512
+    ) -> None:
         self.host = host
         self.port = port  # RTP here, RTCP on port + 1; 0 means no UDP at all
+        self.reorder_window = reorder_window
+        self.reorder_packets = reorder_packets
         self.rtp: asyncio.DatagramTransport | None = None
         self.rtcp: asyncio.DatagramTransport | None = None
         # (ip, port) -> a publisher's track, or a reader's session (by its RTCP port).
         self._sources: dict[Address, tuple[PathStream, int, Session]] = {}
         self._readers: dict[Address, Session] = {}
+        self._reorders: dict[str, UdpReorder] = {}  # a publisher's session id -> its reordering
 
     @property
     def available(self) -> bool:
@@ -67,6 +77,10 @@ class UdpMedia:
             publisher.touch()
             if rtcp:
                 stream.on_rtcp(track, data)
+                return
+            reorder = self._reorders.get(publisher.id)
+            if reorder is not None:
+                reorder.push(track, data)
             else:
                 stream.on_rtp(track, data)
             return
@@ -89,8 +103,21 @@ class UdpMedia:
     ) -> None:
         for port in ports:
             self._sources[(ip, port)] = (stream, track, session)
+        if self.reorder_window > 0 and session.id not in self._reorders:
+            self._reorders[session.id] = UdpReorder(
+                stream,
+                len(stream.tracks),
+                window=self.reorder_window,
+                max_packets=self.reorder_packets,
+                source_id=session.source_id,
+            )
 
     def forget_publisher(self, session: Session) -> None:
+        """Stop taking ``session``'s packets; what its reordering holds goes to the path first,
+        in order, if the session is still the path's source (call this before detaching it)."""
+        reorder = self._reorders.pop(session.id, None)
+        if reorder is not None:
+            reorder.close()
         for key in [k for k, v in self._sources.items() if v[2] is session]:
             del self._sources[key]
 

@@ -10,9 +10,9 @@ import time
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from gateway.sources.rtsp_client import RtspClient, RtspClientError
-from gateway.sources.udp_reorder import UdpReorder
 from gateway.stream.hub import PathStream
 from gateway.stream.tracks import TrackError, tracks_from_sdp
+from gateway.stream.udp_reorder import UdpReorder
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ class PullIngest:
                     len(tracks),
                     window=self.reorder_window,
                     max_packets=self.reorder_packets,
+                    source_id=source_id,
                 )
             stream.attach_source(source_id, tracks, attrs)
             await client.play()
