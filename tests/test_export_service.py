@@ -161,7 +161,11 @@ async def test_a_cancelled_export_leaves_nothing_and_is_not_billed(world: World)
             world.token("officer"), "street", T0, T0 + timedelta(seconds=9), purpose="case"
         )
         cancelling = asyncio.create_task(service.cancel(world.token("officer"), job.id))
-        await wait_for(lambda: service._running[job.id].cancel.is_set(), 5, what="cancel")
+        await wait_for(
+            lambda: job.id not in service._running or service._running[job.id].cancel.is_set(),
+            5,
+            what="cancel",
+        )
     finally:
         for _ in range(service.config.max_running):
             service._slots.release()
@@ -173,6 +177,27 @@ async def test_a_cancelled_export_leaves_nothing_and_is_not_billed(world: World)
     with pytest.raises(ExportError) as exc:
         await service.cancel(world.token("officer"), job.id)
     assert exc.value.code == "not_running"
+
+
+async def test_an_export_waiting_for_a_slot_is_cancelled_at_once(world: World) -> None:
+    """Cancel answers while every slot is still busy (the console's Cancel button on a queued
+    export): before, it waited 30 s for a slot to free and answered "queued"."""
+    service = world.service
+    for _ in range(service.config.max_running):
+        await service._slots.acquire()
+    try:
+        job = await service.create(
+            world.token("officer"), "street", T0, T0 + timedelta(seconds=9), purpose="case"
+        )
+        cancelled = await asyncio.wait_for(service.cancel(world.token("officer"), job.id), 10)
+        assert cancelled.state == ExportState.CANCELLED
+        assert cancelled.error == "cancelled"
+        assert job.id not in service._running
+    finally:
+        for _ in range(service.config.max_running):
+            service._slots.release()
+    assert list(service.dir.iterdir()) == []
+    assert world.audit(AuditAction.EXPORT) == []
 
 
 async def test_the_sweeper_deletes_exactly_the_expired_exports_and_audits_each(

@@ -323,7 +323,11 @@ class ExportService:
         except (Cancelled, asyncio.CancelledError) as exc:
             self._remove(job)
             state, why = ExportState.CANCELLED, "cancelled"
-            if self._stopping or isinstance(exc, asyncio.CancelledError):
+            # A task cancelled by :meth:`cancel` (it was waiting for a slot) was cancelled by
+            # its requester; any other task cancellation is the gateway stopping.
+            if self._stopping or (
+                isinstance(exc, asyncio.CancelledError) and not run.cancel.is_set()
+            ):
                 state, why = ExportState.FAILED, STOPPED
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._finish(job, state, why))
@@ -471,6 +475,10 @@ class ExportService:
         run.cancel.set()
         task = run.task
         if task is not None:
+            if run.job.state == ExportState.QUEUED:
+                # Still waiting for a slot (no cut has started): stop waiting now, rather than
+                # when some other export frees a slot.
+                task.cancel()
             await asyncio.wait({task}, timeout=30)
         return self._visible(
             await self.decide(token, camera=None, peer=peer),
