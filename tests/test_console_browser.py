@@ -254,6 +254,7 @@ PAGES = (
     "/console/principals",
     "/console/sessions",
     "/console/audit",
+    "/console/exports",
     "/console/cameras/street",
     "/console/masks/street",
 )

@@ -133,7 +133,7 @@ def test_the_navigation_offers_only_what_the_roles_open(site: Site) -> None:
 
     assert sections("council-op") == ["Cameras", "Wall", "Map", "Sessions", "Public figures"]
     assert sections("council-fin") == ["Finance", "Public figures"]
-    assert sections("council-audit") == ["Audit", "Public figures"]
+    assert sections("council-audit") == ["Exports", "Audit", "Public figures"]
     assert sections("council-admin") == [
         "Cameras",
         "Wall",
@@ -142,6 +142,7 @@ def test_the_navigation_offers_only_what_the_roles_open(site: Site) -> None:
         "Grants",
         "Principals",
         "Sessions",
+        "Exports",
         "Audit",
         "Finance",
         "Public figures",  # admins read their tenant's invoices too

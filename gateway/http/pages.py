@@ -116,6 +116,8 @@ _ERRORS: dict[int, tuple[type[web.HTTPException], str]] = {
     403: (web.HTTPForbidden, "Not allowed"),
     404: (web.HTTPNotFound, "Not found"),
     409: (web.HTTPConflict, "Not possible now"),
+    422: (web.HTTPUnprocessableEntity, "Nothing to do"),
+    429: (web.HTTPTooManyRequests, "Too many at once"),
     503: (web.HTTPServiceUnavailable, "Not available"),
 }
 

@@ -27,7 +27,7 @@ from tenants.audit import AuditAction
 from tenants.control import Code, ControlError
 from tenants.control.rules import CAMERA_ROLES
 from tenants.control.schemas import CameraView, parse
-from tenants.model import ID_RE
+from tenants.model import ID_RE, Role
 from tenants.policy import AccessRequest, Action, Decision
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = ["CameraPages"]
 
 _STILL_AUDIT_EVERY = 60.0  # one "still" entry per principal and camera a minute, at most
 _MAX_AUDITED = 10_000
+_EXPORTERS = frozenset({Role.INVESTIGATOR, Role.ADMIN})
 _PLACEHOLDER = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 480 270"><rect width="480" '
     'height="270" fill="#000"/><text x="240" y="142" fill="#9aa4b1" font-family="sans-serif" '
@@ -133,6 +134,8 @@ class CameraPages:
             # The recordings' timeline: where this process plays back and the camera records.
             "playback": self.gateway.playback is not None
             and any(c.id == cam.id and c.record for c in self.gateway.config.cameras),
+            # The timeline's link to the Exports page (the export service decides again).
+            "export": self.gateway.exports is not None and who.has(_EXPORTERS),
         }
         return self.frame.render(request, who, "console/camera.html", "cameras", context)
 

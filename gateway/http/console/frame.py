@@ -21,14 +21,20 @@ from gateway.http import pages
 from gateway.http.csrf import SESSION_COOKIE, SESSION_CSRF, same_origin
 from gateway.http.pages import NavItem
 from tenants.control import Caller, Code, ControlError, ControlService
+from tenants.control.errors import denied
 from tenants.control.rules import CAMERA_ROLES, FINANCE_ROLES, SESSION_ROLES
 from tenants.model import Role
 
-__all__ = ["LOGIN", "LOGOUT", "Frame", "Signed", "safe_next"]
+__all__ = ["EXPORT_ROLES", "LOGIN", "LOGOUT", "SAR_ROLES", "Frame", "Signed", "safe_next"]
 
 LOGIN = "/console/login"
 LOGOUT = "/console/logout"
 _NEXT = re.compile(r"^/(console|finance)(/[A-Za-z0-9._~-]+)*/?(\?[A-Za-z0-9=&._~%,-]*)?$")
+# Who the Exports page is for (investigators and admins export; auditors read the list), and
+# who handles subject access requests (gateway.sar.service says the same: operators open them,
+# oversight reads them). Each action is decided again by the export or SAR service.
+EXPORT_ROLES = frozenset({Role.INVESTIGATOR, Role.ADMIN, Role.AUDITOR})
+SAR_ROLES = frozenset({Role.ADMIN, Role.OPERATOR, Role.INVESTIGATOR, Role.AUDITOR})
 _STATUS = {
     Code.INVALID: 400,
     Code.FORBIDDEN: 403,
@@ -57,8 +63,9 @@ class Signed:
         return self.caller.has(roles)
 
 
-def sections(caller: Caller) -> tuple[NavItem, ...]:
-    """The console's sections the caller's roles open (each is checked again on its page)."""
+def sections(caller: Caller, features: frozenset[str] = frozenset()) -> tuple[NavItem, ...]:
+    """The console's sections the caller's roles open (each is checked again on its page);
+    ``features``: the optional sections this process serves (``exports``, ``sar``)."""
     items: list[NavItem] = []
     if caller.has(CAMERA_ROLES):
         items += [
@@ -74,6 +81,10 @@ def sections(caller: Caller) -> tuple[NavItem, ...]:
         ]
     if caller.has(SESSION_ROLES):
         items.append(NavItem("sessions", "Sessions", "/console/sessions"))
+    if "exports" in features and caller.has(EXPORT_ROLES):
+        items.append(NavItem("exports", "Exports", "/console/exports"))
+    if "sar" in features and caller.has(SAR_ROLES):
+        items.append(NavItem("sar", "Subject access", "/console/sar"))
     if caller.auditor:
         items.append(NavItem("audit", "Audit", "/console/audit"))
     if caller.has(FINANCE_ROLES):
@@ -87,6 +98,7 @@ class Frame:
 
     def __init__(self, service: ControlService) -> None:
         self.service = service
+        self.features: frozenset[str] = frozenset()  # optional sections served (see sections)
 
     def names(self) -> dict[str, str]:
         return {t.id: t.name for t in self.service.core.snapshot.tenants.values()}
@@ -109,6 +121,14 @@ class Frame:
             # "no camera 'x' that you may see": the id came from the request; say it plainly.
             message = "There is nothing here that you may see."
         self.fail(request, _STATUS.get(error.code, 503), message)
+
+    async def forbid(
+        self, request: web.Request, who: Signed, section: str, message: str
+    ) -> NoReturn:
+        """A section the caller's roles do not open: audited like the control service's own
+        refusals, then a 403 page."""
+        await self.service.core.refused(who.caller, section, denied(message))
+        self.fail(request, 403, message)
 
     def to_sign_in(self, request: web.Request) -> NoReturn:
         target = safe_next(request.path_qs, "/console")
@@ -146,6 +166,7 @@ class Frame:
         context: Mapping[str, Any],
         *,
         body_class: str = "",
+        status: int = 200,
     ) -> web.Response:
         caller = who.caller
         names = self.names()
@@ -165,11 +186,12 @@ class Frame:
                     "sign_out": LOGOUT,
                     "csrf": who.csrf,
                 },
-                "nav": sections(caller),
+                "nav": sections(caller, self.features),
                 "current": current,
                 "body_class": body_class,
                 "csrf": who.csrf,
             },
+            status=status,
             headers=pages.page_headers(csp=pages.CONSOLE_CSP),
         )
         SESSION_CSRF.attach(request, response, who.csrf)

@@ -87,6 +87,13 @@
       live.hidden = false;
       if (tile) tile.hidden = true;
       root.dataset.playing = iso(ms);
+      const exporting = root.querySelector("[data-export-link]");
+      if (exporting) {
+        // The Exports page, with this stretch (the next five minutes) filled in.
+        exporting.href = "/console/exports?" + new URLSearchParams({
+          camera: camera, start: iso(ms), end: iso(Math.min(ms + CLIP_S * 1000, Date.now())),
+        }).toString();
+      }
       status.textContent = `playing from ${new Date(ms).toLocaleString()}`;
       video.play().catch(function () {});
     }
