@@ -9,6 +9,7 @@ import itertools
 import json
 import re
 import subprocess
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -156,3 +157,55 @@ async def test_a_camera_restart_shows_as_a_gap(tmp_path: Path, procs: object) ->
     assert stopped is not None and gaps[0].start == stopped
     spans = index.spans("cam1", index.segments()[0].start, index.segments()[-1].end)
     assert spans[0].end == gaps[0].start and spans[1].start == gaps[0].end
+
+
+async def test_a_gateway_restart_under_a_second_is_a_gap_not_stitched(
+    tmp_path: Path, procs: object
+) -> None:
+    """The recorder stops and a new one starts within a second while the camera keeps
+    publishing (a clean restart of the recording): the stretch between is a gateway_restart
+    gap, /list's spans break there, and the GOP the hub replays to the new recorder (captured
+    before the restart) is not written over the previous run's time."""
+    from gateway.recording.service import Recorder
+
+    cfg = recording_config(tmp_path)
+    start = procs  # type: ignore[assignment]
+    async with running_gateway(cfg) as gw:
+        first = gw.gateway.recorder
+        index = RecordingIndex(Database.open(cfg.database_url), cfg.recording_dir)
+        # A 2 s GOP: the keyframe the hub has cached at the restart is older than it.
+        pub: Proc = await start(publish_argv(gw.url("cam1"), gop=50))  # type: ignore[operator]
+        await publishing(gw, "cam1")
+        await wait_for(
+            lambda: any(index.fragments(s.id) for s in index.segments("cam1")),
+            20,
+            what="a first fragment",
+        )
+        await first.stop()
+        stopped = index.last_end("cam1")
+        assert stopped is not None
+        began = time.monotonic()
+        second = Recorder(cfg, gw.hub)
+        gw.gateway.recorder = second  # the gateway stops it
+        await second.start()
+        restart = time.monotonic() - began
+
+        def resumed() -> bool:
+            return any(s.start > stopped and index.fragments(s.id) for s in index.segments("cam1"))
+
+        await wait_for(resumed, 20, what="recording after the restart")
+        await gw.gateway.recorder.stop()
+        gw.gateway.recorder = None
+        pub.kill()
+    segments = index.segments("cam1")
+    after = [s for s in segments if s.start >= stopped]
+    assert after, f"nothing recorded after the restart ({restart:.2f} s)"
+    gaps = index.gaps("cam1")
+    assert [(g.start, g.reason) for g in gaps] == [(stopped, GapReason.GATEWAY_RESTART)]
+    assert gaps[0].end == after[0].start > stopped
+    spans = index.spans("cam1", segments[0].start, segments[-1].end)
+    assert len(spans) == 2 and spans[0].end == stopped and spans[1].start == gaps[0].end
+    for seg in after:  # nothing of the new run lies over the old one
+        assert all(f.start > stopped for f in index.fragments(seg.id))
+    for seg in segments:
+        assert seg.start >= stopped or seg.end <= stopped

@@ -47,6 +47,7 @@ CLOCK = 90_000
 TIME_BASE = Fraction(1, CLOCK)
 # The muxer hands a whole fragment (~0.5 MB at 4 Mbit/s) to one write, not 32 KiB pieces.
 AVIO_BUFFER = 1 << 20
+MIN_GAP = 1e-3  # s: the least gap between two runs, when their clocks say they touch
 MUX_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof+skip_trailer",
     "frag_duration": "1000000",  # µs: at most one second of media per fragment
@@ -259,7 +260,7 @@ class CameraWriter:
                 self.params[t] = n
         is_key = any(t in self.codec.keyframes for t in types)
         if run is None:
-            if not is_key or not self._has_params():
+            if not is_key or not self._has_params() or self._before_last_end(unit.wall):
                 self.counters.units_dropped += 1
                 return
             run = self._run = _Run(unit.source, unit.wall, ts, ts & 0xFFFFFFFF, ts, unit.wall)
@@ -353,6 +354,13 @@ class CameraWriter:
         run.last_ts += delta
         return run.last_ts
 
+    def _before_last_end(self, wall: float) -> bool:
+        """A new run never starts inside the recording before it: a GOP the hub replays to a
+        new reader (a restarted recorder, a reader attached again) was captured up to a GOP
+        before now, perhaps before the last run ended. The run starts at the first keyframe
+        captured after it, and the stretch between is the gap."""
+        return self.last_end is not None and wall <= self.last_end.timestamp()
+
     def _has_params(self) -> bool:
         return all(t in self.params for t in self.codec.params)
 
@@ -417,14 +425,16 @@ class CameraWriter:
 
     def _registered_start(self) -> datetime:
         """When the segment starts. The run's first segment: from the anchor as it stands after
-        its first fragment (a source's first units often arrive late, then catch up), never
-        before the camera's last recording ended, after which the gap is recorded. Later
-        segments of the run follow on from it by RTP time, so they are contiguous."""
+        its first fragment (a source's first units often arrive late, then catch up), always
+        after the camera's last recording ended, however soon (a gateway restart shorter than
+        the arrival jitter is still a restart), and the gap between is recorded: runs are never
+        stitched. Later segments of the run follow on from it by RTP time, so they are
+        contiguous."""
         run = self._seg_run
         if run.chain is None:
             at = run.anchor + (self._seg_ts - run.base_ts) / CLOCK
             if self.last_end is not None:
-                at = max(at, self.last_end.timestamp())
+                at = max(at, self.last_end.timestamp() + MIN_GAP)
             run.chain = (at, self._seg_ts)
         else:
             at = run.chain[0] + (self._seg_ts - run.chain[1]) / CLOCK
