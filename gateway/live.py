@@ -21,7 +21,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,31 @@ def camera_of(path: str) -> tuple[str, Quality]:
     """'cam1' -> (cam1, main); 'cam1/sub' -> (cam1, sub)."""
     cam, _, rest = path.partition("/")
     return cam, Quality.SUB if rest == "sub" else Quality.MAIN
+
+
+class Refusal(Exception):
+    """A request an entry point refuses, whatever its protocol (WHEP, playback, exports): the
+    status, the reason a person reads, the headers to answer with (WWW-Authenticate,
+    Retry-After) and a stable ``code`` for problem documents."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = dict(headers or {})
+        self.code = code or _CODES.get(status, "refused")
+
+
+_CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
+          409: "conflict", 413: "too_large", 415: "unsupported", 429: "too_many",
+          503: "unavailable"}  # fmt: skip
 
 
 class MaskingUnavailable(Exception):

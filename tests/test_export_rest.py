@@ -198,3 +198,55 @@ async def test_a_subject_access_request_through_the_cli(
     assert closed["state"] == "fulfilled"
     with pytest.raises(SystemExit):  # a malformed zone is refused before any request
         main(["sar", "copy", "x", "--camera", "c", "--redact", "nonsense"])
+
+
+async def test_exports_locks_and_sars_are_declared_in_the_openapi_document(site: Site) -> None:
+    """The routes come from the API's route table: in /v1/openapi.json with their schemas and
+    problem responses, the file as MP4 bytes that answer HTTP ranges (206)."""
+    async with httpx.AsyncClient() as client:
+        doc = (await client.get(f"{site.url}/v1/openapi.json")).json()
+        ops = {(m.upper(), p): op for p, item in doc["paths"].items() for m, op in item.items()}
+        for key in [
+            ("POST", "/v1/exports"), ("GET", "/v1/exports"), ("GET", "/v1/exports/{id}"),
+            ("DELETE", "/v1/exports/{id}"), ("GET", "/v1/exports/{id}/file"),
+            ("GET", "/v1/exports/{id}/manifest"), ("POST", "/v1/locks"), ("GET", "/v1/locks"),
+            ("DELETE", "/v1/locks/{id}"), ("POST", "/v1/sars"), ("GET", "/v1/sars"),
+            ("GET", "/v1/sars/{id}"), ("GET", "/v1/sars/{id}/findings"),
+            ("POST", "/v1/sars/{id}/copies"), ("POST", "/v1/sars/{id}/close"),
+        ]:  # fmt: skip
+            assert key in ops, key
+            assert ops[key]["responses"]["403"]["content"]["application/problem+json"], key
+        create = ops["POST", "/v1/exports"]
+        assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert create["responses"]["202"]["headers"]["Location"]
+        schemas = doc["components"]["schemas"]
+        assert {"camera", "start", "end"} <= set(schemas["ExportBody"]["required"])
+        assert "progress" in schemas["ExportView"]["properties"]
+        assert "due" in schemas["SarView"]["properties"]
+        file = ops["GET", "/v1/exports/{id}/file"]
+        assert set(file["responses"]["200"]["content"]) == {"video/mp4"}
+        assert {"206", "416"} <= set(file["responses"])
+        assert "Range" in {p["name"] for p in file["parameters"]}
+        # The file through the table's route: whole, then a range of it.
+        auth = {"Authorization": f"Bearer {site.token('officer')}"}
+        good = {"camera": "street", "start": z(T0), "end": z(T0 + timedelta(seconds=2)),
+                "incident_ref": "CAD 1"}  # fmt: skip
+        job = (await client.post(f"{site.url}/v1/exports", json=good, headers=auth)).json()
+        url = f"{site.url}/v1/exports/{job['id']}"
+        for _ in range(600):
+            job = (await client.get(url, headers=auth)).json()
+            if job["state"] != "queued" and job["state"] != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert job["state"] == "done", job
+        whole = await client.get(f"{url}/file", headers=auth)
+        assert whole.status_code == 200 and len(whole.content) == job["size"]
+        part = await client.get(f"{url}/file", headers={**auth, "Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == whole.content[100:200]
+        manifest = await client.get(f"{url}/manifest", headers=auth)
+        assert manifest.status_code == 200
+        assert manifest.json()["manifest"]["sha256"] == job["sha256"]
+        shape = ops["GET", "/v1/exports/{id}/manifest"]["responses"]["200"]["content"]
+        assert shape["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/SignedManifest"
+        }

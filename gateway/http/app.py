@@ -239,15 +239,7 @@ def make_http_app(gateway: Gateway) -> web.Application:
     if gateway.control is not None:
         from gateway.http.console import add_console_routes
 
-        add_api_routes(app, gateway.control)
-        if gateway.exports is not None:
-            from gateway.http.exports import add_export_routes
-
-            add_export_routes(app, gateway.exports)
-        if gateway.sar is not None:
-            from gateway.sar.routes import add_sar_routes
-
-            add_sar_routes(app, gateway.sar)
+        add_api_routes(app, gateway.control, services=(gateway.exports, gateway.sar))
         add_console_routes(app, gateway)  # sign-in always; the console's pages if enabled
         if gateway.ptz is not None:
             _add_ptz(app, gateway)

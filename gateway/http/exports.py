@@ -1,233 +1,247 @@
-"""REST ``/v1/exports`` and ``/v1/locks``: evidence exports and evidence locks over HTTP, a thin
-adapter over :class:`gateway.recording.exports.ExportService` (the decisions the CLI gets too).
+"""REST ``/v1/exports`` and ``/v1/locks``: evidence exports and evidence locks, rows of the REST
+API's route table (:mod:`gateway.http.api`) over :class:`gateway.recording.exports.ExportService`
+(the decisions the CLI gets too).
 
 * ``POST /v1/exports`` ``{camera, start, end, purpose?, incident_ref?, unmasked?}`` → ``202``
   with the export (``state``: queued, running, done, failed, cancelled, deleted; ``progress``
   0..1) and ``Location``. ``GET /v1/exports[/{id}]`` follows it; ``DELETE /v1/exports/{id}``
   cancels it. ``GET /v1/exports/{id}/file`` is the MP4 (HTTP Range works),
-  ``GET /v1/exports/{id}/manifest`` its signed manifest.
+  ``GET /v1/exports/{id}/manifest`` its signed manifest, byte for byte as signed.
 * ``POST /v1/locks`` ``{camera, start, end, reason, expires}`` → ``201``; ``GET /v1/locks``
   (``?camera=``); ``DELETE /v1/locks/{id}`` releases one.
 
-Bearer tokens; every refusal is an RFC 9457 problem document with a stable ``code``, and is
-audited by the service. Times are RFC 3339 with an offset.
+Who is calling is answered first, as for every API route; the export service then makes its
+own decision on the camera with the same credential. Every refusal is an RFC 9457 problem
+document with a stable ``code``, audited by the service. Times are RFC 3339 with an offset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field
 
-from gateway.http.api.app import bearer
-from gateway.http.api.problems import problem
-from gateway.recording.export_store import ExportJob
-from gateway.recording.exports import ExportError, ExportService
+from gateway.http.api.routes import Binary, Call, Handler, PageQuery, Route
+from gateway.recording.export_manifest import ExportManifest
+from gateway.recording.export_store import ExportJob, ExportState
+from gateway.recording.exports import MAX_TEXT, ExportService
 from gateway.recording.index import EvidenceLock
+from tenants.control.schemas import TEXT_PATTERN, Body, Id, View
+from tenants.control.views import page, page_of
 
-__all__ = ["Body", "add_export_routes", "export_view", "guarded", "lock_view", "read_body"]
+__all__ = ["EXPORT_ERRORS", "MAX_BODY", "ROUTES", "ExportView", "LockView", "Text", "row"]
 
 MAX_BODY = 16 * 1024
-_NO_STORE = {"Cache-Control": "no-store"}
+# What an export route may answer besides success (the service's refusals included).
+EXPORT_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 503)
+_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+EXPORT_ID = r"^(exp|sar)-[0-9a-f]{16}$"
+LOCK_ID = r"^lock-[0-9a-f]{16}$"
 
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Text = Annotated[str, Field(max_length=MAX_TEXT, pattern=TEXT_PATTERN)]
 
 
 class ExportBody(Body):
-    camera: str = Field(min_length=1, max_length=128)
+    camera: Id
     start: AwareDatetime
     end: AwareDatetime
-    purpose: str | None = Field(None, max_length=512)
-    incident_ref: str | None = Field(None, max_length=512)
-    unmasked: bool = False
+    purpose: Text | None = Field(None, description="a purpose or an incident_ref is needed")
+    incident_ref: Text | None = None
+    unmasked: bool = Field(False, description="lift liftable masks (needs the unmask right)")
 
 
 class LockBody(Body):
-    camera: str = Field(min_length=1, max_length=128)
+    camera: Id
     start: AwareDatetime
     end: AwareDatetime
-    reason: str = Field(min_length=1, max_length=512)
+    reason: Text = Field(min_length=1)
     expires: AwareDatetime
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat().replace("+00:00", "Z") if t is not None else None
+class LockQuery(PageQuery):
+    camera: Id | None = None
 
 
-def export_view(job: ExportJob) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "camera": job.camera,
-        "tenant": job.tenant,
-        "principal": job.principal,
-        "start": _iso(job.start),
-        "end": _iso(job.end),
-        "purpose": job.purpose,
-        "incident_ref": job.incident_ref,
-        "sar_id": job.sar_id,
-        "state": job.state.value,
-        "progress": 1.0 if job.state.value == "done" else round(job.progress, 3),
-        "error": job.error,
-        "created": _iso(job.created),
-        "finished": _iso(job.finished),
-        "expires": _iso(job.expires),
-        "masks": list(job.masks),
-        "reencoded": job.reencoded,
-        "sha256": job.sha256,
-        "size": job.size,
-    }
+class ExportView(View):
+    """An export and where it has got to; ``sha256`` and ``size`` once it is done."""
+
+    id: str
+    kind: str = Field(description="export, or sar_copy (a subject access request's copy)")
+    camera: str
+    tenant: str
+    principal: str
+    start: datetime
+    end: datetime
+    purpose: str | None
+    incident_ref: str | None
+    sar_id: str | None
+    state: ExportState
+    progress: float = Field(ge=0, le=1)
+    error: str | None
+    created: datetime
+    finished: datetime | None
+    expires: datetime
+    masks: list[str] = Field(description="the ids of the zones burnt in")
+    reencoded: bool
+    sha256: str | None
+    size: int | None
+
+    @classmethod
+    def of(cls, job: ExportJob) -> ExportView:
+        done = job.state == ExportState.DONE
+        progress = 1.0 if done else round(min(max(job.progress, 0.0), 1.0), 3)
+        return cls.model_validate(job.with_(progress=progress), from_attributes=True)
 
 
-def lock_view(lock: EvidenceLock) -> dict[str, Any]:
-    return {
-        "id": lock.id,
-        "camera": lock.camera,
-        "start": _iso(lock.start),
-        "end": _iso(lock.end),
-        "reason": lock.reason,
-        "tenant": lock.tenant,
-        "principal": lock.principal,
-        "created": _iso(lock.created),
-        "expires": _iso(lock.expires),
-        "released": _iso(lock.released),
-        "released_by": lock.released_by,
-    }
+class LockView(View):
+    """An evidence lock: its range is kept past retention until it is released or expires."""
+
+    id: str
+    camera: str
+    start: datetime
+    end: datetime
+    reason: str
+    tenant: str
+    principal: str
+    created: datetime
+    expires: datetime
+    released: datetime | None
+    released_by: str | None
+
+    @classmethod
+    def of(cls, lock: EvidenceLock) -> LockView:
+        return cls.model_validate(lock, from_attributes=True)
 
 
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+class SignatureView(View):
+    alg: Literal["EdDSA"]
+    kid: str = Field(description="the signing key's RFC 7638 thumbprint, in the gateway's JWKS")
+    value: str = Field(description="base64url Ed25519 signature of the canonical manifest")
 
 
-def guarded(fn: _Handler) -> _Handler:
-    async def run(request: web.Request) -> web.StreamResponse:
-        try:
-            return await fn(request)
-        except ExportError as exc:
-            return problem(exc.status, exc.code, str(exc))
+class SignedManifest(View):
+    """``<id>.manifest.json``, as written and signed."""
 
-    return run
+    manifest: ExportManifest
+    signature: SignatureView
 
 
-async def read_body(request: web.Request, model: type[Body]) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ExportError(413, "too_large", f"request bodies are at most {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ExportError(413, "too_large", f"request bodies are at most {MAX_BODY} bytes")
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ExportError(400, "invalid_argument", f"{where}: {first['msg']}") from None
+# ----------------------------------------------------------------------------- handlers
 
 
-def _page(request: web.Request) -> tuple[int, int]:
-    try:
-        limit = int(request.query.get("limit", "100"))
-        offset = int(request.query.get("offset", "0"))
-    except ValueError:
-        raise ExportError(400, "invalid_argument", "limit and offset are integers") from None
-    if not (1 <= limit <= 1000 and offset >= 0):
-        raise ExportError(400, "invalid_argument", "limit 1..1000, offset >= 0")
-    return limit, offset
+def _exports(c: Call) -> ExportService:
+    return c.use(ExportService)
 
 
-def add_export_routes(app: web.Application, service: ExportService) -> None:
-    def who(request: web.Request) -> tuple[str | None, str]:
-        return bearer(request), request.remote or ""
+async def create_export(c: Call) -> BaseModel:
+    b: ExportBody = c.body
+    job = await _exports(c).create(
+        c.token, b.camera, b.start, b.end, purpose=b.purpose, incident_ref=b.incident_ref,
+        unmasked=b.unmasked, peer=c.caller.peer,
+    )  # fmt: skip
+    return ExportView.of(job)
 
-    async def create(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        body: ExportBody = await read_body(request, ExportBody)
-        job = await service.create(
-            token, body.camera, body.start, body.end, purpose=body.purpose,
-            incident_ref=body.incident_ref, unmasked=body.unmasked, peer=peer,
-        )  # fmt: skip
-        return web.json_response(
-            export_view(job),
-            status=202,
-            headers={**_NO_STORE, "Location": f"/v1/exports/{job.id}"},
-        )
 
-    async def list_(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        limit, offset = _page(request)
-        jobs = await service.list_exports(token, peer=peer, limit=limit, offset=offset)
-        nxt = offset + len(jobs) if len(jobs) == limit else None
-        return web.json_response(
-            {"items": [export_view(j) for j in jobs], "next_offset": nxt}, headers=_NO_STORE
-        )
+async def list_exports(c: Call) -> BaseModel:
+    q: PageQuery = c.query
+    jobs = await _exports(c).list_exports(
+        c.token, peer=c.caller.peer, limit=q.limit, offset=q.offset
+    )
+    more = q.offset + len(jobs) if len(jobs) == q.limit else None
+    return page_of(ExportView)(items=[ExportView.of(j) for j in jobs], next_offset=more)
 
-    async def get(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        job = await service.get(token, request.match_info["id"], peer=peer)
-        return web.json_response(export_view(job), headers=_NO_STORE)
 
-    async def cancel(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        job = await service.cancel(token, request.match_info["id"], peer=peer)
-        return web.json_response(export_view(job), headers=_NO_STORE)
+async def get_export(c: Call) -> BaseModel:
+    return ExportView.of(await _exports(c).get(c.token, c.path["id"], peer=c.caller.peer))
 
-    async def file(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        media, _ = await service.files(token, request.match_info["id"], peer=peer)
-        return web.FileResponse(
-            media,
-            headers={
-                **_NO_STORE,
-                "Content-Type": "video/mp4",
-                "Content-Disposition": f'attachment; filename="{media.name}"',
-            },
-        )
 
-    async def manifest(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        _, path = await service.files(token, request.match_info["id"], peer=peer)
-        return web.Response(
-            body=path.read_bytes(),
-            content_type="application/json",
-            headers={
-                **_NO_STORE,
-                "Content-Disposition": f'attachment; filename="{path.name}"',
-            },
-        )
+async def cancel_export(c: Call) -> BaseModel:
+    return ExportView.of(await _exports(c).cancel(c.token, c.path["id"], peer=c.caller.peer))
 
-    async def lock(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        body: LockBody = await read_body(request, LockBody)
-        taken = await service.lock(
-            token, body.camera, body.start, body.end, reason=body.reason,
-            expires=body.expires, peer=peer,
-        )  # fmt: skip
-        return web.json_response(
-            lock_view(taken), status=201, headers={"Location": f"/v1/locks/{taken.id}"}
-        )
 
-    async def locks(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        found = await service.locks(token, request.query.get("camera") or None, peer=peer)
-        return web.json_response(
-            {"items": [lock_view(x) for x in found], "next_offset": None}, headers=_NO_STORE
-        )
+async def export_file(c: Call) -> web.StreamResponse:
+    media, _ = await _exports(c).files(c.token, c.path["id"], peer=c.caller.peer)
+    # FileResponse reads in the executor and answers Range (206, 416) itself.
+    return web.FileResponse(
+        media,
+        headers={
+            **_NO_STORE,
+            "Content-Type": "video/mp4",
+            "Content-Disposition": f'attachment; filename="{media.name}"',
+        },
+    )
 
-    async def release(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        dropped = await service.release(token, request.match_info["id"], peer=peer)
-        return web.json_response(lock_view(dropped))
 
-    r = app.router
-    r.add_post("/v1/exports", guarded(create))
-    r.add_get("/v1/exports", guarded(list_))
-    r.add_get("/v1/exports/{id}", guarded(get))
-    r.add_delete("/v1/exports/{id}", guarded(cancel))
-    r.add_get("/v1/exports/{id}/file", guarded(file))
-    r.add_get("/v1/exports/{id}/manifest", guarded(manifest))
-    r.add_post("/v1/locks", guarded(lock))
-    r.add_get("/v1/locks", guarded(locks))
-    r.add_delete("/v1/locks/{id}", guarded(release))
+async def export_manifest(c: Call) -> web.StreamResponse:
+    _, manifest = await _exports(c).files(c.token, c.path["id"], peer=c.caller.peer)
+    return web.FileResponse(  # the exact bytes signed, never re-serialised
+        manifest,
+        headers={
+            **_NO_STORE,
+            "Content-Type": "application/json",
+            "Content-Disposition": f'attachment; filename="{manifest.name}"',
+        },
+    )
+
+
+async def take_lock(c: Call) -> BaseModel:
+    b: LockBody = c.body
+    lock = await _exports(c).lock(
+        c.token, b.camera, b.start, b.end, reason=b.reason, expires=b.expires,
+        peer=c.caller.peer,
+    )  # fmt: skip
+    return LockView.of(lock)
+
+
+async def list_locks(c: Call) -> BaseModel:
+    q: LockQuery = c.query
+    found = await _exports(c).locks(c.token, q.camera, peer=c.caller.peer)
+    return page(LockView, [LockView.of(x) for x in found], q.offset, q.limit)
+
+
+async def release_lock(c: Call) -> BaseModel:
+    return LockView.of(await _exports(c).release(c.token, c.path["id"], peer=c.caller.peer))
+
+
+def row(
+    method: str, path: str, operation: str, summary: str, handler: Handler, tag: str,
+    response: type[BaseModel] | Binary, *, service: type[Any] = ExportService, **kw: Any,
+) -> Route:  # fmt: skip
+    """A route of the export service (or ``service``), answering its refusals too."""
+    errors = EXPORT_ERRORS if "body" in kw else tuple(e for e in EXPORT_ERRORS if e != 413)
+    return Route(method, path, operation, summary, handler, tag, response, service=service,
+                 errors=errors, **kw)  # fmt: skip
+
+
+_EXPORT_ID = (("id", EXPORT_ID),)
+_MANIFEST = Binary("application/json", "The signed manifest", schema=SignedManifest)
+_LOCK_ID = (("id", LOCK_ID),)
+
+ROUTES: list[Route] = [
+    row("POST", "/v1/exports", "CreateExport",
+        "Cut a camera's recording of a time range to a signed MP4 with your masks burnt in",
+        create_export, "exports", ExportView, body=ExportBody, status=202,
+        location="/v1/exports/{id}", max_body=MAX_BODY),
+    row("GET", "/v1/exports", "ListExports", "Exports you may see, newest first",
+        list_exports, "exports", page_of(ExportView), query=PageQuery),
+    row("GET", "/v1/exports/{id}", "GetExport", "An export and its progress", get_export,
+        "exports", ExportView, patterns=_EXPORT_ID),
+    row("DELETE", "/v1/exports/{id}", "CancelExport", "Cancel an export still being cut",
+        cancel_export, "exports", ExportView, patterns=_EXPORT_ID),
+    row("GET", "/v1/exports/{id}/file", "GetExportFile", "The finished export's MP4",
+        export_file, "exports", Binary("video/mp4", "The MP4", ranges=True),
+        patterns=_EXPORT_ID),
+    row("GET", "/v1/exports/{id}/manifest", "GetExportManifest",
+        "The export's signed manifest (verify with `feedgate export verify`)",
+        export_manifest, "exports", _MANIFEST, patterns=_EXPORT_ID),
+    row("POST", "/v1/locks", "TakeLock",
+        "Keep a camera's recording of a time range past retention, with a reason",
+        take_lock, "locks", LockView, body=LockBody, status=201,
+        location="/v1/locks/{id}", max_body=MAX_BODY),
+    row("GET", "/v1/locks", "ListLocks", "Evidence locks you may see", list_locks, "locks",
+        page_of(LockView), query=LockQuery),
+    row("DELETE", "/v1/locks/{id}", "ReleaseLock", "Release an evidence lock",
+        release_lock, "locks", LockView, patterns=_LOCK_ID),
+]  # fmt: skip

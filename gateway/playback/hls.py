@@ -22,8 +22,9 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from gateway.live import Refusal
 from gateway.playback.params import ParamError, parse_list
-from gateway.playback.service import PlaybackRefused, PlaybackService, Viewer
+from gateway.playback.service import PlaybackService, Viewer
 from gateway.recording.index import Fragment, Segment
 
 __all__ = ["HLS_PREFIX", "MAX_WINDOW", "add_hls_routes", "playlist"]
@@ -125,7 +126,7 @@ def add_hls_routes(
             decision = await service.authorize(viewer(request), camera, params.start)
         except ParamError as exc:
             return web.Response(status=400, text=f"{exc}\n")
-        except PlaybackRefused as exc:
+        except Refusal as exc:
             return web.Response(status=exc.status, text=exc.reason + "\n", headers=exc.headers)
         if decision is not None and decision.mask_zones:
             return web.Response(status=403, text=MASKED + "\n")
@@ -170,7 +171,7 @@ def add_hls_routes(
         try:
             # Who is asking first; then whether the file exists for this camera.
             decision = await service.authorize(viewer(request), camera, start)
-        except PlaybackRefused as exc:
+        except Refusal as exc:
             return web.Response(status=exc.status, text=exc.reason + "\n", headers=exc.headers)
         if decision is not None and decision.mask_zones:
             return web.Response(status=403, text=MASKED + "\n")

@@ -24,9 +24,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway.http.csrf import session_token
+from gateway.live import Refusal
 from gateway.masking.zones import Zone
 from gateway.playback.params import MediaFormat, ParamError, parse_get, parse_list
-from gateway.playback.service import PlaybackRefused, PlaybackService, Viewer
+from gateway.playback.service import PlaybackService, Viewer
 from gateway.recording.export_cut import CutError, TimedZone, cut
 from tenants.policy import Decision
 
@@ -133,7 +134,7 @@ def add_playback_routes(
             decision = await service.authorize(viewer(request), params.path, None)
         except ParamError as exc:
             return _text(400, str(exc))
-        except PlaybackRefused as exc:
+        except Refusal as exc:
             return _text(exc.status, exc.reason, exc.headers)
         start = params.start or datetime(1970, 1, 1, tzinfo=UTC)
         end = params.end or service.clock() + timedelta(days=1)
@@ -166,7 +167,7 @@ def add_playback_routes(
             decision = await service.authorize(viewer(request), params.path, params.start)
         except ParamError as exc:
             return _text(400, str(exc))
-        except PlaybackRefused as exc:
+        except Refusal as exc:
             return _text(exc.status, exc.reason, exc.headers)
         if params.end - params.start > MAX_GET:
             return _text(

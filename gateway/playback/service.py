@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from billing.model import UsageEvent, UsageKind
+from gateway.live import Refusal
 from gateway.playback.recorded import RecordedSource
 from gateway.recording.index import RecordingIndex
 from tenants.audit import AuditAction
@@ -33,19 +34,11 @@ if TYPE_CHECKING:
     from gateway.metering import UsageMeter
     from gateway.tenancy import Tenancy
 
-__all__ = ["PlaybackRefused", "PlaybackService", "Viewer"]
+__all__ = ["PlaybackService", "Viewer"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 READ_THREADS = 4
-
-
-class PlaybackRefused(Exception):
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -91,7 +84,7 @@ class PlaybackService:
         self, viewer: Viewer, camera: str, start: datetime | None
     ) -> Decision | None:
         """The decision to play ``camera`` back from ``start`` (None: open access, tenancy
-        off). A refusal is audited and raised as :class:`PlaybackRefused`."""
+        off). A refusal is audited and raised as :class:`Refusal`."""
         if self.tenancy is None:
             return None
         age = None if start is None else max(0.0, (self.clock() - start).total_seconds())
@@ -110,12 +103,8 @@ class PlaybackService:
             return decision
         await self.refused(decision, viewer, camera)
         if decision.status == 401:
-            raise PlaybackRefused(
-                401, decision.reason, {"WWW-Authenticate": 'Bearer realm="feedgate"'}
-            )
-        raise PlaybackRefused(
-            decision.status if decision.status in (403, 404) else 403, decision.reason
-        )
+            raise Refusal(401, decision.reason, {"WWW-Authenticate": 'Bearer realm="feedgate"'})
+        raise Refusal(decision.status if decision.status in (403, 404) else 403, decision.reason)
 
     async def refused(
         self,

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from billing.model import UsageEvent, UsageKind, UsageSink
+from gateway.live import Refusal
 from gateway.masking.zones import Zone
 from gateway.recording import locks as lock_ops
 from gateway.recording.export_cut import Cancelled, CutError, CutResult, TimedZone, cut
@@ -75,13 +76,11 @@ MAX_TEXT = 512
 _OVERSIGHT = frozenset({Role.ADMIN, Role.AUDITOR})
 
 
-class ExportError(Exception):
+class ExportError(Refusal):
     """A refused or impossible request: ``status`` (HTTP) and a stable ``code``."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
+        super().__init__(status, message, code=code)
 
 
 @dataclass(frozen=True)

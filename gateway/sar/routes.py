@@ -1,4 +1,4 @@
-"""REST ``/v1/sars``: subject access requests, a thin adapter over
+"""REST ``/v1/sars``: subject access requests, rows of the REST API's route table over
 :class:`gateway.sar.service.SarService`.
 
 * ``POST /v1/sars`` ``{subject, contact, start, end, cameras?, area?}`` → ``201``;
@@ -13,151 +13,202 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
-from aiohttp import web
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
-from gateway.http.api.app import bearer
-from gateway.http.exports import Body, export_view, guarded, read_body
+from gateway.http.api.routes import Call, Handler, PageQuery, Route
+from gateway.http.exports import MAX_BODY, ExportView, Text, row
 from gateway.recording.exports import RedactionZone
 from gateway.sar.service import Findings, SarService
-from tenants.sar import SubjectAccessRequest
+from tenants.control.schemas import TAG_PATTERN, TEXT_PATTERN, Body, Id, View
+from tenants.control.views import page, page_of
+from tenants.sar import SarState, SubjectAccessRequest
 
-__all__ = ["add_sar_routes", "sar_view"]
+__all__ = ["ROUTES", "FindingsView", "SarView"]
 
+SAR_ID = r"^sar-[0-9a-f]{12}$"
 _Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
-_Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+_Required = Annotated[str, Field(min_length=1, max_length=512, pattern=TEXT_PATTERN)]
+
+
+class Closed(StrEnum):
+    FULFILLED = SarState.FULFILLED.value
+    REFUSED = SarState.REFUSED.value
+    WITHDRAWN = SarState.WITHDRAWN.value
 
 
 class OpenBody(Body):
-    subject: str = Field(min_length=1, max_length=512)
-    contact: str = Field(min_length=1, max_length=512)
+    subject: _Required = Field(description="who asks: kept in the request, never audited")
+    contact: _Required
     start: AwareDatetime
     end: AwareDatetime
-    cameras: list[str] = Field(default_factory=list, max_length=256)
-    area: str | None = Field(None, max_length=128, description="south,west,north,east")
+    cameras: list[Id] = Field(default_factory=list, max_length=256)
+    area: Text | None = Field(None, max_length=128, description="south,west,north,east")
 
 
 class RedactionBody(Body):
-    id: _Id
+    id: Annotated[str, Field(pattern=TAG_PATTERN)]
     points: list[_Point] = Field(min_length=3, max_length=64)
     start: AwareDatetime
     end: AwareDatetime
 
 
 class CopyBody(Body):
-    camera: str = Field(min_length=1, max_length=128)
-    start: AwareDatetime | None = None
+    camera: Id
+    start: AwareDatetime | None = Field(None, description="default: the request's window")
     end: AwareDatetime | None = None
     redactions: list[RedactionBody] = Field(default_factory=list, max_length=32)
 
 
 class CloseBody(Body):
-    state: str
-    outcome: str = Field(min_length=1, max_length=512)
+    state: Closed
+    outcome: _Required
 
 
-def _iso(t: datetime | date | None) -> str | None:
-    if t is None:
-        return None
-    return t.isoformat().replace("+00:00", "Z")
+class SarQuery(PageQuery):
+    state: SarState | None = None
 
 
-def sar_view(r: SubjectAccessRequest) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "tenant": r.tenant,
-        "subject": r.subject,
-        "contact": r.contact,
-        "cameras": list(r.cameras),
-        "area": r.area.text() if r.area else None,
-        "start": _iso(r.start),
-        "end": _iso(r.end),
-        "opened": _iso(r.opened),
-        "opened_by": r.opened_by,
-        "due": _iso(r.due),
-        "state": r.state.value,
-        "outcome": r.outcome,
-        "closed": _iso(r.closed),
-    }
+class SarView(View):
+    id: str
+    tenant: str
+    subject: str
+    contact: str
+    cameras: list[str]
+    area: str | None = Field(description="south,west,north,east")
+    start: datetime
+    end: datetime
+    opened: datetime
+    opened_by: str
+    due: date = Field(description="one calendar month on, in the deployment's time zone")
+    state: SarState
+    outcome: str | None
+    closed: datetime | None
 
-
-def findings_view(f: Findings) -> dict[str, Any]:
-    return {
-        "request": sar_view(f.request),
-        "recordings": {
-            cam: [{"start": _iso(s.start), "end": _iso(s.end)} for s in spans]
-            for cam, spans in f.recordings.items()
-        },
-        "touches": [
-            {
-                "seq": t.seq,
-                "time": _iso(t.time),
-                "action": t.action,
-                "tenant": t.tenant,
-                "principal": t.principal,
-                "camera": t.camera,
-                "purpose": t.purpose,
-                "footage_start": _iso(t.footage_start),
-                "footage_end": _iso(t.footage_end),
-            }
-            for t in f.touches
-        ],
-        "copies": [export_view(j) for j in f.copies],
-    }
-
-
-def add_sar_routes(app: web.Application, service: SarService) -> None:
-    def who(request: web.Request) -> tuple[str | None, str]:
-        return bearer(request), request.remote or ""
-
-    async def open_(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        b: OpenBody = await read_body(request, OpenBody)
-        r = await service.open(
-            token, subject=b.subject, contact=b.contact, start=b.start, end=b.end,
-            cameras=b.cameras, area=b.area, peer=peer,
+    @classmethod
+    def of(cls, r: SubjectAccessRequest) -> SarView:
+        return cls(
+            id=r.id, tenant=r.tenant, subject=r.subject, contact=r.contact,
+            cameras=list(r.cameras), area=r.area.text() if r.area else None, start=r.start,
+            end=r.end, opened=r.opened, opened_by=r.opened_by, due=r.due, state=r.state,
+            outcome=r.outcome, closed=r.closed,
         )  # fmt: skip
-        return web.json_response(sar_view(r), status=201, headers={"Location": f"/v1/sars/{r.id}"})
 
-    async def list_(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        found = await service.list_requests(token, state=request.query.get("state"), peer=peer)
-        return web.json_response({"items": [sar_view(r) for r in found], "next_offset": None})
 
-    async def get(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        return web.json_response(sar_view(await service.get(token, request.match_info["id"],
-                                                            peer=peer)))  # fmt: skip
+class SpanView(View):
+    start: datetime
+    end: datetime
 
-    async def findings(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        f = await service.findings(token, request.match_info["id"], peer=peer)
-        return web.json_response(findings_view(f))
 
-    async def copy(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        b: CopyBody = await read_body(request, CopyBody)
-        zones = [RedactionZone(z.id, tuple(z.points), z.start, z.end) for z in b.redactions]
-        job = await service.copy(
-            token, request.match_info["id"], b.camera, redactions=zones, start=b.start,
-            end=b.end, peer=peer,
-        )  # fmt: skip
-        return web.json_response(
-            export_view(job), status=202, headers={"Location": f"/v1/exports/{job.id}"}
+class TouchView(View):
+    """One use of the request's footage: who, when, what, and which footage."""
+
+    seq: int
+    time: datetime
+    action: str
+    tenant: str | None
+    principal: str | None
+    camera: str
+    purpose: str | None
+    footage_start: datetime
+    footage_end: datetime | None = Field(description="null: a live session still running")
+
+
+class FindingsView(View):
+    request: SarView
+    recordings: dict[str, list[SpanView]] = Field(description="camera: its recorded spans")
+    touches: list[TouchView]
+    copies: list[ExportView]
+
+    @classmethod
+    def of(cls, f: Findings) -> FindingsView:
+        return cls(
+            request=SarView.of(f.request),
+            recordings={
+                cam: [SpanView(start=s.start, end=s.end) for s in spans]
+                for cam, spans in f.recordings.items()
+            },
+            touches=[TouchView.model_validate(t, from_attributes=True) for t in f.touches],
+            copies=[ExportView.of(j) for j in f.copies],
         )
 
-    async def close(request: web.Request) -> web.StreamResponse:
-        token, peer = who(request)
-        b: CloseBody = await read_body(request, CloseBody)
-        r = await service.close(token, request.match_info["id"], b.state, b.outcome, peer=peer)
-        return web.json_response(sar_view(r))
 
-    router = app.router
-    router.add_post("/v1/sars", guarded(open_))
-    router.add_get("/v1/sars", guarded(list_))
-    router.add_get("/v1/sars/{id}", guarded(get))
-    router.add_get("/v1/sars/{id}/findings", guarded(findings))
-    router.add_post("/v1/sars/{id}/copies", guarded(copy))
-    router.add_post("/v1/sars/{id}/close", guarded(close))
+# ----------------------------------------------------------------------------- handlers
+
+
+def _sars(c: Call) -> SarService:
+    return c.use(SarService)
+
+
+async def open_request(c: Call) -> BaseModel:
+    b: OpenBody = c.body
+    r = await _sars(c).open(
+        c.token, subject=b.subject, contact=b.contact, start=b.start, end=b.end,
+        cameras=b.cameras, area=b.area, peer=c.caller.peer,
+    )  # fmt: skip
+    return SarView.of(r)
+
+
+async def list_requests(c: Call) -> BaseModel:
+    q: SarQuery = c.query
+    found = await _sars(c).list_requests(
+        c.token, state=q.state.value if q.state else None, peer=c.caller.peer
+    )
+    return page(SarView, [SarView.of(r) for r in found], q.offset, q.limit)
+
+
+async def get_request(c: Call) -> BaseModel:
+    return SarView.of(await _sars(c).get(c.token, c.path["id"], peer=c.caller.peer))
+
+
+async def findings(c: Call) -> BaseModel:
+    return FindingsView.of(await _sars(c).findings(c.token, c.path["id"], peer=c.caller.peer))
+
+
+async def copy(c: Call) -> BaseModel:
+    b: CopyBody = c.body
+    zones = [RedactionZone(z.id, tuple(z.points), z.start, z.end) for z in b.redactions]
+    job = await _sars(c).copy(
+        c.token, c.path["id"], b.camera, redactions=zones, start=b.start, end=b.end,
+        peer=c.caller.peer,
+    )  # fmt: skip
+    return ExportView.of(job)
+
+
+async def close(c: Call) -> BaseModel:
+    b: CloseBody = c.body
+    r = await _sars(c).close(c.token, c.path["id"], b.state.value, b.outcome, peer=c.caller.peer)
+    return SarView.of(r)
+
+
+def _row(
+    method: str, path: str, operation: str, summary: str, handler: Handler,
+    response: type[BaseModel], **kw: Any,
+) -> Route:  # fmt: skip
+    return row(method, path, operation, summary, handler, "sars", response, service=SarService,
+               **kw)  # fmt: skip
+
+
+_ID = (("id", SAR_ID),)
+
+ROUTES: list[Route] = [
+    _row("POST", "/v1/sars", "OpenSar", "Open a subject access request (due in one month)",
+         open_request, SarView, body=OpenBody, status=201, location="/v1/sars/{id}",
+         max_body=MAX_BODY),
+    _row("GET", "/v1/sars", "ListSars", "Subject access requests and their due dates",
+         list_requests, page_of(SarView), query=SarQuery),
+    _row("GET", "/v1/sars/{id}", "GetSar", "A subject access request", get_request, SarView,
+         patterns=_ID),
+    _row("GET", "/v1/sars/{id}/findings", "SarFindings",
+         "The recordings of the request's window and every use of that footage", findings,
+         FindingsView, patterns=_ID),
+    _row("POST", "/v1/sars/{id}/copies", "CopySar",
+         "Make the subject's copy of one camera with redaction zones burnt in (an export)",
+         copy, ExportView, body=CopyBody, status=202, location="/v1/exports/{id}",
+         max_body=MAX_BODY, patterns=_ID),
+    _row("POST", "/v1/sars/{id}/close", "CloseSar",
+         "Close a request as fulfilled, refused or withdrawn, with its outcome", close,
+         SarView, body=CloseBody, patterns=_ID),
+]  # fmt: skip

@@ -26,7 +26,7 @@ from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceParameters
 from aiortc.rtcrtpsender import RTCRtpSender
 
-from gateway.live import Live, LiveSessions, MaskingUnavailable, Refused
+from gateway.live import Live, LiveSessions, MaskingUnavailable, Refusal, Refused
 from gateway.stream.hub import PathStream, Reader, StreamHub
 from gateway.tasks import cancel_and_wait
 from gateway.webrtc.ice import IceError, IceSettings, advertised_candidates, ice_transport
@@ -55,14 +55,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("aioice").setLevel(logging.WARNING)
 
 SOURCE_WAIT = 5.0  # how long an offer waits for a camera's (or variant's) source
-
-
-class WhepError(Exception):
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -140,11 +132,11 @@ class WebRtcServer:
     def _reserve(self, tenant: str) -> None:
         lim = self.limits
         if len(self.sessions) + self._pending_total >= lim.max_sessions:
-            raise WhepError(503, "too many WebRTC sessions on this gateway", {"Retry-After": "5"})
+            raise Refusal(503, "too many WebRTC sessions on this gateway", {"Retry-After": "5"})
         if self._pending_total >= lim.max_pending:
-            raise WhepError(503, "too many WebRTC sessions connecting", {"Retry-After": "2"})
+            raise Refusal(503, "too many WebRTC sessions connecting", {"Retry-After": "2"})
         if self._pending[tenant] >= lim.max_pending_per_tenant:
-            raise WhepError(
+            raise Refusal(
                 429,
                 f"{lim.max_pending_per_tenant} sessions of this tenant are still connecting",
                 {"Retry-After": "2"},
@@ -204,32 +196,32 @@ class WebRtcServer:
 
     async def _served_stream(self, camera_path: str, decision: Decision | None) -> PathStream:
         if not self.known_path(camera_path):
-            raise WhepError(404, f"no camera {camera_path!r}")
+            raise Refusal(404, f"no camera {camera_path!r}")
         stream = self.hub.path(camera_path)
         if not stream.has_source and self.on_demand is not None:
             self.on_demand(camera_path)
         if not await stream.wait_source(SOURCE_WAIT):
-            raise WhepError(404, f"camera {camera_path!r} has no source right now")
+            raise Refusal(404, f"camera {camera_path!r} has no source right now")
         if decision is None or self.live is None:
             return stream
         try:
             served = self.live.serve_path(camera_path, decision)
         except MaskingUnavailable as exc:
-            raise WhepError(503, str(exc)) from None
+            raise Refusal(503, str(exc)) from None
         if served == camera_path:
             return stream
         variant = self.hub.path(served)
         if not await variant.wait_source(SOURCE_WAIT):
-            raise WhepError(503, f"masked variant of {camera_path!r} is not ready")
+            raise Refusal(503, f"masked variant of {camera_path!r} is not ready")
         return variant
 
     @staticmethod
     def _video_track(stream: PathStream) -> int:
         video = next((t for t in stream.tracks if t.is_video), None)
         if video is None:
-            raise WhepError(422, f"{stream.name!r} has no video")
+            raise Refusal(422, f"{stream.name!r} has no video")
         if video.codec != "H264":
-            raise WhepError(
+            raise Refusal(
                 422,
                 f"{stream.name!r} sends {video.codec or 'an unknown codec'}; WebRTC viewers get "
                 "H.264 as the camera sends it (watch this camera over RTSP)",
@@ -252,7 +244,7 @@ class WebRtcServer:
             stream.tracks[passthrough.video_track]
         )
         if pli is None:
-            raise WhepError(503, f"{stream.name!r} has not sent its parameter sets yet")
+            raise Refusal(503, f"{stream.name!r} has not sent its parameter sets yet")
         return pli
 
     async def open(
@@ -260,7 +252,7 @@ class WebRtcServer:
     ) -> tuple[WhepSession, str]:
         """Admit and start a session for this offer; returns it with the SDP answer."""
         if self._stopping:
-            raise WhepError(503, "gateway stopping")
+            raise Refusal(503, "gateway stopping")
         tenant = decision.tenant if decision is not None else None
         self._reserve(tenant or "")
         admitted: Live | None = None
@@ -274,7 +266,7 @@ class WebRtcServer:
             try:
                 choice = choose_h264(offer, self._profile(stream, passthrough))
             except OfferError as exc:
-                raise WhepError(exc.status, exc.reason) from None
+                raise Refusal(exc.status, exc.reason) from None
             if decision is not None and self.live is not None:
 
                 def stop(why: str) -> None:
@@ -293,7 +285,7 @@ class WebRtcServer:
                 )
                 if isinstance(result, Refused):
                     retry = {"Retry-After": str(result.retry_after)} if result.retry_after else {}
-                    raise WhepError(429 if result.status == 453 else 503, result.reason, retry)
+                    raise Refusal(429 if result.status == 453 else 503, result.reason, retry)
                 admitted = result
             ice = ice_transport(self.ice)
             controlling = offer.ice.iceLite
@@ -301,7 +293,7 @@ class WebRtcServer:
             try:
                 await ice.iceGatherer.gather()
             except (IceError, OSError) as exc:
-                raise WhepError(503, f"no ICE candidates: {exc}") from None
+                raise Refusal(503, f"no ICE candidates: {exc}") from None
             dtls = RTCDtlsTransport(ice, [self.certificate()])
             role = dtls_role_for(offer, ice_controlling=controlling)
             dtls._set_role(role)
@@ -389,4 +381,4 @@ class WebRtcServer:
         }
 
 
-__all__ = ["Limits", "State", "WebRtcServer", "WhepError"]
+__all__ = ["Limits", "State", "WebRtcServer"]

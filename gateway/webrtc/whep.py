@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.http.csrf import session_token
-from gateway.live import camera_of
+from gateway.live import Refusal, camera_of
 from gateway.webrtc.ice import link_headers
 from gateway.webrtc.negotiation import MAX_OFFER_BYTES, OfferError, parse_offer
-from gateway.webrtc.server import WhepError
 from gateway.webrtc.trickle import MAX_FRAGMENT_BYTES, FragmentError, parse_fragment
 from tenants.policy import AccessRequest, Action, Decision
 
@@ -64,12 +63,12 @@ def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> w
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise WhepError(413, f"body larger than {limit} bytes")
+        raise Refusal(413, f"body larger than {limit} bytes")
     body = bytearray()
     while chunk := await request.content.read(65536):
         body += chunk
         if len(body) > limit:
-            raise WhepError(413, f"body larger than {limit} bytes")
+            raise Refusal(413, f"body larger than {limit} bytes")
     return bytes(body)
 
 
@@ -117,22 +116,22 @@ def add_whep_routes(
             "%s WHEP %s refused: %d %s", req.peer, camera_path, decision.status, decision.reason
         )
         if decision.status == 401:
-            raise WhepError(401, decision.reason, _CHALLENGE)
-        raise WhepError(decision.status if decision.status in (403, 404) else 403, decision.reason)
+            raise Refusal(401, decision.reason, _CHALLENGE)
+        raise Refusal(decision.status if decision.status in (403, 404) else 403, decision.reason)
 
     async def offer(request: web.Request) -> web.StreamResponse:
         camera_path = request.match_info["camera"].strip("/")
         try:
             if request.content_type != SDP:
-                raise WhepError(415, f"an offer is {SDP}")
+                raise Refusal(415, f"an offer is {SDP}")
             body = await _read_limited(request, MAX_OFFER_BYTES)
             decision = await authorize(request, camera_path)
             try:
                 parsed = parse_offer(body)
             except OfferError as exc:
-                raise WhepError(exc.status, exc.reason) from None
+                raise Refusal(exc.status, exc.reason) from None
             session, answer = await server.open(camera_path, parsed, decision, _peer(request))
-        except WhepError as exc:
+        except Refusal as exc:
             server.counters[f"refused_{exc.status}"] += 1
             return _error(exc.status, exc.reason, exc.headers)
         response = web.Response(status=201, text=answer, content_type=SDP)
@@ -156,23 +155,21 @@ def add_whep_routes(
             decision = await authorize(request, None)
             assert decision is not None
             if decision.status == 401 or decision.tenant is None:
-                raise WhepError(
-                    401, decision.reason, {"WWW-Authenticate": 'Bearer realm="feedgate"'}
-                )
+                raise Refusal(401, decision.reason, {"WWW-Authenticate": 'Bearer realm="feedgate"'})
             tenant = decision.tenant
         session = server.find(sid, tenant)
         if session is None:
-            raise WhepError(404, "no such session")
+            raise Refusal(404, "no such session")
         return session
 
     async def patch(request: web.Request) -> web.StreamResponse:
         try:
             session = await own_session(request)
             if request.content_type != SDPFRAG:
-                raise WhepError(415, f"a trickle fragment is {SDPFRAG}")
+                raise Refusal(415, f"a trickle fragment is {SDPFRAG}")
             match = request.headers.get("If-Match")
             if match is not None and match.strip() not in ("*", session.etag):
-                raise WhepError(412, "ETag does not match this session's ICE")
+                raise Refusal(412, "ETag does not match this session's ICE")
             body = await _read_limited(request, MAX_FRAGMENT_BYTES)
             try:
                 fragment = parse_fragment(body)
@@ -180,13 +177,13 @@ def add_whep_routes(
                 if (fragment.ufrag not in (None, remote.usernameFragment)) or (
                     fragment.pwd not in (None, remote.password)
                 ):
-                    raise WhepError(
+                    raise Refusal(
                         422, "ICE restart is not supported: DELETE and open a new session"
                     )
                 await session.add_candidates(fragment)
             except FragmentError as exc:
-                raise WhepError(400, f"bad trickle ICE fragment: {exc}") from None
-        except WhepError as exc:
+                raise Refusal(400, f"bad trickle ICE fragment: {exc}") from None
+        except Refusal as exc:
             server.counters[f"refused_{exc.status}"] += 1
             return _error(exc.status, exc.reason, exc.headers)
         return web.Response(status=204)
@@ -194,7 +191,7 @@ def add_whep_routes(
     async def delete(request: web.Request) -> web.StreamResponse:
         try:
             session = await own_session(request)
-        except WhepError as exc:
+        except Refusal as exc:
             return _error(exc.status, exc.reason, exc.headers)
         session.end("ended by the viewer (DELETE)")
         return web.Response(status=200)

@@ -18,18 +18,21 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from gateway.http import exports
 from gateway.http.api import oversight, tenancy
 from gateway.http.api.openapi import openapi
 from gateway.http.api.problems import HTTP_CODES, from_error, problem
 from gateway.http.api.routes import Binary, Call, Route, Services
 from gateway.http.csrf import SESSION_COOKIE, cookie_refusal
+from gateway.live import Refusal
+from gateway.sar import routes as sar
 from tenants.control import Caller, Code, ControlError, ControlService
 from tenants.control.errors import invalid
 from tenants.control.schemas import ID_PATTERN, parse
 
 log = logging.getLogger(__name__)
 
-ROUTE_TABLES: list[list[Route]] = [tenancy.ROUTES, oversight.ROUTES]
+ROUTE_TABLES: list[list[Route]] = [tenancy.ROUTES, oversight.ROUTES, exports.ROUTES, sar.ROUTES]
 API_PREFIX = "/v1/"
 OPENAPI_PATH = "/v1/openapi.json"
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -91,10 +94,10 @@ async def _read(request: web.Request, limit: int | None) -> bytes:
 
 async def _body(request: web.Request, route: Route) -> Any:
     assert route.body is not None
+    raw = await _read(request, route.max_body)  # too large is said first, whatever it is
     ctype = request.content_type
     if ctype not in _JSON_TYPES:
         raise invalid("body", f"expected application/json, not {ctype or 'nothing'}")
-    raw = await _read(request, route.max_body)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -132,7 +135,7 @@ def endpoint(
                 assert isinstance(route.response, Binary), route.operation
                 return result
             return _json(result, route)
-        except ControlError as exc:
+        except (ControlError, Refusal) as exc:
             return from_error(exc)
         except web.HTTPException:
             raise

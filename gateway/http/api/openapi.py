@@ -22,6 +22,8 @@ def openapi(routes: list[Route], *, title: str = "feedgate control API") -> dict
             wanted.append((r.body, "validation"))
         if isinstance(r.response, type):
             wanted.append((r.response, "serialization"))
+        elif isinstance(r.response, Binary) and r.response.schema is not None:
+            wanted.append((r.response.schema, "serialization"))
         if r.query is not NoQuery:
             wanted.append((r.query, "validation"))
     keys, schema = models_json_schema(list(dict.fromkeys(wanted)), ref_template=REF)
@@ -61,7 +63,9 @@ def openapi(routes: list[Route], *, title: str = "feedgate control API") -> dict
         if r.response is None:
             responses["204"] = {"description": "Done"}
         elif isinstance(r.response, Binary):
-            responses.update(_binary(r.response, r.status))
+            declared = r.response.schema
+            shape = ref(declared, "serialization") if declared is not None else None
+            responses.update(_binary(r.response, r.status, shape))
             if r.response.ranges:
                 params.append(_RANGE)
         else:
@@ -102,7 +106,8 @@ def openapi(routes: list[Route], *, title: str = "feedgate control API") -> dict
             "title": title,
             "version": "1",
             "description": "Tenants, principals, cameras, masks, grants, tokens, the audit log, "
-            "live sessions, usage and invoices. Errors are RFC 9457 problem documents with a "
+            "live sessions, usage and invoices; evidence exports and locks, subject access "
+            "requests. Errors are RFC 9457 problem documents with a "
             "stable `code`. Every list is paged with `limit` and `offset`.",
         },
         "paths": paths,
@@ -124,14 +129,10 @@ _RANGE = {
 }
 
 
-def _binary(b: Binary, status: int) -> dict[str, Any]:
-    """A response that is not a declared model: bytes of ``b.media_type`` (for JSON, one
-    object the document does not describe further)."""
-    schema = (
-        {"type": "object"}
-        if b.media_type == "application/json"
-        else {"type": "string", "contentMediaType": b.media_type}
-    )
+def _binary(b: Binary, status: int, shape: dict[str, Any] | None) -> dict[str, Any]:
+    """A response its handler writes itself: bytes of ``b.media_type``, of the declared
+    ``shape`` if it has one."""
+    schema = shape or {"type": "string", "contentMediaType": b.media_type}
     content = {b.media_type: {"schema": schema}}
     out: dict[str, Any] = {str(status): {"description": b.description, "content": content}}
     if b.ranges:

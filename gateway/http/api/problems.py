@@ -5,10 +5,12 @@ no such route)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from gateway.live import Refusal
 from tenants.control import Code, ControlError
 
 CONTENT_TYPE = "application/problem+json"
@@ -32,6 +34,8 @@ TITLES = {
     409: "Conflict",
     413: "Request too large",
     415: "Unsupported media type",
+    422: "Unprocessable",
+    429: "Too many requests",
     500: "Internal error",
     503: "Unavailable",
 }
@@ -50,7 +54,14 @@ class Problem(BaseModel):
     field: str | None = Field(None, description="the request field at fault, if one is")
 
 
-def problem(status: int, code: str, detail: str, *, field: str | None = None) -> web.Response:
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     body = Problem(
         type=f"urn:feedgate:problem:{code}",
         title=TITLES.get(status, "Error"),
@@ -59,16 +70,22 @@ def problem(status: int, code: str, detail: str, *, field: str | None = None) ->
         code=code,
         field=field,
     )
-    headers = {"WWW-Authenticate": 'Bearer realm="feedgate"'} if status == 401 else None
+    extra = dict(headers or {})
+    if status == 401:
+        extra.setdefault("WWW-Authenticate", 'Bearer realm="feedgate"')
     return web.Response(
         text=json.dumps(body.model_dump(exclude_none=True)),
         status=status,
         content_type=CONTENT_TYPE,
-        headers=headers,
+        headers=extra or None,
     )
 
 
-def from_error(exc: ControlError) -> web.Response:
+def from_error(exc: ControlError | Refusal) -> web.Response:
+    """The problem document of a control error, or of another service's refusal (its status,
+    code and headers as it gave them)."""
+    if isinstance(exc, Refusal):
+        return problem(exc.status, exc.code, exc.reason, headers=exc.headers)
     return problem(STATUS[exc.code], exc.code.value, str(exc), field=exc.field)
 
 

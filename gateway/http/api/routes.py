@@ -80,6 +80,7 @@ class Binary:
     media_type: str
     description: str
     ranges: bool = False  # HTTP Range requests answered (206, 416)
+    schema: type[BaseModel] | None = None  # a JSON document's declared shape
 
 
 @dataclass(frozen=True)
