@@ -33,7 +33,7 @@ def control_service(
         audit=tenancy.audit,
         issuer=tenancy.issuer,
         verifier=tenancy.verifier,
-        audit_public_key=tenancy.audit_key.private_key.public_key(),
+        audit_keys=tenancy.audit_trust,
         platform_tenant=platform_tenant,
         billing=billing,
         refusals=tenancy.refusals,

@@ -6,8 +6,9 @@ its own: a missing or unusable file is an error naming the key and the file. A n
 leave ``[keys]`` empty; its keys are then made in ``<data_dir>/keys`` on first start
 (``token-signing.pem``, ``audit-signing.pem``), as before rotation existed.
 
-Token keys rotate by file layout (:mod:`tenants.tokens.keyring`): each node re-reads the
-directory every ``keys.reload_interval`` seconds off the event loop and follows its schedule.
+Token keys rotate by file layout (:mod:`tenants.tokens.keyring`), and so do audit checkpoint
+keys (:mod:`tenants.audit.keys`, beside ``keys.audit_key``): each node re-reads both every
+``keys.reload_interval`` seconds off the event loop and follows their schedules.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.config import Config, ConfigError
+from tenants.audit import AuditLog
+from tenants.audit.keys import AuditKeyRing, AuditKeys
 from tenants.onvif import SecretBox
 from tenants.tokens import SigningKey, TokenIssuer
 from tenants.tokens.keyring import LEGACY_NAME, KeyRing, KeyRingError, KeySchedule
@@ -28,8 +31,10 @@ log = logging.getLogger(__name__)
 __all__ = [
     "KeyName",
     "KeyReloader",
+    "audit_ring",
     "key_path",
     "key_ring",
+    "load_audit_keys",
     "load_key",
     "load_secret_box",
     "load_token_keys",
@@ -57,6 +62,28 @@ def key_path(config: Config, which: KeyName) -> Path:
 
 def key_ring(config: Config) -> KeyRing:
     return KeyRing(token_dir(config), overlap=timedelta(seconds=config.keys.overlap))
+
+
+def audit_ring(config: Config) -> AuditKeyRing:
+    return AuditKeyRing(
+        key_path(config, "audit_key"), overlap=timedelta(seconds=config.keys.overlap)
+    )
+
+
+def load_audit_keys(config: Config, now: datetime | None = None) -> AuditKeys:
+    """The audit checkpoint keys now (the newest started signs; every one ever used verifies);
+    ConfigError naming ``keys.audit_key`` and the file if none can sign. Blocking (file I/O)."""
+    ring = audit_ring(config)
+    path = key_path(config, "audit_key")
+    try:
+        if _may_create(config, config.keys.audit_key) and not ring.exists():
+            SigningKey.load_or_create(path)
+        return ring.load(now)
+    except KeyRingError as exc:
+        why = str(exc).removeprefix(f"{path}: ")
+        raise ConfigError(str(path), "keys.audit_key", why) from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(str(path), "keys.audit_key", f"not a usable Ed25519 key: {exc}") from None
 
 
 def _may_create(config: Config, configured: str) -> bool:
@@ -116,15 +143,28 @@ def load_secret_box(config: Config) -> SecretBox | None:
 
 
 class KeyReloader:
-    """Keeps an issuer's keys on the directory's schedule: re-read every ``interval`` seconds
-    off the event loop; a directory that cannot be read is one warning, and the keys stay."""
+    """Keeps an issuer's keys and the audit log's signer on their directories' schedules:
+    re-read every ``interval`` seconds off the event loop; a directory that cannot be read is
+    one warning, and the keys stay."""
 
-    def __init__(self, config: Config, issuer: TokenIssuer, schedule: KeySchedule) -> None:
+    def __init__(
+        self,
+        config: Config,
+        issuer: TokenIssuer,
+        schedule: KeySchedule,
+        *,
+        audit: AuditLog | None = None,
+        audit_keys: AuditKeys | None = None,
+    ) -> None:
         self.ring = key_ring(config)
         self.issuer = issuer
         self.interval = config.keys.reload_interval
         self.kids = schedule.kids
         self.failures = 0
+        self.audit = audit
+        self.audit_ring = audit_ring(config)
+        #: The audit keys as last read: the signer and every key published (the JWKS).
+        self.audit_keys = audit_keys
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -137,15 +177,32 @@ class KeyReloader:
         await cancel_and_wait(self._task)
 
     async def reload(self) -> bool:
-        """Re-read now; True if the published keys or the signing key changed."""
+        """Re-read now; True if the published keys or a signing key changed."""
+        changed = await self._reload_audit()
         schedule = await asyncio.to_thread(self.ring.load, datetime.now(UTC))
         if schedule.kids == self.kids:
-            return False
+            return changed
         self.issuer.set_keys(schedule.signing_keys)
         log.info(
             "token keys: %s signs; published %s", schedule.current.kid, ", ".join(schedule.kids)
         )
         self.kids = schedule.kids
+        return True
+
+    async def _reload_audit(self) -> bool:
+        if self.audit is None:
+            return False
+        keys = await asyncio.to_thread(self.audit_ring.load, datetime.now(UTC))
+        old = self.audit_keys
+        if old is not None and (keys.signer_kid, keys.kids) == (old.signer_kid, old.kids):
+            self.audit_keys = keys  # retirement times may have moved on
+            return False
+        if keys.signer is not None and (old is None or keys.signer_kid != old.signer_kid):
+            await asyncio.to_thread(self.audit.set_signer, keys.signer.private_key)
+            log.info(
+                "audit keys: %s signs checkpoints; %d trusted", keys.signer_kid, len(keys.kids)
+            )
+        self.audit_keys = keys
         return True
 
     async def _run(self) -> None:

@@ -24,9 +24,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.config import Config
-from gateway.identity import KeyReloader, load_key, load_secret_box, load_token_keys
+from gateway.identity import (
+    KeyReloader,
+    audit_ring,
+    load_audit_keys,
+    load_key,
+    load_secret_box,
+    load_token_keys,
+)
 from gateway.tasks import cancel_and_wait
 from tenants.audit import AuditLog
+from tenants.audit.keys import AuditKeys
 from tenants.audit.spool import AuditSpool
 from tenants.db import Database
 from tenants.leases import LeaseStore, StreamCaps
@@ -70,6 +78,15 @@ class Tenancy:
     evidence_key: SigningKey | None = None
     # Cameras' ONVIF settings, passwords sealed by keys.secret_key (tenants/onvif.py).
     onvif: OnvifRegister | None = None
+    # Every audit checkpoint key, read from the files now (blocking): what verification trusts,
+    # so a node verifies a key another node rotated to before its own reload. None: audit_key.
+    audit_keys: Callable[[], AuditKeys] | None = None
+
+    def audit_trust(self) -> AuditKeys:
+        """The audit keys verification trusts (blocking: reads the key files)."""
+        if self.audit_keys is not None:
+            return self.audit_keys()
+        return AuditKeys.single(self.audit_key)
 
     @classmethod
     def open(cls, config: Config, *, lease_holder: str | None = None) -> Tenancy:
@@ -84,7 +101,9 @@ class Tenancy:
             load_seed(store, tc.seed, onvif)
         # The cluster's shared keys (gateway/identity.py): ConfigError naming the key if absent.
         schedule = load_token_keys(config)
-        audit_key = load_key(config, "audit_key")
+        audit_keys = load_audit_keys(config)
+        assert audit_keys.signer is not None
+        audit_key = audit_keys.signer
         evidence_key = load_key(config, "evidence_key")
         issuer = TokenIssuer(schedule.signing_keys, issuer=tc.issuer, audience=tc.audience)
         verifier = TokenVerifier(
@@ -126,7 +145,8 @@ class Tenancy:
             RefusalLog(audit),
             recheck_interval=tc.recheck_interval,
             evidence_key=evidence_key,
-            keys=KeyReloader(config, issuer, schedule),
+            keys=KeyReloader(config, issuer, schedule, audit=audit, audit_keys=audit_keys),
+            audit_keys=audit_ring(config).load,
             onvif=onvif,
         )
 
@@ -165,11 +185,14 @@ class Tenancy:
         return None
 
     def jwks(self) -> dict[str, Any]:
-        """The published JWKS: the token keys, then the evidence key (never a private member)."""
+        """The published JWKS: the token keys, the evidence key, then every audit checkpoint key
+        ever used (never a private member)."""
         doc = self.issuer.jwks()
         if self.evidence_key is not None:
             doc = {"keys": [*doc["keys"], self.evidence_key.public_jwk()]}
-        return doc
+        audit = self.keys.audit_keys if self.keys is not None else None
+        audit = audit or AuditKeys.single(self.audit_key)
+        return {"keys": [*doc["keys"], *audit.jwks()]}
 
     def start(self) -> None:
         """Keep the policy's snapshot and the token keys current (call on the event loop)."""

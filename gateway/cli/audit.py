@@ -59,17 +59,18 @@ def _verified(args: argparse.Namespace, rep: Any) -> int:
 
 
 def verify_local(args: argparse.Namespace) -> int:
+    from gateway.identity import audit_ring
     from tenants.audit import verify_log
-    from tenants.tokens import SigningKey
+    from tenants.tokens.keyring import KeyRingError
 
     config = load_config(args.config)
-    key_path = audit_key_path(config)
-    if not key_path.exists():
-        raise CliError(f"no audit signing key at {key_path}", 2)
-    public = SigningKey.load(key_path).private_key.public_key()
+    try:  # every checkpoint key ever used, retired ones included (tenants/audit/keys.py)
+        trusted = audit_ring(config).load()
+    except KeyRingError as exc:
+        raise CliError(f"no audit signing key at {audit_key_path(config)}: {exc}", 2) from None
     db = _open_db(config.database_url)
     try:
-        r = verify_log(db, public)
+        r = verify_log(db, trusted)
     finally:
         db.close()
     return _report(r.ok, r.entries, r.checkpoints, r.problem, r.first_bad_seq)

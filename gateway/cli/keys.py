@@ -7,8 +7,13 @@
 * ``keys rotate`` adds the next token key, starting ``keys.rotate_after`` seconds from now
   (``--start-in``), so every node publishes it before any signs with it. The key it replaces
   keeps verifying for ``keys.overlap``.
+* ``keys rotate --audit`` adds the next audit checkpoint key beside ``keys.audit_key``
+  (``audit-<time>.pem``), starting the same way. Checkpoints name their kid, and the keys it
+  replaces keep verifying the checkpoints they signed, forever (:mod:`tenants.audit.keys`).
 * ``keys list`` shows each token key's kid, start, state (current, next, retiring until,
-  expired) and file; ``keys prune`` deletes the expired ones.
+  expired) and file, then each audit key's; ``keys prune`` deletes the expired token keys and
+  the private halves of audit keys retired longer than ``keys.overlap`` (their public halves
+  stay, as ``audit-<time>.pub``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway.config import Config, ConfigError, load_config
-from gateway.identity import KeyName, key_path, key_ring, load_key
+from gateway.identity import KeyName, audit_ring, key_path, key_ring, load_key
+from tenants.audit import key_id
 from tenants.onvif import SecretBox
 from tenants.tokens import SigningKey
 from tenants.tokens.keyring import KeyRingError
@@ -43,7 +49,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     names: tuple[KeyName, ...] = ("audit_key", "evidence_key")
     for which in names:
         path = key_path(config, which)
-        if not path.exists():
+        if which == "audit_key" and audit_ring(config).exists():
+            audit_ring(config).load()  # rotated (its first key may be pruned): check, keep
+        elif not path.exists():
             path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             made.append(f"{which.replace('_', ' ')} {path}")
             SigningKey.load_or_create(path)
@@ -74,6 +82,13 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             "before it has read it",
             file=sys.stderr,
         )
+    if args.audit:
+        ring = audit_ring(config)
+        ring.load()  # the keys it follows must be readable
+        new = ring.rotate(start_in=timedelta(seconds=start_in))
+        kid = key_id(new.key.private_key.public_key())
+        print(f"{kid} starts signing audit checkpoints at {_time(new.starts)} ({new.path})")
+        return 0
     new = key_ring(config).rotate(start_in=timedelta(seconds=start_in))
     print(f"{new.kid} starts signing at {_time(new.starts)} ({new.path})")
     return 0
@@ -85,13 +100,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         k = entry.ring_key
         state = entry.state if entry.until is None else f"{entry.state} until {_time(entry.until)}"
         print(f"{k.kid}  {_time(k.starts)}  {state:<32}  {k.path}")
+    for ak, astate in audit_ring(config).entries():
+        print(f"audit {ak.kid}  {_time(ak.starts)}  {astate:<32}  {ak.path}")
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    removed = key_ring(_config(args)).prune()
+    config = _config(args)
+    removed = key_ring(config).prune()
     for path in removed:
         print(f"removed {path}")
+    for path in audit_ring(config).prune():
+        print(f"removed {path} (its public key is kept)")
+        removed.append(path)
     if not removed:
         print("no expired keys")
     return 0
@@ -113,7 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs = keys.add_subparsers(dest="verb", required=True)
     for name, func, text in (
         ("init", cmd_init, "make the keys [keys] names that do not exist yet"),
-        ("rotate", cmd_rotate, "add the next token signing key"),
+        ("rotate", cmd_rotate, "add the next token (or, with --audit, audit) signing key"),
         ("list", cmd_list, "the token keys with their state"),
         ("prune", cmd_prune, "delete token keys past their overlap"),
     ):
@@ -125,5 +146,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 type=float,
                 default=None,
                 help="seconds until the new key signs (default keys.rotate_after)",
+            )
+            p.add_argument(
+                "--audit",
+                action="store_true",
+                help="rotate the audit checkpoint key instead of the token key",
             )
         p.set_defaults(func=_run(func))

@@ -37,11 +37,11 @@ def _load(path: str | None) -> Config:
 
 def _check_keys(config: Config) -> None:
     """The shared keys load before anything starts: a missing one is one line naming it."""
-    from gateway.identity import load_key, load_token_keys
+    from gateway.identity import load_audit_keys, load_key, load_token_keys
 
     try:
         load_token_keys(config)
-        load_key(config, "audit_key")
+        load_audit_keys(config)
         load_key(config, "evidence_key")
     except ConfigError as exc:
         print(f"feedgate: config error: {exc}", file=sys.stderr)

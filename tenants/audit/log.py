@@ -420,6 +420,13 @@ class AuditLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def set_signer(self, signer: Ed25519PrivateKey) -> None:
+        """Sign the next checkpoints with ``signer`` (a rotated audit key,
+        :mod:`tenants.audit.keys`); the ones already written keep the kid they name."""
+        with self._lock:
+            self._signer = signer
+            self._key_id = key_id(signer.public_key())
+
     # -- reading
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tenants.audit.entry import SKEW, Checkpoint, VerifyReport, parse_time
+from tenants.audit.keys import AuditKeys
 from tenants.audit.merkle import EMPTY_ROOT, Frontier
 from tenants.audit.rows import (
     CP_COLUMNS,
@@ -69,14 +70,22 @@ def _classify(db: Database, i: int, prev: bytes, prev2: bytes | None) -> tuple[s
 
 
 def verify_log(
-    db: Database, public_key: Ed25519PublicKey, *, checkpoints: Iterable[Checkpoint] = ()
+    db: Database,
+    keys: AuditKeys | Ed25519PublicKey,
+    *,
+    checkpoints: Iterable[Checkpoint] = (),
 ) -> VerifyReport:
     """Recompute every leaf, chain hash and checkpointed root and check every signature.
+
+    `keys` are the checkpoint keys trusted (:class:`~tenants.audit.keys.AuditKeys`: every key
+    the log was ever signed with, each checkpoint checked against the key it names), or one
+    public key for a log that never rotated.
 
     `checkpoints` adds checkpoints kept elsewhere (published, held by a witness), which catch
     someone who rewrote the table *and* deleted its checkpoint rows. The report names the first
     problem found and, as precisely as the data allows, the first bad entry."""
     db.migrate("audit", MIGRATIONS)
+    trust = AuditKeys.trusting(keys) if isinstance(keys, Ed25519PublicKey) else keys
     stored = [
         checkpoint_from_row(r)
         for r in db.query(f"SELECT {CP_COLUMNS} FROM audit_checkpoints ORDER BY size")
@@ -127,11 +136,9 @@ def verify_log(
     last_good = 0
     for cp in cps:
         matches = roots.get(cp.size) == cp.root
-        if not cp.verify(public_key):
-            return report(
-                f"checkpoint at size {cp.size} has a bad signature",
-                None if matches else last_good,
-            )
+        why = trust.check(cp)
+        if why is not None:
+            return report(f"checkpoint at size {cp.size} {why}", None if matches else last_good)
         if cp.size > n:
             return report(f"entry {n} is missing", n)
         if not matches:

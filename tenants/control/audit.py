@@ -132,7 +132,7 @@ class AuditOps:
     @operation("Verify")
     async def verify(self, caller: Caller) -> VerifyView:
         self._scope(caller)
-        r = await self.core.read(lambda: verify_log(self.core.db, self.core.audit_public_key))
+        r = await self.core.read(lambda: verify_log(self.core.db, self.core.audit_keys()))
         return VerifyView(
             ok=r.ok,
             entries=r.entries,

@@ -18,9 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from tenants.audit import AuditAction, AuditLog
+from tenants.audit.keys import AuditKeys
 from tenants.control.errors import (
     Code,
     ControlError,
@@ -67,7 +66,8 @@ class Core:
     audit: AuditLog
     issuer: TokenIssuer
     verifier: TokenVerifier
-    audit_public_key: Ed25519PublicKey
+    # Every audit checkpoint key verification trusts (blocking: may read the key files).
+    audit_keys: Callable[[], AuditKeys]
     platform_tenant: str
     media: MediaPlane = field(default_factory=NoMedia)
     billing: Billing | None = None

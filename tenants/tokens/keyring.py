@@ -33,7 +33,6 @@ from tenants.tokens.keys import SigningKey, write_private_key
 __all__ = ["DEFAULT_OVERLAP", "KeyRing", "KeyRingError", "KeySchedule", "RingKey", "schedule"]
 
 LEGACY_NAME: Final = "token-signing.pem"
-_NAME: Final = re.compile(r"^token-(\d{8}T\d{6}Z)\.pem$")
 _TIME_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # Tokens live at most 24 h; an hour more covers clock skew and the slowest reload.
@@ -98,7 +97,7 @@ def schedule(keys: Sequence[RingKey], now: datetime, overlap: timedelta) -> KeyS
     """The schedule of ``keys`` at ``now`` (pure). If every key is still to come, the earliest
     signs: a directory whose first key was written with a future time still works."""
     if not keys:
-        raise KeyRingError("no token signing keys")
+        raise KeyRingError("no signing keys")
     ordered = sorted(keys, key=lambda k: (k.starts, k.kid))
     started = [k for k in ordered if k.starts <= now]
     current = started[-1] if started else ordered[0]
@@ -118,18 +117,38 @@ def schedule(keys: Sequence[RingKey], now: datetime, overlap: timedelta) -> KeyS
     return KeySchedule(current, upcoming, tuple(retiring), tuple(expired))
 
 
-def key_name(starts: datetime) -> str:
-    return f"token-{starts.astimezone(UTC).strftime(_TIME_FORMAT)}.pem"
+def key_name(starts: datetime, prefix: str = "token", suffix: str = "pem") -> str:
+    return f"{prefix}-{starts.astimezone(UTC).strftime(_TIME_FORMAT)}.{suffix}"
+
+
+def parse_key_name(name: str, prefix: str, suffix: str = "pem") -> datetime | None:
+    """When a key file named ``<prefix>-<YYYYMMDDTHHMMSSZ>.<suffix>`` starts; None for any other
+    name."""
+    m = re.fullmatch(rf"{re.escape(prefix)}-(\d{{8}}T\d{{6}}Z)\.{re.escape(suffix)}", name)
+    if m is None:
+        return None
+    return datetime.strptime(m.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
 
 
 class KeyRing:
-    """A directory of token signing keys (see the module docstring)."""
+    """A directory of signing keys (see the module docstring). ``prefix`` names the kind of key
+    (``token``; the audit checkpoint keys are ``audit``, :mod:`tenants.audit.keys`) and
+    ``legacy`` the one file from before rotation, which started at the epoch."""
 
-    def __init__(self, directory: Path | str, *, overlap: timedelta = DEFAULT_OVERLAP) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        overlap: timedelta = DEFAULT_OVERLAP,
+        prefix: str = "token",
+        legacy: str = LEGACY_NAME,
+    ) -> None:
         if overlap < timedelta(0):
             raise ValueError("overlap must not be negative")
         self.directory = Path(directory)
         self.overlap = overlap
+        self.prefix = prefix
+        self.legacy = legacy
 
     def read(self) -> list[RingKey]:
         """Every key file in the directory; a file that is not an Ed25519 key is an error that
@@ -142,10 +161,10 @@ class KeyRing:
             raise KeyRingError(f"{self.directory}: {exc.strerror or exc}") from None
         keys: list[RingKey] = []
         for name in names:
-            if name == LEGACY_NAME:
+            if name == self.legacy:
                 starts = EPOCH
-            elif m := _NAME.match(name):
-                starts = datetime.strptime(m.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
+            elif (parsed := parse_key_name(name, self.prefix)) is not None:
+                starts = parsed
             else:
                 continue
             path = self.directory / name
@@ -164,8 +183,8 @@ class KeyRing:
         keys = self.read()
         if not keys:
             raise KeyRingError(
-                f"{self.directory}: no token signing key (token-<YYYYMMDDTHHMMSSZ>.pem); "
-                "create one with `feedgate keys rotate`"
+                f"{self.directory}: no {self.prefix} signing key "
+                f"({self.prefix}-<YYYYMMDDTHHMMSSZ>.pem); create one with `feedgate keys rotate`"
             )
         return schedule(keys, now or datetime.now(UTC), self.overlap)
 
@@ -177,7 +196,7 @@ class KeyRing:
         starts = starts.astimezone(UTC).replace(microsecond=0)
         key = key or SigningKey.generate()
         self.directory.mkdir(parents=True, mode=0o700, exist_ok=True)
-        path = self.directory / key_name(starts)
+        path = self.directory / key_name(starts, self.prefix)
         write_private_key(path, key)
         return RingKey(key, starts, path)
 
