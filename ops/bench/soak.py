@@ -295,11 +295,13 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
     if cmd is None:
         raise RuntimeError(why)
     serve = ["serve", "--config", str(cfg)]
-    if args.tracemalloc:
-        # The server under tracemalloc (a harness wrapper, ops/bench/benchkit/traced.py): where
-        # its memory grows, written every minute to <workdir>/tracemalloc/minute-NNN.txt.
+    if args.tracemalloc or args.heap:
+        # The server through a harness wrapper (ops/bench/benchkit/traced.py) that appends
+        # glibc's heap figures every minute to <workdir>/heap/traced.txt and, under
+        # --tracemalloc, dumps a tracemalloc snapshot beside them (diffed afterwards with
+        # `traced.py --diff A B`, outside the server).
         traced = HERE / "benchkit" / "traced.py"
-        out = work / "tracemalloc"
+        out = work / "heap"
         cmd_s = [sys.executable, str(traced), str(out), "60", str(args.tracemalloc), "--", *serve]
     else:
         cmd_s = [*cmd, *serve]
@@ -369,6 +371,10 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
                 "dropped_frames": sum(v for k, v in m.items() if k.startswith(DROPPED)),
                 "loadgen_lag_ms": round(1000 * lag["worst"], 1),
             }  # fmt: skip
+            heap = work / "heap" / "traced.txt"
+            if heap.exists():  # the server's own heap figures (--heap), a few seconds old
+                lines = heap.read_text().splitlines()
+                row["heap"] = lines[-1].partition(": ")[2] if lines else None
             b_prev = b
             fleet.causes.clear()
             fleet.gen.failures.clear()
@@ -456,8 +462,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="NFRAMES",
-        help="run the server under tracemalloc with NFRAMES frames per trace and write the top "
-        "growth sites every minute to <workdir>/tracemalloc/ (slows the server: hunting only)",
+        help="run the server under tracemalloc with NFRAMES frames per trace and "
+        "dump a snapshot every minute to <workdir>/heap/ (slows the server: hunting only)",
+    )
+    ap.add_argument(
+        "--heap",
+        action="store_true",
+        help="record glibc's heap figures (mallinfo2) every minute to <workdir>/heap/traced.txt "
+        "(cheap: one thread waking once a minute)",
     )
     ap.add_argument("--port", type=int, default=28554)
     ap.add_argument("--http-port", type=int, default=28080)

@@ -1,16 +1,22 @@
-"""Run the feedgate CLI under tracemalloc and write where memory grows, every interval.
+"""Run the feedgate CLI under tracemalloc, and diff the snapshots it leaves, outside the server.
 
     python traced.py OUT_DIR INTERVAL_S NFRAMES -- serve --config soak.toml
+    python traced.py --diff OUT_DIR/minute-003.snap OUT_DIR/minute-012.snap [--top 30]
 
-A harness for the soak (ops/bench/soak.py --tracemalloc), not part of the gateway: a daemon
-thread takes a snapshot every INTERVAL_S seconds and writes OUT_DIR/minute-NNN.txt with the
-traced total, the top growth sites since the first snapshot and since the previous one (by
-line, and the top few by traceback). Diffing minute N against minute M is then a matter of
-reading two files, or `compare.txt`, which is rewritten each time against the first snapshot.
+A harness for the soak (ops/bench/soak.py --tracemalloc / --heap), not part of the gateway.
+In the first form a daemon thread dumps a snapshot every INTERVAL_S seconds to
+OUT_DIR/minute-NNN.snap and appends the traced total and glibc's heap figures to
+OUT_DIR/traced.txt (NFRAMES 0: no tracemalloc, only the heap figures, cheap enough for the
+measured soak). Grouping a snapshot's million traces by site takes tens of seconds of the GIL,
+which stalled the server's loop for as long, so the server only takes and dumps them; the
+second form compares two of them in another process: the top growth sites by line, then the
+top few by traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import ctypes
 import gc
 import runpy
 import sys
@@ -19,8 +25,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-TOP = 30
-TOP_TRACEBACKS = 8
 IGNORE = (
     tracemalloc.Filter(False, tracemalloc.__file__),
     tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
@@ -29,59 +33,86 @@ IGNORE = (
 )
 
 
-def _lines(stats: list[tracemalloc.StatisticDiff], top: int) -> list[str]:
-    return [str(s) for s in stats[:top]]
+MALLINFO2_FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
 
 
-def _tracebacks(stats: list[tracemalloc.StatisticDiff], top: int) -> list[str]:
-    out: list[str] = []
-    for s in stats[:top]:
-        out.append(
-            f"+{s.size_diff / 1024:.1f} KiB, +{s.count_diff} blocks (now {s.size / 1024:.1f} KiB)"
-        )
-        out.extend(f"    {line}" for line in s.traceback.format(limit=12))
-    return out
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2_FIELDS.split()]
 
 
-def watch(out: Path, interval: float) -> None:
-    first: tracemalloc.Snapshot | None = None
-    prev: tracemalloc.Snapshot | None = None
+def malloc_line() -> str:
+    """glibc's heap (mallinfo2): what C code (PyAV, libx264, OpenSSL, SQLite, and Python's own
+    large objects) holds in use, and what malloc keeps free without returning it to the system.
+    Python's small objects live in pymalloc's own mmap'd arenas, which this does not count."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _Mallinfo2
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return "mallinfo2 unavailable"
+    mib = 2**20
+    return (
+        f"malloc in use {(m.uordblks + m.hblkhd) / mib:.2f} MiB "
+        f"(mmapped {m.hblkhd / mib:.2f}), free kept {m.fordblks / mib:.2f} MiB, "
+        f"arena {m.arena / mib:.2f} MiB"
+    )
+
+
+def watch(out: Path, interval: float, trace: bool) -> None:
     n = 0
     while True:
         time.sleep(interval)
         n += 1
-        gc.collect()
-        snap = tracemalloc.take_snapshot().filter_traces(IGNORE)
-        traced, peak = tracemalloc.get_traced_memory()
-        head = [f"minute {n} at {time.strftime('%H:%M:%S')}: traced {traced / 2**20:.2f} MiB, "
-                f"peak {peak / 2**20:.2f} MiB, gc objects {len(gc.get_objects())}"]  # fmt: skip
-        body: list[str] = []
-        if first is not None and prev is not None:
-            since_first = snap.compare_to(first, "lineno")
-            since_prev = snap.compare_to(prev, "lineno")
-            body += ["", "== growth since minute 1, by line ==", *_lines(since_first, TOP)]
-            body += ["", "== growth in the last minute, by line ==", *_lines(since_prev, TOP)]
-            tb = snap.compare_to(first, "traceback")
-            body += [
-                "",
-                "== growth since minute 1, by traceback ==",
-                *_tracebacks(tb, TOP_TRACEBACKS),
-            ]
-        text = "\n".join(head + body) + "\n"
-        (out / f"minute-{n:03d}.txt").write_text(text)
-        (out / "compare.txt").write_text(text)
-        if first is None:
-            first = snap
-        prev = snap
+        line = f"minute {n} at {time.strftime('%H:%M:%S')}: {malloc_line()}"
+        if trace:
+            gc.collect()
+            t = time.monotonic()
+            snap = tracemalloc.take_snapshot()
+            snap.dump(str(out / f"minute-{n:03d}.snap"))
+            traced, peak = tracemalloc.get_traced_memory()
+            line += (
+                f"; traced {traced / 2**20:.2f} MiB, peak {peak / 2**20:.2f} MiB, "
+                f"snapshot took {time.monotonic() - t:.1f} s"
+            )
+        with open(out / "traced.txt", "a") as f:
+            f.write(line + "\n")
+
+
+def diff(a: Path, b: Path, top: int, tracebacks: int) -> None:
+    first = tracemalloc.Snapshot.load(str(a)).filter_traces(IGNORE)
+    last = tracemalloc.Snapshot.load(str(b)).filter_traces(IGNORE)
+    total = sum(s.size_diff for s in last.compare_to(first, "filename"))
+    print(f"{a.name} -> {b.name}: traced {total / 1024:+.1f} KiB in all")
+    print("\n== growth by line ==")
+    for s in last.compare_to(first, "lineno")[:top]:
+        print(s)
+    print("\n== growth by traceback ==")
+    for s in last.compare_to(first, "traceback")[:tracebacks]:
+        print(
+            f"{s.size_diff / 1024:+.1f} KiB, {s.count_diff:+d} blocks (now {s.size / 1024:.1f} KiB)"
+        )
+        for line in s.traceback.format(limit=12):
+            print(f"    {line}")
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--diff"]:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--diff", nargs=2, type=Path, required=True)
+        ap.add_argument("--top", type=int, default=30)
+        ap.add_argument("--tracebacks", type=int, default=8)
+        args = ap.parse_args()
+        diff(args.diff[0], args.diff[1], args.top, args.tracebacks)
+        return
     out, interval, nframes = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
     if sys.argv[4] != "--":
         sys.exit("usage: traced.py OUT_DIR INTERVAL_S NFRAMES -- feedgate-args...")
     out.mkdir(parents=True, exist_ok=True)
-    tracemalloc.start(nframes)
-    threading.Thread(target=watch, args=(out, interval), daemon=True, name="tracemalloc").start()
+    if nframes > 0:
+        tracemalloc.start(nframes)
+    threading.Thread(
+        target=watch, args=(out, interval, nframes > 0), daemon=True, name="tracemalloc"
+    ).start()
     sys.argv = ["feedgate", *sys.argv[5:]]
     runpy.run_module("gateway.cli", run_name="__main__", alter_sys=True)
 
