@@ -304,15 +304,18 @@ class TokenVerifier:
         return claims
 
     def _drop_expired(self, now_ts: float, at_most: int = 8) -> None:
-        """Expired tokens drift to the least recently used end: drop a few there, so the cache
-        holds the tokens in use rather than every token seen until it is full (a long run of
-        reconnecting viewers, each with a fresh token, grew it by ~2.3 KB a token)."""
+        """Look at a few tokens at the least recently used end: drop the expired ones, send the
+        rest to the back. So the cache holds the tokens in use rather than every token seen
+        until it is full (a long run of reconnecting viewers, each with a fresh token, grew it
+        by ~2.3 KB a token), even when a longer-lived token sits at that end: stopping at it
+        kept every expired token behind it for as long as it lived."""
         cache = self._cache
-        for _ in range(at_most):
-            oldest = next(iter(cache.items()), None)
-            if oldest is None or oldest[1].exp > now_ts - self.leeway:
-                return
-            del cache[oldest[0]]
+        for _ in range(min(at_most, len(cache))):
+            digest, entry = next(iter(cache.items()))
+            if entry.exp > now_ts - self.leeway:
+                cache.move_to_end(digest)
+            else:
+                del cache[digest]
 
     def _check_hit(self, digest: bytes, entry: _Entry, now_ts: float) -> Claims | None:
         """The cached claims if still valid; raises ``expired``; None = verify again."""
