@@ -305,7 +305,12 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
         cmd_s = [sys.executable, str(traced), str(out), "60", str(args.tracemalloc), "--", *serve]
     else:
         cmd_s = [*cmd, *serve]
-    server = procs.start("feedgate", cmd_s, env=feedgate_env())
+    env = feedgate_env()
+    if args.malloc_arena_max:
+        # glibc gives each thread that allocates its own heap arena, up to 8 per core; freed
+        # memory stays in them. A tuning knob a deployment can set too (see BENCHMARKS.md).
+        env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+    server = procs.start("feedgate", cmd_s, env=env)
     if not await asyncio.to_thread(wait_tcp, rtsp, 120, server):
         raise RuntimeError(f"feedgate did not listen; see {procs.logfile('feedgate')}")
     sys.path.insert(0, str(REPO))
@@ -464,6 +469,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NFRAMES",
         help="run the server under tracemalloc with NFRAMES frames per trace and "
         "dump a snapshot every minute to <workdir>/heap/ (slows the server: hunting only)",
+    )
+    ap.add_argument(
+        "--malloc-arena-max", type=int, default=0, help="MALLOC_ARENA_MAX for the server"
     )
     ap.add_argument(
         "--heap",
