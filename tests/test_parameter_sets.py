@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import FFMPEG, publishing, spawn, wait_for
+import pytest
+from conftest import FFMPEG, decode_errors, publishing, spawn, wait_for
 
 from gateway.stream.tracks import Track
 
@@ -119,28 +120,57 @@ async def test_readers_follow_a_resolution_change_announced_only_in_the_sdp(
     assert stream.counters.parameter_sets_injected >= 1
 
 
+def _rtspsrc_until_eos(url: str, protocol: str) -> list[str]:
+    """rtspsrc decoding H.264 until the stream ends (no buffer limit): it exits 0 only on EOS."""
+    return [
+        "gst-launch-1.0", "rtspsrc", f"location={url}", f"protocols={protocol}",
+        "!", "rtph264depay", "!", "h264parse", "!", "avdec_h264", "!", "fakesink",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("reader", "protocol"),
+    [("ffmpeg", "tcp"), ("ffmpeg", "udp"), ("rtspsrc", "tcp"), ("rtspsrc", "udp")],
+)
 async def test_a_codec_change_ends_readers_cleanly_and_a_new_describe_gets_the_new_codec(
-    gateway, procs
+    gateway, procs, reader: str, protocol: str
 ):
+    """The camera comes back as H.265 under H.264 readers: each is told its stream ended (an
+    RTCP BYE per track), its PAUSE and TEARDOWN get 200, and it exits as at a normal end of
+    stream. Before, the connection was reset: ffmpeg logged 'Failed reading RTSP data: End of
+    file', rtspsrc over TCP warned 'Could not read from resource', and rtspsrc over UDP did not
+    end at all."""
     from conftest import frames_of, publish_argv, read_argv
 
     first = await procs(publish_argv(gateway.url("cam1")))
     await publishing(gateway, "cam1")
     stream = gateway.hub.get("cam1")
-    viewer = await procs(read_argv(gateway.url("cam1"), seconds=20))
-    await wait_for(lambda: len(stream.readers) == 1, 10, what="the viewer playing")
+    if reader == "ffmpeg":
+        argv = read_argv(gateway.url("cam1"), transport=protocol, seconds=60)
+        argv[argv.index("error")] = "warning"  # a reset connection is logged at error level
+    else:
+        argv = _rtspsrc_until_eos(gateway.url("cam1"), protocol)
+    viewer = await procs(argv)
+    await wait_for(lambda: len(stream.readers) == 1, 15, what="the viewer playing")
     await wait_for(
         lambda: next(iter(stream.readers)).packets_sent > 30, 10, what="H.264 to the viewer"
     )
+    sessions = len(gateway.gateway.rtsp.sessions)
     first.kill()
     await first.wait()
     h265 = publish_argv(gateway.url("cam1"))
     h265[h265.index("libx264")] = "libx265"
     await procs(h265)
-    # The viewer's session ends (its SDP no longer describes the stream), without an error...
-    assert await viewer.wait(20) == 0, viewer.text
-    assert frames_of(viewer.text) > 0
+    # The viewer's stream ends, well before the 60 s it asked for, and without an error.
+    assert await viewer.wait(20) == 0, viewer.text[-3000:]
+    if reader == "ffmpeg":
+        assert frames_of(viewer.text) > 0
+        assert decode_errors(viewer.text) == [], viewer.text[-3000:]
+    else:
+        assert "Got EOS from element" in viewer.text, viewer.text[-3000:]
+        assert "ERROR" not in viewer.text and "WARNING" not in viewer.text, viewer.text[-3000:]
     assert stream.tracks[0].codec == "H265"
+    assert len(gateway.gateway.rtsp.sessions) == sessions - 1  # its session ended
     # ... and describing the path again gets the new codec, which decodes.
     again = await procs(read_argv(gateway.url("cam1"), seconds=2))
     assert await again.wait(30) == 0, again.text

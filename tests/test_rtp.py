@@ -15,6 +15,7 @@ from gateway.protocols.rtp import (
     RtpPacket,
     SenderReport,
     SequenceTracker,
+    build_goodbye,
     build_receiver_report,
     build_sender_report,
     is_rtcp,
@@ -230,6 +231,21 @@ def test_compound_packet() -> None:
     bye = b"\x81\xcb\x00\x01\x00\x00\x00\x01"
     result = parse_rtcp(build_sender_report(sr) + sdes + bye)
     assert result == [sr, RtcpOther(RTCP_SDES, sdes), RtcpOther(203, bye)]
+
+
+@pytest.mark.parametrize("reason", ["", "source format changed", "x" * 300])
+def test_a_goodbye_is_a_compound_an_rtcp_receiver_accepts(reason: str) -> None:
+    # RFC 3550 §6.1: an (empty) report first, then SDES CNAME, then the BYE naming the SSRC.
+    packet = build_goodbye(0xDEADBEEF, reason=reason)
+    rr, sdes, bye = parse_rtcp(packet)
+    assert rr == ReceiverReport(0xDEADBEEF)
+    assert isinstance(sdes, RtcpOther) and sdes.packet_type == RTCP_SDES
+    assert sdes.raw[8:10] == b"\x01\x08" and sdes.raw[10:18] == b"feedgate"
+    assert isinstance(bye, RtcpOther) and bye.packet_type == 203
+    assert bye.raw[0] & 0x1F == 1 and bye.raw[4:8] == bytes.fromhex("deadbeef")
+    if reason:
+        assert bye.raw[9 : 9 + bye.raw[8]] == reason.encode()[:255]
+    assert len(packet) % 4 == 0
 
 
 def test_padded_final_packet() -> None:

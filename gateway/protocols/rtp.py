@@ -27,6 +27,7 @@ __all__ = [
     "RtpPacket",
     "SenderReport",
     "SequenceTracker",
+    "build_goodbye",
     "build_receiver_report",
     "build_sender_report",
     "is_rtcp",
@@ -369,6 +370,24 @@ def build_receiver_report(rr: ReceiverReport) -> bytes:
             *blocks,
         ]
     )
+
+
+def build_goodbye(ssrc: int, cname: str = "feedgate", reason: str = "") -> bytes:
+    """A sender's leaving, as RFC 3550 §6.1 wants every compound packet: an empty receiver
+    report first (receivers such as GStreamer's refuse a compound that opens otherwise), an SDES
+    CNAME, then the BYE with an optional reason (§6.6)."""
+    ssrc &= 0xFFFFFFFF
+    name = cname.encode()[:255]
+    item = _U32.pack(ssrc) + bytes((1, len(name))) + name + b"\x00"
+    item += b"\x00" * (-len(item) % 4)  # the item list ends with a null, padded to a word
+    sdes = _RTCP_HEADER.pack(0x81, RTCP_SDES, len(item) // 4) + item
+    why = reason.encode()[:255]
+    bye_body = _U32.pack(ssrc)
+    if why:
+        bye_body += bytes((len(why),)) + why
+        bye_body += b"\x00" * (-len(bye_body) % 4)
+    bye = _RTCP_HEADER.pack(0x81, RTCP_BYE, len(bye_body) // 4) + bye_body
+    return build_receiver_report(ReceiverReport(ssrc)) + sdes + bye
 
 
 def rewrite_sender_report(

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What a client may still send for a session its source ended, to wind down.
+_WIND_DOWN = frozenset(("PAUSE", "TEARDOWN", "GET_PARAMETER", "SET_PARAMETER"))
+
 SERVER_NAME = "feedgate"
 # Requests (and frames behind them) a connection may have waiting before we stop reading it.
 MAX_PENDING_EVENTS = 256
@@ -72,6 +75,9 @@ class RtspConnection(asyncio.Protocol):
         # (action, path) -> what the access control allowed on this connection.
         self.allowed: dict[tuple[str, str], Grant] = {}
         self.reader: Reader | None = None  # the playing reader's flow-control target
+        # Sessions the server ended because their source changed (gateway.rtsp.goodbye): a
+        # TEARDOWN of one still gets 200. Insertion-ordered, bounded there.
+        self.finished: dict[str, None] = {}
         self.frames_ignored = 0
         self._pending: collections.deque[Request | InterleavedFrame] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
@@ -221,6 +227,15 @@ class RtspConnection(asyncio.Protocol):
             # Publishers belong to the primary worker, which owns every camera's source.
             await self.server.handoff(self, req)
             return
+        if self.finished and (sid := self._finished_session(req)) is not None:
+            # Ended by its source (gateway.rtsp.goodbye): the client winds down as after any
+            # end of stream, and its PAUSE or TEARDOWN is no error.
+            if req.method == "TEARDOWN":
+                del self.finished[sid]
+            else:
+                headers.append(("Session", sid))
+            self.write(format_response(200, headers))
+            return
         try:
             handler = self.server.handlers.get(req.method)
             if handler is None:
@@ -267,6 +282,10 @@ class RtspConnection(asyncio.Protocol):
         self.write(format_response(exc.status, headers))
         self.close()
 
+    @property
+    def closing(self) -> bool:
+        return self._closed or self.transport is None
+
     def close(self) -> None:
         if self.transport is not None and not self._closed:
             self._closed = True
@@ -294,6 +313,17 @@ class RtspConnection(asyncio.Protocol):
                 stream.on_rtp(track, frame.payload)
             return
         self.frames_ignored += 1
+
+    def _finished_session(self, req: Request) -> str | None:
+        """The id of the ended session a PAUSE, TEARDOWN or keep-alive names, if it names one."""
+        value = req.headers.get("Session")
+        if value is None or req.method not in _WIND_DOWN:
+            return None
+        try:
+            sid, _timeout = parse_session(value)
+        except RtspError:
+            return None
+        return sid if sid in self.finished and sid not in self.sessions else None
 
     def session_for(self, req: Request, required: bool = True) -> Session | None:
         value = req.headers.get("Session")

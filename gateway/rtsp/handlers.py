@@ -26,6 +26,7 @@ from gateway.protocols.rtsp_session import (
     reply_transport,
 )
 from gateway.rtsp.connection import RtspConnection
+from gateway.rtsp.goodbye import reader_dropped
 from gateway.rtsp.reply import Handler, Reply, RtspReply
 from gateway.rtsp.session import Session
 from gateway.stream.hub import PathStream, Reader
@@ -256,7 +257,7 @@ class Methods:
             reader = Reader(
                 channels=tuple(pair[0] if pair else None for pair in pairs),
                 transport=conn.transport,
-                on_kick=lambda reason: conn.abort(),
+                on_kick=lambda why: reader_dropped(self.server, conn, session, why),
             )
             conn.reader = reader
         else:
@@ -267,7 +268,7 @@ class Methods:
             reader = Reader(
                 channels=tuple(None for _ in range(ntracks)),
                 udp=self.server.udp.reader_target(session, conn.peer_ip, ports),
-                on_kick=lambda reason: conn.abort(),
+                on_kick=lambda why: reader_dropped(self.server, conn, session, why),
             )
         session.stream = stream
         session.reader = reader

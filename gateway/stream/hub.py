@@ -37,6 +37,7 @@ from gateway.stream.tracks import Track
 log = logging.getLogger(__name__)
 
 _SEQ_MOD = 1 << 16
+SOURCE_CHANGED = "source format changed"  # why readers are dropped: DESCRIBE again
 
 
 @dataclass
@@ -242,7 +243,7 @@ class PathStream:
             or not all(a.same_format(b) for a, b in zip(tracks, self.tracks, strict=True))
         ):
             for reader in list(self.readers):
-                self.kick(reader, "source format changed")
+                self.kick(reader, SOURCE_CHANGED)
             self.timeline = None
         if self.timeline is None or len(self.timeline) != len(tracks):
             # The output wall clock (sender reports' NTP) follows this process's clock.
