@@ -21,9 +21,9 @@ import urllib.request
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from conftest import free_port, make_config, publish_argv
@@ -32,6 +32,9 @@ from gateway.config import CameraConfig, TenancyConfig, WebRtcConfig
 from gateway.core import Gateway
 from gateway.http.app import make_http_app
 from tenants import passwords
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
 
 PASSWORD = "correct horse battery staple"
 MASK = [[0.67, 0.0], [1.0, 0.0], [1.0, 1.0], [0.67, 1.0]]  # the right-hand third
@@ -365,3 +368,46 @@ class Browserish:
         req.add_header("Sec-Fetch-Site", "same-origin")
         with self.opener.open(req, timeout=20) as r:  # follows the 303
             return r.read().decode()
+
+
+def until(predicate: Any, timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something true; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+    return value
+
+
+def sign_in(page: Page, site: Site, who: str, path: str) -> None:
+    """Open ``path`` in ``page`` and sign in with the password form on the way."""
+    page.goto(site.base + path)
+    page.fill("input[name=principal]", who)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
+
+
+def recorded_since(site: Site, camera: str, seconds: float) -> datetime:
+    """The start of ``camera``'s recordings, once ``seconds`` of it are indexed."""
+    index = site.gateway.exports.index
+    until(
+        lambda: sum(s.duration.total_seconds() for s in index.segments(camera)) >= seconds,
+        60,
+        f"{seconds} s of {camera} recorded",
+    )
+    return min(s.start for s in index.segments(camera))
+
+
+def download_pair(page: Page, row: Locator, where: Path) -> tuple[Path, Path]:
+    """Download an export row's MP4 and manifest (its [data-file] and [data-manifest] links)
+    into ``where``, as a browser saves them."""
+    saved = []
+    for link in ("[data-file]", "[data-manifest]"):
+        with page.expect_download() as download:
+            row.locator(link).click()
+        path = where / download.value.suggested_filename
+        download.value.save_as(path)
+        saved.append(path)
+    return saved[0], saved[1]

@@ -255,6 +255,7 @@ PAGES = (
     "/console/sessions",
     "/console/audit",
     "/console/exports",
+    "/console/sar",
     "/console/cameras/street",
     "/console/masks/street",
 )

@@ -7,15 +7,15 @@ the export right gets a 403 page; a form without the page's CSRF value is refuse
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import pytest
-from console_site import PASSWORD, Site, console_site
+from console_site import Site, console_site, download_pair, recorded_since, sign_in, until
 
 from gateway.recording.export_manifest import keys_from_jwks, verify_export
 from tenants.audit import AuditAction
@@ -32,24 +32,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield s
 
 
-def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
-    return value
-
-
 def recorded(site: Site, seconds: float) -> datetime:
-    """The start of depot's recordings, once ``seconds`` of it are on disk."""
-    index = site.gateway.exports.index
-    until(
-        lambda: sum(s.duration.total_seconds() for s in index.segments("depot")) >= seconds,
-        60,
-        f"{seconds} s of depot recorded",
-    )
-    return min(s.start for s in index.segments("depot"))
+    return recorded_since(site, "depot", seconds)
 
 
 def local(t: datetime) -> str:
@@ -61,11 +45,7 @@ def signed_in(browser: Browser, site: Site, who: str, path: str) -> Iterator[Pag
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     try:
         page = context.new_page()
-        page.goto(site.base + path)
-        page.fill("input[name=principal]", who)
-        page.fill("input[name=password]", PASSWORD)
-        with page.expect_navigation():
-            page.get_by_role("button", name="Sign in").click()
+        sign_in(page, site, who, path)
         yield page
     finally:
         context.close()
@@ -96,14 +76,7 @@ def test_an_export_reaches_done_and_its_download_verifies(
         kid = row.locator("[data-kid]").inner_text()
         assert kid == site.tenancy.evidence_key.kid
         page.screenshot(path=str(artefacts / "exports.png"), full_page=True)
-        with page.expect_download() as media_dl:
-            row.locator("[data-file]").click()
-        with page.expect_download() as manifest_dl:
-            row.locator("[data-manifest]").click()
-        media = artefacts / media_dl.value.suggested_filename
-        manifest = artefacts / manifest_dl.value.suggested_filename
-        media_dl.value.save_as(media)
-        manifest_dl.value.save_as(manifest)
+        media, manifest = download_pair(page, row, artefacts)
     verified = verify_export(media, manifest, keys_from_jwks(site.tenancy.jwks()))
     assert verified.sha256 == sha
     assert verified.manifest.camera == "depot"

@@ -6,11 +6,13 @@ Modules: :mod:`.frame` (who is signed in, the sections their roles open, the pag
 :mod:`.signin` (signing in and out, also for the finance view), :mod:`.cameras` (cameras,
 one camera, the video wall, the map), :mod:`.admin` (masks, grants, principals, sessions,
 audit), :mod:`.stills` (cameras' stills, masks burnt in), :mod:`.layouts` (the wall's layout
-per principal), :mod:`.geo` (the map's projection), :mod:`.exports` (evidence exports and locks),
-:mod:`.localtime` (times typed and shown in local time). The scripts:
-``static/console/player.js`` (a WHEP player that reconnects by itself), ``wall.js`` (tiles,
-layouts, full screen), ``masks.js`` (the mask editor), ``exports.js`` (exports' progress),
-``console.js`` (REST calls with the CSRF header). No JavaScript library is used.
+per principal), :mod:`.geo` (the map's projection), :mod:`.exports` (evidence exports and
+locks), :mod:`.sar` (subject access requests), :mod:`.localtime` (times typed and shown in
+local time). The scripts: ``static/console/player.js`` (a WHEP player that reconnects by
+itself), ``wall.js`` (tiles, layouts, full screen), ``polygon.js`` (polygons drawn over a
+still) for ``masks.js`` (the mask editor) and ``redact.js`` (subject access redactions),
+``exports.js`` (exports' progress), ``console.js`` (REST calls with the CSRF header). No
+JavaScript library is used.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from gateway.http.console.cameras import CameraPages
 from gateway.http.console.exports import ExportPages
 from gateway.http.console.frame import LOGIN, LOGOUT, Frame
 from gateway.http.console.layouts import LayoutStore
+from gateway.http.console.sar import SarPages
 from gateway.http.console.signin import SignIn
 from gateway.http.console.stills import Stills
 from gateway.http.csrf import session_token
@@ -85,6 +88,10 @@ def add_console_routes(app: web.Application, gateway: Gateway) -> None:
     AdminPages(frame, gateway.config.zone).add_routes(app)
     features: set[str] = set()
     if gateway.exports is not None:  # worker 0 (exports run there)
-        ExportPages(frame, gateway.exports, gateway.config.zone).add_routes(app)
+        exports = ExportPages(frame, gateway.exports, gateway.config.zone)
+        exports.add_routes(app)
         features.add("exports")
+        if gateway.sar is not None:
+            SarPages(frame, gateway.sar, exports, gateway.config.zone).add_routes(app)
+            features.add("sar")
     frame.features = frozenset(features)

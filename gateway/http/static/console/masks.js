@@ -10,40 +10,25 @@
   const svg = root.querySelector("svg.overlay");
   const form = document.getElementById("mask-form");
   const status = document.getElementById("mask-status");
-  const NS = "http://www.w3.org/2000/svg";
+  const poly = window.feedgatePolygon;
+  const el = poly.el;
+  const pointsAttr = poly.pointsAttr;
   const MAX_POINTS = 64;
   const masks = new Map(data.masks.map(function (m) { return [m.id, m]; }));
   let current = null; // the mask being edited: {id, points: [{x, y}], ...}
   let dragging = -1;
 
-  function el(name, attrs) {
-    const node = document.createElementNS(NS, name);
-    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    return node;
-  }
-
-  function pointsAttr(points) {
-    return points.map(function (p) { return (p.x * 1000).toFixed(1) + "," + (p.y * 1000).toFixed(1); }).join(" ");
-  }
-
   function draw() {
-    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    poly.clear(svg);
     masks.forEach(function (m) {
       if (current && m.id === current.id) return;
-      const poly = el("polygon", { points: pointsAttr(m.points), class: "zone " + m.kind, "data-mask": m.id });
+      const shape = el("polygon", { points: pointsAttr(m.points), class: "zone " + m.kind, "data-mask": m.id });
       const title = el("title", {});
       title.textContent = m.id + (m.label ? ": " + m.label : "");
-      poly.appendChild(title);
-      svg.appendChild(poly);
+      shape.appendChild(title);
+      svg.appendChild(shape);
     });
-    if (!current) return;
-    if (current.points.length >= 2) {
-      svg.appendChild(el(current.points.length >= 3 ? "polygon" : "polyline",
-        { points: pointsAttr(current.points), class: "zone editing" }));
-    }
-    current.points.forEach(function (p, i) {
-      svg.appendChild(el("circle", { cx: p.x * 1000, cy: p.y * 1000, r: 9, class: "corner", "data-corner": i }));
-    });
+    if (current) poly.drawEditing(svg, current.points);
   }
 
   function say(text, bad) {
@@ -80,12 +65,7 @@
   }
 
   function at(ev) {
-    const box = svg.getBoundingClientRect();
-    const clamp = function (v) { return Math.min(1, Math.max(0, v)); };
-    return {
-      x: Math.round(clamp((ev.clientX - box.left) / box.width) * 10000) / 10000,
-      y: Math.round(clamp((ev.clientY - box.top) / box.height) * 10000) / 10000,
-    };
+    return poly.at(svg, ev);
   }
 
   document.addEventListener("click", function (ev) {

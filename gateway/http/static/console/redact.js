@@ -1,0 +1,112 @@
+/* feedgate console: the subject access redaction editor. Zones are polygons over a still of
+   the camera (drawn with polygon.js, the mask editor's drawing code), each blacked out over a
+   time range; "Add zone" keeps the polygon being drawn with the range typed beside it, and
+   the form sends them all as JSON in its "redactions" field (a polygon with three corners or
+   more that was not added yet goes too). The copy is made by the gateway. */
+"use strict";
+(function () {
+  const root = document.getElementById("redact-editor");
+  const form = document.getElementById("copy-form");
+  if (!root || !form) return;
+  const poly = window.feedgatePolygon;
+  const svg = root.querySelector("svg.overlay");
+  const still = root.querySelector("img.still");
+  const list = document.getElementById("zone-list");
+  const status = document.getElementById("redact-status");
+  const MAX_POINTS = 64;
+  const MAX_ZONES = 32;
+  const zones = []; // {id, points: [{x, y}], start, end}
+  let current = [];
+  let dragging = -1;
+  let made = 0;
+
+  function say(text, bad) {
+    status.hidden = false;
+    status.textContent = text;
+    status.classList.toggle("bad", !!bad);
+  }
+
+  function draw() {
+    poly.clear(svg);
+    zones.forEach(function (z) {
+      const shape = poly.el("polygon", { points: poly.pointsAttr(z.points), class: "zone", "data-zone": z.id });
+      const title = poly.el("title", {});
+      title.textContent = z.id + ": " + z.start + " to " + z.end;
+      shape.appendChild(title);
+      svg.appendChild(shape);
+    });
+    poly.drawEditing(svg, current);
+  }
+
+  function listed() {
+    list.replaceChildren();
+    if (!zones.length) {
+      const none = document.createElement("li");
+      none.className = "muted";
+      none.textContent = "No zones yet.";
+      list.appendChild(none);
+    }
+    zones.forEach(function (z, i) {
+      const item = document.createElement("li");
+      item.dataset.zone = z.id;
+      item.textContent = z.id + ": " + z.points.length + " corners, black " + z.start.replace("T", " ") +
+        " to " + z.end.replace("T", " ") + " ";
+      const drop = document.createElement("button");
+      drop.type = "button";
+      drop.className = "link";
+      drop.textContent = "remove";
+      drop.addEventListener("click", function () { zones.splice(i, 1); listed(); draw(); });
+      item.appendChild(drop);
+      list.appendChild(item);
+    });
+    form.elements.redactions.value = JSON.stringify(zones);
+  }
+
+  function add() {
+    if (current.length < 3) return say("Click at least three corners first.", true), false;
+    if (zones.length >= MAX_ZONES) return say("At most " + MAX_ZONES + " zones.", true), false;
+    made += 1;
+    zones.push({ id: "zone-" + made, points: current, start: form.elements.zone_start.value, end: form.elements.zone_end.value });
+    current = [];
+    listed();
+    draw();
+    say(zones.length + " zone" + (zones.length > 1 ? "s" : "") + " to black out.", false);
+    return true;
+  }
+
+  svg.addEventListener("pointerdown", function (ev) {
+    const corner = ev.target.closest("[data-corner]");
+    if (corner) {
+      dragging = Number(corner.dataset.corner);
+      svg.setPointerCapture(ev.pointerId);
+      ev.preventDefault();
+      return;
+    }
+    if (current.length >= MAX_POINTS) return say("A zone has at most " + MAX_POINTS + " corners.", true);
+    current.push(poly.at(svg, ev));
+    draw();
+  });
+  svg.addEventListener("pointermove", function (ev) {
+    if (dragging < 0) return;
+    current[dragging] = poly.at(svg, ev);
+    draw();
+  });
+  svg.addEventListener("pointerup", function () { dragging = -1; });
+
+  form.addEventListener("click", function (ev) {
+    const action = ev.target.closest("[data-action]");
+    if (!action) return;
+    if (action.dataset.action === "add") add();
+    if (action.dataset.action === "undo") { current.pop(); draw(); }
+  });
+  form.elements.camera.addEventListener("change", function () {
+    still.src = "/console/stills/" + encodeURIComponent(form.elements.camera.value);
+  });
+  form.addEventListener("submit", function (ev) {
+    if (current.length >= 3 && !add()) ev.preventDefault();
+    form.elements.redactions.value = JSON.stringify(zones);
+  });
+
+  draw();
+  window.feedgateRedact = { zones: zones };
+})();

@@ -1,0 +1,149 @@
+"""The console's subject access pages in Debian's Chromium (Playwright) against a real gateway
+recording an ffmpeg camera: the council's admin opens a request for a window of the depot
+camera (due one calendar month on), sees the export already made of that footage among its
+findings, draws a redaction zone over the still, gets the redacted copy, downloads it with its
+signed manifest (which verifies, and is black inside the zone), and closes the request; a
+partner's viewer is refused the pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from console_site import Site, console_site, download_pair, recorded_since, sign_in, until
+from export_fixtures import luma_frames
+
+from gateway.recording.export_manifest import keys_from_jwks, verify_export
+from gateway.recording.export_store import UNFINISHED
+from tenants.audit import AuditAction
+from tenants.sar import due_date
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+LONDON = ZoneInfo("Europe/London")
+ZONE = ((0.02, 0.02), (0.5, 0.02), (0.5, 0.5), (0.02, 0.5))  # the top-left quarter
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with console_site(
+        tmp_path_factory.mktemp("console-sar"), publish=("depot",), record=("depot",)
+    ) as s:
+        yield s
+
+
+def local(t: datetime) -> str:
+    return t.astimezone(LONDON).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def test_a_request_finds_the_export_of_its_window_and_gets_a_redacted_copy(
+    site: Site, browser: Browser, artefacts: Path
+) -> None:
+    exports = site.gateway.exports
+    t0 = recorded_since(site, "depot", 8)
+    # Footage of the window already exported, before anyone asked.
+    earlier = site.run(
+        exports.create(
+            site.token("council-admin"), "depot", t0 + timedelta(seconds=1),
+            t0 + timedelta(seconds=4), purpose="Incident review 12",
+        )
+    )  # fmt: skip
+    until(lambda: exports.store.get(earlier.id).state not in UNFINISHED, 60, "the export")
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    try:
+        page = context.new_page()
+        sign_in(page, site, "council-admin", "/console/sar")
+        due = due_date(datetime.now(UTC), LONDON).strftime("%d %b %Y")
+        assert page.locator("#due").inner_text() == due
+        form = page.locator("#sar-form")
+        form.locator("input[name=subject]").fill("Man in a green anorak, about 30")
+        form.locator("input[name=contact]").fill("subject@example.org")
+        form.locator('input[name=cameras][value="depot"]').check()
+        form.locator("input[name=start]").fill(local(t0))
+        form.locator("input[name=end]").fill(local(t0 + timedelta(seconds=6)))
+        with page.expect_navigation():
+            form.get_by_role("button", name="Open request").click()
+        assert "/console/sar/sar-" in page.url
+        sar_id = page.url.rsplit("/", 1)[1]
+        assert page.locator("#request [data-due]").inner_text().startswith(due)
+        # Findings: the recordings of the window and the export of its footage.
+        assert "depot" in page.locator("#recordings").inner_text()
+        assert "nothing recorded" not in page.locator("#recordings").inner_text()
+        found = page.locator('#touches tr[data-action="export"]')
+        assert found.count() == 1 and "Incident review 12" in found.inner_text()
+
+        # A redaction zone, drawn over the still with the mask editor's drawing code.
+        page.wait_for_function("() => document.querySelector('#redact-editor img').complete")
+        overlay = page.locator("#redact-editor svg.overlay")
+        overlay.scroll_into_view_if_needed()
+        box = overlay.bounding_box()
+        assert box is not None
+        for x, y in ZONE:
+            page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
+        page.get_by_role("button", name="Add zone").click()
+        assert page.locator("#zone-list li[data-zone]").count() == 1
+        page.screenshot(path=str(artefacts / "redaction.png"), full_page=True)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Make the redacted copy").click()
+        row = page.locator("#copy-list tr[data-export]").first
+        copy_id = str(row.get_attribute("data-export"))
+        # exports.js follows it and loads the page again once it is done.
+        until(
+            lambda: (
+                page.locator(f'tr[data-export="{copy_id}"]').get_attribute("data-state") == "done"
+            ),
+            120,
+            "the redacted copy",
+        )
+        row = page.locator(f'tr[data-export="{copy_id}"]')
+        media, manifest = download_pair(page, row, artefacts)
+
+        close = page.locator("#close-form")
+        close.locator("select[name=state]").select_option("fulfilled")
+        close.locator("input[name=outcome]").fill("Redacted copy sent by post")
+        with page.expect_navigation():
+            close.get_by_role("button", name="Close request").click()
+        assert page.locator("#request [data-state]").inner_text() == "fulfilled"
+        assert page.locator("#copy-form").count() == 0
+    finally:
+        context.close()
+
+    verified = verify_export(media, manifest, keys_from_jwks(site.tenancy.jwks()))
+    m = verified.manifest
+    assert m.kind == "sar_copy" and m.sar_id == sar_id and m.camera == "depot"
+    assert len(m.redactions) == 1
+    drawn = [c for point in m.redactions[0].points for c in point]
+    assert drawn == pytest.approx([c for point in ZONE for c in point], abs=0.01)
+    frames = luma_frames(media, limit=200)
+    assert len(frames) >= 30
+    for f in frames:
+        h, w = f.shape
+        inside = f[int(0.06 * h) : int(0.45 * h), int(0.06 * w) : int(0.45 * w)]
+        outside = f[int(0.55 * h) : int(0.95 * h), int(0.55 * w) : int(0.95 * w)]
+        assert float(np.mean(inside)) < 20, float(np.mean(inside))
+        assert float(np.mean(outside)) > 40, float(np.mean(outside))
+    events = [e.detail.get("event") for e in site.entries(AuditAction.SAR.value)]
+    assert events == ["opened", "closed"]
+
+
+def test_a_partners_viewer_is_refused_the_subject_access_pages(
+    site: Site, browser: Browser
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        sign_in(page, site, "guard", "/console")
+        assert "Subject access" not in page.locator("nav.tabs").inner_text()
+        response = page.goto(site.base + "/console/sar")
+        assert response is not None and response.status == 403
+    finally:
+        context.close()
+    refused = [e for e in site.entries(AuditAction.DENIED.value) if e.principal == "guard"]
+    assert any(e.detail.get("action") == "sar" for e in refused), refused
