@@ -250,3 +250,36 @@ async def test_exports_locks_and_sars_are_declared_in_the_openapi_document(site:
         assert shape["application/json"]["schema"] == {
             "$ref": "#/components/schemas/SignedManifest"
         }
+
+
+async def test_times_with_no_utc_instant_are_refused_as_400_not_500(site: Site) -> None:
+    """0001-01-01T00:00:00+05:00 and 9999-12-31T23:59:59-05:00 are valid RFC 3339 times with no
+    UTC datetime: each is the field's 400, and nothing is taken or opened (they were 500s from
+    the export and subject access routes and the audit's disclosures, and a lock stored one)."""
+    before, after = "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"
+    officer = {"Authorization": f"Bearer {site.token('officer')}"}
+    root = {"Authorization": f"Bearer {site.token('root')}"}
+    span = {"start": z(T0), "end": z(T0 + timedelta(seconds=3))}
+    posts = [
+        ("/v1/exports", {"camera": "street", **span, "purpose": "case"}, officer),
+        ("/v1/locks", {"camera": "street", **span, "reason": "hold",
+                       "expires": z(NOW + timedelta(days=1))}, officer),
+        ("/v1/sars", {"subject": "s", "contact": "c", **span, "cameras": ["street"]}, root),
+    ]  # fmt: skip
+    async with httpx.AsyncClient() as client:
+        for path, body, auth in posts:
+            for name, value in [("start", before), ("end", after)]:
+                r = await client.post(site.url + path, json={**body, name: value}, headers=auth)
+                assert r.status_code == 400, (path, name, r.text)
+                assert r.json()["field"] == name and r.json()["code"] == "invalid_argument"
+        r = await client.post(site.url + "/v1/sars", json=posts[2][1], headers=root)
+        assert r.status_code == 201
+        copies = f"{site.url}/v1/sars/{r.json()['id']}/copies"
+        zone = {"id": "z", "points": [[0, 0], [1, 0], [1, 1]], "start": before, "end": z(T0)}
+        r = await client.post(copies, json={"camera": "street", "redactions": [zone]}, headers=root)
+        assert r.status_code == 400 and r.json()["field"] == "redactions[0].start", r.text
+        r = await client.get(f"{site.url}/v1/audit/disclosures?from={before}&to={after}".replace(
+            "+", "%2B"), headers=root)  # fmt: skip
+        assert r.status_code == 400 and r.json()["field"] == "from", r.text
+        locks = await client.get(site.url + "/v1/locks", headers=officer)
+        assert locks.status_code == 200 and locks.json()["items"] == []

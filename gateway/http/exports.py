@@ -21,9 +21,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from gateway.http.api.routes import Binary, Call, Handler, PageQuery, Route
+from gateway.http.api.routes import Binary, Call, Handler, Instant, PageQuery, Route
 from gateway.recording.export_manifest import ExportManifest
 from gateway.recording.export_store import ExportJob, ExportState
 from gateway.recording.exports import MAX_TEXT, ExportService
@@ -45,8 +45,8 @@ Text = Annotated[str, Field(max_length=MAX_TEXT, pattern=TEXT_PATTERN)]
 
 class ExportBody(Body):
     camera: Id
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     purpose: Text | None = Field(None, description="a purpose or an incident_ref is needed")
     incident_ref: Text | None = None
     unmasked: bool = Field(False, description="lift liftable masks (needs the unmask right)")
@@ -54,10 +54,10 @@ class ExportBody(Body):
 
 class LockBody(Body):
     camera: Id
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     reason: Text = Field(min_length=1)
-    expires: AwareDatetime
+    expires: Instant
 
 
 class LockQuery(PageQuery):

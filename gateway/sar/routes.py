@@ -16,9 +16,9 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from gateway.http.api.routes import Call, Handler, PageQuery, Route
+from gateway.http.api.routes import Call, Handler, Instant, PageQuery, Route
 from gateway.http.exports import MAX_BODY, ExportView, Text, row
 from gateway.recording.exports import RedactionZone
 from gateway.sar.service import Findings, SarService
@@ -42,8 +42,8 @@ class Closed(StrEnum):
 class OpenBody(Body):
     subject: _Required = Field(description="who asks: kept in the request, never audited")
     contact: _Required
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     cameras: list[Id] = Field(default_factory=list, max_length=256)
     area: Text | None = Field(None, max_length=128, description="south,west,north,east")
 
@@ -51,14 +51,14 @@ class OpenBody(Body):
 class RedactionBody(Body):
     id: Annotated[str, Field(pattern=TAG_PATTERN)]
     points: list[_Point] = Field(min_length=3, max_length=64)
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
 
 
 class CopyBody(Body):
     camera: Id
-    start: AwareDatetime | None = Field(None, description="default: the request's window")
-    end: AwareDatetime | None = None
+    start: Instant | None = Field(None, description="default: the request's window")
+    end: Instant | None = None
     redactions: list[RedactionBody] = Field(default_factory=list, max_length=32)
 
 

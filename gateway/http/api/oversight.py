@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from pydantic import BaseModel, Field
 
-from pydantic import BaseModel, Field, model_validator
-
-from gateway.http.api.routes import Call, PageQuery, Route
+from gateway.http.api.routes import Call, Instant, PageQuery, Route
 from tenants.audit import AuditAction
 from tenants.control.audit import AuditQuery
-from tenants.control.errors import invalid
 from tenants.control.schemas import Id, Purpose
 from tenants.control.views import (
     AuditPage,
@@ -30,32 +27,17 @@ SESSION_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 
 class EntriesQuery(PageQuery):
-    from_time: datetime | None = Field(None, alias="from", description="RFC 3339")
-    to_time: datetime | None = Field(None, alias="to", description="RFC 3339")
+    from_time: Instant | None = Field(None, alias="from")
+    to_time: Instant | None = Field(None, alias="to")
     tenant: Id | None = None
     principal: Id | None = None
     camera: Id | None = None
     action: AuditAction | None = None
 
-    @model_validator(mode="after")
-    def _zones(self) -> EntriesQuery:
-        for name in ("from_time", "to_time"):
-            value = getattr(self, name)
-            if value is not None and value.utcoffset() is None:
-                raise invalid(name.removesuffix("_time"), "needs a time zone, e.g. Z")
-        return self
-
 
 class DisclosuresQuery(BaseModel):
-    from_time: datetime = Field(alias="from", description="RFC 3339")
-    to_time: datetime = Field(alias="to", description="RFC 3339")
-
-    @model_validator(mode="after")
-    def _zones(self) -> DisclosuresQuery:
-        for name in ("from_time", "to_time"):
-            if getattr(self, name).utcoffset() is None:
-                raise invalid(name.removesuffix("_time"), "needs a time zone, e.g. Z")
-        return self
+    from_time: Instant = Field(alias="from")
+    to_time: Instant = Field(alias="to")
 
 
 class InclusionQuery(BaseModel):

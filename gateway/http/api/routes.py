@@ -11,15 +11,38 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from tenants.control import Caller, Code, ControlError, ControlService
 from tenants.control.views import DEFAULT_PAGE, MAX_PAGE
 
 _S = TypeVar("_S")
+
+
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _instant(t: datetime) -> datetime:
+    """In UTC, and within years the recordings and the database's microseconds can hold
+    (0001-01-01T00:00:00+05:00 is a valid RFC 3339 time with no UTC datetime at all)."""
+    try:
+        utc = t.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError(f"must be from {EARLIEST.year} to {LATEST.year - 1} (UTC)")
+    return utc
+
+
+Instant = Annotated[
+    AwareDatetime,
+    AfterValidator(_instant),
+    Field(description="RFC 3339 with an offset, 1970-2199"),
+]
 
 
 class NoQuery(BaseModel):
@@ -106,4 +129,4 @@ class Route:
     max_body: int | None = None  # bytes; None: the app's limit
 
 
-__all__ = ["Binary", "Call", "Handler", "NoQuery", "PageQuery", "Route", "Services"]
+__all__ = ["Binary", "Call", "Handler", "Instant", "NoQuery", "PageQuery", "Route", "Services"]
