@@ -16,7 +16,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.tenancy import Tenancy
 from tenants.control import ControlService, Core
-from tenants.control.ports import Billing, LiveSession, MediaPlane, UsageLine
+from tenants.control.ports import Billing, LiveSession, MediaPlane, Nodes, UsageLine
 
 
 def control_service(
@@ -25,6 +25,7 @@ def control_service(
     *,
     media: MediaPlane | None = None,
     billing: Billing | None = None,
+    nodes: Nodes | None = None,
 ) -> ControlService:
     core = Core(
         db=tenancy.db,
@@ -38,6 +39,7 @@ def control_service(
         billing=billing,
         refusals=tenancy.refusals,
         onvif=tenancy.onvif,
+        nodes=nodes,
     )
     if media is not None:
         core.media = media

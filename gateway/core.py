@@ -154,13 +154,18 @@ class Gateway:
             from gateway.control import GatewayMedia, LedgerBilling, control_service
 
             media: Any = GatewayMedia(config, self.live, self.rtsp)
+            nodes = None
             if self.cluster is not None:
+                from gateway.cluster.nodes import NodeDirectory
+
                 media = self.cluster.attach_media(media)  # every node's sessions
+                nodes = NodeDirectory(self.cluster.redis, self.cluster.keys)
             self.control = control_service(
                 self.tenancy,
                 config.grpc.platform_tenant,
                 media=media,
                 billing=LedgerBilling(self.metering) if self.metering is not None else None,
+                nodes=nodes,
             )
         # MediaMTX's own sessions, metered and re-checked here (worker 0: one supervisor).
         self.mediamtx: Any = None

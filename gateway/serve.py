@@ -30,6 +30,10 @@ async def run_gateway(
     site = http_site(runner, config)
     try:
         await site.start()
+        if gateway.cluster is not None and runner.addresses:
+            # The node's heartbeat names its HTTP port (what /v1/nodes shows; it said 0).
+            http_port = int(runner.addresses[0][1])
+            gateway.cluster.http_port = lambda: http_port
         rtsps = gateway.rtsp.tls_port
         log.info(
             "feedgate listening: rtsp://%s:%d%s  %s://%s:%d",

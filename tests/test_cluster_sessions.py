@@ -136,7 +136,16 @@ async def test_feedgate_nodes_lists_the_cluster(redis_server, tmp_path: Path):
 
         def run(*extra: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "gateway.cli.main", "nodes", "--config", str(cfg), *extra],
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway.cli.main",
+                    "nodes",
+                    "--local",
+                    "--config",
+                    str(cfg),
+                    *extra,
+                ],
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -159,7 +168,7 @@ def test_feedgate_nodes_needs_a_cluster(tmp_path: Path):
     cfg = tmp_path / "one.toml"
     cfg.write_text("")
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli.main", "nodes", "--config", str(cfg)],
+        [sys.executable, "-m", "gateway.cli.main", "nodes", "--local", "--config", str(cfg)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 DEFAULT_SERVER = "127.0.0.1:50051"
 TIMEOUT_S = 30.0
 # The modules whose services the CLI calls (importing them registers their descriptors).
-_MODULES = ("tenants", "cameras", "masks", "grants", "tokens", "audit", "ptz")
+_MODULES = ("tenants", "cameras", "masks", "grants", "tokens", "audit", "nodes", "ptz")
 
 
 class CliError(Exception):

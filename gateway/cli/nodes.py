@@ -1,17 +1,24 @@
 """``feedgate nodes``: the cluster's nodes as their heartbeats describe them (issue #15.3).
 
-Reads the cluster's Redis named by the config's ``[cluster]`` section, as every node does;
-it needs no node to be up, so it also shows which ones are down."""
+A thin adapter: it asks the control API (``NodeService/ListNodes``, the same operation as
+``GET /v1/nodes``) with ``--server`` and ``--token``, so who may see the cluster is decided in
+one place. ``--local --config FILE`` reads the cluster's Redis named by the config's
+``[cluster]`` itself, as every node does: for when no node answers (it then also shows which
+ones are down)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import sys
-import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from gateway.cli.client import CliError, connect, request
+from gateway.cli.verbs import LOCAL_HELP, _guarded, common_options
+
+SERVICE = "NodeService"
 
 
 def _ago(seconds: float) -> str:
@@ -20,72 +27,88 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 60:.0f}m ago"
 
 
-async def _list(config: Any) -> list[Any]:
+def _remote(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from google.protobuf import json_format
+
+    client = connect(args)
+    try:
+        resp: Any = client.call(SERVICE, "ListNodes", request(SERVICE, "ListNodes", {}))
+    finally:
+        client.close()
+    rows = []
+    for n in resp.nodes:
+        row = json_format.MessageToDict(
+            n, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        row.setdefault("started", None)
+        rows.append(row)
+    return rows
+
+
+async def _read_redis(config: Any) -> list[dict[str, Any]]:
     import redis.asyncio as aioredis
 
     from gateway.cluster.keys import Keys
-    from gateway.cluster.nodes import list_nodes
+    from gateway.cluster.nodes import NodeDirectory
+    from tenants.control.views import NodeView
 
     cc = config.cluster
     r = aioredis.Redis.from_url(
         cc.redis_url, socket_timeout=cc.redis_timeout, socket_connect_timeout=cc.redis_timeout
     )
     try:
-        return await list_nodes(r, Keys(cc.prefix))
+        found = await NodeDirectory(r, Keys(cc.prefix)).nodes()
     finally:
         await r.aclose()
+    return [NodeView.of(n).model_dump(mode="json") for n in found]
+
+
+def _local(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from gateway.cli.parsing import load_config
+
+    config = load_config(args.config)
+    if not config.cluster.enabled:
+        raise CliError("this config has no [cluster] redis_url: one node", 2)
+    try:
+        return asyncio.run(_read_redis(config))
+    except Exception as exc:
+        raise CliError(f"cannot read the cluster's Redis: {exc}") from None
+
+
+def _when(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _print(rows: Sequence[Mapping[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(list(rows), indent=2))
+        return
+    now = datetime.now(UTC)
+    print(f"{'NODE':24} {'STATE':6} {'SEEN':10} {'RELAY':22} {'SESSIONS':>8}  CAMERAS")
+    for n in rows:
+        alive = bool(n.get("alive"))
+        seen = _ago((now - _when(str(n["last_seen"]))).total_seconds())
+        relay = str(n.get("relay") or "-")
+        sessions = str(n.get("sessions", 0)) if alive else "-"
+        cams = " ".join([*n.get("owned", ()), *(f"({p})" for p in n.get("relayed", ()))])
+        state = "up" if alive else "down"
+        print(f"{n['node']:24} {state:6} {seen:10} {relay:22} {sessions:>8}  {cams}")
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from gateway.cli.main import _load
-
-    config = _load(args.config)
-    if not config.cluster.enabled:
-        print("feedgate: this config has no [cluster] redis_url: one node", file=sys.stderr)
-        return 2
-    try:
-        nodes = asyncio.run(_list(config))
-    except Exception as exc:
-        print(f"feedgate: cannot read the cluster's Redis: {exc}", file=sys.stderr)
-        return 1
-    now = time.time()
-    if args.json:
-        rows = []
-        for n in nodes:
-            rec = n.record
-            rows.append(
-                {
-                    "node": n.node,
-                    "alive": n.alive,
-                    "last_seen": datetime.fromtimestamp(n.last_seen, UTC).isoformat(),
-                    "relay": rec.relay if rec else None,
-                    "rtsp_port": rec.rtsp_port if rec else None,
-                    "sessions": rec.sessions if rec else None,
-                    "owned": list(rec.owned) if rec else [],
-                    "relayed": list(rec.relayed) if rec else [],
-                }
-            )
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'NODE':24} {'STATE':6} {'SEEN':10} {'RELAY':22} {'SESSIONS':>8}  CAMERAS")
-    for n in nodes:
-        rec = n.record
-        state = "up" if n.alive else "down"
-        relay = rec.relay if rec else "-"
-        sessions = str(rec.sessions) if rec else "-"
-        cams = ""
-        if rec is not None:
-            cams = " ".join([*rec.owned, *(f"({p})" for p in rec.relayed)])
-        print(
-            f"{n.node:24} {state:6} {_ago(now - n.last_seen):10} {relay:22} {sessions:>8}  {cams}"
-        )
+    if args.local and not args.config:
+        raise CliError("--local needs --config FILE", 2)
+    rows = _local(args) if args.local else _remote(args)
+    _print(rows, args.json)
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "nodes", help="list the cluster's nodes (cameras owned, (relayed), sessions)"
+        "nodes",
+        help="list the cluster's nodes (cameras owned, (relayed), sessions)",
+        parents=[common_options()],
     )
-    p.add_argument("--config", help="a node's TOML config (its [cluster] section)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_nodes)
+    p.add_argument("--local", action="store_true", help=f"{LOCAL_HELP}: the cluster's Redis")
+    p.add_argument("--config", help="a node's TOML config (its [cluster] section; with --local)")
+    p.set_defaults(func=_guarded(cmd_nodes))

@@ -2,17 +2,20 @@
 heartbeat_interval and its last-seen time in the ``nodes`` sorted set. A node whose key has
 lapsed is down: its sessions leave the registry and its camera leases lapse with it.
 
-:func:`list_nodes` is what ``feedgate nodes`` and ``GET /v1/nodes`` show: the nodes alive
-now, then the ones seen within the last hour, marked down."""
+:func:`list_nodes` is what ``feedgate nodes``, ``GET /v1/nodes`` and gRPC ``ListNodes`` show
+(through :class:`NodeDirectory`, the control service's view): the nodes alive now, then the ones
+seen within the last hour, marked down."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.cluster.keys import Keys
+from tenants.control.ports import NodeInfo
 
 # Nodes gone longer than this are forgotten by the listing.
 FORGET_AFTER = 3600.0
@@ -111,3 +114,32 @@ async def list_nodes(redis: Any, keys: Keys, now: float | None = None) -> list[N
         out.append(NodeStatus(node_id, rec is not None, float(score), rec))
     out.sort(key=lambda s: (not s.alive, s.node))
     return out
+
+
+def node_info(s: NodeStatus) -> NodeInfo:
+    """A listed node as the control service declares it."""
+    rec = s.record
+    return NodeInfo(
+        node=s.node,
+        alive=s.alive,
+        last_seen=datetime.fromtimestamp(s.last_seen, UTC),
+        started=datetime.fromtimestamp(rec.started, UTC) if rec else None,
+        relay=rec.relay if rec else "",
+        rtsp_port=rec.rtsp_port if rec else 0,
+        http_port=rec.http_port if rec else 0,
+        sessions=rec.sessions if rec else 0,
+        owned=rec.owned if rec else (),
+        relayed=rec.relayed if rec else (),
+    )
+
+
+class NodeDirectory:
+    """The cluster's nodes for the control service (``tenants.control.ports.Nodes``), read
+    from the cluster's Redis at each call."""
+
+    def __init__(self, redis: Any, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def nodes(self) -> list[NodeInfo]:
+        return [node_info(s) for s in await list_nodes(self.redis, self.keys)]

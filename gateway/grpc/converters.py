@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from feedgate.v1 import audit_pb2, common_pb2, masks_pb2, tenants_pb2, tokens_pb2
+from feedgate.v1 import audit_pb2, common_pb2, masks_pb2, nodes_pb2, tenants_pb2, tokens_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tenants.control import schemas as s
@@ -262,4 +262,21 @@ def verify_pb(r: v.VerifyView) -> audit_pb2.VerifyReport:
     )
     if r.first_bad_seq is not None:
         msg.first_bad_seq = r.first_bad_seq
+    return msg
+
+
+def node_pb(n: v.NodeView) -> nodes_pb2.Node:
+    msg = nodes_pb2.Node(
+        node=n.node,
+        alive=n.alive,
+        last_seen=ts(n.last_seen),
+        relay=n.relay,
+        rtsp_port=n.rtsp_port,
+        http_port=n.http_port,
+        sessions=n.sessions,
+        owned=n.owned,
+        relayed=n.relayed,
+    )
+    if n.started is not None:
+        msg.started.CopyFrom(ts(n.started))
     return msg

@@ -1,5 +1,5 @@
-"""The control API over gRPC: tenants, principals, cameras, masks, grants, tokens and the audit
-log, as thin adapters over the control service (``tenants.control``).
+"""The control API over gRPC: tenants, principals, cameras, masks, grants, tokens, the audit
+log and the cluster's nodes, as thin adapters over the control service (``tenants.control``).
 
 The contract is ``protos/feedgate/v1/*.proto`` (package ``feedgate.v1``). Handlers are built
 from the services' descriptors, so a method added to a .proto without an implementation here
@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
-from gateway.grpc import audit, cameras, grants, tenants
+from gateway.grpc import audit, cameras, grants, nodes, tenants
 from gateway.grpc.interceptor import guarded
 from tenants.control import ControlService
 from tenants.model import check_id
@@ -35,6 +35,7 @@ def servicers(service: ControlService) -> list[tuple[ServiceDescriptor, Any]]:
         (grants.DESCRIPTOR, grants.GrantService(service)),
         (grants.TOKEN_DESCRIPTOR, grants.TokenService(service)),
         (audit.DESCRIPTOR, audit.AuditService(service)),
+        (nodes.DESCRIPTOR, nodes.NodeService(service)),
     ]
 
 

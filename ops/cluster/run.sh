@@ -2,7 +2,7 @@
 # Two feedgate nodes, one PostgreSQL and one Redis on this machine (docs/deployment.md).
 # State goes to var/cluster/. Ctrl-C stops everything this script started.
 #   ./ops/cluster/run.sh            then, in another shell:
-#   feedgate nodes --config ops/cluster/node1.toml
+#   feedgate nodes --local --config ops/cluster/node1.toml
 #   ffmpeg -re -f lavfi -i testsrc2=size=640x360:rate=25 -c:v libx264 -preset ultrafast \
 #     -tune zerolatency -g 25 -f rtsp 'rtsp://riverside-encoder:<password>@127.0.0.1:18554/high-street-north'
 set -euo pipefail

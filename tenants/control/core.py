@@ -28,7 +28,7 @@ from tenants.control.errors import (
     hidden,
     precondition,
 )
-from tenants.control.ports import Billing, MediaPlane, NoMedia
+from tenants.control.ports import Billing, MediaPlane, Nodes, NoMedia
 from tenants.control.rules import Caller
 from tenants.db import Database
 from tenants.model import Role
@@ -73,6 +73,7 @@ class Core:
     billing: Billing | None = None
     refusals: RefusalLog | None = None
     onvif: OnvifRegister | None = None  # cameras' ONVIF settings (PTZ)
+    nodes: Nodes | None = None  # the cluster's nodes; None: this gateway is one node
 
     def __post_init__(self) -> None:
         if self.refusals is None:

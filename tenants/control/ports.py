@@ -57,6 +57,30 @@ class NoMedia:
 
 
 @dataclass(frozen=True)
+class NodeInfo:
+    """One node of a clustered gateway, as its heartbeat describes it."""
+
+    node: str
+    alive: bool
+    last_seen: datetime
+    started: datetime | None = None  # None when down: its record has lapsed
+    relay: str = ""  # host:port of its internal relay listener
+    rtsp_port: int = 0
+    http_port: int = 0
+    sessions: int = 0
+    owned: tuple[str, ...] = ()  # camera paths it pulls or publishes
+    relayed: tuple[str, ...] = ()  # camera paths it relays from their owners
+
+
+class Nodes(Protocol):
+    """The cluster's nodes (the gateway reads them from its Redis, on the event loop)."""
+
+    async def nodes(self) -> Sequence[NodeInfo]:
+        """Live nodes first, then the ones seen lately; raises if they cannot be read."""
+        ...
+
+
+@dataclass(frozen=True)
 class UsageLine:
     tenant: str
     period: str
@@ -79,4 +103,4 @@ class Billing(Protocol):
         ...
 
 
-__all__ = ["Billing", "LiveSession", "MediaPlane", "NoMedia", "UsageLine"]
+__all__ = ["Billing", "LiveSession", "MediaPlane", "NoMedia", "NodeInfo", "Nodes", "UsageLine"]

@@ -9,6 +9,7 @@ from tenants.control.cameras import CameraOps, MaskOps
 from tenants.control.core import Core
 from tenants.control.errors import Code, ControlError
 from tenants.control.grants import GrantOps
+from tenants.control.nodes import NodeOps
 from tenants.control.onvif import OnvifOps
 from tenants.control.rules import Caller
 from tenants.control.sessions import BillingOps, SessionOps
@@ -19,8 +20,8 @@ from tenants.policy import AccessRequest, Action
 
 
 class ControlService:
-    """Tenants, principals, cameras, masks, grants, tokens, the audit log, live sessions,
-    usage and invoices, behind one set of rules (``tenants.control.rules``)."""
+    """Tenants, principals, cameras, masks, grants, tokens, the audit log, live sessions, the
+    cluster's nodes, usage and invoices, behind one set of rules (``tenants.control.rules``)."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -33,6 +34,7 @@ class ControlService:
         self.tokens = TokenOps(core)
         self.audit = AuditOps(core)
         self.sessions = SessionOps(core)
+        self.nodes = NodeOps(core)
         self.billing = BillingOps(core)
         self.signin = SignInOps(core)
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, create_model
 
 from tenants.audit import AuditEntry
-from tenants.control.ports import LiveSession
+from tenants.control.ports import LiveSession, NodeInfo
 from tenants.control.schemas import Body, Purpose, View
 
 MAX_PAGE = 1000
@@ -190,6 +190,37 @@ class EmittedView(View):
     sink: dict[str, Any]
 
 
+# ----------------------------------------------------------------------------- nodes
+
+
+class NodeView(View):
+    node: str
+    alive: bool
+    last_seen: datetime
+    started: datetime | None
+    relay: str
+    rtsp_port: int
+    http_port: int
+    sessions: int
+    owned: list[str]
+    relayed: list[str]
+
+    @classmethod
+    def of(cls, n: NodeInfo) -> NodeView:
+        return cls(
+            node=n.node,
+            alive=n.alive,
+            last_seen=n.last_seen,
+            started=n.started,
+            relay=n.relay,
+            rtsp_port=n.rtsp_port,
+            http_port=n.http_port,
+            sessions=n.sessions,
+            owned=list(n.owned),
+            relayed=list(n.relayed),
+        )
+
+
 __all__ = [
     "DEFAULT_PAGE",
     "MAX_PAGE",
@@ -202,6 +233,7 @@ __all__ = [
     "InvoiceLineView",
     "InvoiceView",
     "KickBody",
+    "NodeView",
     "SessionView",
     "UsageView",
     "VerifyView",

@@ -1,4 +1,5 @@
-"""REST routes of the views of use: the audit log, live sessions, usage and invoices."""
+"""REST routes of the views of use: the audit log, live sessions, the cluster's nodes, usage
+and invoices."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tenants.control.views import (
     EmittedView,
     InclusionProofView,
     InvoiceView,
+    NodeView,
     SessionView,
     UsageView,
     VerifyView,
@@ -106,6 +108,11 @@ async def kick_session(c: Call) -> None:
     await c.service.sessions.kick(c.caller, c.path["id"], c.query.reason)
 
 
+async def list_nodes(c: Call) -> BaseModel:
+    found = await c.service.nodes.list(c.caller)
+    return page(NodeView, found, c.query.offset, c.query.limit)
+
+
 async def list_usage(c: Call) -> BaseModel:
     found = await c.service.billing.usage(c.caller, c.query.period, c.query.tenant)
     return page(UsageView, found, c.query.offset, c.query.limit)
@@ -138,6 +145,9 @@ ROUTES: list[Route] = [
           "sessions", page_of(SessionView), query=PageQuery),
     Route("DELETE", "/v1/sessions/{id}", "KickSession", "End a live session now",
           kick_session, "sessions", query=KickQuery, patterns=(("id", SESSION_ID),)),
+    Route("GET", "/v1/nodes", "ListNodes",
+          "The cluster's nodes: up or down, relay, sessions, cameras owned and relayed",
+          list_nodes, "nodes", page_of(NodeView), query=PageQuery),
     Route("GET", "/v1/usage", "ListUsage", "Usage by camera and metric in a month",
           list_usage, "usage", page_of(UsageView), query=UsageQuery),
     Route("GET", "/v1/usage/emitted", "UsageEmitted",
