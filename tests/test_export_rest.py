@@ -241,6 +241,8 @@ async def test_exports_locks_and_sars_are_declared_in_the_openapi_document(site:
         assert job["state"] == "done", job
         whole = await client.get(f"{url}/file", headers=auth)
         assert whole.status_code == 200 and len(whole.content) == job["size"]
+        head = await client.head(f"{url}/file", headers=auth)
+        assert head.status_code == 200 and int(head.headers["Content-Length"]) == job["size"]
         part = await client.get(f"{url}/file", headers={**auth, "Range": "bytes=100-199"})
         assert part.status_code == 206 and part.content == whole.content[100:200]
         manifest = await client.get(f"{url}/manifest", headers=auth)

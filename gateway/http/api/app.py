@@ -185,7 +185,11 @@ def add_api_routes(
 
     app.router.add_get(OPENAPI_PATH, spec)
     for r in routes:
-        app.router.add_route(r.method, r.path, endpoint(r, service, registry))
+        handler = endpoint(r, service, registry)
+        if r.method == "GET":  # and HEAD, as RFC 9110 has it (an export's size before its bytes)
+            app.router.add_get(r.path, handler)
+        else:
+            app.router.add_route(r.method, r.path, handler)
 
 
 __all__ = [
