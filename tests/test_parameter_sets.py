@@ -7,6 +7,7 @@ SPS/PPS in band before the next IDR, so ffprobe follows the change without an er
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -137,9 +138,9 @@ async def test_a_codec_change_ends_readers_cleanly_and_a_new_describe_gets_the_n
 ):
     """The camera comes back as H.265 under H.264 readers: each is told its stream ended (an
     RTCP BYE per track), its PAUSE and TEARDOWN get 200, and it exits as at a normal end of
-    stream. Before, the connection was reset: ffmpeg logged 'Failed reading RTSP data: End of
-    file', rtspsrc over TCP warned 'Could not read from resource', and rtspsrc over UDP did not
-    end at all."""
+    stream. Before, the connection was dropped (aborted, no BYE): ffmpeg logged 'Failed reading
+    RTSP data: End of file', rtspsrc over TCP warned 'Could not read from resource', and
+    rtspsrc over UDP did not end at all."""
     from conftest import frames_of, publish_argv, read_argv
 
     first = await procs(publish_argv(gateway.url("cam1")))
@@ -147,7 +148,7 @@ async def test_a_codec_change_ends_readers_cleanly_and_a_new_describe_gets_the_n
     stream = gateway.hub.get("cam1")
     if reader == "ffmpeg":
         argv = read_argv(gateway.url("cam1"), transport=protocol, seconds=60)
-        argv[argv.index("error")] = "warning"  # a reset connection is logged at error level
+        argv[argv.index("error")] = "warning"  # a dropped connection is logged as a warning
     else:
         argv = _rtspsrc_until_eos(gateway.url("cam1"), protocol)
     viewer = await procs(argv)
@@ -216,3 +217,45 @@ async def test_gstreamer_rtspsrc_follows_the_resolution_change_too(gateway, proc
     ]
     assert "width=(int)1280" in decoded[0] and "width=(int)1920" in decoded[-1], decoded
     assert "WARNING" not in gst.text and "ERROR" not in gst.text, gst.text[-3000:]
+
+
+async def test_a_reader_that_ignores_the_goodbye_is_closed_cleanly_after_it(procs):
+    """A client that does nothing after the BYE (no TEARDOWN) gets an end of file once the idle
+    deadline of a connection without a session passes: after the BYE, and no media behind it.
+    Before, the connection was aborted with no BYE at all."""
+    from conftest import make_config, publish_argv, running_gateway
+
+    from gateway.protocols.rtp import RTCP_BYE, RtcpOther, parse_rtcp
+    from gateway.sources.rtsp_client import RtspClient
+
+    async with running_gateway(make_config(idle_timeout=1.0)) as gw:
+        first = await procs(publish_argv(gw.url("cam1")))
+        await publishing(gw, "cam1")
+        seen: list[tuple[str, int]] = []  # ("rtp" | "bye", ssrc)
+
+        def on_packet(channel: int, packet: bytes) -> None:
+            if channel == 0:
+                seen.append(("rtp", int.from_bytes(packet[8:12], "big")))
+                return
+            for p in parse_rtcp(packet):
+                if isinstance(p, RtcpOther) and p.packet_type == RTCP_BYE:
+                    seen.append(("bye", int.from_bytes(p.raw[4:8], "big")))
+
+        client = RtspClient(gw.url("cam1"), on_packet=on_packet)
+        await client.connect()
+        described = await client.describe()
+        await client.setup(described.base_url, "trackID=0", 0)
+        await client.play()
+        await wait_for(lambda: len(seen) > 30, 10, what="H.264 to the reader")
+        first.kill()
+        await first.wait()
+        h265 = publish_argv(gw.url("cam1"))
+        h265[h265.index("libx264")] = "libx265"
+        await procs(h265)
+        exc = await asyncio.wait_for(client.wait_closed(), 20)
+        assert exc is None, exc  # an end of file, not an error
+        kinds = [k for k, _ in seen]
+        assert kinds.count("bye") == 1 and kinds[-1] == "bye", kinds[-5:]
+        assert seen[-1][1] == seen[-2][1]  # the BYE names the SSRC the reader was sent
+        assert gw.gateway.rtsp.counters["deadline_idle"] >= 1
+        await client.close()

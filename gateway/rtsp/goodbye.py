@@ -9,8 +9,9 @@ audit stop), but its connection stays open, so its TEARDOWN still gets 200 and t
 closes, as after a normal end; a client that does nothing is closed cleanly, with a FIN after
 what was queued, by the idle deadline of a connection without a session.
 
-Any other drop (a reader whose socket stayed full past the write timeout) resets the
-connection: its send buffer would never drain, and a FIN behind it would never be read.
+Any other drop (a reader whose socket stayed full past the write timeout) aborts the
+connection, discarding what is queued: its send buffer would never drain, and a FIN behind it
+would never be read.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ def _free_port(kind: int = socket.SOCK_STREAM, pair: bool = False) -> int:
     raise RuntimeError("no free port")
 
 
-async def _client(url: str, protocol: str) -> tuple[int, str]:
-    argv = ["gst-launch-1.0", "rtspsrc", f"location={url}", f"protocols={protocol}",
+async def _client(url: str, protocol: str, extra: list[str]) -> tuple[int, str]:
+    argv = ["gst-launch-1.0", "rtspsrc", f"location={url}", f"protocols={protocol}", *extra,
             "!", "rtph264depay", "!", "h264parse", "!", "avdec_h264",
             "!", "fakesink", "num-buffers=75"]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
@@ -113,6 +113,7 @@ async def main(args: argparse.Namespace) -> int:
         "feedgate": f"rtsp://127.0.0.1:{rtsp_port}/cam1",
         "gst-rtsp-server": f"rtsp://127.0.0.1:{gst_port}/cam1",
     }
+    urls = {k: v for k, v in urls.items() if k in args.servers}
     results: dict[tuple[str, str], list[str]] = {(s, p): [] for s in urls for p in args.protocols}
     others: dict[tuple[str, str], str] = {}
     started = time.monotonic()
@@ -123,7 +124,8 @@ async def main(args: argparse.Namespace) -> int:
             while done < args.runs:
                 n = min(args.parallel, args.runs - done)
                 for server, url in urls.items():
-                    outcomes = await asyncio.gather(*(_client(url, protocol) for _ in range(n)))
+                    clients = (_client(url, protocol, args.rtspsrc) for _ in range(n))
+                    outcomes = await asyncio.gather(*clients)
                     for rc, text in outcomes:
                         kind = _classify(rc, text)
                         results[(server, protocol)].append(kind)
@@ -136,8 +138,9 @@ async def main(args: argparse.Namespace) -> int:
             os.killpg(p.pid, signal.SIGTERM)
             await p.wait()
         await gateway.stop()
+    props = " ".join(args.rtspsrc) or "defaults"
     print(f"rtspsrc teardown: {args.runs} runs per server and transport, {args.parallel} at once,"
-          f" {time.monotonic() - started:.0f} s")  # fmt: skip
+          f" rtspsrc {props}, {time.monotonic() - started:.0f} s")  # fmt: skip
     print(f"{'server':<16} {'transport':<9} {'failed':>7} {'race':>5} {'other':>6}")
     for (server, protocol), kinds in results.items():
         failed = sum(k != "ok" for k in kinds)
@@ -155,4 +158,7 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--parallel", type=int, default=20)
     parser.add_argument("--protocols", nargs="+", default=["tcp", "udp"])
+    parser.add_argument("--servers", nargs="+", default=["feedgate", "gst-rtsp-server"])
+    # Extra rtspsrc properties, e.g. --rtspsrc teardown-timeout=5000000000
+    parser.add_argument("--rtspsrc", nargs="*", default=[])
     sys.exit(asyncio.run(main(parser.parse_args())))
