@@ -47,7 +47,10 @@ CLOCK = 90_000
 TIME_BASE = Fraction(1, CLOCK)
 # The muxer hands a whole fragment (~0.5 MB at 4 Mbit/s) to one write, not 32 KiB pieces.
 AVIO_BUFFER = 1 << 20
-MIN_GAP = 1e-3  # s: the least gap between two runs, when their clocks say they touch
+# s: the least gap between two runs, when their clocks say they touch or overlap (a source's
+# first seconds arrive in a burst, pulling its anchor back before the last run's end). Above
+# playback's 1 ms "touching" tolerance, so players are told of the break.
+MIN_GAP = 0.01
 MUX_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof+skip_trailer",
     "frag_duration": "1000000",  # µs: at most one second of media per fragment
