@@ -55,6 +55,8 @@ def playlist(
     current: str | None = None
     prev_end: datetime | None = None
     for f in fragments:
+        if f.end <= f.start:
+            continue  # a segment's audio after its last picture: no time of its own to list
         url = file_url[f.segment]
         if f.segment != current:
             if current is not None:

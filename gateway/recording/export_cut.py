@@ -164,14 +164,17 @@ class _Packet:
     dts_t: datetime  # decode time
     key: bool
     fragment: Fragment
+    audio: bool = False  # the camera's audio (remuxed, masked or not), timed like its video
 
 
 def _packets(
-    index: RecordingIndex, run: list[Fragment], on_stream: Callable[[Any], None] | None
+    index: RecordingIndex, run: list[Fragment], on_stream: Callable[[Any, Any], None] | None
 ) -> Iterator[_Packet]:
     """The video packets of a run of fragments, each timed in UTC from its own fragment's
-    start (the packet's byte position says which fragment holds it). ``on_stream`` sees the
-    input stream while its container is open (a template must not outlive it)."""
+    start (the packet's byte position says which fragment holds it), and its audio packets,
+    timed on the same segment timeline as the video last placed it. ``on_stream`` sees the
+    input video and audio (or None) streams while their container is open (a template must
+    not outlive it)."""
     seg = index.segment(run[0].segment)
     if seg is None:
         raise CutError(f"segment {run[0].segment} is no longer in the index")
@@ -192,19 +195,27 @@ def _packets(
             stream = next((s for s in container.streams if s.type == "video"), None)
             if stream is None:
                 raise CutError("recording has no video track")
+            sound = next((s for s in container.streams if s.type == "audio"), None)
             if on_stream is not None:
-                on_stream(stream)
+                on_stream(stream, sound)
             tb = stream.time_base or Fraction(1, 90_000)
             base: dict[int, int] = {}  # fragment number -> its first packet's dts
             at = 0
-            for pkt in container.demux(stream):
+            origin: datetime | None = None  # UTC of the segment timeline's zero
+            for pkt in container.demux(*(s for s in (stream, sound) if s is not None)):
                 if pkt.size == 0 or pkt.dts is None:
                     continue
                 if pkt.pos is not None and pkt.pos >= 0:
                     at = max(0, bisect.bisect_right(starts, pkt.pos) - 1)
                 frag = run[at]
-                zero = base.setdefault(at, pkt.dts)
                 pts = pkt.pts if pkt.pts is not None else pkt.dts
+                if sound is not None and pkt.stream.index == sound.index:
+                    if origin is not None:  # audio before the run's first picture is left out
+                        t = origin + timedelta(seconds=float(pts * sound.time_base))
+                        yield _Packet(pkt, t, t, True, frag, audio=True)
+                    continue
+                zero = base.setdefault(at, pkt.dts)
+                origin = frag.start - timedelta(seconds=float(zero * tb))
                 yield _Packet(
                     pkt,
                     frag.start + timedelta(seconds=float((pts - zero) * tb)),
@@ -261,15 +272,21 @@ def _cut(
     flags = "frag_keyframe+empty_moov+default_base_moof" if fragmented else "+faststart"
     out = av.open(str(tmp), mode="w", format="mp4", options={"movflags": flags})
     result: CutResult | None = None
-    streams: dict[str, Any] = {}  # "out": the output stream, "dec": the masked decoder
+    # "out": the output stream, "dec": the masked decoder, "audio": the audio output stream
+    streams: dict[str, Any] = {}
     rasters: dict[frozenset[str], MaskRaster] = {}
     last_end: datetime | None = None
-    last_dts = -1
+    last_dts = last_audio = -1
     try:
         for run in _runs(_fragments(index, camera, start, end)):
-            setup = None if streams else (lambda s: _open_output(out, s, masked, streams))
+            setup = None if streams else (lambda v, a: _open_output(out, v, a, masked, streams))
             current: Fragment | None = None
             for p in _packets(index, run, setup):
+                if p.audio:
+                    if result is not None and "audio" in streams and p.t < end:
+                        origin = start if masked else result.media_start
+                        last_audio = _remux_audio(out, streams["audio"], p, origin, last_audio)
+                    continue
                 ostream: Any = streams["out"]
                 decoder: Any = streams.get("dec")
                 if p.fragment is not current:
@@ -314,13 +331,19 @@ def _cut(
     return result
 
 
-def _open_output(out: Any, template: Any, masked: bool, streams: dict[str, Any]) -> None:
+def _open_output(
+    out: Any, template: Any, sound: Any, masked: bool, streams: dict[str, Any]
+) -> None:
     cc = template.codec_context
     streams["codec"] = cc.name
+    if sound is not None:
+        # After the video's: the output's first track is the video, as in the recording.
+        streams["audio_template"] = sound
     if not masked:
         ostream = out.add_stream_from_template(template)
         ostream.time_base = OUT_TIME_BASE
         streams["out"] = ostream
+        _open_audio(out, streams)
         return
     decoder = av.CodecContext.create(cc.name, "r")
     decoder.extradata = cc.extradata
@@ -335,6 +358,28 @@ def _open_output(out: Any, template: Any, masked: bool, streams: dict[str, Any])
     ostream.codec_context.time_base = OUT_TIME_BASE
     ostream.codec_context.options = dict(ENCODER_OPTIONS)
     streams["out"], streams["dec"] = ostream, decoder
+    _open_audio(out, streams)
+
+
+def _open_audio(out: Any, streams: dict[str, Any]) -> None:
+    sound = streams.pop("audio_template", None)
+    if sound is not None:
+        astream = out.add_stream_from_template(sound)
+        astream.time_base = sound.time_base
+        streams["audio"] = astream
+
+
+def _remux_audio(out: Any, astream: Any, p: _Packet, origin: datetime, last_dts: int) -> int:
+    """One audio packet, on the output's timeline; none before its first picture."""
+    ticks = _ticks(p.t, origin)
+    if ticks < 0 or ticks <= last_dts:
+        return last_dts
+    pkt = p.packet
+    pkt.pts = pkt.dts = ticks
+    pkt.time_base = OUT_TIME_BASE
+    pkt.stream = astream
+    out.mux(pkt)
+    return ticks
 
 
 def _remux(out: Any, ostream: Any, p: _Packet, origin: datetime, last_dts: int) -> int:

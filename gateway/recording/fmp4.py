@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["BoxTracker", "FragmentBox", "Moof", "Scan", "boxes", "parse_moof", "scan"]
+__all__ = ["BoxTracker", "FragmentBox", "Moof", "Scan", "boxes", "follow_on", "parse_moof", "scan"]
 
 _HEADER = struct.Struct(">I4s")
 _NON_SYNC = 0x00010000
@@ -141,15 +141,35 @@ def _full_box(data: bytes, at: int) -> tuple[int, int]:
     return word >> 24, word & 0xFFFFFF
 
 
-def parse_moof(moof: bytes, *, default_duration: int = 0, default_flags: int = 0) -> Moof:
-    """What one fragment holds (one track). ``default_*`` are the moov's trex defaults."""
+def parse_moof(
+    moof: bytes, *, default_duration: int = 0, default_flags: int = 0, track_id: int | None = None
+) -> Moof:
+    """What one fragment holds of one track: ``track_id``'s (the video), else the first
+    traf's. ``default_*`` are the moov's trex defaults. A fragment without that track (the
+    audio after a segment's last picture) holds no samples of it: ``decode_time`` is then -1,
+    for the caller to put where the track's previous fragment ended (:func:`follow_on`)."""
     try:
-        return _parse_moof(moof, default_duration, default_flags)
+        return _parse_moof(moof, default_duration, default_flags, track_id)
     except struct.error:
         raise Mp4Error("truncated moof") from None
 
 
-def _parse_moof(moof: bytes, default_duration: int, default_flags: int) -> Moof:
+def follow_on(moofs: list[Moof], next_time: int = 0) -> tuple[list[Moof], int]:
+    """Fragments without samples of the track placed where its samples last ended (zero
+    length, not a keyframe); returns them and where the track's next fragment begins."""
+    out = []
+    for m in moofs:
+        if m.decode_time < 0:
+            m = Moof(m.sequence, next_time, 0, 0, False)
+        else:
+            next_time = m.decode_time + m.duration
+        out.append(m)
+    return out, next_time
+
+
+def _parse_moof(
+    moof: bytes, default_duration: int, default_flags: int, track_id: int | None
+) -> Moof:
     top = next(boxes(moof), None)
     if top is None or top[0] != b"moof":
         raise Mp4Error("not a moof box")
@@ -170,6 +190,9 @@ def _parse_moof(moof: bytes, default_duration: int, default_flags: int) -> Moof:
             body = t_at + t_header
             version, flags = _full_box(moof, body)
             p = body + 8  # after version/flags and track_ID
+            if t_kind == b"tfhd" and track_id is not None:
+                if struct.unpack_from(">I", moof, body + 4)[0] != track_id:
+                    break  # another track's traf
             if t_kind == b"tfhd":
                 if flags & 0x01:
                     p += 8
@@ -212,8 +235,11 @@ def _parse_moof(moof: bytes, default_duration: int, default_flags: int) -> Moof:
                 if first_flags is None:
                     first_flags = dflt_flags
                 keyframe = count > 0 and not first_flags & _NON_SYNC
-        break  # one track
+        if seen_trun:
+            break  # one track
     if not seen_trun:
+        if track_id is not None:
+            return Moof(sequence, -1, 0, 0, False)
         raise Mp4Error("moof without trun")
     return Moof(sequence, decode_time, samples, duration, keyframe)
 
@@ -227,6 +253,7 @@ class Scan:
     fragments: list[tuple[FragmentBox, Moof]]
     default_duration: int = 0  # the moov's trex defaults
     default_flags: int = 0
+    track_id: int | None = None  # the moov's first track (the video)
 
     @property
     def sound_length(self) -> int:
@@ -237,35 +264,53 @@ class Scan:
         return self.init_length
 
 
-def _moov_facts(data: bytes, at: int, header: int, size: int) -> tuple[int, int, int]:
-    """(timescale, trex default duration, trex default flags) of a one-track moov."""
+def _moov_facts(data: bytes, at: int, header: int, size: int) -> tuple[int, int, int, int | None]:
+    """(timescale, trex default duration, trex default flags, track ID) of a moov's first
+    track (the video; an audio track follows it)."""
     timescale, dur, flags = 0, 0, 0
-    stack = [(at + header, at + size)]
-    while stack:
-        lo, hi = stack.pop()
-        for kind, b_at, b_header, b_size in boxes(data, lo, hi):
-            body = b_at + b_header
-            if kind in (b"trak", b"mdia", b"mvex"):
-                stack.append((body, b_at + b_size))
-            elif kind == b"mdhd":
-                version, _f = _full_box(data, body)
-                timescale = struct.unpack_from(">I", data, body + (20 if version == 1 else 12))[0]
-            elif kind == b"trex":
-                dur = struct.unpack_from(">I", data, body + 12)[0]
-                flags = struct.unpack_from(">I", data, body + 20)[0]
-    return timescale, dur, flags
+    track_id = None
+    trexes: dict[int, tuple[int, int]] = {}
+    for kind, b_at, b_header, b_size in boxes(data, at + header, at + size):
+        body = b_at + b_header
+        if kind == b"trak" and track_id is None:
+            for t_kind, t_at, t_header, t_size in boxes(data, body, b_at + b_size):
+                if t_kind == b"tkhd":
+                    version, _f = _full_box(data, t_at + t_header)
+                    off = 20 if version == 1 else 12
+                    track_id = struct.unpack_from(">I", data, t_at + t_header + off)[0]
+                elif t_kind == b"mdia":
+                    for m_kind, m_at, m_header, _m in boxes(data, t_at + t_header, t_at + t_size):
+                        if m_kind == b"mdhd":
+                            m_body = m_at + m_header
+                            version, _f = _full_box(data, m_body)
+                            off = 20 if version == 1 else 12
+                            timescale = struct.unpack_from(">I", data, m_body + off)[0]
+        elif kind == b"mvex":
+            for x_kind, x_at, x_header, _x in boxes(data, body, b_at + b_size):
+                if x_kind == b"trex":
+                    x_body = x_at + x_header
+                    tid = struct.unpack_from(">I", data, x_body + 4)[0]
+                    trexes[tid] = (
+                        struct.unpack_from(">I", data, x_body + 12)[0],
+                        struct.unpack_from(">I", data, x_body + 20)[0],
+                    )
+    if trexes:
+        dur, flags = trexes.get(track_id or 0, next(iter(trexes.values())))
+    return timescale, dur, flags, track_id
 
 
 def scan(data: bytes) -> Scan:
     """The complete initialisation segment and fragments of a (possibly torn) segment file."""
     init_length = 0
     timescale, dflt_dur, dflt_flags = 90000, 0, 0
+    track_id: int | None = None
+    next_time = 0
     fragments: list[tuple[FragmentBox, Moof]] = []
     moof: tuple[int, int] | None = None
     for kind, at, header, size in boxes(data):
         if kind == b"moov":
             try:
-                timescale, dflt_dur, dflt_flags = _moov_facts(data, at, header, size)
+                timescale, dflt_dur, dflt_flags, track_id = _moov_facts(data, at, header, size)
             except struct.error:
                 break
             init_length = at + size
@@ -277,11 +322,14 @@ def scan(data: bytes) -> Scan:
             m_at, m_size = moof
             raw = data[m_at : m_at + m_size]
             try:
-                info = parse_moof(raw, default_duration=dflt_dur, default_flags=dflt_flags)
+                info = parse_moof(
+                    raw, default_duration=dflt_dur, default_flags=dflt_flags, track_id=track_id
+                )
             except Mp4Error:
                 break
+            [info], next_time = follow_on([info], next_time)
             fragments.append((FragmentBox(m_at, at + size - m_at, raw), info))
             moof = None
         elif kind not in (b"ftyp", b"free", b"styp", b"sidx", b"mfra", b"skip"):
             break
-    return Scan(init_length, timescale or 90000, fragments, dflt_dur, dflt_flags)
+    return Scan(init_length, timescale or 90000, fragments, dflt_dur, dflt_flags, track_id)

@@ -40,6 +40,7 @@ from typing import Any
 from gateway.config import CameraConfig, Config
 from gateway.protocols.rtp import RtpError, rtp_header
 from gateway.recording import locks as lock_ops
+from gateway.recording.audio import AacFormat, audio_track
 from gateway.recording.codecs import video_track
 from gateway.recording.disk import Pressure, Space, disk_space, parse_mark
 from gateway.recording.index import EvidenceLock, GapReason, RecordingIndex
@@ -78,7 +79,12 @@ class _Camera:
 class _WriterThread:
     """One thread writing some cameras, fed through a bounded queue."""
 
-    def __init__(self, name: str, max_bytes: int, make: Callable[[str, Track], CameraWriter]):
+    def __init__(
+        self,
+        name: str,
+        max_bytes: int,
+        make: Callable[[str, Track, tuple[Track, AacFormat] | None], CameraWriter],
+    ):
         self.name = name
         self.max_bytes = max_bytes
         self._make = make
@@ -86,6 +92,7 @@ class _WriterThread:
         self._items: deque[tuple[str, str, Any]] = deque()
         self.queued_bytes = 0
         self.writers: dict[str, CameraWriter] = {}
+        self._tracks: dict[str, tuple[tuple[Track, ...], Track | None, Any]] = {}
         # Counters of writers replaced or stopped, per camera, so totals never go back.
         self.retired: dict[str, WriterCounters] = {}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -160,16 +167,26 @@ class _WriterThread:
 
     def _unit(self, camera: str, unit: Unit, after_loss: bool) -> None:
         writer = self.writers.get(camera)
-        track = video_track(unit.tracks)
+        known = self._tracks.get(camera)
+        if known is None or known[0] is not unit.tracks:
+            # The tracks tuple is the path's own until it changes: read the SDP once per change.
+            known = self._tracks[camera] = (
+                unit.tracks,
+                video_track(unit.tracks),
+                audio_track(unit.tracks),
+            )
+        _t, track, audio = known
         if track is None:
             return
         if writer is not None and (
-            writer.track.codec != track.codec or writer.track.index != track.index
+            writer.track.codec != track.codec
+            or writer.track.index != track.index
+            or writer.audio != audio  # a camera that gains, loses or changes its audio
         ):
             self._retire(camera, GapReason.CAMERA_OUTAGE)
             writer = None
         if writer is None:
-            writer = self._make(camera, track)
+            writer = self._make(camera, track, audio)
             self.writers[camera] = writer
         if after_loss:
             writer.dropped()
@@ -353,7 +370,9 @@ class Recorder:
 
     # -- the writers' side
 
-    def _make_writer(self, camera: str, track: Track) -> CameraWriter:
+    def _make_writer(
+        self, camera: str, track: Track, audio: tuple[Track, AacFormat] | None = None
+    ) -> CameraWriter:
         state = self.cameras[camera]
         cam = state.config
         reason, state.resume_reason = state.resume_reason, GapReason.CAMERA_OUTAGE
@@ -367,6 +386,7 @@ class Recorder:
             node=self.node,
             last_end=self.index.last_end(camera),
             resume_reason=reason,
+            audio=audio,
         )
 
     # -- retention, disk

@@ -18,18 +18,20 @@ Fragments. The muxer cuts a fragment at every keyframe and after 1 s of media
 straight through to the file; the bytes pass a :class:`~gateway.recording.fmp4.BoxTracker`, so
 each fragment is indexed with its byte range and its times read from its own ``moof`` (the
 same facts the reconciler reads back after a crash). A kill -9 loses the fragment being built.
+The file itself is :class:`~gateway.recording.segment_file.SegmentFile`.
+
+Audio. A camera's AAC track (:mod:`gateway.recording.audio`) is muxed beside the video, never
+re-encoded. Its RTP time maps to UTC through its own anchor in the run, like the video's; each
+segment places its audio against its video once, at the segment's first audio packet, then
+follows the audio clock sample by sample. Fragments stay cut and timed by the video.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 
@@ -37,24 +39,19 @@ from gateway.protocols import h264
 from gateway.protocols.fragments import NalError
 from gateway.protocols.rtp import RtpError, payload_of, rtp_header
 from gateway.recording import fmp4
-from gateway.recording.codecs import CODECS, Codec, h264_simple, picture_size, sprop_params
+from gateway.recording.audio import AacFormat, AudioError, aac_units
+from gateway.recording.codecs import CODECS, h264_simple, picture_size, sprop_params
 from gateway.recording.index import Fragment, GapReason, RecordingIndex, Segment
+from gateway.recording.segment_file import SegmentFile
 from gateway.stream.tracks import Track
 
 log = logging.getLogger(__name__)
 
 CLOCK = 90_000
-TIME_BASE = Fraction(1, CLOCK)
-# The muxer hands a whole fragment (~0.5 MB at 4 Mbit/s) to one write, not 32 KiB pieces.
-AVIO_BUFFER = 1 << 20
 # s: the least gap between two runs, when their clocks say they touch or overlap (a source's
 # first seconds arrive in a burst, pulling its anchor back before the last run's end). Above
 # playback's 1 ms "touching" tolerance, so players are told of the break.
 MIN_GAP = 0.01
-MUX_OPTIONS = {
-    "movflags": "frag_keyframe+empty_moov+default_base_moof+skip_trailer",
-    "frag_duration": "1000000",  # µs: at most one second of media per fragment
-}
 
 
 @dataclass(slots=True)
@@ -69,120 +66,6 @@ class Unit:
     tracks: tuple[Track, ...] = ()  # the path's tracks when it arrived
 
 
-class _TrackedFile(io.RawIOBase):
-    """The segment file as the muxer sees it: written through, its boxes followed."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self._f = open(path, "wb", buffering=0)
-        self.tracker = fmp4.BoxTracker()
-        self.fragments: list[fmp4.FragmentBox] = []
-        self.head = bytearray()  # the initialisation segment, while it is written
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        n = len(view)
-        done = 0
-        while done < n:
-            done += self._f.write(view[done:]) or 0
-        if self.tracker.init_length is None and len(self.head) < 1 << 20:
-            self.head += view
-        self.fragments.extend(self.tracker.feed(view))
-        return n
-
-    def sync_close(self) -> None:
-        try:
-            os.fsync(self._f.fileno())
-        finally:
-            self._f.close()
-
-
-class SegmentFile:
-    """One fMP4 file being written."""
-
-    def __init__(self, path: Path, codec: Codec, width: int = 0, height: int = 0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._file = _TrackedFile(path)
-        self._container: Any = av.open(
-            self._file, "w", format="mp4", options=MUX_OPTIONS, buffer_size=AVIO_BUFFER
-        )
-        kwargs: dict[str, Any] = {}
-        if width and height:
-            kwargs = {"width": width, "height": height}
-        self._stream: Any = self._container.add_mux_stream(codec.mux_name, **kwargs)
-        self._stream.time_base = TIME_BASE
-        self.timescale = CLOCK
-        self._defaults = (0, 0)  # the moov's trex defaults, read from the init segment
-        self._last_dts = -1
-        self._interval = CLOCK // 25
-        self.closed = False
-
-    @property
-    def init_length(self) -> int | None:
-        return self._file.tracker.init_length
-
-    def mux(self, annexb: bytes, pts: int, key: bool) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
-        """Add one access unit (Annex B, ``pts`` in 90 kHz from the segment's start); return
-        the fragments this completed."""
-        packet = av.Packet(annexb)
-        dts = max(pts, self._last_dts + 1)  # monotonic even if the camera's clock stutters
-        if self._last_dts >= 0:
-            self._interval = dts - self._last_dts
-        self._last_dts = dts
-        packet.pts = dts
-        packet.dts = dts
-        # The muxer takes a sample's duration from the next one; the last sample of a segment
-        # gets the interval before it.
-        packet.duration = self._interval
-        packet.time_base = TIME_BASE
-        packet.stream = self._stream
-        packet.is_keyframe = key
-        self._container.mux(packet)
-        return self._take()
-
-    def close(self) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
-        """Write the last fragment and close the file (synced to disk)."""
-        if self.closed:
-            return []
-        self.closed = True
-        try:
-            self._container.close()
-        finally:
-            self._file.sync_close()
-        return self._take()
-
-    def abandon(self) -> None:
-        """Close after a write error without writing more (what is on disk stays)."""
-        self.closed = True
-        try:
-            self._file.sync_close()
-        except OSError:
-            pass
-
-    def _take(self) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
-        boxes = self._file.fragments
-        if not boxes:
-            return []
-        self._file.fragments = []
-        if self._defaults == (0, 0) and self._file.head:
-            facts = fmp4.scan(bytes(self._file.head))
-            self.timescale = facts.timescale
-            self._file.head = bytearray()
-            self._defaults = (facts.default_duration, facts.default_flags)
-        dur, flags = self._defaults
-        return [
-            (box, fmp4.parse_moof(box.moof, default_duration=dur, default_flags=flags))
-            for box in boxes
-        ]
-
-
 @dataclass
 class WriterCounters:
     units: int = 0
@@ -194,6 +77,8 @@ class WriterCounters:
     bad_units: int = 0
     write_errors: int = 0
     gaps: int = 0
+    audio_units: int = 0
+    bad_audio: int = 0  # audio packets that were not the AAC their SDP said
 
 
 @dataclass
@@ -208,6 +93,25 @@ class _Run:
     last_wall: float
     segments: int = 0
     chain: tuple[float, int] | None = None  # (UTC seconds, RTP time) its segments follow on
+    audio: _AudioClock | None = None
+
+
+@dataclass
+class _AudioClock:
+    """A run's audio timeline: unwrapped RTP time, mapped to UTC like the video's."""
+
+    base: int
+    last_raw: int
+    last: int
+    anchor: float  # UTC seconds = anchor + (ts - base) / rate
+
+    def unwrap(self, raw: int) -> int:
+        delta = (raw - self.last_raw) & 0xFFFFFFFF
+        if delta >= 1 << 31:
+            delta -= 1 << 32
+        self.last_raw = raw
+        self.last += delta
+        return self.last
 
 
 @dataclass
@@ -225,6 +129,7 @@ class CameraWriter:
     resume_reason: GapReason = GapReason.GATEWAY_RESTART
     last_end: datetime | None = None  # where this camera's recording stopped before
     counters: WriterCounters = field(default_factory=WriterCounters)
+    audio: tuple[Track, AacFormat] | None = None  # the camera's AAC track, muxed beside
 
     def __post_init__(self) -> None:
         self.codec = CODECS[self.track.codec]
@@ -242,12 +147,18 @@ class CameraWriter:
         self._waiting_key = True
         self._next_reason = self.resume_reason
         self._size = (0, 0)
+        self._audio_offset: int | None = None  # segment's audio pts = RTP time + this
 
     # -- fed by the recorder thread
 
     def feed(self, unit: Unit) -> None:
         self.counters.units += 1
         self.counters.bytes_in += unit.size
+        self._feed_video(unit)
+        if self.audio is not None and self._run is not None:
+            self._feed_audio(unit, self._run, *self.audio)
+
+    def _feed_video(self, unit: Unit) -> None:
         nals, ts = self._depacketize(unit)
         if nals is None:
             return
@@ -297,6 +208,43 @@ class CameraWriter:
             self._write_failed(exc)
             return
         self._indexed(self._file, done)
+
+    def _feed_audio(self, unit: Unit, run: _Run, track: Track, fmt: AacFormat) -> None:
+        for index, packet, is_rtcp in unit.items:
+            if is_rtcp or index != track.index:
+                continue
+            try:
+                raw = rtp_header(packet)[3]
+                aus = aac_units(payload_of(packet), fmt)
+            except (RtpError, AudioError):
+                self.counters.bad_audio += 1
+                continue
+            clock = run.audio
+            if clock is None:
+                clock = run.audio = _AudioClock(raw, raw, raw, unit.wall)
+            ts = clock.unwrap(raw)
+            media = (ts - clock.base) / fmt.sample_rate
+            clock.anchor = min(clock.anchor, unit.wall - media)
+            file = self._file
+            if file is None:
+                continue
+            if self._audio_offset is None:
+                # The segment's audio is placed against its video once, from both runs'
+                # anchors as they stand, then follows its own clock sample by sample.
+                seg_start = run.anchor + (self._seg_ts - run.base_ts) / CLOCK
+                at = clock.anchor + media - seg_start
+                self._audio_offset = round(at * fmt.sample_rate) - ts
+            for i, au in enumerate(aus):
+                pts = ts + self._audio_offset + i * fmt.frame_length
+                if pts < 0:
+                    continue  # captured before the segment's first picture
+                try:
+                    done = file.mux_audio(au, pts)
+                except (OSError, av.FFmpegError) as exc:
+                    self._write_failed(exc)
+                    return
+                self.counters.audio_units += 1
+                self._indexed(file, done)
 
     def idle(self, now: float) -> None:
         """Close the open segment of a source that went quiet (its gap is recorded when it
@@ -383,7 +331,8 @@ class CameraWriter:
         self._seg_params = dict(self.params)
         self._size = picture_size(self.codec, self.params)
         try:
-            self._file = SegmentFile(path, self.codec, *self._size)
+            audio = self.audio[1] if self.audio is not None else None
+            self._file = SegmentFile(path, self.codec, *self._size, audio=audio)
         except (OSError, av.FFmpegError) as exc:
             self._write_failed(exc)
             return False
@@ -393,6 +342,7 @@ class CameraWriter:
         self._seg_ts = ts
         self._seq = 0
         self._segment_registered = False
+        self._audio_offset = None
         self.counters.segments += 1
         return True
 
