@@ -31,6 +31,7 @@ from pydantic.dataclasses import dataclass
 from gateway.cluster.settings import ClusterConfig
 from gateway.configpaths import PATH, ConfigPath
 from gateway.configtypes import ID_RE, STRICT, Port, Seconds
+from gateway.keysettings import KeysConfig as KeysConfig
 from gateway.mediamtx.settings import MediaMtxConfig
 from gateway.recording.settings import ExportConfig as ExportConfig
 from gateway.recording.settings import RecordingConfig as RecordingConfig
@@ -259,21 +260,6 @@ class TenancyConfig:
     recheck_interval: Seconds = 0.25
     # A lifted (liftable) mask comes back after this long; the viewer reconnects masked.
     mask_lift_timeout: Seconds = 1800.0
-
-
-@dataclass(frozen=True, config=_STRICT)
-class KeysConfig:
-    # Signing keys every node shares (required on a shared database): token_dir holds token-
-    # <YYYYMMDDTHHMMSSZ>.pem keys named for when each signs (tenants/tokens/keyring.py).
-    token_dir: ConfigPath = ""
-    audit_key: ConfigPath = ""  # signs audit checkpoints; "": <data_dir>/keys/audit-signing.pem
-    evidence_key: ConfigPath = ""  # signs export manifests; "": <data_dir>/keys/evidence-...
-    # Seals cameras' ONVIF passwords in the register (tenants/onvif.py); "": <data_dir>/keys/
-    # secrets.key. Not in the database, so a copy of the database alone does not reveal them.
-    secret_key: ConfigPath = ""
-    overlap: Annotated[Seconds, Field(ge=86400)] = 90000.0  # a replaced key verifies on
-    reload_interval: Annotated[float, Field(ge=0.1, le=3600)] = 10.0  # token_dir re-read
-    rotate_after: Annotated[float, Field(ge=0)] = 60.0  # a rotated key starts this much later
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -512,7 +498,9 @@ def _check(cfg: Config, source: str) -> None:
             raise ConfigError(source, f"cameras[{i}].ptz_tour", "ptz_idle 'tour' needs presets")
     if cfg.ptz.default_timeout > cfg.ptz.max_timeout:
         raise ConfigError(source, "ptz.default_timeout", "must not exceed ptz.max_timeout")
-    for key, reason in cfg.cluster.problems():
+    from gateway.cluster.tls import problems as relay_tls_problems
+
+    for key, reason in [*cfg.cluster.problems(), *relay_tls_problems(cfg)]:
         raise ConfigError(source, key, reason)
     for i, cam in enumerate(cfg.cameras):
         if cam.record_purpose and cam.record_purpose not in cfg.recording.purposes:

@@ -39,6 +39,7 @@ from conftest import Proc, free_port, free_udp_pair, spawn, wait_for
 from fixtures_db import PostgresServer, fresh_database
 from fixtures_redis import RedisServer
 
+from gateway.cluster.tls import make_cluster_pki
 from gateway.config import KeysConfig
 from tenants.tokens import SigningKey, TokenIssuer
 from tenants.tokens.keyring import KeyRing
@@ -211,6 +212,9 @@ class Node:
                 "token_dir": c.keys.token_dir,
                 "audit_key": c.keys.audit_key,
                 "evidence_key": c.keys.evidence_key,
+                "cluster_cert": c.keys.cluster_cert,
+                "cluster_key": c.keys.cluster_key,
+                "cluster_ca": c.keys.cluster_ca,
                 "reload_interval": 0.5,
             },
             "webrtc": {"udp_port_min": 0, "udp_port_max": 0, "host_addresses": ["127.0.0.1"]},
@@ -364,17 +368,25 @@ class Cluster:
 
 def cluster_keys(directory: Path) -> KeysConfig:
     """The [keys] of a cluster whose key files are in ``directory`` (made the first time, as
-    `feedgate keys init` makes them): a token key directory, the audit and evidence keys."""
+    `feedgate keys init` makes them): a token key directory, the audit and evidence keys, the
+    relay's TLS certificate, key and cluster CA."""
     keys = KeysConfig(
         token_dir=str(directory / "tokens"),
         audit_key=str(directory / "audit-signing.pem"),
         evidence_key=str(directory / "evidence-signing.pem"),
+        cluster_cert=str(directory / "cluster.pem"),
+        cluster_key=str(directory / "cluster.key"),
+        cluster_ca=str(directory / "cluster-ca.pem"),
     )
     ring = KeyRing(keys.token_dir)
     if not Path(keys.token_dir).exists():
         ring.add(datetime.now(UTC) - timedelta(seconds=1))
     SigningKey.load_or_create(Path(keys.audit_key))
     SigningKey.load_or_create(Path(keys.evidence_key))
+    # The relays between nodes run over TLS, both ends verified by this CA.
+    make_cluster_pki(
+        Path(keys.cluster_ca), Path(keys.cluster_cert), Path(keys.cluster_key), "feedgate-cluster"
+    )
     return keys
 
 

@@ -130,7 +130,9 @@ def test_session_rows_round_trip_and_bad_rows_are_skipped():
 async def test_feedgate_nodes_lists_the_cluster(redis_server, tmp_path: Path):
     async with nodes_with_sessions(redis_server.url) as nodes:
         cfg = tmp_path / "node.toml"
-        cfg.write_text(f'[cluster]\nredis_url = "{redis_server.url}"\nsecret = "x"\n')
+        cfg.write_text(
+            f'[cluster]\nredis_url = "{redis_server.url}"\nsecret = "x"\nloopback_only = true\n'
+        )
         await nodes[1][0].gateway.stop()
         nodes.pop(1)
 

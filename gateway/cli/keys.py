@@ -1,9 +1,9 @@
 """``feedgate keys``: the cluster's signing keys, on the files every node loads.
 
 * ``keys init`` makes what is missing: the first token key (signing from now), the audit
-  checkpoint key, the evidence key and the secret key (sealing cameras' ONVIF passwords), at
-  the paths ``[keys]`` names. Run it once, on the shared (or copied) key directory, before the
-  first node starts.
+  checkpoint key, the evidence key, the secret key (sealing cameras' ONVIF passwords) and the
+  relay's TLS files (a cluster CA and a certificate it signed), at the paths ``[keys]``
+  names. Run it once, on the shared (or copied) key directory, before the first node starts.
 * ``keys rotate`` adds the next token key, starting ``keys.rotate_after`` seconds from now
   (``--start-in``), so every node publishes it before any signs with it. The key it replaces
   keeps verifying for ``keys.overlap``.
@@ -68,7 +68,24 @@ def cmd_init(args: argparse.Namespace) -> int:
             SecretBox.load(secret, create=True)  # an unusable file is an error, not replaced
         except ValueError as exc:
             raise ConfigError(str(secret), "keys.secret_key", f"not a usable key: {exc}") from None
+    # The relay's TLS (gateway/cluster/tls.py): a cluster CA and one certificate it signed.
+    k = config.keys
+    if k.cluster_cert and k.cluster_key and k.cluster_ca:
+        from gateway.cluster.tls import make_cluster_pki
+
+        try:
+            ca, cert, key = Path(k.cluster_ca), Path(k.cluster_cert), Path(k.cluster_key)
+            for path in make_cluster_pki(ca, cert, key, config.cluster.tls_name):
+                made.append(f"cluster TLS file {path}")
+        except ValueError as exc:  # TlsError
+            raise ConfigError(k.cluster_cert, "keys.cluster_cert", str(exc)) from None
     print("\n".join(f"created {m}" for m in made) if made else "every key exists already")
+    ca_key = Path(k.cluster_ca).with_suffix(".key") if k.cluster_ca else None
+    if ca_key is not None and ca_key.exists():
+        print(
+            f"note: {ca_key} signs cluster certificates; the nodes need only "
+            f"{k.cluster_ca}, {k.cluster_cert} and {k.cluster_key}: keep it off them"
+        )
     return 0
 
 

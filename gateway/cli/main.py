@@ -43,6 +43,10 @@ def _check_keys(config: Config) -> None:
         load_token_keys(config)
         load_audit_keys(config)
         load_key(config, "evidence_key")
+        if config.cluster.enabled:
+            from gateway.cluster.tls import relay_tls
+
+            relay_tls(config)  # the relay's TLS files load (gateway/cluster/tls.py)
     except ConfigError as exc:
         print(f"feedgate: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

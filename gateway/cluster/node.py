@@ -29,6 +29,7 @@ from gateway.cluster.sessions import (
     encode_sessions,
     kick_message,
 )
+from gateway.cluster.tls import HANDSHAKE_TIMEOUT, RelayTls, relay_tls, warn_plaintext
 from gateway.config import Config
 from gateway.tasks import cancel_and_wait
 from tenants.control.ports import MediaPlane, NoMedia
@@ -75,6 +76,8 @@ class ClusterNode:
         )
         self.keys = Keys(cc.prefix)
         self.secret = cc.secret_value()
+        # RTSPS between nodes (None: cluster.loopback_only, plaintext on loopback).
+        self.tls: RelayTls | None = relay_tls(config)
         self.rtsp = rtsp
         self.http_port = http_port
         self.leases = Leases(self.redis, self.keys, self.holder, cc.lease_ttl)
@@ -90,6 +93,7 @@ class ClusterNode:
             attempt_interval=cc.heartbeat_interval,
             relay_linger=cc.relay_linger,
             stall_timeout=min(3.0, cc.lease_ttl / 2),
+            relay_tls=self.tls,
         )
         self.gate = RelayGate(self.secret, self.ownership.serving)
         self.peers: dict[str, NodeRecord] = {}  # live nodes (this one included), last beat
@@ -118,8 +122,16 @@ class ClusterNode:
             return conn
 
         loop = asyncio.get_running_loop()
+        tls = self.tls
+        if tls is None:
+            warn_plaintext(self.config)
         self._relay_server = await loop.create_server(
-            relay_connection, self.cc.relay_host, self.cc.relay_port, reuse_address=True
+            relay_connection,
+            self.cc.relay_host,
+            self.cc.relay_port,
+            reuse_address=True,
+            ssl=tls.server if tls is not None else None,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls is not None else None,
         )
         try:
             await self._beat()  # be known before taking cameras
@@ -218,7 +230,8 @@ class ClusterNode:
             rec = self.peers.get(owner.node)
         if rec is None:
             return None  # its owner is not beating: it is dead, and its lease will move
-        return f"rtsp://{rec.relay}/{path}?fence={owner.token}"
+        scheme = "rtsps" if self.tls is not None else "rtsp"
+        return f"{scheme}://{rec.relay}/{path}?fence={owner.token}"
 
     def on_demand(self, path: str) -> None:
         self.ownership.on_demand(path)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from gateway.cluster.leases import Held, Leases, Owner
 from gateway.cluster.relay import EdgeRelay, Resolver
+from gateway.cluster.tls import RelayTls
 from gateway.stream.hub import StreamHub
 from gateway.tasks import cancel_and_wait
 
@@ -69,7 +70,9 @@ class Ownership:
         attempt_interval: float = 1.0,
         relay_linger: float = 5.0,
         stall_timeout: float = 3.0,
+        relay_tls: RelayTls | None = None,
     ) -> None:
+        self.relay_tls = relay_tls  # edges connect to owners over TLS (gateway/cluster/tls.py)
         self.leases = leases
         self.hub = hub
         self.paths = paths
@@ -241,7 +244,11 @@ class Ownership:
             edge.idle_since = None
             return
         relay = EdgeRelay(
-            self.hub.path(path), self._resolve, self._secret, stall_timeout=self.stall_timeout
+            self.hub.path(path),
+            self._resolve,
+            self._secret,
+            stall_timeout=self.stall_timeout,
+            tls=self.relay_tls,
         )
         task = asyncio.get_running_loop().create_task(relay.run(), name=f"edge:{path}")
         self.edges[path] = _Edge(relay, task)

@@ -1,6 +1,8 @@
 """Relaying a camera between nodes over internal, authenticated RTSP.
 
-Every node listens for relays on ``cluster.relay_host:relay_port``. A connection there is an
+Every node listens for relays on ``cluster.relay_host:relay_port``, over TLS with the cluster's
+certificate, both ends verified by the cluster CA (:mod:`gateway.cluster.tls`; plaintext only
+with ``cluster.loopback_only``). A connection there is an
 internal reader, like a worker relay on the Unix socket: it is not metered, not capped, not
 audited as viewing and never masked (the edge masks for its own viewers). Unlike the Unix
 socket, anyone on the network could connect, so every request must carry Digest credentials
@@ -29,6 +31,7 @@ from gateway.sources.rtsp_client import RtspClientError
 from gateway.stream.hub import PathStream
 
 if TYPE_CHECKING:
+    from gateway.cluster.tls import RelayTls
     from gateway.rtsp.connection import RtspConnection
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,7 @@ class EdgeRelay(PullIngest):
         secret: str,
         *,
         stall_timeout: float = 3.0,
+        tls: RelayTls | None = None,
     ) -> None:
         super().__init__(
             stream,
@@ -111,6 +115,8 @@ class EdgeRelay(PullIngest):
             backoff_initial=0.05,
             backoff_max=0.5,
             stall_timeout=stall_timeout,
+            ssl_context=tls.client if tls is not None else None,
+            server_hostname=tls.name if tls is not None else None,
         )
         self.resolve = resolve
         self.owner_url: str | None = None

@@ -53,6 +53,14 @@ class ClusterConfig:
     relay_port: Annotated[int, Field(ge=0, le=65535)] = 8555
     # How other nodes reach this one's relay listener ("" = relay_host and the bound port).
     advertise: Annotated[str, AfterValidator(_host_port)] = ""
+    # Relays run over TLS with the [keys] cluster_cert/cluster_key/cluster_ca (both ends
+    # verified by the cluster CA; the server name each node checks is tls_name). Without
+    # them a node refuses to start, unless loopback_only: every node on one machine, the
+    # relay bound to loopback, plaintext with a warning (gateway/cluster/tls.py).
+    tls_name: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.-]+$")] = (
+        "feedgate-cluster"
+    )
+    loopback_only: bool = False
     # The credential nodes relay each other's cameras with (Digest: it never crosses the
     # wire). Same on every node; set it here, from FEEDGATE_CLUSTER__SECRET, or in a file.
     secret: str = field(default="", repr=False)

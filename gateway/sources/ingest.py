@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
@@ -37,7 +38,11 @@ class PullIngest:
         unix_path: str | None = None,
         reorder_window: float = 0.05,
         reorder_packets: int = 512,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
+        self.ssl_context = ssl_context  # TLS to the source (the cluster's relays)
+        self.server_hostname = server_hostname
         # UDP only: TCP (and the worker relay's Unix socket) deliver in order.
         self.reorder_window = reorder_window if transport == "udp" else 0.0
         self.reorder_packets = reorder_packets
@@ -106,6 +111,8 @@ class PullIngest:
             username=self.username,
             password=self.password,
             unix_path=self.unix_path,
+            ssl_context=self.ssl_context,
+            server_hostname=self.server_hostname,
         )
         try:
             await client.connect()

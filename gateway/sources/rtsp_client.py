@@ -8,6 +8,7 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -119,8 +120,14 @@ class RtspClient:
         password: str | None = None,
         timeout: float = 10.0,
         unix_path: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.unix_path = unix_path  # connect here instead of the URL's host (worker relays)
+        # TLS (the cluster's relays): the context to verify the server with, and the name its
+        # certificate must carry (default: the URL's host).
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
         parts = urlsplit(url)
         if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
             raise RtspClientError(f"not an rtsp:// URL: {url!r}")
@@ -171,10 +178,18 @@ class RtspClient:
             if self.unix_path is not None:
                 connecting = loop.create_unix_connection(factory, self.unix_path)
             else:
-                connecting = loop.create_connection(factory, self.host, self.port)
+                connecting = loop.create_connection(
+                    factory,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=(self.server_hostname or self.host)
+                    if self.ssl_context is not None
+                    else None,
+                )
             async with asyncio.timeout(self.timeout):
                 _t, proto = await connecting
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             raise RtspClientError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         self._proto = proto
 

@@ -135,6 +135,7 @@ enabled = false
 redis_url = "redis://127.0.0.1:{self.redis_port}/0"
 secret = "{SECRET}"
 relay_port = {relay}
+loopback_only = true
 [[cameras]]
 id = "yard"
 source = "rtsp://127.0.0.1:{self.camera_port}/cam1"
