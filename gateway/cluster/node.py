@@ -31,7 +31,7 @@ from gateway.cluster.sessions import (
 )
 from gateway.cluster.tls import HANDSHAKE_TIMEOUT, RelayTls, relay_tls, warn_plaintext
 from gateway.config import Config
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait, raise_if_cancelling
 from tenants.control.ports import MediaPlane, NoMedia
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,7 @@ class ClusterNode:
 
     async def _beat_loop(self) -> None:
         while True:
+            raise_if_cancelling()  # a stop that redis-py's write swallowed (gateway.tasks)
             await asyncio.sleep(self.cc.heartbeat_interval)
             try:
                 await self._beat()

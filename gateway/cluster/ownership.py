@@ -30,7 +30,7 @@ from gateway.cluster.leases import Held, Leases, Owner
 from gateway.cluster.relay import EdgeRelay, Resolver
 from gateway.cluster.tls import RelayTls
 from gateway.stream.hub import StreamHub
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait, raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ class Ownership:
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelling()  # a stop that redis-py's write swallowed (gateway.tasks)
             try:
                 await self.tick(time.monotonic())
             except Exception:

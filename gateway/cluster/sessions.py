@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.cluster.keys import Keys
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait, raise_if_cancelling
 from tenants.control.ports import LiveSession, MediaPlane
 
 log = logging.getLogger(__name__)
@@ -107,11 +107,13 @@ class KickListener:
 
     async def _run(self) -> None:
         while True:
+            raise_if_cancelling()  # a stop that redis-py's write swallowed (gateway.tasks)
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 self.subscribed.set()
                 while True:
+                    raise_if_cancelling()
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None:
                         self._handle(msg.get("data"))
