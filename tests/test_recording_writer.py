@@ -223,20 +223,27 @@ def test_reconcile_adopts_a_file_the_index_never_heard_of(index: RecordingIndex)
 def test_the_quick_depacketizer_agrees_with_the_full_one_or_steps_aside() -> None:
     from gateway.protocols import h264
     from gateway.protocols.rtp import payload_of
-    from gateway.recording.codecs import h264_simple as _h264_simple
+    from gateway.recording.codecs import h264_quick
 
     for items, _key, _ts in rtp_units(h264_access_units(2.0, gop=25)):
         payloads = [payload_of(p) for _t, p, _r in items]
-        assert _h264_simple(payloads) == h264.depacketize(payloads)
+        nals = h264.depacketize(payloads)
+        quick = h264_quick(payloads)
+        assert quick is not None
+        assert quick[0] == h264.annexb(nals)
+        assert quick[1] == [n[0] & 0x1F for n in nals]
+        assert quick[2] == {n[0] & 0x1F: n for n in nals if n[0] & 0x1F in (7, 8)}
     sps, pps = b"\x67\x42\x00\x1f", b"\x68\xce"
     stap = memoryview(
         b"\x18" + len(sps).to_bytes(2, "big") + sps + len(pps).to_bytes(2, "big") + pps
     )
-    assert _h264_simple([stap]) is None  # an aggregate: the full depacketizer's job
+    assert h264_quick([stap]) is None  # an aggregate: the full depacketizer's job
     fu = h264.packetize(b"\x65" + bytes(range(256)) * 20, 500)
-    assert _h264_simple([memoryview(p) for p in fu[:-1]]) is None  # its end lost
-    assert _h264_simple([memoryview(p) for p in fu[1:]]) is None  # its start lost
-    assert _h264_simple([memoryview(b"")]) is None
+    assert h264_quick([memoryview(p) for p in fu[:-1]]) is None  # its end lost
+    assert h264_quick([memoryview(p) for p in fu[1:]]) is None  # its start lost
+    assert h264_quick([memoryview(b"")]) is None
+    big_sps = h264.packetize(b"\x67" + bytes(range(1, 256)) * 8, 500)
+    assert h264_quick([memoryview(p) for p in big_sps]) is None  # an SPS in pieces
 
 
 def test_an_h265_camera_is_recorded_too(index: RecordingIndex) -> None:

@@ -13,7 +13,7 @@ from gateway.protocols import h264, h265
 from gateway.protocols.fragments import NalError
 from gateway.stream.tracks import Track
 
-__all__ = ["CODECS", "Codec", "h264_simple", "h265_resolution", "picture_size", "sprop_params",
+__all__ = ["CODECS", "Codec", "h264_quick", "h265_resolution", "picture_size", "sprop_params",
            "video_track"]  # fmt: skip
 
 
@@ -73,36 +73,56 @@ def sprop_params(track: Track) -> dict[int, bytes]:
     return out
 
 
-def h264_simple(payloads: list[memoryview]) -> list[bytes] | None:
+_START = b"\x00\x00\x00\x01"
+_BYTE = [bytes((i,)) for i in range(256)]
+
+
+def h264_quick(
+    payloads: list[memoryview],
+) -> tuple[bytes, list[int], dict[int, bytes]] | None:
     """The common case, quickly: single NAL units and complete FU-A runs (what cameras and
-    ffmpeg send). None for anything else (aggregates, a lost fragment), which the full
+    ffmpeg send), straight to what the muxer takes: the access unit in Annex B (one join, no
+    NAL unit copied on its own), its NAL unit types and its SPS/PPS. None for anything else
+    (aggregates, a lost fragment, a parameter set split over FU-A packets), which the full
     depacketizer then handles or refuses."""
-    out: list[bytes] = []
-    parts: list[bytes | memoryview] | None = None
+    parts: list[bytes | memoryview] = []
+    types: list[int] = []
+    params: dict[int, bytes] = {}
+    in_fu = False
     for p in payloads:
         if not p:
             return None
-        t = p[0] & 0x1F
+        b0 = p[0]
+        t = b0 & 0x1F
         if t == h264.FU_A:
             if len(p) < 2:
                 return None
             fu = p[1]
             if fu & 0x80:
-                if parts is not None:
+                if in_fu:
                     return None
-                parts = [bytes(((p[0] & 0xE0) | (fu & 0x1F),)), p[2:]]
-            elif parts is None:
+                nt = fu & 0x1F
+                if nt in (h264.NAL_SPS, h264.NAL_PPS) or not 0 < nt < 24:
+                    return None
+                parts += (_START, _BYTE[(b0 & 0xE0) | nt], p[2:])
+                types.append(nt)
+                in_fu = True
+            elif not in_fu:
                 return None
             else:
                 parts.append(p[2:])
             if fu & 0x40:
-                out.append(b"".join(parts))
-                parts = None
-        elif 0 < t < 24 and parts is None:
-            out.append(bytes(p))
+                in_fu = False
+        elif 0 < t < 24 and not in_fu:
+            parts += (_START, p)
+            types.append(t)
+            if t in (h264.NAL_SPS, h264.NAL_PPS):
+                params[t] = bytes(p)
         else:
             return None
-    return out if parts is None else None
+    if in_fu:
+        return None
+    return b"".join(parts), types, params
 
 
 def h265_resolution(sps: bytes) -> tuple[int, int]:

@@ -40,7 +40,7 @@ from gateway.protocols.fragments import NalError
 from gateway.protocols.rtp import RtpError, payload_of, rtp_header
 from gateway.recording import fmp4
 from gateway.recording.audio import AacFormat, AudioError, aac_units
-from gateway.recording.codecs import CODECS, h264_simple, picture_size, sprop_params
+from gateway.recording.codecs import CODECS, h264_quick, picture_size, sprop_params
 from gateway.recording.index import Fragment, GapReason, RecordingIndex, Segment
 from gateway.recording.segment_file import SegmentFile
 from gateway.stream.tracks import Track
@@ -134,6 +134,7 @@ class CameraWriter:
     def __post_init__(self) -> None:
         self.codec = CODECS[self.track.codec]
         self.params: dict[int, bytes] = sprop_params(self.track)
+        self.quick = self.codec.name == "H264"
         self._run: _Run | None = None
         self._file: SegmentFile | None = None
         self._segment: Segment | None = None
@@ -159,19 +160,18 @@ class CameraWriter:
             self._feed_audio(unit, self._run, *self.audio)
 
     def _feed_video(self, unit: Unit) -> None:
-        nals, ts = self._depacketize(unit)
-        if nals is None:
+        got = self._depacketize(unit)
+        if got is None:
             return
+        au, types, params, ts = got
         run = self._run
         if run is not None and (
             unit.source != run.source or unit.wall - run.last_wall > self.outage_after
         ):
             self._end_run(GapReason.CAMERA_OUTAGE)
             run = None
-        types = [self.codec.nal_type(n) for n in nals]
-        for n, t in zip(nals, types, strict=True):
-            if t in self.codec.params:
-                self.params[t] = n
+        if params:
+            self.params.update(params)
         is_key = any(t in self.codec.keyframes for t in types)
         if run is None:
             if not is_key or not self._has_params() or self._before_last_end(unit.wall):
@@ -200,10 +200,10 @@ class CameraWriter:
                 return
             if not self._open_segment(run, ts, types):
                 return
-            nals = self._with_params(nals, types)
+            au = self._with_params(au, types)
         assert self._file is not None
         try:
-            done = self._file.mux(h264.annexb(nals), ts - self._seg_ts, is_key)
+            done = self._file.mux(au, ts - self._seg_ts, is_key)
         except (OSError, av.FFmpegError) as exc:
             self._write_failed(exc)
             return
@@ -276,7 +276,8 @@ class CameraWriter:
 
     # -- internals
 
-    def _depacketize(self, unit: Unit) -> tuple[list[bytes] | None, int]:
+    def _depacketize(self, unit: Unit) -> tuple[bytes, list[int], dict[int, bytes], int] | None:
+        """(the unit in Annex B, its NAL unit types, the parameter sets in it, RTP time)."""
         payloads: list[memoryview] = []
         ts = -1
         index = self.track.index
@@ -286,15 +287,25 @@ class CameraWriter:
                     continue
                 if ts < 0:
                     ts = rtp_header(packet)[3]
-                payloads.append(payload_of(packet))
+                # The common header (no CSRC, extension or padding) is skipped in place.
+                payloads.append(
+                    memoryview(packet)[12:] if packet[0] == 0x80 else payload_of(packet)
+                )
             if ts < 0:
-                return None, 0
-            fast = h264_simple(payloads) if self.codec.name == "H264" else None
-            nals = fast if fast is not None else self.codec.depacketize(payloads)
+                return None
+            quick = h264_quick(payloads) if self.quick else None
+            if quick is not None:
+                return (*quick, ts)
+            nals = self.codec.depacketize(payloads)
         except (RtpError, NalError):
             self.counters.bad_units += 1
-            return None, 0
-        return (nals or None), ts
+            return None
+        if not nals:
+            return None
+        codec = self.codec
+        types = [codec.nal_type(n) for n in nals]
+        params = {t: n for n, t in zip(nals, types, strict=True) if t in codec.params}
+        return h264.annexb(nals), types, params, ts
 
     @staticmethod
     def _unwrap(run: _Run, raw: int) -> int:
@@ -315,9 +326,9 @@ class CameraWriter:
     def _has_params(self) -> bool:
         return all(t in self.params for t in self.codec.params)
 
-    def _with_params(self, nals: list[bytes], types: list[int]) -> list[bytes]:
+    def _with_params(self, au: bytes, types: list[int]) -> bytes:
         missing = [self.params[t] for t in self.codec.params if t not in types]
-        return [*missing, *nals] if missing else nals
+        return h264.annexb(missing) + au if missing else au
 
     def _open_segment(self, run: _Run, ts: int, types: list[int]) -> bool:
         # Named by where it seems to start now; indexed (below) once its first fragment is out
