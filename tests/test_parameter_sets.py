@@ -259,3 +259,29 @@ async def test_a_reader_that_ignores_the_goodbye_is_closed_cleanly_after_it(proc
         assert seen[-1][1] == seen[-2][1]  # the BYE names the SSRC the reader was sent
         assert gw.gateway.rtsp.counters["deadline_idle"] >= 1
         await client.close()
+
+
+async def test_a_gateway_pulling_from_a_gateway_follows_its_codec_change_at_once(procs):
+    """feedgate pulling from feedgate (a worker from worker 0, an edge from its owner, a
+    neighbouring borough's gateway): the upstream's BYE on every track ends the pull, which
+    DESCRIBEs again at once, instead of waiting out its 10 s stall timeout on a connection the
+    upstream keeps open (20 s here) for the TEARDOWN."""
+    from conftest import make_config, publish_argv, running_gateway
+
+    from gateway.config import CameraConfig
+
+    async with running_gateway(make_config(idle_timeout=20.0)) as camera:
+        first = await procs(publish_argv(camera.url("cam1")))
+        await publishing(camera, "cam1")
+        pulled = (CameraConfig(id="street", source=camera.url("cam1")),)
+        async with running_gateway(make_config(pulled)) as gw:
+            await publishing(gw, "street")
+            stream = gw.hub.get("street")
+            first.kill()
+            await first.wait()
+            h265 = publish_argv(camera.url("cam1"))
+            h265[h265.index("libx264")] = "libx265"
+            await procs(h265)
+            await wait_for(lambda: camera.hub.get("cam1").tracks[0].codec == "H265", 20)
+            await wait_for(lambda: stream.tracks[0].codec == "H265", 6, what="the pull to follow")
+            await publishing(gw, "street")

@@ -18,6 +18,7 @@ from gateway.protocols.rtp import (
     build_goodbye,
     build_receiver_report,
     build_sender_report,
+    has_goodbye,
     is_rtcp,
     parse_rtcp,
     payload_of,
@@ -246,6 +247,16 @@ def test_a_goodbye_is_a_compound_an_rtcp_receiver_accepts(reason: str) -> None:
     if reason:
         assert bye.raw[9 : 9 + bye.raw[8]] == reason.encode()[:255]
     assert len(packet) % 4 == 0
+
+
+def test_a_goodbye_is_found_in_a_compound_and_nowhere_else() -> None:
+    sr = build_sender_report(SenderReport(1, 2, 3, 4, 5))
+    assert has_goodbye(build_goodbye(7))
+    assert has_goodbye(sr + b"\x81\xcb\x00\x01\x00\x00\x00\x01")
+    assert not has_goodbye(sr)
+    assert not has_goodbye(b"")
+    assert not has_goodbye(b"\x00\xcb\x00\x01")  # version 0
+    assert not has_goodbye(sr + b"\x81\xcb")  # truncated header
 
 
 def test_padded_final_packet() -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "build_goodbye",
     "build_receiver_report",
     "build_sender_report",
+    "has_goodbye",
     "is_rtcp",
     "parse_rtcp",
     "payload_of",
@@ -388,6 +389,20 @@ def build_goodbye(ssrc: int, cname: str = "feedgate", reason: str = "") -> bytes
         bye_body += b"\x00" * (-len(bye_body) % 4)
     bye = _RTCP_HEADER.pack(0x81, RTCP_BYE, len(bye_body) // 4) + bye_body
     return build_receiver_report(ReceiverReport(ssrc)) + sdes + bye
+
+
+def has_goodbye(packet: bytes | bytearray | memoryview) -> bool:
+    """Whether a compound RTCP packet holds a BYE. Walks the headers only; a malformed
+    compound is not a goodbye."""
+    n = len(packet)
+    at = 0
+    while at + 4 <= n:
+        if packet[at] & 0xC0 != 0x80:
+            return False
+        if packet[at + 1] == RTCP_BYE:
+            return True
+        at += (((packet[at + 2] << 8) | packet[at + 3]) + 1) * 4
+    return False
 
 
 def rewrite_sender_report(

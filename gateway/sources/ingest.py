@@ -10,6 +10,7 @@ import time
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from gateway.protocols.rtp import has_goodbye
 from gateway.sources.rtsp_client import RtspClient, RtspClientError
 from gateway.stream.hub import PathStream
 from gateway.stream.tracks import TrackError, tracks_from_sdp
@@ -91,6 +92,8 @@ class PullIngest:
         client: RtspClient | None = None
         reorder: UdpReorder | None = None
 
+        said_bye: set[int] = set()  # tracks whose RTCP said BYE
+
         def on_packet(channel: int, payload: bytes) -> None:
             # Only while this session is the path's source: a pull being stopped (an edge
             # relay whose owner moved) can still be receiving while its successor attached,
@@ -98,6 +101,13 @@ class PullIngest:
             if stream.source_id is not source_id:
                 return
             if channel & 1:
+                if has_goodbye(payload):
+                    # The source's stream ended though its connection may stay open (a camera
+                    # stopping; feedgate upstream after a codec change): DESCRIBE again now
+                    # rather than after the stall timeout.
+                    said_bye.add(channel >> 1)
+                    if len(said_bye) >= len(stream.tracks) and client is not None:
+                        client.end_of_stream("the source ended its stream (RTCP BYE)")
                 stream.on_rtcp(channel >> 1, payload)
             elif reorder is not None:
                 reorder.push(channel >> 1, payload)
@@ -158,6 +168,8 @@ class PullIngest:
                     raise RtspClientError(f"no media for {self.stall_timeout:.0f}s") from None
                 last = now
                 continue
+            if isinstance(exc, RtspClientError):
+                raise exc
             raise RtspClientError(f"source closed the connection ({exc or 'EOF'})")
 
 

@@ -326,6 +326,12 @@ class RtspClient:
             except RtspClientError:
                 return
 
+    def end_of_stream(self, why: str) -> None:
+        """The server ended the stream without closing the connection (its RTCP BYE on every
+        track): whoever waits on ``closed`` sees an error naming ``why``."""
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(RtspClientError(why))
+
     async def wait_closed(self) -> Exception | None:
         assert self.closed is not None
         return await self.closed
