@@ -2,6 +2,7 @@
 edge relay adds, and failover after kill -9 of a camera's owner.
 
     flock /work/tools/bench.lock python3 ops/bench/bench_cluster.py [--runs 10] [--readers 50]
+        [--relay tls|plaintext]
 
 Starts its own redis-server, a camera simulator (a lab ``feedgate serve`` fed by ffmpeg's
 test pattern) and three ``feedgate serve`` nodes with tenancy off (no database: the relay
@@ -15,6 +16,10 @@ cores: the reader figures say what this machine delivers, not what a node could.
   on the edge minus on the owner, p50 and p95.
 - failover: ``--runs`` times, kill -9 of the owner while a reader watches on another node;
   the time until another node holds the lease (Redis) and until the reader gets media again.
+
+``--relay tls`` (the default, as a deployment runs) relays between nodes over mutual TLS with
+a cluster CA made for the run; ``--relay plaintext`` uses ``cluster.loopback_only``, to show
+what TLS costs.
 """
 
 from __future__ import annotations
@@ -135,11 +140,24 @@ enabled = false
 redis_url = "redis://127.0.0.1:{self.redis_port}/0"
 secret = "{SECRET}"
 relay_port = {relay}
-loopback_only = true
+{self.relay_settings()}
 [[cameras]]
 id = "yard"
 source = "rtsp://127.0.0.1:{self.camera_port}/cam1"
 """
+
+    def relay_settings(self) -> str:
+        if self.args.relay == "plaintext":
+            return "loopback_only = true"
+        from gateway.cluster.tls import make_cluster_pki
+
+        k = self.dir / "keys"
+        made = [k / "cluster-ca.pem", k / "cluster.pem", k / "cluster.key"]
+        make_cluster_pki(made[0], made[1], made[2], "feedgate-cluster")
+        return (
+            f'[keys]\ncluster_ca = "{made[0]}"\ncluster_cert = "{made[1]}"\n'
+            f'cluster_key = "{made[2]}"'
+        )
 
     def start(self) -> None:
         redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -335,6 +353,7 @@ async def main() -> int:
     ap.add_argument("--readers", type=int, default=50, help="readers per node")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--skip-readers", action="store_true")
+    ap.add_argument("--relay", choices=("tls", "plaintext"), default="tls")
     args = ap.parse_args()
     bench = Bench(args)
     try:
