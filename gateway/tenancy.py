@@ -178,8 +178,12 @@ class Tenancy:
     def degraded(self) -> str | None:
         """Why this node is degraded (for /healthz), or None. Never names a host or a URL."""
         since = self.db.unavailable_since
+        lost = self.audit.spool_lost()
+        full = f"; audit spool full, {lost} entries not kept" if lost else ""
         if since is not None:
-            return f"tenancy database unreachable for {time.monotonic() - since:.0f} s"
+            return f"tenancy database unreachable for {time.monotonic() - since:.0f} s{full}"
+        if lost:
+            return full.removeprefix("; ")
         if self.reload_failures:
             return f"policy reload failing ({self.reload_failures} in a row)"
         return None

@@ -63,6 +63,7 @@ class AuditAction(StrEnum):
     SAR = "sar"  # a subject access request opened, changed or closed
     RECORDING_DELETED = "recording_deleted"  # a segment deleted (retention, disk pressure)
     CAMERA_OUTAGE = "camera_outage"  # a camera's media stalled (outcome stalled) or resumed
+    AUDIT_GAP = "audit_gap"  # entries a full audit spool could not keep (how many, when)
 
 
 #: The entries that disclose footage to someone (ICO: log date, recipient and reason).

@@ -50,7 +50,7 @@ from tenants.audit.rows import (
     iter_rows,
     row_leaf,
 )
-from tenants.audit.spool import AuditSpool
+from tenants.audit.spool import AuditSpool, SpoolFull
 from tenants.db import Database, DatabaseUnavailable, IntegrityError
 
 log = logging.getLogger(__name__)
@@ -191,10 +191,15 @@ class AuditLog:
         outcome: str = "ok",
         detail: Mapping[str, Any] | None = None,
         time: datetime | None = None,
+        spool_id: str | None = None,
     ) -> AuditEntry:
         """Append one entry; it is committed when this returns (inside a caller's
         ``db.transaction()``, when that commits). Raises on a database failure: the caller
-        should then refuse the action it meant to record."""
+        should then refuse the action it meant to record.
+
+        ``spool_id``: the entry comes from the audit spool under that id; if the log already
+        holds it (a drain that crashed before recording its progress), that entry is returned
+        and nothing is appended."""
         act = AuditAction(action)
         check_text("tenant", tenant)
         check_text("principal", principal)
@@ -224,6 +229,9 @@ class AuditLog:
                     with self._db.transaction():
                         self._lock_head()
                         self._catch_up()
+                        done = self._spooled(spool_id) if spool_id is not None else None
+                        if done is not None:
+                            return done  # drained before, by a run that crashed after it
                         if given is None:
                             t = datetime.now(UTC)
                             if self._last_time is not None and t < self._last_time:
@@ -249,8 +257,8 @@ class AuditLog:
                         leaf = entry.leaf_hash()
                         chain = chain_hash(self._chain, leaf)
                         self._db.execute(
-                            f"INSERT INTO audit_entries ({ENTRY_COLUMNS})"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            f"INSERT INTO audit_entries ({ENTRY_COLUMNS}, spool_id)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (
                                 entry.seq,
                                 format_time(t),
@@ -262,6 +270,7 @@ class AuditLog:
                                 outcome,
                                 detail_s,
                                 chain.hex(),
+                                spool_id,
                             ),
                         )
                     break
@@ -276,6 +285,12 @@ class AuditLog:
             else:
                 self.maybe_checkpoint()
             return entry
+
+    def _spooled(self, spool_id: str) -> AuditEntry | None:
+        row = self._db.query_one(
+            f"SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE spool_id = ?", (spool_id,)
+        )
+        return entry_from_row(row) if row is not None else None
 
     def append_or_spool(
         self,
@@ -308,7 +323,13 @@ class AuditLog:
                 if self._spool is None:
                     raise
             now = format_time(datetime.now(UTC))
-            self._spool.put({"action": AuditAction(action).value, "occurred_at": now, **fields})
+            try:
+                self._spool.put({"action": AuditAction(action).value, "occurred_at": now, **fields})
+            except SpoolFull as exc:
+                # Counted on disk and recorded in the log as an audit_gap once it answers.
+                if self._spool.dropped == 1 or self._spool.dropped % 1000 == 0:
+                    log.error("ALERT %s: %d entries not kept", exc, self._spool.dropped)
+                return
             if self._spool.spooled == 1 or self._spool.spooled % 1000 == 0:
                 log.warning(
                     "audit log: database unreachable; %d entries kept in %s",
@@ -318,7 +339,12 @@ class AuditLog:
 
     @property
     def spool_pending(self) -> bool:
-        return self._spool is not None and self._spool.pending
+        return self._spool is not None and (self._spool.pending or self._spool.has_lost)
+
+    def spool_lost(self) -> int:
+        """Entries a full spool could not keep that the log does not yet say were lost."""
+        lost = self._spool.lost() if self._spool is not None and self._spool.has_lost else None
+        return lost.count if lost is not None else 0
 
     def flush(self) -> int:
         """Append the spooled entries, in order; how many. Raises if the database is still
@@ -327,7 +353,7 @@ class AuditLog:
             return self._flush_spool()
 
     def _flush_spool(self) -> int:
-        if self._spool is None or self._flushing or not self._spool.pending:
+        if self._spool is None or self._flushing or not self.spool_pending:
             return 0
         self._flushing = True
         n = 0
@@ -348,6 +374,7 @@ class AuditLog:
                         purpose=f.get("purpose"),
                         outcome=str(f.get("outcome") or "ok"),
                         detail=detail,
+                        spool_id=str(f["spool_id"]) if f.get("spool_id") else None,
                     )
                 except (ValueError, TypeError, KeyError) as exc:  # never blocks the rest
                     log.error(
@@ -355,6 +382,21 @@ class AuditLog:
                     )
                 self._spool.done(item.offset)
                 n += 1
+            lost = self._spool.lost()
+            if lost is not None:  # after what was kept: the spool filled up after it
+                self.append(
+                    AuditAction.AUDIT_GAP,
+                    outcome="lost",
+                    detail={
+                        "not_kept": lost.count,
+                        "first_at": lost.first,
+                        "last_at": lost.last,
+                        "reason": "the audit spool was full while the database was unreachable",
+                    },
+                    spool_id=lost.id,
+                )
+                self._spool.lost_recorded(lost)
+                log.error("audit log: recorded that %d entries could not be kept", lost.count)
         finally:
             self._flushing = False
         if n:

@@ -59,6 +59,12 @@ MIGRATIONS: tuple[str, ...] = (
         key_id TEXT NOT NULL
     )
     """,
+    # An entry drained from a node's audit spool carries its spool id, at most once in the log:
+    # a crash between the append's commit and the spool's progress write drains it again.
+    """
+    ALTER TABLE audit_entries ADD COLUMN spool_id TEXT;
+    CREATE UNIQUE INDEX audit_entries_spool_id ON audit_entries (spool_id)
+    """,
 )
 
 ENTRY_COLUMNS = "seq, time, action, tenant, principal, camera, purpose, outcome, detail, chain"
