@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+import av
 import numpy as np
 import pytest
 from console_site import Site, console_site, download_pair, recorded_since, sign_in, until
-from export_fixtures import luma_frames
 
 from gateway.recording.export_manifest import keys_from_jwks, verify_export
 from gateway.recording.export_store import UNFINISHED
@@ -36,6 +36,20 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         tmp_path_factory.mktemp("console-sar"), publish=("depot",), record=("depot",)
     ) as s:
         yield s
+
+
+def timed_luma(path: Path, media_start: datetime) -> list[tuple[datetime, np.ndarray]]:
+    """Each decoded frame's luma with its capture time (the copy's timeline from its first
+    frame at the manifest's media_start)."""
+    out: list[tuple[datetime, np.ndarray]] = []
+    with av.open(str(path)) as c:
+        first = None
+        for frame in c.decode(video=0):
+            t = float(frame.time or 0.0)
+            first = t if first is None else first
+            luma = frame.to_ndarray(format="gray").astype(np.float64)
+            out.append((media_start + timedelta(seconds=t - first), luma))
+    return out
 
 
 def local(t: datetime) -> str:
@@ -79,8 +93,41 @@ def test_a_request_finds_the_export_of_its_window_and_gets_a_redacted_copy(
         found = page.locator('#touches tr[data-action="export"]')
         assert found.count() == 1 and "Incident review 12" in found.inner_text()
 
-        # A redaction zone, drawn over the still with the mask editor's drawing code.
-        page.wait_for_function("() => document.querySelector('#redact-editor img').complete")
+        # The window's footage plays under the drawing; the zone is timed from it.
+        page.wait_for_function(
+            "() => { const v = document.querySelector('#redact-editor video');"
+            " return v && !v.hidden && v.readyState >= 2 && v.videoWidth > 0; }",
+            timeout=30000,
+        )
+        for at, button in ((1.0, "Black from here"), (4.0, "Black to here")):
+            page.evaluate(
+                "(t) => { const s = document.querySelector('input[name=scrub]');"
+                " s.value = String(t); s.dispatchEvent(new Event('input')); }",
+                at,
+            )
+            until(
+                lambda t=at: page.evaluate(
+                    "(t) => { const v = document.querySelector('#redact-editor video');"
+                    " return Math.abs(v.currentTime - t) < 0.05 && !v.seeking; }",
+                    t,
+                ),
+                10,
+                f"the footage at {at} s",
+            )
+            page.get_by_role("button", name=button).click()
+        black = [
+            datetime.fromisoformat(page.locator(f"input[name={n}]").input_value()).replace(
+                tzinfo=LONDON
+            )
+            for n in ("zone_start", "zone_end")
+        ]
+        # The footage starts at the window's first keyframe (at or before t0).
+        assert (
+            t0 - timedelta(seconds=2)
+            <= black[0] - timedelta(seconds=1)
+            <= t0 + timedelta(seconds=1)
+        )
+        assert (black[1] - black[0]).total_seconds() == pytest.approx(3, abs=1)
         overlay = page.locator("#redact-editor svg.overlay")
         overlay.scroll_into_view_if_needed()
         box = overlay.bounding_box()
@@ -121,14 +168,23 @@ def test_a_request_finds_the_export_of_its_window_and_gets_a_redacted_copy(
     assert len(m.redactions) == 1
     drawn = [c for point in m.redactions[0].points for c in point]
     assert drawn == pytest.approx([c for point in ZONE for c in point], abs=0.01)
-    frames = luma_frames(media, limit=200)
-    assert len(frames) >= 30
-    for f in frames:
+    assert (m.redactions[0].start, m.redactions[0].end) == (black[0], black[1])
+    frames = timed_luma(media, m.media_start)
+    assert len(frames) >= 60
+    margin = timedelta(seconds=0.5)
+    seen = {"black": 0, "clear": 0}
+    for t, f in frames:
         h, w = f.shape
-        inside = f[int(0.06 * h) : int(0.45 * h), int(0.06 * w) : int(0.45 * w)]
-        outside = f[int(0.55 * h) : int(0.95 * h), int(0.55 * w) : int(0.95 * w)]
-        assert float(np.mean(inside)) < 20, float(np.mean(inside))
-        assert float(np.mean(outside)) > 40, float(np.mean(outside))
+        zone = float(np.mean(f[int(0.06 * h) : int(0.45 * h), int(0.06 * w) : int(0.45 * w)]))
+        outside = float(np.mean(f[int(0.55 * h) : int(0.95 * h), int(0.55 * w) : int(0.95 * w)]))
+        assert outside > 40, (t, outside)
+        if black[0] + margin <= t <= black[1] - margin:
+            assert zone < 20, (t, zone)  # blacked out over the zone's time range
+            seen["black"] += 1
+        elif t < black[0] - margin or t > black[1] + margin:
+            assert zone > 40, (t, zone)  # and only then
+            seen["clear"] += 1
+    assert seen["black"] >= 15 and seen["clear"] >= 10, seen
     events = [e.detail.get("event") for e in site.entries(AuditAction.SAR.value)]
     assert events == ["opened", "closed"]
 

@@ -92,6 +92,12 @@ def add_console_routes(app: web.Application, gateway: Gateway) -> None:
         exports.add_routes(app)
         features.add("exports")
         if gateway.sar is not None:
-            SarPages(frame, gateway.sar, exports, gateway.config.zone).add_routes(app)
+            SarPages(
+                frame,
+                gateway.sar,
+                exports,
+                gateway.config.zone,
+                playback=gateway.playback is not None,
+            ).add_routes(app)
             features.add("sar")
     frame.features = frozenset(features)

@@ -41,6 +41,7 @@ _COPIERS = frozenset({Role.ADMIN, Role.INVESTIGATOR})  # a copy is an export
 _NO_STORE = {"Cache-Control": "no-store"}
 _CLOSED = [s.value for s in SarState if s != SarState.OPEN]
 MAX_ZONES = 32
+MAX_CLIP = 3600  # seconds of the window the editor plays (the playback API's longest cut)
 
 _Unit = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
@@ -66,11 +67,20 @@ class _Zones(BaseModel):
 
 
 class SarPages:
-    def __init__(self, frame: Frame, sar: SarService, exports: ExportPages, zone: ZoneInfo) -> None:
+    def __init__(
+        self,
+        frame: Frame,
+        sar: SarService,
+        exports: ExportPages,
+        zone: ZoneInfo,
+        *,
+        playback: bool = False,
+    ) -> None:
         self.frame = frame
         self.sar = sar
         self.exports = exports  # its form checks, time parsing and export rows
         self.zone = zone
+        self.playback = playback  # this process plays recordings back (/get): the editor's video
 
     def _row(self, r: SubjectAccessRequest, now: datetime) -> dict[str, Any]:
         return {
@@ -217,6 +227,14 @@ class SarPages:
             "cameras": list(r.cameras),
             "start": for_input(r.start, self.zone),
             "end": for_input(r.end, self.zone),
+            # The window's footage (its first hour, /get's longest cut) under the drawing, so
+            # zones are drawn where the third parties are and timed from the footage; the
+            # operator's viewing is a playback like any other, audited with the request's id.
+            "playback": self.playback,
+            "clip_start": r.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "clip_seconds": min(MAX_CLIP, round((r.end - r.start).total_seconds())),
+            "purpose": f"subject access request {r.id}",
+            "zone": str(self.zone),
         }
         context = {
             "title": f"Subject access request {r.id}",

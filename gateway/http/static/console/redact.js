@@ -2,15 +2,23 @@
    the camera (drawn with polygon.js, the mask editor's drawing code), each blacked out over a
    time range; "Add zone" keeps the polygon being drawn with the range typed beside it, and
    the form sends them all as JSON in its "redactions" field (a polygon with three corners or
-   more that was not added yet goes too). The copy is made by the gateway. */
+   more that was not added yet goes too). Under the drawing plays the window's footage (the
+   playback API's /get), scrubbed with a slider, so a zone is drawn where the third party is
+   and timed from the footage; without playback, a still of the camera. The copy is made by
+   the gateway. */
 "use strict";
 (function () {
   const root = document.getElementById("redact-editor");
   const form = document.getElementById("copy-form");
   if (!root || !form) return;
   const poly = window.feedgatePolygon;
+  const data = JSON.parse(root.dataset.redact);
   const svg = root.querySelector("svg.overlay");
   const still = root.querySelector("img.still");
+  const video = root.querySelector("video.still");
+  const scrub = form.elements.scrub;
+  const shownAt = form.querySelector("[data-at]");
+  let mediaStart = NaN; // when the footage's first frame was captured (ms since the epoch)
   const list = document.getElementById("zone-list");
   const status = document.getElementById("redact-status");
   const MAX_POINTS = 64;
@@ -74,6 +82,59 @@
     return true;
   }
 
+  // A time as the page's datetime-local inputs show it: the deployment's local time.
+  function localInput(ms) {
+    const parts = {};
+    new Intl.DateTimeFormat("en-GB", {
+      timeZone: data.zone, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+    }).formatToParts(new Date(ms)).forEach(function (p) { parts[p.type] = p.value; });
+    return parts.year + "-" + parts.month + "-" + parts.day + "T" + parts.hour + ":" + parts.minute + ":" + parts.second;
+  }
+
+  function now() {
+    return mediaStart + video.currentTime * 1000;
+  }
+
+  function showStill() {
+    if (video) { video.hidden = true; video.removeAttribute("src"); }
+    still.hidden = false;
+    still.src = "/console/stills/" + encodeURIComponent(form.elements.camera.value);
+  }
+
+  // The window's footage of the chosen camera under the drawing (/get, cut once and kept a
+  // little while, so the first byte's request tells when the footage starts and the
+  // <video>'s requests are served from the same cut).
+  async function footage() {
+    if (!video || !data.playback) return showStill();
+    const url = "/get?" + new URLSearchParams({
+      path: form.elements.camera.value, start: data.clip_start, duration: String(data.clip_seconds),
+      format: "mp4", purpose: data.purpose,
+    }).toString();
+    try {
+      const res = await fetch(url, { credentials: "same-origin", headers: { Range: "bytes=0-0" } });
+      mediaStart = Date.parse((res.headers.get("X-Media-Start") || "").replace(/(\.\d{3})\d+/, "$1"));
+      if (!res.ok || isNaN(mediaStart)) return showStill();
+    } catch (err) {
+      return showStill();
+    }
+    video.src = url;
+    video.hidden = false;
+    still.hidden = true;
+  }
+
+  if (video) {
+    video.addEventListener("loadedmetadata", function () {
+      scrub.max = String(Math.floor(video.duration * 10) / 10);
+      video.currentTime = 0;
+    });
+    video.addEventListener("timeupdate", function () {
+      if (shownAt && !isNaN(mediaStart)) shownAt.textContent = localInput(now()).replace("T", " ");
+    });
+    video.addEventListener("error", showStill);
+    scrub.addEventListener("input", function () { video.currentTime = Number(scrub.value); });
+  }
+
   svg.addEventListener("pointerdown", function (ev) {
     const corner = ev.target.closest("[data-corner]");
     if (corner) {
@@ -98,15 +159,18 @@
     if (!action) return;
     if (action.dataset.action === "add") add();
     if (action.dataset.action === "undo") { current.pop(); draw(); }
+    if ((action.dataset.action === "from" || action.dataset.action === "to") && !isNaN(mediaStart)) {
+      const field = action.dataset.action === "from" ? form.elements.zone_start : form.elements.zone_end;
+      field.value = localInput(now());
+    }
   });
-  form.elements.camera.addEventListener("change", function () {
-    still.src = "/console/stills/" + encodeURIComponent(form.elements.camera.value);
-  });
+  form.elements.camera.addEventListener("change", footage);
   form.addEventListener("submit", function (ev) {
     if (current.length >= 3 && !add()) ev.preventDefault();
     form.elements.redactions.value = JSON.stringify(zones);
   });
 
   draw();
+  footage();
   window.feedgateRedact = { zones: zones };
 })();
