@@ -14,6 +14,7 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from conftest import wait_for
 from rtsp_probe import play_status
 from test_admission import _token, billed_gw  # noqa: F401  (the fixture)
 
@@ -168,4 +169,4 @@ async def test_with_a_full_spool_new_sessions_get_503_and_the_node_says_why(
     await asyncio.to_thread(tenancy.drain)
     gaps = [e for e in tenancy.audit.entries() if e.action is AuditAction.AUDIT_GAP]
     assert [g.detail["not_kept"] for g in gaps] == [lost]
-    assert tenancy.degraded() is None
+    await wait_for(lambda: tenancy.degraded() is None, 10, what="the node healthy again")
