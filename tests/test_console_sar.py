@@ -203,3 +203,52 @@ def test_a_partners_viewer_is_refused_the_subject_access_pages(
         context.close()
     refused = [e for e in site.entries(AuditAction.DENIED.value) if e.principal == "guard"]
     assert any(e.detail.get("action") == "sar" for e in refused), refused
+
+
+def test_another_organisation_and_bad_forms_get_nowhere(site: Site, browser: Browser) -> None:
+    """Farside's admin cannot open the council's request (404, the same as none); the
+    council's own forms are refused without the page's CSRF value (403) and with redaction
+    zones the page would never draw (400); nothing is made."""
+    t0 = recorded_since(site, "depot", 4)
+    opened = site.run(
+        site.gateway.sar.open(
+            site.token("council-admin"), subject="Someone", contact="someone@example.org",
+            start=t0, end=t0 + timedelta(seconds=3), cameras=["depot"],
+        )
+    )  # fmt: skip
+    copies_before = len(site.gateway.exports.store.find(sar_id=opened.id, limit=100))
+    same_origin = {"Origin": site.base, "Sec-Fetch-Site": "same-origin"}
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        sign_in(page, site, "far-admin", "/console/sar")
+        assert opened.id not in page.content()
+        response = page.goto(f"{site.base}/console/sar/{opened.id}")
+        assert response is not None and response.status == 404
+        context.clear_cookies()
+        sign_in(page, site, "council-admin", f"/console/sar/{opened.id}")
+        csrf = page.locator('meta[name="csrf-token"]').get_attribute("content") or ""
+        url = f"{site.base}/console/sar/{opened.id}/copies"
+        good = {"camera": "depot", "redactions": "[]"}
+        assert page.request.post(url, form=good, headers=same_origin).status == 403
+        for bad in (
+            '[{"id": "z", "points": [{"x": 0, "y": 0}], "start": "", "end": ""}]',
+            '[{"id": "z", "points": [{"x": 2, "y": 0}, {"x": 0, "y": 1},'
+            ' {"x": 1, "y": 1}], "start": "2026-12-02T10:00:00", "end": "x"}]',
+            "not json",
+            "[" + ",".join(["{}"] * 40) + "]",
+        ):
+            posted = page.request.post(
+                url, form={**good, "csrf": csrf, "redactions": bad}, headers=same_origin
+            )
+            assert posted.status == 400, (bad, posted.status)
+        closing = page.request.post(
+            f"{site.base}/console/sar/{opened.id}/close",
+            form={"csrf": csrf, "state": "reopened", "outcome": "x"},
+            headers=same_origin,
+        )
+        assert closing.status == 400 and "fulfilled, refused or withdrawn" in closing.text()
+    finally:
+        context.close()
+    assert len(site.gateway.exports.store.find(sar_id=opened.id, limit=100)) == copies_before
+    assert site.gateway.sar.store.get(opened.id).state.value == "open"
