@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
+
 log = logging.getLogger(__name__)
 
 Dialect = Literal["sqlite", "postgres"]
@@ -42,6 +44,15 @@ class DatabaseUnavailable(DatabaseError):
 # node finds a restarted server within a second without hammering one that stays down.
 RECONNECT_BACKOFF = (0.1, 1.0)
 CONNECT_TIMEOUT = 2  # seconds, per attempt
+# tenacity's exponential backoff (with up to 0.1 s of jitter, so the nodes of a cluster do not
+# reconnect in step) decides when the next attempt is due. It is not a blocking retry loop: a
+# call that finds the server down before then fails at once with DatabaseUnavailable, so
+# nothing queues behind a reconnect on the database thread.
+_RECONNECT = Retrying(
+    wait=wait_exponential_jitter(
+        multiplier=RECONNECT_BACKOFF[0], max=RECONNECT_BACKOFF[1], jitter=RECONNECT_BACKOFF[0]
+    )
+)
 
 
 class Database:
@@ -56,7 +67,7 @@ class Database:
         #: monotonic time the server was found unreachable (None: it answers).
         self.unavailable_since: float | None = None
         self._retry_at = 0.0
-        self._backoff = RECONNECT_BACKOFF[0]
+        self._reconnects = RetryCallState(_RECONNECT, None, (), {})  # failed attempts so far
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Database:
@@ -116,10 +127,10 @@ class Database:
         try:
             self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
-            self._retry_at = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, RECONNECT_BACKOFF[1])
+            self._retry_at = time.monotonic() + _RECONNECT.wait(self._reconnects)
+            self._reconnects.prepare_for_next_attempt()
             raise DatabaseUnavailable(f"PostgreSQL is unreachable: {type(exc).__name__}") from None
-        self._backoff = RECONNECT_BACKOFF[0]
+        self._reconnects = RetryCallState(_RECONNECT, None, (), {})
         self.unavailable_since = None
         log.warning("reconnected to PostgreSQL")
         return self._conn
