@@ -155,3 +155,41 @@ def test_keys_rotate_audit_adds_the_next_checkpoint_key_and_list_shows_both(
     assert listing[1][1] == kid
     # Init again does not replace anything.
     assert "exists already" in _cli("keys", "init", "--config", str(cfg)).stdout
+
+
+def test_audit_verify_local_trusts_every_key_of_a_rotated_log(tmp_path: Path) -> None:
+    """`feedgate audit verify --local`, as an oversight body runs it on a copy: a log signed
+    under two audit keys verifies with the key directory ([keys] audit_key's), and a
+    checkpoint from a key that is not there fails, naming it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway.config import load_config
+    from gateway.identity import audit_ring, key_path
+
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('data_dir = "var"\n[tenancy]\nenabled = true\n')
+    config = load_config(cfg, env={})
+    ring = audit_ring(config)
+    ring.ring.add(datetime.now(UTC) - HOUR)
+    db = Database.open(config.database_url)
+    first = ring.load()
+    assert first.signer is not None and key_path(config, "audit_key").parent == ring.directory
+    log = AuditLog(db, first.signer.private_key, checkpoint_every=5)
+    _fill(log, 10, datetime.now(UTC))
+    ring.rotate(start_in=timedelta(0))
+    second = ring.load()
+    assert second.signer is not None and second.signer_kid != first.signer_kid
+    log.set_signer(second.signer.private_key)
+    _fill(log, 10, datetime.now(UTC))
+    log.close()
+    run = ("audit", "verify", "--local", "--config", str(cfg))
+    r = _cli(*run)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("ok: 20 entries, 4 checkpoints"), r.stdout
+
+    stranger = AuditLog(db, Ed25519PrivateKey.generate(), checkpoint_every=1000)
+    _fill(stranger, 1, datetime.now(UTC))
+    stranger.close()
+    db.close()
+    r = _cli(*run)
+    assert r.returncode == 1 and "signed by an unknown key" in r.stdout, r.stdout
