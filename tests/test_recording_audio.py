@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from conftest import publish_argv, publishing, running_gateway, wait_for
-from test_recording import _ffprobe, recording_config
+from test_recording import _ffprobe, metrics_text, recording_config
 
 from gateway.http.app import make_http_app
 from gateway.recording.audio import AacFormat, AudioError, aac_format, aac_units, parse_config
@@ -59,6 +60,9 @@ async def test_a_cameras_aac_audio_is_recorded_beside_its_video(tmp_path: Path, 
             lambda: sum(1 for s in index.segments("cam1") if s.closed) >= 2, 30, what="segments"
         )
         counters = gw.gateway.recorder.counters()["cam1"]
+        text = await metrics_text(gw)
+        shown = re.search(r'feedgate_recording_audio_units_total\{camera="cam1"\} (\d+)', text)
+        assert shown is not None and int(shown.group(1)) >= counters.audio_units > 0
     assert counters.audio_units > 0 and counters.bad_audio == 0
     index = RecordingIndex(Database.open(cfg.database_url), cfg.recording_dir)
     seg = next(s for s in index.segments("cam1") if s.closed)

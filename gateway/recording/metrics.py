@@ -59,6 +59,14 @@ def recording_families(rec: Recorder) -> Iterable[CounterMetricFamily | GaugeMet
         "write_errors": CounterMetricFamily(
             "feedgate_recording_write_errors", "Segment writes that failed", labels=labels
         ),
+        "audio_units": CounterMetricFamily(
+            "feedgate_recording_audio_units", "AAC access units recorded", labels=labels
+        ),
+        "bad_audio": CounterMetricFamily(
+            "feedgate_recording_bad_audio_packets",
+            "Audio packets refused as not the AAC their SDP describes",
+            labels=labels,
+        ),
     }
     dropped = CounterMetricFamily(
         "feedgate_recording_dropped_units",
