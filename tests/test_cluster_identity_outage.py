@@ -19,9 +19,9 @@ from rtsp_probe import Probe
 from test_cluster_identity import _published, encoder_url, tee_publish_argv
 from whep_client import WhepClient, gather_on_loopback
 
-# Seconds PostgreSQL stays down. The issue asks 20; the suite uses 8 on its 2 shared cores
-# (FEEDGATE_TEST_PG_OUTAGE=20 runs the full length).
-OUTAGE = float(os.environ.get("FEEDGATE_TEST_PG_OUTAGE", "8"))
+# Seconds PostgreSQL stays down: the issue's 20. Measured at load 13-16 on the 2 shared cores,
+# the test takes 38 s with it against 25 s at 8 s (FEEDGATE_TEST_PG_OUTAGE=8 for a quick run).
+OUTAGE = float(os.environ.get("FEEDGATE_TEST_PG_OUTAGE", "20"))
 
 
 async def _try_play(cluster: Cluster, i: int, token: str) -> tuple[int, dict[str, str]]:
