@@ -206,7 +206,18 @@ class Gateway:
                 self.hub,
                 audit=self.tenancy.audit if self.tenancy is not None else None,
                 store=self.tenancy.store if self.tenancy is not None else None,
+                # In a cluster only the holder of a camera's ingest lease records it.
+                holds=self.cluster.ownership.holds if self.cluster is not None else None,
             )
+            if self.cluster is not None:
+                self.cluster.ownership.watchers.append(self.recorder.owned)
+                if not config.recording.dir or not config.export.dir:
+                    log.warning(
+                        "cluster node %s records into its own data_dir: set recording.dir and"
+                        " export.dir to storage every node shares, or other nodes cannot play"
+                        " back what this one records (docs/deployment.md)",
+                        config.node,
+                    )
         # Evidence exports, locks and subject access copies, on worker 0 only (one sweeper).
         self.exports: Any = None
         if self.tenancy is not None and worker == 0:

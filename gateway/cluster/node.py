@@ -42,7 +42,9 @@ def cluster_paths(config: Config) -> dict[str, PathKind]:
     out: dict[str, PathKind] = {}
     for cam in config.cameras:
         pulled = PathKind.ON_DEMAND if cam.on_demand else PathKind.PULL
-        out[cam.id] = PathKind.PUSH if cam.is_push else pulled
+        # A recorded camera is pulled all the time (by its owner, which records it).
+        main = PathKind.PULL if cam.record else pulled
+        out[cam.id] = PathKind.PUSH if cam.is_push else main
         if cam.sub_source:
             out[f"{cam.id}/sub"] = pulled
     return out

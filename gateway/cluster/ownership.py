@@ -11,7 +11,10 @@ One camera, one ingest per cluster:
 - any node with viewers of a path it does not own runs an :class:`EdgeRelay` from the owner,
   stopped ``relay_linger`` after its last viewer leaves.
 
-Losing a lease (a renewal answered "not yours") stops the pull at once. While Redis cannot be
+Losing a lease (a renewal answered "not yours") stops the pull at once. Whatever else must
+follow a path's ownership (the recorder: only the owner records a camera) adds a callback to
+:attr:`Ownership.watchers`, called ``(path, True)`` when this node takes a path and
+``(path, False)`` when it loses or gives it back. While Redis cannot be
 reached every node keeps doing what it did (nobody can take anything over meanwhile), and
 an owner keeps serving its edges; a lease this node could not renew and cannot confirm is
 not served to edges (:meth:`serving`), which is what a paused owner sees on waking.
@@ -95,6 +98,8 @@ class Ownership:
         self._next_attempt = 0.0
         self._task: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()  # edge relays being cancelled
+        # Told (path, owned) whenever this node takes or stops holding a path's lease.
+        self.watchers: list[Callable[[str, bool], None]] = []
 
     # ---- what other parts ask ---------------------------------------------------------------
 
@@ -102,6 +107,14 @@ class Ownership:
         """May this node serve ``path`` to an edge that expects lease ``token``?"""
         held = self.held.get(path)
         if held is None or held.owner.token != token:
+            return False
+        return held.valid(time.monotonic()) or self.redis_down_since is not None
+
+    def holds(self, path: str) -> bool:
+        """Is ``path`` this node's now? Its lease is held and not past what it may assume, or
+        Redis is down (nothing changes hands until it is back). The recorder asks per unit."""
+        held = self.held.get(path)
+        if held is None:
             return False
         return held.valid(time.monotonic()) or self.redis_down_since is not None
 
@@ -133,6 +146,7 @@ class Ownership:
         self.edges.clear()
         for path in list(self.held):
             self._stop_pull(path)
+            self._tell(path, False)
         held, self.held = list(self.held.values()), {}
         for h in held:
             try:
@@ -204,8 +218,10 @@ class Ownership:
                 self.owners[path] = held.owner
                 self.takeovers += 1
                 log.info("path %s: its publisher is here; lease %d", path, held.owner.token)
+                self._tell(path, True)
             elif not publishing and path in self.held:
                 held = self.held.pop(path)
+                self._tell(path, False)
                 await self.leases.release(held)
 
     async def _attempt(self, now: float) -> None:
@@ -223,6 +239,7 @@ class Ownership:
                 self.takeovers += 1
                 log.info("path %s: this node pulls it now (lease %d)", path, got.owner.token)
                 self._start_pull(path)
+                self._tell(path, True)
             else:
                 self.owners[path] = got
 
@@ -236,6 +253,14 @@ class Ownership:
             self._drop_publisher(path)
         else:
             self._stop_pull(path)
+        self._tell(path, False)
+
+    def _tell(self, path: str, owned: bool) -> None:
+        for watcher in self.watchers:
+            try:
+                watcher(path, owned)
+            except Exception:
+                log.exception("path %s: an ownership watcher failed", path)
 
     # ---- edge relays ----------------------------------------------------------------------------
 

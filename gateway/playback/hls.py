@@ -183,7 +183,8 @@ def add_hls_routes(
         try:
             size = path.stat().st_size
         except OSError:
-            return web.Response(status=404, text="recording gone\n")
+            reason = await service.run(service.index.unreachable, segment)
+            return web.Response(status=503, text=f"{reason or 'recording unreadable'}\n")
         first, last = _byte_range(request.headers.get("Range"), size)
         frags = await service.run(service.index.fragments, seg_id)
         seconds = sum(

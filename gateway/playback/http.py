@@ -28,7 +28,7 @@ from gateway.live import Refusal
 from gateway.masking.zones import Zone
 from gateway.playback.params import MediaFormat, ParamError, parse_get, parse_list
 from gateway.playback.service import PlaybackService, Viewer
-from gateway.recording.export_cut import CutError, TimedZone, cut
+from gateway.recording.export_cut import CutError, TimedZone, Unreachable, cut
 from tenants.policy import Decision
 
 __all__ = ["PLAYBACK_PATHS", "CutCache", "add_playback_routes"]
@@ -215,6 +215,8 @@ def add_playback_routes(
                     )
         except _Busy:
             return _text(503, "too many cuts in progress; try again", {"Retry-After": "2"})
+        except Unreachable as exc:  # a segment on another node's disk: say so, not 404/500
+            return _text(503, str(exc))
         finally:
             if not lock.locked() and key not in cache.cuts:
                 cache.locks.pop(key, None)
@@ -251,6 +253,9 @@ def add_playback_routes(
                     zones=zones,
                     fragmented=fmt is MediaFormat.FMP4,
                 )
+            except Unreachable:
+                path.unlink(missing_ok=True)
+                raise
             except CutError as exc:
                 log.info("/get %s %s: %s", camera, _iso(start), exc)
                 return None

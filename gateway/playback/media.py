@@ -25,6 +25,7 @@ __all__ = [
     "MediaError",
     "RecordedFormat",
     "RecordedUnit",
+    "Unreachable",
     "read_file_range",
     "read_format",
     "read_fragment",
@@ -38,6 +39,11 @@ MAX_INIT_BYTES = 1024 * 1024
 
 class MediaError(ValueError):
     """Recorded bytes that cannot be played (torn, foreign or not H.264/H.265)."""
+
+
+class Unreachable(MediaError):
+    """A segment the index names whose file this node cannot reach (another node's disk, a
+    shared volume not mounted): a 503 with the reason, not a broken recording."""
 
 
 @dataclass(frozen=True, slots=True)

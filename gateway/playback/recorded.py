@@ -16,6 +16,7 @@ from gateway.playback.media import (
     MediaError,
     RecordedFormat,
     RecordedUnit,
+    Unreachable,
     read_file_range,
     read_format,
     read_fragment,
@@ -44,7 +45,13 @@ class RecordedSource:
         return await loop.run_in_executor(self.executor, partial(fn, *args))
 
     def _init(self, segment: Segment) -> bytes:
-        return read_file_range(self.index.file(segment), 0, segment.init_length)
+        try:
+            return read_file_range(self.index.file(segment), 0, segment.init_length)
+        except MediaError:
+            reason = self.index.unreachable(segment)
+            if reason is not None:
+                raise Unreachable(reason) from None
+            raise
 
     def format_at(self, when: datetime | None) -> RecordedFormat | None:
         """Blocking: the format of the recording at ``when`` (None: the latest segment's)."""

@@ -29,6 +29,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.playback.feed import PlaybackFeed, recorded_track
+from gateway.playback.media import RecordedFormat, Unreachable
+from gateway.playback.recorded import RecordedSource
 from gateway.playback.service import PlaybackService, Viewer
 from gateway.playback.state import Pacer, StateError
 from gateway.protocols.rtsp import Request, RtspError
@@ -94,6 +96,14 @@ def _status(exc: RtspError | StateError) -> RtspReply:
     if exc.status == 551:
         headers = [("Unsupported", exc.reason.partition(": ")[2] or ONVIF_REPLAY)]
     return RtspReply(exc.status, exc.reason, headers)
+
+
+async def _format_at(source: RecordedSource, when: datetime | None) -> RecordedFormat | None:
+    """The recording's format at ``when``; a 503 with the reason if its file is not here."""
+    try:
+        return await source.run(source.format_at, when)
+    except Unreachable as exc:
+        raise RtspReply(503, str(exc)) from None
 
 
 class RtspPlayback:
@@ -181,7 +191,7 @@ class RtspPlayback:
         # Who is asking before whether the camera or its recording exists.
         await self._authorize(conn, req, camera, query, intent.start)
         source = self.service.source(camera)
-        fmt = await source.run(source.format_at, intent.start)
+        fmt = await _format_at(source, intent.start)
         if fmt is None:
             raise RtspReply(404, f"no recording of {camera!r}")
         self.intents.setdefault(conn, {})[camera] = intent
@@ -210,7 +220,7 @@ class RtspPlayback:
         await self._authorize(conn, req, camera, query, intent.start)
         self.intents.setdefault(conn, {})[camera] = intent
         source = self.service.source(camera)
-        fmt = await source.run(source.format_at, intent.start)
+        fmt = await _format_at(source, intent.start)
         if fmt is None:
             raise RtspReply(404, f"no recording of {camera!r}")
         track = recorded_track(fmt)
@@ -333,7 +343,7 @@ class RtspPlayback:
         """The hub path this viewer reads: the private one or its masked variant."""
         if pb.feed is None:
             source = self.service.source(pb.camera)
-            fmt = await source.run(source.format_at, pb.pacer.origin)
+            fmt = await _format_at(source, pb.pacer.origin)
             if fmt is None:
                 raise RtspReply(404, f"no recording of {pb.camera!r}")
             stream_in = self.server.hub.path(pb.private)

@@ -55,6 +55,11 @@ class CutError(Exception):
     """Nothing to export (no recording in the range), or the recording cannot be read."""
 
 
+class Unreachable(CutError):
+    """A segment in the range whose file this node cannot reach (another node's disk): the
+    reason says which and why, for a 503."""
+
+
 class Cancelled(Exception):
     """The cut was cancelled; nothing is left behind."""
 
@@ -183,6 +188,9 @@ def _packets(
     try:
         fh = path.open("rb")
     except OSError as exc:
+        reason = index.unreachable(seg)
+        if reason is not None:
+            raise Unreachable(reason) from None
         raise CutError(f"segment {seg.id}: {exc.strerror}") from None
     with fh:
         if path.stat().st_size < last.offset + last.length:

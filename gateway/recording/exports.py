@@ -41,6 +41,7 @@ from gateway.live import Refusal
 from gateway.masking.zones import Zone
 from gateway.recording import locks as lock_ops
 from gateway.recording.export_cut import Cancelled, CutError, CutResult, TimedZone, cut
+from gateway.recording.export_files import files_of, remove_files, remove_parts, unreachable
 from gateway.recording.export_manifest import (
     ExportManifest,
     MaskApplied,
@@ -146,8 +147,7 @@ class ExportService:
             log.warning("%d export(s) unfinished when the gateway stopped: failed", len(failed))
         for export_id in failed:  # a cut may have finished before its row said so
             self._remove_files(export_id)
-        for part in self.dir.glob("*.part"):
-            part.unlink(missing_ok=True)
+        await self.tenancy.blocking(remove_parts, self.dir, self.store)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="exports")
 
     async def stop(self) -> None:
@@ -350,8 +350,7 @@ class ExportService:
         self._remove_files(job.id)
 
     def _remove_files(self, export_id: str) -> None:
-        for p in (self.dir / f"{export_id}.mp4", self.dir / f"{export_id}.manifest.json"):
-            p.unlink(missing_ok=True)
+        remove_files(self.dir, export_id)
 
     def _seal(
         self,
@@ -469,6 +468,8 @@ class ExportService:
     async def cancel(self, token: str | None, export_id: str, *, peer: str = "") -> ExportJob:
         job = await self.get(token, export_id, peer=peer)
         run = self._running.get(job.id)
+        if job.state in UNFINISHED and run is None and job.node != self.node:
+            raise ExportError(409, "other_node", f"export {job.id} runs on node {job.node}")
         if job.state not in UNFINISHED or run is None:
             raise ExportError(409, "not_running", f"export {job.id} is {job.state.value}")
         run.cancel.set()
@@ -491,7 +492,10 @@ class ExportService:
         job = await self.get(token, export_id, peer=peer)
         if job.state != ExportState.DONE or job.file is None:
             raise ExportError(409, "not_ready", f"export {job.id} is {job.state.value}")
-        return self.dir / job.file, self.dir / f"{job.id}.manifest.json"
+        reason = await asyncio.to_thread(unreachable, self.dir, job)
+        if reason is not None:  # another node's disk, or a shared volume not mounted here
+            raise ExportError(503, "unreachable", reason)
+        return files_of(self.dir, job)
 
     # ---- retention -----------------------------------------------------------------------------
 

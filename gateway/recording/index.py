@@ -300,6 +300,30 @@ class RecordingIndex:
         )
         return from_us(row[0]) if row and row[0] is not None else None
 
+    def unreachable(self, segment: Segment) -> str | None:
+        """Why ``segment``'s file cannot be read on this node (None: it can). In a cluster the
+        files must be on storage every node shares; a segment whose file is not here is a 503
+        with this reason to whoever asked, never a 500."""
+        try:
+            if self.file(segment).is_file():
+                return None
+        except OSError:
+            pass
+        return (
+            f"the recording of {segment.camera} from {segment.start:%Y-%m-%dT%H:%M:%SZ}"
+            f" (segment {segment.id}, written by node {segment.node or 'unknown'}) is not"
+            " reachable from this node: recording.dir must be storage every node shares"
+        )
+
+    def latest(self, camera: str) -> Segment | None:
+        """The camera's latest segment (which node wrote it, where it ends)."""
+        row = self.db.query_one(
+            f"SELECT {_SEG_COLS} FROM recording_segments WHERE camera = ?"
+            " ORDER BY end_us DESC, id DESC LIMIT 1",
+            (camera,),
+        )
+        return _segment(row) if row else None
+
     def cameras(self) -> list[str]:
         return [r[0] for r in self.db.query(
             "SELECT DISTINCT camera FROM recording_segments ORDER BY camera"

@@ -32,6 +32,9 @@ class GapReason(StrEnum):
     GATEWAY_RESTART = "gateway_restart"
     WRITER_OVERRUN = "writer_overrun"
     DISK_FULL = "disk_full"
+    # Another node of the cluster recorded the camera before (it died, or lost the camera's
+    # ingest lease): the stretch until this node's first fragment.
+    NODE_FAILOVER = "node_failover"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,13 @@ looked for only where a writer could have left one: the latest day directory of 
 
 The stretch from where each camera's recording stopped to where it starts again is recorded
 as a ``gateway_restart`` gap by the camera's writer when its first new segment opens.
+
+In a cluster (recording follows a camera's ingest lease, and ``recording.dir`` is storage
+every node shares) a node at start repairs only its own open segments and adopts no orphans:
+another node may be writing any camera's newest file. A node that takes a camera over repairs
+what the camera's previous writer left (:func:`reconcile_camera`): that writer is dead, or has
+lost the lease and stopped. A segment of another node whose file this node cannot reach is
+closed in the index as it stands, never dropped: its file is on that node's disk.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from gateway.recording.index import Fragment, RecordingIndex, Segment
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Reconciliation", "reconcile"]
+__all__ = ["Reconciliation", "reconcile", "reconcile_camera"]
 
 _NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})/(\d{6}\.\d{6})Z\.mp4$")
 
@@ -47,25 +54,51 @@ class Reconciliation:
     problems: list[str] = field(default_factory=list)
 
 
-def reconcile(index: RecordingIndex, node: str | None = None) -> Reconciliation:
-    """Repair what a crash of ``node``'s writers left (every node's when None)."""
+def reconcile(
+    index: RecordingIndex, node: str | None = None, *, orphans: bool = True
+) -> Reconciliation:
+    """Repair what a crash of ``node``'s writers left (every node's when None); adopt files no
+    row names unless ``orphans`` is False (a cluster node, see above)."""
     report = Reconciliation()
     for seg in index.open_segments(node):
         _repair(index, seg, report)
+    if orphans:
+        _adopt_orphans(index, _recent_files(index.root), report)
+    return report
+
+
+def reconcile_camera(index: RecordingIndex, camera: str, node: str) -> Reconciliation:
+    """Before ``node`` records ``camera`` it has just taken over: repair the open segments other
+    nodes left of it and adopt its orphan files."""
+    report = Reconciliation()
+    for seg in index.open_segments():
+        if seg.camera == camera and seg.node != node:
+            _repair(index, seg, report, foreign=True)
+    _adopt_orphans(index, _recent_files(index.root, camera), report)
+    return report
+
+
+def _adopt_orphans(index: RecordingIndex, files: list[Path], report: Reconciliation) -> None:
     known = {s.path for s in index.open_segments()}
-    for path in _recent_files(index.root):
+    for path in files:
         rel = path.relative_to(index.root).as_posix()
         if rel in known or index.segment(rel) is not None:
             continue
         _adopt(index, path, rel, report)
-    return report
 
 
-def _repair(index: RecordingIndex, seg: Segment, report: Reconciliation) -> None:
+def _repair(
+    index: RecordingIndex, seg: Segment, report: Reconciliation, *, foreign: bool = False
+) -> None:
     path = index.file(seg)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
+        if foreign:  # on the writing node's own disk: keep what the index says it holds
+            index.close_segment(seg.id)
+            report.segments_closed += 1
+            report.problems.append(f"{seg.id}: file of node {seg.node} not reachable, closed")
+            return
         index.delete_segment(seg.id)
         report.problems.append(f"{seg.id}: file missing, index rows dropped")
         return
@@ -139,11 +172,11 @@ def _remove(index: RecordingIndex, seg_id: str, path: Path, report: Reconciliati
     report.files_removed += 1
 
 
-def _recent_files(root: Path) -> list[Path]:
-    """Segment files in each camera's two latest day directories."""
+def _recent_files(root: Path, camera: str | None = None) -> list[Path]:
+    """Segment files in each camera's (or one camera's) two latest day directories."""
     out: list[Path] = []
     try:
-        cameras = [p for p in root.iterdir() if p.is_dir()]
+        cameras = [p for p in root.iterdir() if p.is_dir() and camera in (None, p.name)]
     except FileNotFoundError:
         return out
     for cam in cameras:

@@ -18,6 +18,16 @@ It also owns, as tasks it cancels and awaits at stop:
 
 At start it reconciles the index with the files (:mod:`gateway.recording.reconcile`).
 
+In a cluster (``holds`` given: :meth:`gateway.cluster.ownership.Ownership.holds`) a camera is
+recorded only by the node holding its ingest lease, so footage is recorded once however many
+nodes carry the stream. :meth:`Recorder.owned` is the ownership's watcher: on taking a camera
+the recorder repairs what the camera's previous writer left
+(:func:`~gateway.recording.reconcile.reconcile_camera`), then records, after a
+``node_failover`` gap if another node recorded it last; on losing it the recorder detaches at
+once and seals the segment. Between a lease lapsing and the ownership noticing (a paused node
+waking), units are refused by ``holds``. The index is shared (the tenancy database); the files
+are on ``recording.dir``, which must be storage every node shares (docs/deployment.md).
+
 Evidence locks for the export engineer's API and CLI: ``await recorder.lock(...)``,
 ``await recorder.release(...)``, ``await recorder.locks(...)`` (audited; see
 :mod:`gateway.recording.locks` for the same without a running gateway).
@@ -27,9 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,13 +48,14 @@ from typing import Any
 from gateway.config import CameraConfig, Config
 from gateway.protocols.rtp import RtpError, rtp_header
 from gateway.recording import locks as lock_ops
-from gateway.recording.audio import AacFormat, audio_track
+from gateway.recording.audio import AacFormat
 from gateway.recording.codecs import video_track
 from gateway.recording.disk import Pressure, Space, disk_space, parse_mark
 from gateway.recording.index import EvidenceLock, GapReason, RecordingIndex
-from gateway.recording.reconcile import Reconciliation, reconcile
+from gateway.recording.reconcile import Reconciliation, reconcile, reconcile_camera
 from gateway.recording.retention import Deletion, Housekeeper, Retention
 from gateway.recording.writer import CameraWriter, Unit, WriterCounters
+from gateway.recording.writer_thread import WriterThread
 from gateway.stream.hub import PathStream, Reader, StreamHub
 from gateway.stream.tracks import Track
 from gateway.tasks import cancel_and_wait
@@ -59,7 +68,6 @@ log = logging.getLogger(__name__)
 __all__ = ["Recorder"]
 
 WATCH_INTERVAL = 0.5
-TICK = 0.05  # how long a writer thread lets units gather before it takes them
 
 
 @dataclass
@@ -67,154 +75,18 @@ class _Camera:
     """The loop's side of one recorded camera."""
 
     config: CameraConfig
-    thread: _WriterThread
+    thread: WriterThread
     reader: Reader | None = None
-    dropping: bool = False  # units are being dropped until the next keyframe
+    # Units are being dropped until the next keyframe, and the gap's reason (None: they are not).
+    dropping: GapReason | None = None
     replay: list[Unit] | None = None  # the GOP cache being replayed to a new reader
     units_dropped: int = 0
     # Why the camera's next recording follows a gap: this process started, the disk filled...
     resume_reason: GapReason = GapReason.GATEWAY_RESTART
-
-
-class _WriterThread:
-    """One thread writing some cameras, fed through a bounded queue."""
-
-    def __init__(
-        self,
-        name: str,
-        max_bytes: int,
-        make: Callable[[str, Track, tuple[Track, AacFormat] | None], CameraWriter],
-    ):
-        self.name = name
-        self.max_bytes = max_bytes
-        self._make = make
-        self._cv = threading.Condition()
-        self._items: deque[tuple[str, str, Any]] = deque()
-        self.queued_bytes = 0
-        self.writers: dict[str, CameraWriter] = {}
-        self._tracks: dict[str, tuple[tuple[Track, ...], Track | None, Any]] = {}
-        # Counters of writers replaced or stopped, per camera, so totals never go back.
-        self.retired: dict[str, WriterCounters] = {}
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._stopping = False
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def offer(self, camera: str, unit: Unit, after_loss: bool) -> bool:
-        with self._cv:
-            if self.queued_bytes + unit.size > self.max_bytes:
-                return False
-            self.queued_bytes += unit.size
-            self._items.append(("unit", camera, (unit, after_loss)))
-            # Units are taken a tick's worth at a time rather than one wake-up each (a thread
-            # switch per access unit cost more than muxing it); a fuller queue wakes it early.
-            if len(self._items) == 1 or (
-                self.queued_bytes > self.max_bytes >> 3 >= self.queued_bytes - unit.size
-            ):
-                self._cv.notify()
-        return True
-
-    def post(self, kind: str, camera: str = "", arg: Any = None) -> None:
-        with self._cv:
-            self._items.append((kind, camera, arg))
-            self._cv.notify()
-
-    def stop(self) -> None:
-        """Close every segment and end the thread (blocks until it has)."""
-        self.post("exit")
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._items:
-                    self._cv.wait()
-                if self._items[-1][0] == "unit" and self.queued_bytes <= self.max_bytes >> 3:
-                    self._cv.wait(TICK)  # let a tick's units gather (a post wakes it at once)
-                batch = list(self._items)
-                self._items.clear()
-            touched: set[str] = set()
-            for kind, camera, arg in batch:
-                try:
-                    if kind == "unit":
-                        unit, after_loss = arg
-                        with self._cv:
-                            self.queued_bytes -= unit.size
-                        self._unit(camera, unit, after_loss)
-                        touched.add(camera)
-                    elif kind == "idle":
-                        for writer in self.writers.values():
-                            writer.idle(arg)
-                            writer.flush_index()
-                    elif kind == "stop":
-                        self._retire(camera, arg)
-                    elif kind == "exit":
-                        for cam in list(self.writers):
-                            self._retire(cam, GapReason.GATEWAY_RESTART)
-                        return
-                except Exception:
-                    log.exception("recording %s: writer failed", camera or self.name)
-                    self.writers.pop(camera, None)
-            for camera in touched:
-                touched_writer = self.writers.get(camera)
-                if touched_writer is None:
-                    continue
-                try:
-                    touched_writer.flush_index()
-                except Exception:
-                    log.exception("recording %s: index write failed", camera)
-
-    def _unit(self, camera: str, unit: Unit, after_loss: bool) -> None:
-        writer = self.writers.get(camera)
-        known = self._tracks.get(camera)
-        if known is None or known[0] is not unit.tracks:
-            # The tracks tuple is the path's own until it changes: read the SDP once per change.
-            known = self._tracks[camera] = (
-                unit.tracks,
-                video_track(unit.tracks),
-                audio_track(unit.tracks),
-            )
-        _t, track, audio = known
-        if track is None:
-            return
-        if writer is not None and (
-            writer.track.codec != track.codec
-            or writer.track.index != track.index
-            or writer.audio != audio  # a camera that gains, loses or changes its audio
-        ):
-            self._retire(camera, GapReason.CAMERA_OUTAGE)
-            writer = None
-        if writer is None:
-            writer = self._make(camera, track, audio)
-            self.writers[camera] = writer
-        if after_loss:
-            writer.dropped()
-        writer.feed(unit)
-
-    def _retire(self, camera: str, reason: GapReason) -> None:
-        writer = self.writers.pop(camera, None)
-        if writer is None:
-            return
-        writer.stop(reason)
-        total = self.retired.setdefault(camera, WriterCounters())
-        for name, value in vars(writer.counters).items():
-            setattr(total, name, getattr(total, name) + value)
-
-    def counters(self) -> dict[str, WriterCounters]:
-        """Per camera, everything its writers counted (live and retired)."""
-        out: dict[str, WriterCounters] = {}
-        live = dict(self.writers)
-        for cam in set(live) | set(self.retired):
-            total = WriterCounters()
-            for part in (live.get(cam), self.retired.get(cam)):
-                counters = part.counters if isinstance(part, CameraWriter) else part
-                if counters is None:
-                    continue
-                for name, value in vars(counters).items():
-                    setattr(total, name, getattr(total, name) + value)
-            out[cam] = total
-        return out
+    # In a cluster: this node holds the camera's lease (owned) and has repaired what its last
+    # writer left (active). Outside one, always both.
+    owned: bool = True
+    active: bool = True
 
 
 @dataclass
@@ -242,6 +114,7 @@ class Recorder:
         platform_tenant: str = "",
         free_space: Callable[[], Space] | None = None,
         clock: Callable[[], float] = time.time,
+        holds: Callable[[str], bool] | None = None,
     ) -> None:
         rc = config.recording
         self.config = config
@@ -250,6 +123,7 @@ class Recorder:
         self.store = store
         self.platform_tenant = platform_tenant or config.grpc.platform_tenant
         self.clock = clock
+        self.holds = holds  # a cluster's "is this camera's ingest lease ours now?"
         self.root = config.recording_dir
         self.node = config.node
         self.db = Database.open(config.database_url)
@@ -266,13 +140,17 @@ class Recorder:
         self.state = RecorderState()
         n = min(rc.writer_threads, max(1, sum(1 for c in config.cameras if c.record)))
         self._threads = [
-            _WriterThread(f"recorder-{i}", max(1 << 20, rc.queue_bytes // n), self._make_writer)
+            WriterThread(f"recorder-{i}", max(1 << 20, rc.queue_bytes // n), self._make_writer)
             for i in range(n)
         ]
         self.cameras: dict[str, _Camera] = {}
         for i, cam in enumerate(c for c in config.cameras if c.record):
-            self.cameras[cam.id] = _Camera(cam, self._threads[i % n])
+            clustered = holds is not None  # nothing is ours until the ownership says so
+            self.cameras[cam.id] = _Camera(
+                cam, self._threads[i % n], owned=not clustered, active=not clustered
+            )
         self._tasks: list[asyncio.Task[None]] = []
+        self._takeovers: set[asyncio.Task[None]] = set()
         self._started = False
         self._applied: dict[str, Retention] = {}
 
@@ -280,7 +158,10 @@ class Recorder:
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.state.reconciliation = await asyncio.to_thread(reconcile, self.index, self.node)
+        # A cluster node adopts no orphan files now: another node may be writing them.
+        self.state.reconciliation = await asyncio.to_thread(
+            partial(reconcile, self.index, self.node, orphans=self.holds is None)
+        )
         rec = self.state.reconciliation
         if rec.segments_closed or rec.orphans_indexed or rec.files_removed:
             log.info(
@@ -296,7 +177,10 @@ class Recorder:
         self._started = True
         await self.check_disk()
         for cam in self.cameras.values():
-            self._attach(cam)
+            if cam.active:
+                self._attach(cam)
+            elif cam.owned:  # taken before the recorder started
+                self._take_over(cam)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._watch(), name="recording-watch"),
@@ -304,7 +188,7 @@ class Recorder:
         ]
 
     async def stop(self) -> None:
-        await cancel_and_wait(*self._tasks)
+        await cancel_and_wait(*self._tasks, *self._takeovers)
         self._tasks = []
         for cam in self.cameras.values():
             self._detach(cam)
@@ -315,8 +199,58 @@ class Recorder:
 
     # -- the loop's side of each camera
 
+    # -- a cluster's ownership
+
+    def owned(self, camera: str, owned: bool) -> None:
+        """The cluster's ownership watcher: this node took (True) or lost (False) ``camera``'s
+        ingest lease. Called on the event loop."""
+        cam = self.cameras.get(camera)
+        if cam is None or cam.owned == owned:
+            return
+        cam.owned = owned
+        if owned:
+            log.info("recording %s: this node records it now", camera)
+            if self._started:
+                self._take_over(cam)
+            return
+        cam.active = False
+        self._detach(cam)
+        cam.dropping = None
+        cam.resume_reason = GapReason.NODE_FAILOVER
+        if self._started:
+            cam.thread.post("stop", camera, GapReason.NODE_FAILOVER)  # sealed after its units
+        log.info("recording %s: another node records it now; segment sealed", camera)
+
+    def _take_over(self, cam: _Camera) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._repair_then_record(cam), name=f"recording-takeover:{cam.config.id}"
+        )
+        self._takeovers.add(task)
+        task.add_done_callback(self._takeovers.discard)
+
+    async def _repair_then_record(self, cam: _Camera) -> None:
+        camera = cam.config.id
+        try:
+            rec = await asyncio.to_thread(reconcile_camera, self.index, camera, self.node)
+        except Exception:
+            self.state.errors += 1
+            log.exception("recording %s: repairing the last writer's segments failed", camera)
+        else:
+            if rec.segments_closed or rec.orphans_indexed or rec.problems:
+                log.info(
+                    "recording %s: after its last writer, closed %d segment(s), cut %d torn"
+                    " byte(s), adopted %d file(s)%s", camera, rec.segments_closed,
+                    rec.bytes_truncated, rec.orphans_indexed,
+                    "".join(f"; {p}" for p in rec.problems),
+                )  # fmt: skip
+        if cam.owned and not cam.active:
+            cam.active = True
+            self._attach(cam)
+
+    # -- the loop's side of each camera
+
     def _attach(self, cam: _Camera) -> None:
-        if cam.reader is not None or self.state.stopped_for_disk:
+        if cam.reader is not None or self.state.stopped_for_disk or not cam.active:
             return
         stream = self.hub.path(cam.config.id)
         reader = Reader(
@@ -349,6 +283,12 @@ class Recorder:
         size = 0
         for _t, packet, _r in items:
             size += len(packet)
+        if self.holds is not None and not self.holds(cam.config.id):
+            # The lease lapsed and the ownership has not said so yet (a paused node waking):
+            # another node may be recording this already.
+            cam.units_dropped += 1
+            cam.dropping = GapReason.NODE_FAILOVER
+            return len(items), size
         unit = Unit(items, key, self.clock(), stream.source_id, size, stream.tracks)
         if cam.replay is not None:
             cam.replay.append(unit)
@@ -357,16 +297,16 @@ class Recorder:
         return len(items), size
 
     def _offer(self, cam: _Camera, unit: Unit) -> None:
-        if cam.dropping and not unit.is_key:
+        if cam.dropping is not None and not unit.is_key:
             cam.units_dropped += 1
             return
         if not cam.thread.offer(cam.config.id, unit, cam.dropping):
             cam.units_dropped += 1
-            if not cam.dropping:
-                cam.dropping = True
+            if cam.dropping is None:
+                cam.dropping = GapReason.WRITER_OVERRUN
                 log.warning("recording %s: writers behind, dropping to a gap", cam.config.id)
             return
-        cam.dropping = False
+        cam.dropping = None
 
     # -- the writers' side
 
@@ -376,6 +316,10 @@ class Recorder:
         state = self.cameras[camera]
         cam = state.config
         reason, state.resume_reason = state.resume_reason, GapReason.CAMERA_OUTAGE
+        if self.holds is not None and reason is GapReason.GATEWAY_RESTART:
+            latest = self.index.latest(camera)
+            if latest is not None and latest.node != self.node:
+                reason = GapReason.NODE_FAILOVER  # another node recorded it last
         return CameraWriter(
             camera,
             self.root,
@@ -495,7 +439,7 @@ class Recorder:
             for thread in self._threads:
                 thread.post("idle", arg=now)
             for cam in self.cameras.values():
-                if cam.reader is None:
+                if cam.reader is None and cam.active:
                     self._attach(cam)
 
     # -- evidence locks
