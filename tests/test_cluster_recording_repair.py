@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from recording_fixtures import feed, h264_access_units, writer
 
+from gateway.playback.media import Unreachable
+from gateway.playback.recorded import RecordedSource
 from gateway.recording.index import RecordingIndex
 from gateway.recording.reconcile import reconcile, reconcile_camera
 from tenants.db import Database
@@ -79,3 +82,14 @@ def test_a_segment_on_another_nodes_own_disk_is_closed_not_dropped(tmp_path: Pat
     reason = elsewhere.unreachable(after)
     assert reason is not None and "written by node node1" in reason and "recording.dir" in reason
     assert writing.unreachable(after) is None
+
+
+def test_playback_of_a_file_this_node_cannot_reach_says_why(tmp_path: Path) -> None:
+    writing = index_at(tmp_path, "node1-disk")
+    crashed_writer(writing, "node1")
+    (seg,) = writing.open_segments("node1")
+    elsewhere = index_at(tmp_path, "node2-disk")
+    source = RecordedSource(elsewhere, "cam")
+    with pytest.raises(Unreachable, match=r"written by node node1.*recording\.dir"):
+        source.format_at(seg.start)  # RTSP DESCRIBE answers this as a 503 with the reason
+    assert RecordedSource(writing, "cam").format_at(seg.start) is not None
