@@ -295,7 +295,7 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
     if cmd is None:
         raise RuntimeError(why)
     serve = ["serve", "--config", str(cfg)]
-    if args.tracemalloc or args.heap:
+    if args.tracemalloc or args.heap or args.malloc_trim:
         # The server through a harness wrapper (ops/bench/benchkit/traced.py) that appends
         # glibc's heap figures every minute to <workdir>/heap/traced.txt and, under
         # --tracemalloc, dumps a tracemalloc snapshot beside them (diffed afterwards with
@@ -310,6 +310,8 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
         # glibc gives each thread that allocates its own heap arena, up to 8 per core; freed
         # memory stays in them. A tuning knob a deployment can set too (see BENCHMARKS.md).
         env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+    if args.malloc_trim:
+        env["SOAK_MALLOC_TRIM"] = "1"
     server = procs.start("feedgate", cmd_s, env=env)
     if not await asyncio.to_thread(wait_tcp, rtsp, 120, server):
         raise RuntimeError(f"feedgate did not listen; see {procs.logfile('feedgate')}")
@@ -472,6 +474,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--malloc-arena-max", type=int, default=0, help="MALLOC_ARENA_MAX for the server"
+    )
+    ap.add_argument(
+        "--malloc-trim",
+        action="store_true",
+        help="with --heap: the server calls malloc_trim(0) after each minute's heap figures "
+        "(a diagnostic of how much RSS is free memory malloc keeps; never for the measured soak)",
     )
     ap.add_argument(
         "--heap",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import os
 import runpy
 import sys
 import threading
@@ -58,7 +59,7 @@ def malloc_line() -> str:
     )
 
 
-def watch(out: Path, interval: float, trace: bool) -> None:
+def watch(out: Path, interval: float, trace: bool, trim: bool) -> None:
     n = 0
     while True:
         time.sleep(interval)
@@ -74,8 +75,22 @@ def watch(out: Path, interval: float, trace: bool) -> None:
                 f"; traced {traced / 2**20:.2f} MiB, peak {peak / 2**20:.2f} MiB, "
                 f"snapshot took {time.monotonic() - t:.1f} s"
             )
+        if trim:
+            # A diagnostic, never for the measured soak: hand malloc's free memory back to
+            # the system and say how much that was (RSS before minus after).
+            before = _rss_kib()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            line += f"; malloc_trim gave back {(before - _rss_kib()) / 1024:.2f} MiB"
         with open(out / "traced.txt", "a") as f:
             f.write(line + "\n")
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for status in f:
+            if status.startswith("VmRSS:"):
+                return int(status.split()[1])
+    return 0
 
 
 def diff(a: Path, b: Path, top: int, tracebacks: int) -> None:
@@ -111,7 +126,10 @@ def main() -> None:
     if nframes > 0:
         tracemalloc.start(nframes)
     threading.Thread(
-        target=watch, args=(out, interval, nframes > 0), daemon=True, name="tracemalloc"
+        target=watch,
+        args=(out, interval, nframes > 0, os.environ.get("SOAK_MALLOC_TRIM") == "1"),
+        daemon=True,
+        name="tracemalloc",
     ).start()
     sys.argv = ["feedgate", *sys.argv[5:]]
     runpy.run_module("gateway.cli", run_name="__main__", alter_sys=True)
