@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 from cluster_fixtures import CLUSTER_SEED, Cluster, Node
-from conftest import frames_of, read_argv, wait_for
+from conftest import frames_of, publish_argv, read_argv, wait_for
 from export_fixtures import ffprobe
 from test_cluster_media import camera_gateway, camera_readers
 from test_cluster_media_acceptance import cluster_settings, node, owner_of
@@ -246,3 +246,50 @@ async def wait_for_recorded(index: Index, node_id: str, after: datetime, seconds
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+async def test_a_pushed_cameras_recording_moves_with_its_publisher(
+    cluster_factory, redis_server, procs, tmp_path
+):
+    shared = tmp_path / "shared"
+    per_node = cluster_settings(redis_server.url)
+    cluster = await cluster_factory(
+        n=2,
+        seed=SEED,
+        cameras=[{"id": "street", "source": "push", "record": True, "segment_seconds": 4.0}],
+        config=lambda i: {
+            **per_node(i),
+            "recording": {"dir": str(shared / "recordings")},
+            "export": {"dir": str(shared / "exports")},
+        },
+    )
+    index = Index(cluster, shared / "recordings")
+    first, second = cluster.nodes
+    began = datetime.now(UTC)
+    await procs(publish_argv(f"rtsp://encoder:enc@127.0.0.1:{first.rtsp_port}/street"))
+    await wait_for_recorded(index, first.node_id, began, 4.0)
+    assert await index.nodes() == {first.node_id}
+
+    # The encoder reconnects to the other node: the camera, and its recording, move with it.
+    moved = datetime.now(UTC)
+    await procs(publish_argv(f"rtsp://encoder:enc@127.0.0.1:{second.rtsp_port}/street"))
+    await wait_for_recorded(index, second.node_id, moved, 4.0)
+    await wait_for_async(
+        lambda: asyncio.to_thread(lambda: not index.index.open_segments(first.node_id)),
+        15,
+        "the first node to seal its segment",
+    )
+    segments = await index(index.index.segments, "street")
+    assert {s.node for s in segments} == {first.node_id, second.node_id}
+    last_first = max(s.end for s in segments if s.node == first.node_id)
+    first_second = min(s.start for s in segments if s.node == second.node_id)
+    # Both encoders publish at once here (a real one moving leaves nothing on the old node): the
+    # old node sees the takeover within an ownership tick (0.25 s), not at its next renewal
+    # (lease_ttl / 3 = 2 s), and stops. The new owner starts with the GOP its hub had cached
+    # (1 s here, dated back to its capture), so the two overlap by at most about that.
+    assert last_first <= first_second + timedelta(seconds=1.5), segments
+    gaps = await index(index.index.gaps, "street", began, datetime.now(UTC))
+    # The new owner's recording follows a node_failover gap, unless the old one was still
+    # recording when it started (then there is nothing between them to call a gap).
+    if first_second > last_first:
+        assert [g.reason for g in gaps if g.end > last_first] == [GapReason.NODE_FAILOVER], gaps

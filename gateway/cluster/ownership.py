@@ -206,7 +206,15 @@ class Ownership:
                 self._lose(path)
 
     async def _publishers(self, now: float) -> None:
-        """A publisher here takes its path over; one that left gives its lease back."""
+        """A publisher here takes its path over; one that left gives its lease back; a path
+        whose publisher went to another node (it took the lease over) is let go of now, not at
+        the next renewal, so the old node stops feeding (and recording) it within a tick."""
+        pushed = [p for p, k in self.paths.items() if k is PathKind.PUSH and p in self.held]
+        if pushed:
+            for path, owner in (await self.leases.owners(pushed)).items():
+                held = self.held.get(path)
+                if owner is not None and held is not None and owner.value != held.owner.value:
+                    self._lose(path)
         for path, kind in self.paths.items():
             if kind is not PathKind.PUSH:
                 continue
