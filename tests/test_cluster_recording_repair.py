@@ -10,6 +10,7 @@ network: the writers are real (PyAV muxing libx264 access units), the index a SQ
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,34 @@ def test_playback_of_a_file_this_node_cannot_reach_says_why(tmp_path: Path) -> N
     with pytest.raises(Unreachable, match=r"written by node node1.*recording\.dir"):
         source.format_at(seg.start)  # RTSP DESCRIBE answers this as a 503 with the reason
     assert RecordedSource(writing, "cam").format_at(seg.start) is not None
+
+
+async def test_rtsp_playback_passes_over_a_segment_this_node_cannot_reach(
+    tmp_path: Path,
+) -> None:
+    from export_fixtures import index_segment, write_segment
+    from test_playback_feed import T0, play
+
+    root = tmp_path / "rec"
+    root.mkdir()
+    index = RecordingIndex(Database.open(f"sqlite:///{tmp_path}/feed.db"), root)
+    for i, name in enumerate(("a", "b", "c")):
+        write_segment(root / f"cam1-{name}.mp4", 10)
+        index_segment(index, "cam1", f"cam1-{name}", root / f"cam1-{name}.mp4",
+                      T0 + timedelta(seconds=10 * i))  # fmt: skip
+    (root / "cam1-b.mp4").unlink()  # b is on the disk of the node that wrote it
+
+    feed, viewer, _clock = await play(
+        index,
+        ("Require", "onvif-replay"),
+        ("Range", "clock=20261201T101508Z-20261201T101525Z"),
+        ("Rate-Control", "no"),
+    )
+
+    assert feed.error is None  # before: playback stopped at b, "recording unreadable"
+    exts = [ext for _, ext, _ in viewer.frames() if ext is not None]
+    assert exts[0].captured == T0 + timedelta(seconds=8)
+    after = next(i for i, e in enumerate(exts) if e.captured >= T0 + timedelta(seconds=20))
+    assert after == 50 and exts[after].discontinuity  # 2 s of a, then c after a gap
+    assert exts[after].captured == T0 + timedelta(seconds=20)
+    assert len(exts) >= 50 + 5 * 25

@@ -26,6 +26,7 @@ from gateway.playback.media import (
     MediaError,
     RecordedFormat,
     RecordedUnit,
+    Unreachable,
 )
 from gateway.playback.recorded import Cache, RecordedSource
 from gateway.playback.state import Pacer, PlaybackPosition
@@ -197,6 +198,7 @@ class PlaybackFeed:
         prev_end: datetime | None = None
         ahead: asyncio.Future[list[RecordedUnit]] | None = None
         first = True
+        skipped = False  # fragments whose file is not on this node were passed over: a gap
         try:
             while True:
                 listed = await self._fragments(prev_end or pos.start, pos.end)
@@ -210,12 +212,21 @@ class PlaybackFeed:
                     continue
                 for i, frag in enumerate(queue):
                     last = (frag.start, frag.segment, frag.seq)
-                    units = await (ahead or self._read(frag, cache))
+                    try:
+                        units = await (ahead or self._read(frag, cache))
+                    except Unreachable as exc:  # another node's disk: played as a gap
+                        if not skipped:
+                            log.warning("playback of %s: %s", self.source.camera, exc)
+                        skipped, prev_end, ahead = True, frag.end, None
+                        continue
                     nxt = queue[i + 1] if i + 1 < len(queue) else None
                     ahead = self._read(nxt, cache) if nxt is not None else None
-                    gap_before = first or (
-                        prev_end is not None and await self._broken(prev_end, frag.start)
+                    gap_before = (
+                        first
+                        or skipped
+                        or (prev_end is not None and await self._broken(prev_end, frag.start))
                     )
+                    skipped = False
                     gap_after = nxt is not None and await self._broken(frag.end, nxt.start)
                     for j, unit in enumerate(units):
                         yield unit, gap_before and j == 0, gap_after and j == len(units) - 1
