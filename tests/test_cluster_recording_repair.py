@@ -125,3 +125,23 @@ async def test_rtsp_playback_passes_over_a_segment_this_node_cannot_reach(
     assert after == 50 and exts[after].discontinuity  # 2 s of a, then c after a gap
     assert exts[after].captured == T0 + timedelta(seconds=20)
     assert len(exts) >= 50 + 5 * 25
+
+
+def test_a_recorded_camera_is_pulled_all_the_time_in_a_cluster() -> None:
+    from conftest import make_config
+
+    from gateway.cluster.node import cluster_paths
+    from gateway.cluster.ownership import PathKind
+    from gateway.config import CameraConfig
+
+    config = make_config(
+        (
+            CameraConfig(id="yard", source="rtsp://cam/yard", on_demand=True, record=True),
+            CameraConfig(id="gate", source="rtsp://cam/gate", on_demand=True),
+            CameraConfig(id="van", record=True),  # pushed: it follows its publisher
+        )
+    )
+    # Before, "yard" was pulled only while watched, so nobody recorded it between viewers.
+    assert cluster_paths(config) == {
+        "yard": PathKind.PULL, "gate": PathKind.ON_DEMAND, "van": PathKind.PUSH,
+    }  # fmt: skip
