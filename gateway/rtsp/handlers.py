@@ -161,7 +161,7 @@ class Methods:
         # masked viewer's session is on its variant's path, but its grant is the camera's.
         if any(s.mode.upper() == "RECORD" for s in specs):
             mode = SessionMode.RECORD
-            path, track = self.publishing.setup_target(conn, full)
+            path, track = self.publishing.setup_target(conn, full, req.uri)
             camera, action = path, "publish"
         elif server.playback is not None and server.playback.wants(
             conn, req, split_track(full)[0], query
