@@ -79,6 +79,15 @@ def test_keys_init_makes_the_cluster_ca_and_certificate(tmp_path: Path) -> None:
     assert tls is not None and tls.name == "feedgate-cluster"
     again = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
     assert "cluster TLS" not in again.stdout
+    # A file that cannot be used is a config error naming the key and the file.
+    (tmp_path / "k" / "ca.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as e:
+        relay_tls(load_config(cfg, env={}))
+    assert e.value.key == "keys.cluster_ca" and "ca.pem" in str(e.value)
+    (tmp_path / "k" / "c.key").unlink()
+    with pytest.raises(ConfigError) as e:
+        relay_tls(load_config(cfg, env={}))
+    assert e.value.key == "keys.cluster_key" and "c.key" in str(e.value)
 
 
 async def _first_bytes(host: str, port: int, ctx: ssl.SSLContext | None) -> bytes:
