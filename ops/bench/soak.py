@@ -421,6 +421,15 @@ def summarise(
     base = next((m for m in minutes if m["minute"] == args.baseline_minute), minutes[0])
     end = minutes[-1]
     worst = max(minutes, key=lambda m: m["loop_lag_ms"])
+
+    def full(m: dict[str, Any]) -> bool:
+        # Descriptors and tasks follow the readers connected: compare minutes where (nearly)
+        # all play and the scrape answered. With the default --token-ttl the baseline minute
+        # is the one the first tokens, all issued at the start, expire together.
+        return m["playing"] >= 0.95 * args.readers and m["tasks"] is not None
+
+    fd_base = next((m for m in minutes if m["minute"] >= base["minute"] and full(m)), base)
+    fd_end = next((m for m in reversed(minutes) if full(m)), end)
     return {
         "args": {k: str(v) for k, v in vars(args).items()},
         "minutes": minutes,
@@ -431,12 +440,13 @@ def summarise(
             end["rss_mib"],
             max(m["rss_mib"] for m in minutes),
         ],
-        "fd_growth": end["fds"] - base["fds"],
-        "fds_baseline_end_max": [base["fds"], end["fds"], max(m["fds"] for m in minutes)],
-        "task_growth": (end["tasks"] or 0) - (base["tasks"] or 0),
+        "fd_task_minutes_compared": [fd_base["minute"], fd_end["minute"]],
+        "fd_growth": fd_end["fds"] - fd_base["fds"],
+        "fds_baseline_end_max": [fd_base["fds"], fd_end["fds"], max(m["fds"] for m in minutes)],
+        "task_growth": (fd_end["tasks"] or 0) - (fd_base["tasks"] or 0),
         "tasks_baseline_end_max": [
-            base["tasks"],
-            end["tasks"],
+            fd_base["tasks"],
+            fd_end["tasks"],
             max(m["tasks"] or 0 for m in minutes),
         ],
         "worst_loop_lag_ms": worst["loop_lag_ms"],
@@ -516,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         procs.stop_all()
-    for key in ("rss_growth_pct", "rss_mib_baseline_end_max", "fd_growth", "fds_baseline_end_max",
+    for key in ("rss_growth_pct", "rss_mib_baseline_end_max", "fd_task_minutes_compared",
+                "fd_growth", "fds_baseline_end_max",
                 "task_growth", "tasks_baseline_end_max", "worst_loop_lag_ms",
                 "worst_loop_lag_minute", "ended_total", "failures_total",
                 "reader_seconds_played", "ledger_usage"):  # fmt: skip
