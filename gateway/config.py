@@ -314,13 +314,18 @@ class IngestConfig:
 class CameraConfig:
     id: CameraId
     name: str = ""
-    # "push" (an encoder ANNOUNCEs to rtsp://gateway/<id>) or an rtsp:// URL to pull from.
+    # "push" (an encoder ANNOUNCEs to rtsp://gateway/<id>) or an rtsp:// or rtsps:// URL.
     source: CameraSource = "push"
     # Optional lower-resolution stream of the same camera, served as <id>/sub.
     sub_source: Annotated[str | None, AfterValidator(_source)] = None
     transport: Literal["tcp", "udp"] = "tcp"
     username: str | None = None
     password: str | None = None
+    # rtsps:// sources (gateway/sources/source_tls.py): trust this CA bundle instead of the
+    # system's, expect this name in the certificate, or (false) accept any one, with a warning.
+    tls_ca: ConfigPath = ""
+    tls_server_name: str = ""
+    tls_verify: bool = True
     # A pull source is started at boot and kept up; on_demand starts it with the first reader.
     on_demand: bool = False
     # ONVIF PTZ: the camera's device service (http://host:port) and the WS-Security
@@ -499,8 +504,13 @@ def _check(cfg: Config, source: str) -> None:
     if cfg.ptz.default_timeout > cfg.ptz.max_timeout:
         raise ConfigError(source, "ptz.default_timeout", "must not exceed ptz.max_timeout")
     from gateway.cluster.tls import problems as relay_tls_problems
+    from gateway.sources.source_tls import problems as camera_tls_problems
 
-    for key, reason in [*cfg.cluster.problems(), *relay_tls_problems(cfg)]:
+    for key, reason in [
+        *cfg.cluster.problems(),
+        *relay_tls_problems(cfg),
+        *camera_tls_problems(cfg.cameras),
+    ]:
         raise ConfigError(source, key, reason)
     for i, cam in enumerate(cfg.cameras):
         if cam.record_purpose and cam.record_purpose not in cfg.recording.purposes:

@@ -22,6 +22,7 @@ from gateway.rtsp.connection import RtspConnection
 from gateway.rtsp.hooks import Authorizer, allow_all
 from gateway.rtsp.server import RtspServer
 from gateway.sources.ingest import PullIngest
+from gateway.sources.source_tls import pull_tls, warn_unverified
 from gateway.stream.hub import PathStream, StreamHub
 from gateway.stream.joining import JoinPolicy
 from gateway.stream.stall import Stall, StallEvent
@@ -333,6 +334,8 @@ class Gateway:
                         else None
                     ),
                 )
+        if self.upstream_unix is None:
+            warn_unverified(self.config.cameras)
         for path, url, on_demand in self._pull_sources():
             cam = self.config.camera(path.partition("/")[0])
             assert cam is not None
@@ -345,12 +348,15 @@ class Gateway:
                     backoff_max=2.0,
                 )
             else:
+                ssl_context, server_name = pull_tls(cam, url)  # rtsps:// is always TLS
                 self.ingests[path] = PullIngest(
                     self.hub.path(path),
                     url,
                     transport=cam.transport,
                     username=cam.username,
                     password=cam.password,
+                    ssl_context=ssl_context,
+                    server_hostname=server_name,
                     reorder_window=self.config.ingest.reorder_window,
                     reorder_packets=self.config.ingest.reorder_packets,
                 )

@@ -56,6 +56,7 @@ def _cert(
     *,
     ca: bool = False,
     server: bool = False,
+    names: tuple[str, ...] = (),  # DNS names only, instead of localhost and 127.0.0.1
 ) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     builder = (
@@ -71,7 +72,8 @@ def _cert(
     if server:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(IPv4Address("127.0.0.1"))]
+                [x509.DNSName(n) for n in names]
+                or [x509.DNSName("localhost"), x509.IPAddress(IPv4Address("127.0.0.1"))]
             ),
             critical=False,
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -211,8 +212,14 @@ def health_detail(gateway: Gateway) -> dict[str, object]:
     for name, stream in sorted(gateway.hub.paths.items()):
         stalled = stream.stall.state.value == "stalled"
         degraded |= stalled and stream.on_stall is not None
+        ingest = gateway.ingests.get(name)
+        ctx = ingest.ssl_context if ingest is not None else None
         paths[name] = {
             "source_up": stream.has_source,
+            # Why the pull is down (a refused TLS handshake names the certificate's fault).
+            "source_error": ingest.last_error if ingest and not stream.has_source else None,
+            # rtsps:// pulls: "verified", or "unverified" (tls_verify = false).
+            "source_tls": None if ctx is None else _tls_state(ctx),
             "stalled": stalled,
             "silence_seconds": round(stream.stall.silence(now), 3),
             "stalls": stream.stall.stalls,
@@ -220,3 +227,7 @@ def health_detail(gateway: Gateway) -> dict[str, object]:
             "late_packets": stream.reorder.late,
         }
     return {"status": "degraded" if degraded else "ok", "paths": paths}
+
+
+def _tls_state(ctx: ssl.SSLContext) -> str:
+    return "unverified" if ctx.verify_mode == ssl.CERT_NONE else "verified"

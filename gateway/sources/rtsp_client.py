@@ -30,6 +30,7 @@ from gateway.protocols.rtsp_headers import (
     parse_transport,
 )
 from gateway.protocols.sdp import resolve_control
+from gateway.sources.source_tls import DEFAULT_PORTS, client_context
 from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,13 @@ class RtspClient:
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname
         parts = urlsplit(url)
-        if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise RtspClientError(f"not an rtsp:// URL: {url!r}")
+        if parts.scheme == "rtsps" and ssl_context is None and unix_path is None:
+            # rtsps:// is never pulled in plaintext: verify as a browser would by default.
+            self.ssl_context = client_context()
         self.host = parts.hostname
-        self.port = parts.port or 554
+        self.port = parts.port or DEFAULT_PORTS[parts.scheme]
         self.username = (
             username
             if username is not None
@@ -189,8 +193,13 @@ class RtspClient:
                 )
             async with asyncio.timeout(self.timeout):
                 _t, proto = await connecting
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            raise RtspClientError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+        except ssl.SSLError as exc:
+            reason = _tls_reason(exc)
+            where = f"{self.host}:{self.port}"
+            raise RtspClientError(f"TLS handshake with {where} failed: {reason}") from None
+        except (OSError, TimeoutError) as exc:
+            what = "connect to" if self.ssl_context is None else "connect over TLS to"
+            raise RtspClientError(f"cannot {what} {self.host}:{self.port}: {exc}") from None
         self._proto = proto
 
     async def request(
@@ -349,3 +358,13 @@ class RtspClient:
         for t in self._udp:
             t.close()
         self._udp.clear()
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    """'certificate verify failed: self-signed certificate', 'wrong version number' (a
+    plaintext server): without OpenSSL's file and line."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    if exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    return str(exc)
