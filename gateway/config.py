@@ -494,13 +494,13 @@ def _check(cfg: Config, source: str) -> None:
         if cam.id in seen:
             raise ConfigError(source, f"cameras[{i}].id", f"duplicate camera id {cam.id!r}")
         seen.add(cam.id)
+        if cam.ptz_idle == "tour" and not cam.ptz_tour.strip(" ,"):
+            raise ConfigError(source, f"cameras[{i}].ptz_tour", "ptz_idle 'tour' needs presets")
     wc = cfg.webrtc
     if (wc.udp_port_min == 0) != (wc.udp_port_max == 0):
         raise ConfigError(source, "webrtc.udp_port_max", "0 only with udp_port_min 0 (ephemeral)")
     if wc.udp_port_min > wc.udp_port_max:
         raise ConfigError(source, "webrtc.udp_port_max", "must be at least udp_port_min")
-        if cam.ptz_idle == "tour" and not cam.ptz_tour.strip(" ,"):
-            raise ConfigError(source, f"cameras[{i}].ptz_tour", "ptz_idle 'tour' needs presets")
     if cfg.ptz.default_timeout > cfg.ptz.max_timeout:
         raise ConfigError(source, "ptz.default_timeout", "must not exceed ptz.max_timeout")
     from gateway.cluster.tls import problems as relay_tls_problems

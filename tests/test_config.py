@@ -43,6 +43,11 @@ BAD_CONFIGS = [
     ("bad enum", '[[cameras]]\nid = "a"\ntransport = "sctp"\n', "cameras[0].transport: must be"),
     ("bad log level", 'log_level = "LOUD"\n', "log_level: must be 'DEBUG', 'INFO', 'WARNING'"),
     ("missing required", '[[cameras]]\nname = "no id"\n', "cameras[0].id: required"),
+    (
+        "tour without presets",
+        '[[cameras]]\nid = "a"\nptz_idle = "tour"\n',
+        "cameras[0].ptz_tour: ptz_idle 'tour' needs presets",
+    ),
     ("bad camera id", '[[cameras]]\nid = "high street"\n', "cameras[0].id: 'high street' must be"),
     (
         "duplicate id",
