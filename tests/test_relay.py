@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import time
 
-import pytest
 from conftest import (
     frames_of,
     make_config,
@@ -333,20 +332,3 @@ async def test_a_two_track_publisher_with_a_token_in_its_url_sets_up_both_tracks
     assert [t.codec for t in stream.tracks] == ["H264", "MPEG4-GENERIC"], stream.tracks
     await wait_for(lambda: stream.counters.packets_in > 100, 10, what="both tracks' media")
     assert publisher.proc.returncode is None, publisher.text
-
-
-@pytest.mark.parametrize(
-    ("uri", "control"),
-    [
-        ("rtsp://gw/cam1?token=T/streamid=1", "streamid=1"),
-        ("rtsp://gw/cam1?token=a.b-c_d&purpose=x/streamid=0", "streamid=0"),
-        ("rtsp://gw/cam1?token=T/trackID%3D1", "trackID=1"),
-        ("rtsp://gw/cam1?token=T", ""),
-        ("rtsp://gw/cam1/streamid=1", ""),  # in the path: split_track reads it
-        ("rtsp://gw/cam1?a=1/b=2&c=3", ""),
-    ],
-)
-def test_a_track_control_after_the_query_is_read_from_there(uri: str, control: str) -> None:
-    from gateway.rtsp.publisher import query_control
-
-    assert query_control(uri) == control

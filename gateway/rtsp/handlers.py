@@ -6,8 +6,10 @@ RECORD are in :mod:`gateway.rtsp.publisher`."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from gateway.protocols.rtsp import Request, RtspError
 from gateway.protocols.rtsp_headers import (
@@ -42,9 +44,31 @@ PUBLIC_METHODS = ", ".join(Method)
 DESCRIBE_WAIT = 5.0
 
 
+# A track control as clients name them: trackID=0 (live555, ours), streamid=1 (ffmpeg),
+# stream=0 (GStreamer), track1.
+_CONTROL = re.compile(r"[A-Za-z][A-Za-z0-9_-]*=[A-Za-z0-9_-]*|track[A-Za-z0-9_-]*")
+
+
+def control_after_query(uri: str) -> str:
+    """The URI with a track control that follows its query moved onto the path.
+
+    Clients that build each SETUP URL as the DESCRIBE URL plus '/trackID=N' put the control
+    after the query when the URL has one: ``rtsp://gw/cam?token=T/trackID=0``. Read as it
+    stands, the token would be ``T/trackID=0`` and the viewer refused 401 at SETUP (a playback
+    ``start=.../trackID=0`` would not parse either). Tokens and times never hold a '/', so a
+    last '/'-segment shaped like a control is one."""
+    base, sep, query = uri.partition("?")
+    if not sep:
+        return uri
+    head, slash, tail = query.rpartition("/")
+    if not slash or not _CONTROL.fullmatch(unquote(tail)):
+        return uri
+    return f"{base.rstrip('/')}/{tail}" + (f"?{head}" if head else "")
+
+
 def parse_uri(req: Request) -> tuple[str, dict[str, str]]:
     try:
-        path, _raw_query, query = split_uri(req.uri)
+        path, _raw_query, query = split_uri(control_after_query(req.uri))
     except RtspError as exc:
         raise RtspReply(400, exc.reason) from None
     return path, query
@@ -161,7 +185,7 @@ class Methods:
         # masked viewer's session is on its variant's path, but its grant is the camera's.
         if any(s.mode.upper() == "RECORD" for s in specs):
             mode = SessionMode.RECORD
-            path, track = self.publishing.setup_target(conn, full, req.uri)
+            path, track = self.publishing.setup_target(conn, full)
             camera, action = path, "publish"
         elif server.playback is not None and server.playback.wants(
             conn, req, split_track(full)[0], query

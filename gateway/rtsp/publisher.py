@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 from gateway.protocols.rtsp import Request
 from gateway.protocols.rtsp_session import Method, SessionState
@@ -38,18 +37,6 @@ def match_control(tracks: tuple[Track, ...], control: str) -> int | None:
         if c == control or c.rstrip("/").endswith("/" + control):
             return t.index
     return None
-
-
-def query_control(uri: str) -> str:
-    """The track control a publisher put after its URL's query: ffmpeg builds each SETUP URL
-    as the ANNOUNCE URL plus '/streamid=N', so ``rtsp://gw/cam1?token=T/streamid=1`` names
-    track streamid=1 of cam1 (its token, checked at ANNOUNCE, is not read again here)."""
-    query = uri.partition("?")[2]
-    _head, sep, tail = query.rpartition("/")
-    tail = unquote(tail)
-    if not sep or "=" not in tail or "&" in tail:
-        return ""
-    return tail
 
 
 class Publishing:
@@ -91,11 +78,9 @@ class Publishing:
         conn.announced[path] = (tracks, attrs)
         return Reply()
 
-    def setup_target(self, conn: RtspConnection, full: str, uri: str = "") -> tuple[str, int]:
+    def setup_target(self, conn: RtspConnection, full: str) -> tuple[str, int]:
         """(path, track index) a publisher's SETUP URL names among what it ANNOUNCEd."""
         path, control = split_track(full)
-        if not control:
-            control = query_control(uri)
         announced = conn.announced.get(path)
         if announced is None:
             # The announce may have named the whole URL as the path (no control suffix).
