@@ -193,7 +193,7 @@ class Tenancy:
         ever used (never a private member)."""
         doc = self.issuer.jwks()
         if self.evidence_key is not None:
-            doc = {"keys": [*doc["keys"], self.evidence_key.public_jwk()]}
+            doc = {"keys": [*doc["keys"], self.evidence_key.public_jwk("evidence")]}
         audit = self.keys.audit_keys if self.keys is not None else None
         audit = audit or AuditKeys.single(self.audit_key)
         return {"keys": [*doc["keys"], *audit.jwks()]}

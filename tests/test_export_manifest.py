@@ -72,7 +72,7 @@ def export(tmp_path: Path) -> tuple[Path, Path, SigningKey]:
 
 
 def write_jwks(path: Path, *keys: SigningKey) -> Path:
-    path.write_text(json.dumps({"keys": [k.public_jwk() for k in keys]}))
+    path.write_text(json.dumps({"keys": [k.public_jwk("evidence") for k in keys]}))
     return path
 
 
@@ -166,9 +166,9 @@ def test_a_signature_by_another_key_fails(
 
 def test_a_jwks_cannot_pass_a_key_off_under_another_kid() -> None:
     ours, theirs = SigningKey.generate(), SigningKey.generate()
-    jwk = {**theirs.public_jwk(), "kid": ours.kid}
+    jwk = {**theirs.public_jwk("evidence"), "kid": ours.kid}
     assert keys_from_jwks({"keys": [jwk]}) == {}
-    assert list(keys_from_jwks({"keys": [ours.public_jwk()]})) == [ours.kid]
+    assert list(keys_from_jwks({"keys": [ours.public_jwk("evidence")]})) == [ours.kid]
 
 
 def test_a_private_pem_is_read_as_its_public_half(tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ def test_jwks_publishes_every_key_and_only_public_material() -> None:
     doc = TokenIssuer([k2, k1]).jwks()
     assert [k["kid"] for k in doc["keys"]] == [k2.kid, k1.kid]
     for jwk in doc["keys"]:
-        assert set(jwk) == {"kty", "crv", "x", "kid", "alg", "use"}
+        assert set(jwk) == {"kty", "crv", "x", "kid", "alg", "use", "feedgate_purpose"}
         assert jwk["kty"] == "OKP" and jwk["crv"] == "Ed25519" and jwk["alg"] == "EdDSA"
         assert "d" not in jwk
     for k in (k1, k2):  # the private scalar appears nowhere

@@ -48,6 +48,7 @@ from pydantic import (
 )
 
 from tenants.tokens import SigningKey, jwk_thumbprint
+from tenants.tokens.keys import PURPOSE
 
 __all__ = [
     "MANIFEST_VERSION",
@@ -296,8 +297,10 @@ def _same(a: str, b: str) -> bool:
 
 
 def keys_from_jwks(doc: Any) -> dict[str, Ed25519PublicKey]:
-    """Ed25519 keys of a JWKS document, by kid. A kid must be the key's RFC 7638 thumbprint
-    (ours always are), so a JWKS cannot pass one key off under another's id."""
+    """The evidence keys of a JWKS document, by kid. A kid must be the key's RFC 7638
+    thumbprint (ours always are), so a JWKS cannot pass one key off under another's id; and
+    the key must be marked as an evidence key, since a gateway's JWKS also publishes its token
+    and audit keys, which must not be able to sign a manifest."""
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise ManifestError("malformed", "a JWKS is an object with a keys array")
     out: dict[str, Ed25519PublicKey] = {}
@@ -307,7 +310,7 @@ def keys_from_jwks(doc: Any) -> dict[str, Ed25519PublicKey]:
         x, kid = jwk.get("x"), jwk.get("kid")
         if not isinstance(x, str) or not isinstance(kid, str) or "d" in jwk:
             continue
-        if kid != jwk_thumbprint(jwk):
+        if kid != jwk_thumbprint(jwk) or jwk.get(PURPOSE) != "evidence":
             continue
         try:
             out[kid] = Ed25519PublicKey.from_public_bytes(_b64url_decode(x))

@@ -43,7 +43,7 @@ from tenants.tokens.keyring import (
     key_name,
     parse_key_name,
 )
-from tenants.tokens.keys import SigningKey, b64url, jwk_thumbprint
+from tenants.tokens.keys import PURPOSE, SigningKey, b64url, jwk_thumbprint
 
 __all__ = ["PREFIX", "AuditKeyRing", "AuditKeys", "TrustedKey"]
 
@@ -78,6 +78,7 @@ class TrustedKey:
             "kid": jwk_thumbprint(base),
             "alg": "EdDSA",
             "use": "sig",
+            PURPOSE: "audit",
             "feedgate_audit_kid": self.kid,
         }
 

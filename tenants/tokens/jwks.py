@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from tenants.model import Tenant, check_id
 from tenants.tokens.claims import PARTNER_ALGORITHMS
-from tenants.tokens.keys import jwk_thumbprint
+from tenants.tokens.keys import PURPOSE, jwk_thumbprint
 
 MAX_JWKS_BYTES: Final = 256 * 1024
 MAX_JWKS_KEYS: Final = 64
@@ -97,6 +97,8 @@ def parse_jwks(doc: Any, algorithms: Iterable[str], source: str) -> dict[str, Jw
             continue
         if PRIVATE_JWK_MEMBERS & set(jwk) or jwk.get("use", "sig") != "sig":
             continue  # never accept (or keep) private or encryption keys
+        if jwk.get(PURPOSE, "token") != "token":
+            continue  # a feedgate gateway's evidence or audit key signs no tokens
         algs = _candidate_algs(jwk) & allowed
         if "alg" in jwk:
             algs &= {jwk["alg"]}

@@ -11,10 +11,17 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# One JWKS publishes the token keys, the evidence key and the audit checkpoint keys, all
+# Ed25519 with use "sig"; this member says which a key is, so a verifier of one kind (a token,
+# an export manifest) never trusts another kind's key: a leaked audit key must not mint tokens,
+# and a token key must not sign evidence.
+PURPOSE: Final = "feedgate_purpose"
+KeyPurpose = Literal["token", "evidence", "audit"]
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +103,10 @@ class SigningKey:
             raise ValueError(f"{path}: not an Ed25519 private key")
         return cls(private)
 
-    def public_jwk(self) -> dict[str, Any]:
-        """The public JWK (``kty, crv, x, kid, alg, use``): never any private member."""
-        return dict(self._jwk)
+    def public_jwk(self, purpose: KeyPurpose = "token") -> dict[str, Any]:
+        """The public JWK (``kty, crv, x, kid, alg, use``) marked with what the key signs
+        (:data:`PURPOSE`): never any private member."""
+        return {**self._jwk, PURPOSE: purpose}
 
     def __repr__(self) -> str:
         return f"SigningKey(kid={self.kid!r})"
