@@ -33,8 +33,10 @@ from gateway.configpaths import PATH, ConfigPath
 from gateway.configtypes import ID_RE, STRICT, Port, Seconds
 from gateway.keysettings import KeysConfig as KeysConfig
 from gateway.mediamtx.settings import MediaMtxConfig
+from gateway.ptz.config import PtzConfig as PtzConfig
 from gateway.recording.settings import ExportConfig as ExportConfig
 from gateway.recording.settings import RecordingConfig as RecordingConfig
+from gateway.rtsp.settings import RtspConfig as RtspConfig
 from gateway.webrtc.settings import WebRtcConfig as WebRtcConfig
 from tenants.loader import FileError, read_toml, validate
 
@@ -55,12 +57,6 @@ class ConfigError(FileError):
 
 
 _PATH = PATH  # fields typed ConfigPath (or annotated with it) name files
-
-
-def _even(port: int) -> int:
-    if port % 2:
-        raise ValueError("must be even (RTCP uses the next port)")
-    return port
 
 
 def _source(value: str | None) -> str | None:
@@ -112,13 +108,6 @@ LogLevel = Annotated[
 ]
 
 
-def _priorities(value: str) -> str:
-    from gateway.ptz.model import parse_priorities
-
-    parse_priorities(value)
-    return value
-
-
 def _onvif_url(value: str) -> str:
     if not value:
         return value
@@ -142,48 +131,6 @@ def _preset_tokens(value: str) -> str:
 
 
 # ------------------------------------------------------------------------------ sections
-
-
-@dataclass(frozen=True, config=_STRICT)
-class RtspConfig:
-    host: str = "0.0.0.0"
-    port: Port = 8554
-    # UDP egress/ingest ports: RTP on rtp_port, RTCP on rtp_port + 1.
-    rtp_port: Annotated[Port, AfterValidator(_even)] = 8000
-    # Worker processes sharing the RTSP port (SO_REUSEPORT); worker 0 owns every camera's ingest.
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
-    session_timeout: Seconds = 60.0
-    # A reader whose socket stays backed up this long is disconnected (MediaMTX uses 10 s).
-    write_timeout: Seconds = 10.0
-    # Bytes a reader may have queued in its socket buffer before it starts losing frames.
-    reader_queue_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
-    # Upper bound on one camera's GOP cache; a longer GOP is not cached (readers then wait).
-    gop_cache_bytes: Annotated[int, Field(ge=0)] = 16 * 1024 * 1024
-    # A joiner starts from the cached GOP only when its keyframe is at most this old (else at
-    # the next keyframe), so no viewer starts further behind live than this.
-    join_max_behind: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = 2.0
-    # The largest cached GOP sent at once to a UDP joiner (a burst beyond a receive buffer is
-    # dropped by the kernel); a bigger one waits for the next keyframe.
-    udp_join_burst_bytes: Annotated[int, Field(ge=0)] = 64 * 1024
-    max_connections: Annotated[int, Field(ge=1)] = 10_000
-    # Deadlines for slow or silent peers: a request's head from its first byte, its body after
-    # the head, and the next request on a connection that holds no session (the first one
-    # included). Connections with a session are bounded by session_timeout instead.
-    request_head_timeout: Seconds = 5.0
-    request_body_timeout: Seconds = 5.0
-    idle_timeout: Seconds = 5.0
-    # Connections one address may hold before any request of theirs is admitted by the access
-    # layer (e.g. a VMS behind NAT reconnecting its cameras at once needs headroom).
-    max_unauthenticated_per_ip: Annotated[int, Field(ge=1)] = 256
-    # Seconds between usage reports for open sessions (a crash loses at most one interval).
-    report_interval: Seconds = 5.0
-    # RTSPS (RTSP over TLS, media interleaved in the same TLS stream) on tls_port when tls_cert
-    # and tls_key (PEM, relative to the config file) are set. Served by worker 0 only.
-    tls_port: Port = 8322
-    tls_cert: ConfigPath = ""
-    tls_key: ConfigPath = ""
-    # Accept Basic credentials (a password in the clear) on plain RTSP; RTSPS always does.
-    basic_over_plain: bool = False
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -271,29 +218,6 @@ class ConsoleConfig:
     session_ttl: Annotated[float, Field(ge=60.0, le=86400.0)] = 28800.0
     # How long one decoded still of a camera is shown before a fresh keyframe is decoded.
     still_ttl: Annotated[float, Field(ge=0.5, le=3600.0)] = 10.0
-
-
-@dataclass(frozen=True, config=_STRICT)
-class PtzConfig:
-    """PTZ arbitration (gateway/ptz/): locks, priorities, idle behaviour, rate limits."""
-
-    # A lock lapses this long after its holder's last move (Genetec: 5 s).
-    idle_release: Seconds = 5.0
-    # Unsteered this long, a camera goes home (or walks its tour); 0: it stays put.
-    return_after: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 120.0
-    tour_dwell: Seconds = 20.0  # seconds at each preset of a tour
-    move_rate: Seconds = 10.0  # moves per second per principal, sustained
-    move_burst: Annotated[int, Field(ge=1, le=10_000)] = 20
-    # A ContinuousMove always carries a Timeout: this one when the client names none, never
-    # more than max_timeout, so a camera stops even if its client vanishes.
-    default_timeout: Seconds = 1.0
-    max_timeout: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 5.0
-    max_reservation: Seconds = 14400.0  # seconds an incident reservation may last
-    camera_timeout: Seconds = 3.0  # seconds a camera has to answer one command
-    # Priority by tenant kind, or kind.role (1..32000); a grant's own ptz_priority wins.
-    priorities: Annotated[str, AfterValidator(_priorities)] = (
-        "police=30000 council=20000 borough=10000 transport=5000 health=5000 *=1000"
-    )
 
 
 @dataclass(frozen=True, config=_STRICT)
