@@ -6,6 +6,14 @@ masks, flow control and counters as live.
 The feed owns one task per PLAY (a seek or a resume cancels the last one and starts again at
 the key frame at or before the new instant). It never holds more than the fragment being sent
 and the next one, read ahead.
+
+Sound. A recording with an AAC track is played as two tracks on one timeline: each unit's RTP
+time counts from the PLAY's first picture at its track's own rate, every packet carries ONVIF's
+extension with its capture time, and each track's RTCP sender reports map its RTP time to that
+same capture time (NTP), which is how a player lines the tracks up. The path's timeline is told
+to pass those NTP times through (it would otherwise put the hub's wall clock there), and its
+RTP time still runs on across seeks. Fast forward (Scale > 1) and key frames only send no
+sound, as ONVIF says.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from typing import TypeVar
 
 from gateway.masking.transcoder import h264_track
 from gateway.playback.media import (
+    AUDIO,
+    VIDEO,
     MediaError,
     RecordedFormat,
     RecordedUnit,
@@ -32,18 +42,28 @@ from gateway.playback.recorded import Cache, RecordedSource
 from gateway.playback.state import Pacer, PlaybackPosition
 from gateway.protocols import h264, h265
 from gateway.protocols.onvif_rtp import ReplayExtension, add_replay_extension, ntp_from_datetime
-from gateway.protocols.rtp import RtpPacket
+from gateway.protocols.rtp import RtpPacket, SenderReport, build_sender_report
+from gateway.protocols.rtsp_replay import FramesMode
+from gateway.recording.audio import AacFormat
 from gateway.recording.index import Fragment
 from gateway.stream.hub import PathStream
 from gateway.stream.tracks import Track
 
-__all__ = ["PlaybackFeed", "recorded_track", "rtp_packets"]
+__all__ = [
+    "PlaybackFeed",
+    "aac_packet",
+    "audio_track",
+    "recorded_track",
+    "recorded_tracks",
+    "rtp_packets",
+]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MTU = 1400
 PAYLOAD_TYPE = 96
+AUDIO_PAYLOAD_TYPE = 97
 # Fragments listed per index query; the feed asks again as it runs out.
 BATCH = 32
 # How long a feed waits at the end of the recording for more of it while its segment is open
@@ -57,6 +77,13 @@ GAP = timedelta(milliseconds=500)
 TOUCHING = timedelta(milliseconds=1)  # fragments this close follow each other
 STEP = timedelta(milliseconds=1)  # the least a frame's time moves on from the last one
 MAX_STEP = 2.0  # seconds: a longer step between units sent is a gap, not recording served
+# Seconds of recording between two sender reports of a track (RFC 3550 asks for about 5 s;
+# a player joining or seeking should not wait that long to line the tracks up).
+REPORT_EVERY = 1.0
+# Audio units read before a PLAY's first picture (a segment's last sound is indexed just
+# ahead of the next segment's first key frame) kept until that picture has gone.
+MAX_EARLY = 64
+_TS_MOD = 1 << 32
 
 
 def recorded_track(fmt: RecordedFormat) -> Track:
@@ -76,6 +103,47 @@ def recorded_track(fmt: RecordedFormat) -> Track:
             f"a=fmtp:{PAYLOAD_TYPE} sprop-vps={b64[0]}; sprop-sps={b64[1]}; sprop-pps={b64[2]}",
         ),
     )
+
+
+def audio_track(aac: AacFormat, index: int = 1) -> Track:
+    """The recorded AAC track as the live path describes a camera's AAC: RFC 3640
+    ``mpeg4-generic`` in AAC-hbr mode (one 13-bit AU size and 3-bit index per AU header), the
+    AudioSpecificConfig in ``config=``."""
+    return Track(
+        index=index,
+        media="audio",
+        codec="MPEG4-GENERIC",
+        clock_rate=aac.sample_rate,
+        payload_type=AUDIO_PAYLOAD_TYPE,
+        sdp_lines=(
+            f"a=rtpmap:{AUDIO_PAYLOAD_TYPE} MPEG4-GENERIC/{aac.sample_rate}/{aac.channels}",
+            f"a=fmtp:{AUDIO_PAYLOAD_TYPE} profile-level-id=1;mode=AAC-hbr;sizelength=13;"
+            f"indexlength=3;indexdeltalength=3; config={aac.config.hex()}",
+        ),
+    )
+
+
+def recorded_tracks(fmt: RecordedFormat, *, sound: bool = True) -> tuple[Track, ...]:
+    """What a player is described: the pictures and, when the recording has it (and the viewer
+    gets it), the sound."""
+    video = recorded_track(fmt)
+    if fmt.audio is None or not sound:
+        return (video,)
+    return (video, audio_track(fmt.audio))
+
+
+def aac_packet(
+    au: bytes, *, seq: int, timestamp: int, ssrc: int, replay: ReplayExtension | None = None
+) -> bytes:
+    """One AAC access unit as one RTP packet (RFC 3640 AAC-hbr: a 16-bit AU-headers-length,
+    one AU header of 13 bits of size and 3 of index, then the unit), marker set."""
+    if not 0 < len(au) < 1 << 13:
+        raise MediaError(f"AAC access unit of {len(au)} bytes")
+    payload = (16).to_bytes(2, "big") + (len(au) << 3).to_bytes(2, "big") + au
+    data = RtpPacket(
+        AUDIO_PAYLOAD_TYPE, seq & 0xFFFF, timestamp, ssrc, payload, marker=True
+    ).serialize()
+    return add_replay_extension(data, replay) if replay is not None else data
 
 
 def rtp_packets(
@@ -119,6 +187,7 @@ class PlaybackFeed:
         track: Track,
         pacer: Pacer,
         *,
+        audio: AacFormat | None = None,
         onvif: bool = False,
         congested: Callable[[], bool] = lambda: False,
         on_end: Callable[[], None] = lambda: None,
@@ -128,6 +197,10 @@ class PlaybackFeed:
         self.source = source
         self.stream = stream
         self.track = track
+        # The sound as the player was described it (None: pictures only); audio units of
+        # another format (the camera changed its audio) are left out.
+        self.audio = audio
+        self.tracks = (track,) if audio is None else (track, audio_track(audio))
         self.pacer = pacer
         self.onvif = onvif
         self.congested = congested
@@ -137,25 +210,35 @@ class PlaybackFeed:
         self.source_id = f"playback-{random.getrandbits(32):08x}"
         self.ssrc = random.getrandbits(32)
         self.seq = random.getrandbits(16)
+        self.audio_ssrc = random.getrandbits(32)
+        self.audio_seq = random.getrandbits(16)
         self.task: asyncio.Task[None] | None = None
         # What was sent, for the tests, metering and the session's end audit.
-        self.units_sent = 0
-        self.first_sent: datetime | None = None
+        self.units_sent = 0  # pictures
+        self.audio_units_sent = 0
+        self.first_sent: datetime | None = None  # this PLAY's first picture
         self.first = asyncio.Event()  # set when this PLAY's first unit has gone out
         self.error: str | None = None
         # Seconds of recording delivered, all PLAYs together (what playback is metered by).
         self.served_seconds = 0.0
         self._prev: datetime | None = None
+        # Per track, this PLAY's RTP time: (the capture time it counts from, its RTP time),
+        # and the capture time of the track's last sender report.
+        self._base: tuple[datetime, list[int]] | None = None
+        self._reported: list[datetime | None] = [None, None]
+        self._sent = [[0, 0], [0, 0]]  # per track: packets, payload octets (for the reports)
 
     def play(self, position: PlaybackPosition) -> None:
         """Start (again) at ``position``: the old PLAY's task is cancelled, the hub path's
         timeline is re-synced (a seek is a pause to the reader, not a jump back) and its GOP
         cache emptied, so a reader attached after this gets the new position's key frame."""
         self.cancel()
-        self.stream.attach_source(self.source_id, (self.track,))
+        self.stream.attach_source(self.source_id, self.tracks)
         self.first_sent = None
         self.first = asyncio.Event()
         self._prev = None
+        self._base = None
+        self._reported = [None, None]
         self.task = asyncio.get_running_loop().create_task(
             self._run(position), name=f"playback {self.source.camera}"
         )
@@ -191,8 +274,9 @@ class PlaybackFeed:
             self._finish()
 
     async def _units(self, pos: PlaybackPosition) -> AsyncIterator[tuple[RecordedUnit, bool, bool]]:
-        """The recording from ``pos``: (unit, a gap or seek comes before it, a gap follows it),
-        one fragment read ahead, following a recording still being written."""
+        """The recording from ``pos``: (unit, a gap or seek comes before it, a gap follows it:
+        on each track's last unit of the fragment), one fragment read ahead, following a
+        recording still being written."""
         cache: Cache = {}
         last: tuple[datetime, str, int] | None = None  # the last fragment read, in index order
         prev_end: datetime | None = None
@@ -228,8 +312,9 @@ class PlaybackFeed:
                     )
                     skipped = False
                     gap_after = nxt is not None and await self._broken(frag.end, nxt.start)
+                    ends = {u.track: j for j, u in enumerate(units)}  # each track's last unit
                     for j, unit in enumerate(units):
-                        yield unit, gap_before and j == 0, gap_after and j == len(units) - 1
+                        yield unit, gap_before and j == 0, gap_after and ends[unit.track] == j
                     first = False
                     prev_end = frag.end
         finally:
@@ -237,38 +322,141 @@ class PlaybackFeed:
                 ahead.cancel()
 
     async def _feed(self, pos: PlaybackPosition) -> None:
-        base_capture: datetime | None = None
-        base_ts = random.getrandbits(32)
-        discontinuity = False
-        last: datetime | None = None
+        # Sound only at Scale 1 with every frame (ONVIF: fast forward carries no audio).
+        sound = self.audio is not None and pos.scale == 1 and pos.frames.mode is FramesMode.ALL
+        discontinuity = [False, False]  # per track: the next unit sent carries ONVIF's D
+        last: list[datetime | None] = [None, None]
+        early: list[tuple[RecordedUnit, bool]] = []  # sound read before the first picture
         async for unit, gap_before, gap_after in self._units(pos):
-            if self.pacer.past_end(unit.captured):
+            track = unit.track
+            if track == AUDIO:
+                if not sound or unit.aac != self.audio or self.pacer.past_end(unit.captured):
+                    continue
+            elif self.pacer.past_end(unit.captured):
                 break
-            if last is not None and unit.captured <= last:
+            before = last[track]
+            if before is not None and unit.captured <= before:
                 # A recording's fragment times come from its writer's clock and its frames'
                 # from the camera's: where they disagree by a few milliseconds, time still only
                 # moves forward for the player (RTP time and the NTP extension alike).
-                unit = replace(unit, captured=last + STEP)
-            last = unit.captured
-            discontinuity = discontinuity or gap_before
-            if not self.pacer.wants(unit.captured, unit.keyframe):
+                unit = replace(unit, captured=before + STEP)
+            last[track] = unit.captured
+            if gap_before:
+                discontinuity = [True, True]
+            if track == VIDEO and not self.pacer.wants(unit.captured, unit.keyframe):
                 continue
-            if base_capture is None:
-                base_capture = unit.captured
-            now = self.clock()
-            # What comes before the asked instant (from its key frame) goes at once.
-            due = now if unit.captured < pos.start else self.pacer.due(unit.captured, now)
-            if due > now:
-                await self.sleep(due - now)
-            await self._backpressure()
-            offset = (unit.captured - base_capture).total_seconds()
-            ts = (base_ts + round(offset * self.track.clock_rate)) & 0xFFFFFFFF
-            self._send(unit, ts, pos, discontinuity=discontinuity, end=gap_after)
-            discontinuity = False
-            self.pacer.sent(unit.captured, due, unit.keyframe)
-            if not pos.rate_control:
-                await self.sleep(0)  # as fast as the reader takes it, but never hog the loop
+            if self._base is None:
+                if track == AUDIO:
+                    if len(early) < MAX_EARLY:
+                        early.append((unit, gap_after))
+                    continue
+                self._start(unit.captured)
+            queued = [(unit, gap_after)]
+            if early:
+                # What was read ahead of this PLAY's first picture follows it, from its instant.
+                base = unit.captured
+                queued += [(u, e) for u, e in early if u.captured >= base]
+                early = []
+            for u, end in queued:
+                await self._pace(u, pos)
+                self._send(u, pos, discontinuity=discontinuity[u.track], end=end)
+                discontinuity[u.track] = False
+                if not pos.rate_control:
+                    await self.sleep(0)  # as fast as the reader takes it, but never hog the loop
         self._finish()
+
+    async def _pace(self, unit: RecordedUnit, pos: PlaybackPosition) -> None:
+        now = self.clock()
+        # What comes before the asked instant (from its key frame) goes at once.
+        due = now if unit.captured < pos.start else self.pacer.due(unit.captured, now)
+        if due > now:
+            await self.sleep(due - now)
+        await self._backpressure()
+        if unit.track == VIDEO:
+            self.pacer.sent(unit.captured, due, unit.keyframe)
+
+    def _start(self, base: datetime) -> None:
+        """This PLAY's first picture: each track's RTP time counts from its capture time, and
+        the path's timeline passes the feed's NTP (capture) times through to the players while
+        its RTP time runs on from what they already have (``ts_after_gap``: a seek is a pause
+        to them, not a jump back)."""
+        first = [random.getrandbits(32) for _ in self.tracks]
+        self._base = (base, first)
+        timeline = self.stream.timeline
+        if timeline is None:
+            return
+        now = time.monotonic()  # the hub's clock, whatever the feed is paced by
+        for tl, ts in zip(timeline.tracks, first, strict=False):
+            tl.ts_offset = (tl.ts_after_gap(now) - ts) % _TS_MOD
+            tl.ts_synced = True
+            tl.ntp_offset = 0
+
+    def _rtp_time(self, unit: RecordedUnit) -> int:
+        assert self._base is not None
+        base, first = self._base
+        rate = self.tracks[unit.track].clock_rate
+        return (first[unit.track] + round((unit.captured - base).total_seconds() * rate)) % _TS_MOD
+
+    def _report(self, unit: RecordedUnit, ts: int) -> None:
+        """A sender report for the unit's track before it when none has gone for a while:
+        this RTP time is this capture time."""
+        track = unit.track
+        reported = self._reported[track]
+        if reported is not None and (unit.captured - reported).total_seconds() < REPORT_EVERY:
+            return
+        self._reported[track] = unit.captured
+        packets, octets = self._sent[track]
+        ssrc = self.ssrc if track == VIDEO else self.audio_ssrc
+        sr = SenderReport(ssrc, ntp_from_datetime(unit.captured), ts, packets, octets)
+        self.stream.on_rtcp(track, build_sender_report(sr))
+
+    def _send(
+        self, unit: RecordedUnit, pos: PlaybackPosition, *, discontinuity: bool, end: bool
+    ) -> None:
+        ts = self._rtp_time(unit)
+        self._report(unit, ts)
+        replay = None
+        if self.onvif:
+            replay = ReplayExtension(
+                ntp_from_datetime(unit.captured),
+                clean_point=unit.keyframe or unit.track == AUDIO,  # every AAC frame decodes
+                discontinuity=discontinuity,
+                end=end,
+                cseq=pos.cseq,
+            )
+        if unit.track == AUDIO:
+            packets = [
+                aac_packet(
+                    unit.nals[0],
+                    seq=self.audio_seq,
+                    timestamp=ts,
+                    ssrc=self.audio_ssrc,
+                    replay=replay,
+                )
+            ]
+            self.audio_seq = (self.audio_seq + 1) & 0xFFFF
+            self.audio_units_sent += 1
+        else:
+            packets = rtp_packets(
+                unit, self.track.codec, seq=self.seq, timestamp=ts, ssrc=self.ssrc, replay=replay
+            )
+            self.seq = (self.seq + len(packets)) & 0xFFFF
+        counts = self._sent[unit.track]
+        for packet in packets:
+            counts[0] += 1
+            counts[1] += len(packet) - 12
+            self.stream.on_rtp(unit.track, packet)
+        if unit.track == AUDIO:
+            return
+        self.units_sent += 1
+        # The recording this unit covers: up to the next one sent (a key frame at Scale 4
+        # covers its GOP), never across a gap.
+        step = (unit.captured - self._prev).total_seconds() if self._prev else unit.duration
+        self.served_seconds += step if 0 < step <= MAX_STEP else unit.duration
+        self._prev = unit.captured
+        if self.first_sent is None:
+            self.first_sent = unit.captured
+            self.first.set()
 
     async def _broken(self, end: datetime, start: datetime) -> bool:
         """Whether the recording breaks between two fragments: a jump longer than GAP, or any
@@ -289,45 +477,6 @@ class PlaybackFeed:
         deadline = self.clock() + CONGESTION_WAIT
         while self.congested() and self.clock() < deadline:
             await self.sleep(0.01)
-
-    def _send(
-        self,
-        unit: RecordedUnit,
-        ts: int,
-        pos: PlaybackPosition,
-        *,
-        discontinuity: bool,
-        end: bool,
-    ) -> None:
-        replay = None
-        if self.onvif:
-            replay = ReplayExtension(
-                ntp_from_datetime(unit.captured),
-                clean_point=unit.keyframe,
-                discontinuity=discontinuity,
-                end=end,
-                cseq=pos.cseq,
-            )
-        packets = rtp_packets(
-            unit,
-            self.track.codec,
-            seq=self.seq,
-            timestamp=ts,
-            ssrc=self.ssrc,
-            replay=replay,
-        )
-        self.seq = (self.seq + len(packets)) & 0xFFFF
-        for packet in packets:
-            self.stream.on_rtp(0, packet)
-        self.units_sent += 1
-        # The recording this unit covers: up to the next one sent (a key frame at Scale 4
-        # covers its GOP), never across a gap.
-        step = (unit.captured - self._prev).total_seconds() if self._prev else unit.duration
-        self.served_seconds += step if 0 < step <= MAX_STEP else unit.duration
-        self._prev = unit.captured
-        if self.first_sent is None:
-            self.first_sent = unit.captured
-            self.first.set()
 
     def _finish(self) -> None:
         self.first.set()  # nothing (more) to send: whoever waits for the first unit goes on

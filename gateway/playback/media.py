@@ -5,6 +5,11 @@ This is the blocking half of playback (file reads and PyAV's demuxer): call it f
 thread, never on the event loop. Nothing is decoded: an access unit is the recorded H.264 or
 H.265 NAL units, split out of the MP4's length-prefixed samples, with the parameter sets put
 in front of every key frame (players that only read them in band would otherwise show black).
+
+A segment's AAC track (the recorder's second track, :mod:`gateway.recording.audio`) comes out
+as audio units beside the pictures, each one AAC access unit as recorded. Both tracks of a
+segment count from the same zero (the segment's start, where its video's decode time is 0), so
+an audio unit's capture time is the segment's start plus its own presentation time.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from typing import Any
 import av
 
 from gateway.protocols import h264
+from gateway.recording.audio import AacFormat, AudioError, parse_config
 
 __all__ = [
+    "AUDIO",
     "MAX_FRAGMENT_BYTES",
+    "VIDEO",
     "MediaError",
     "RecordedFormat",
     "RecordedUnit",
@@ -35,6 +43,7 @@ __all__ = [
 # A 1 s fragment of a 20 Mbit/s camera is 2.5 MB; anything far beyond that is not a fragment.
 MAX_FRAGMENT_BYTES = 64 * 1024 * 1024
 MAX_INIT_BYTES = 1024 * 1024
+VIDEO, AUDIO = 0, 1  # a unit's track, as playback describes them
 
 
 class MediaError(ValueError):
@@ -55,6 +64,7 @@ class RecordedFormat:
     length_size: int  # bytes of each sample's NAL length prefix; 0: Annex B samples
     width: int
     height: int
+    audio: AacFormat | None = None  # the recorded AAC track, if the segment has one
 
     @property
     def sps(self) -> bytes:
@@ -71,6 +81,8 @@ class RecordedUnit:
     nals: tuple[bytes, ...]  # NAL units without start codes, parameter sets first on key frames
     keyframe: bool
     duration: float  # seconds until the next unit (the last one's own duration)
+    track: int = VIDEO  # AUDIO: ``nals`` is one AAC access unit
+    aac: AacFormat | None = None  # an audio unit's format (a camera may change its audio)
 
 
 def _avcc(extradata: bytes) -> tuple[tuple[bytes, ...], int]:
@@ -127,6 +139,20 @@ def _hvcc(extradata: bytes) -> tuple[tuple[bytes, ...], int]:
     return (by_type[32], by_type[33], by_type[34]), length_size
 
 
+def _aac(stream: Any) -> AacFormat | None:
+    """The recorded AAC track's format, as RFC 3640 AAC-hbr describes it (13-bit AU sizes, as
+    the live path's cameras and ffmpeg send); None for a track the recorder did not write."""
+    ctx = stream.codec_context
+    config = bytes(ctx.extradata or b"")
+    if ctx.name != "aac" or not config:
+        return None
+    try:
+        rate, channels, frame = parse_config(config)
+    except AudioError:
+        return None
+    return AacFormat(config, rate, channels, frame, 13, 3, 3)
+
+
 def open_mp4(data: bytes) -> Any:
     try:
         return av.open(io.BytesIO(data), format="mp4")
@@ -146,6 +172,7 @@ def read_format(init: bytes) -> RecordedFormat:
         name = ctx.name
         extradata = bytes(ctx.extradata or b"")
         width, height = int(ctx.width or 0), int(ctx.height or 0)
+        audio = _aac(container.streams.audio[0]) if container.streams.audio else None
     finally:
         container.close()
     if name == "h264":
@@ -164,7 +191,7 @@ def read_format(init: bytes) -> RecordedFormat:
         raise MediaError(f"recording codec {name!r} is not H.264 or H.265")
     if len(sets) < 2:
         raise MediaError("recording has no parameter sets")
-    return RecordedFormat(codec, sets, length_size, width, height)
+    return RecordedFormat(codec, sets, length_size, width, height, audio)
 
 
 def split_samples(sample: bytes, length_size: int) -> list[bytes]:
@@ -193,36 +220,51 @@ def _is_parameter_set(codec: str, nal: bytes) -> bool:
 
 
 def read_fragment(
-    init: bytes, fragment: bytes, start: datetime, fmt: RecordedFormat | None = None
+    init: bytes,
+    fragment: bytes,
+    start: datetime,
+    fmt: RecordedFormat | None = None,
+    *,
+    segment_start: datetime | None = None,
 ) -> list[RecordedUnit]:
-    """The access units of one fragment, in decode order, timed from ``start`` (the index's
-    capture time of the fragment's earliest sample)."""
+    """The access units of one fragment, timed from ``start`` (the index's capture time of the
+    fragment's earliest picture): its pictures in decode order and, when the segment has an
+    AAC track, its audio units merged in by capture time. ``segment_start`` places the audio
+    of a fragment without pictures (a segment's last few hundred milliseconds of sound)."""
     if not 16 <= len(fragment) <= MAX_FRAGMENT_BYTES or fragment[4:8] != b"moof":
         raise MediaError("not a fragment (moof + mdat)")
     fmt = fmt or read_format(init)
     container = open_mp4(init + fragment)
-    samples: list[tuple[int, bytes, bool]] = []
+    samples: list[tuple[int, int, bytes, bool]] = []
+    sounds: list[tuple[int, bytes]] = []
     try:
         stream = container.streams.video[0]
+        sound = container.streams.audio[0] if fmt.audio and container.streams.audio else None
         tb = stream.time_base
+        atb = sound.time_base if sound is not None else None
         try:
-            for packet in container.demux(stream):
+            for packet in container.demux(*(s for s in (stream, sound) if s is not None)):
                 if packet.size == 0 or packet.pts is None:
                     continue
-                samples.append((int(packet.pts), bytes(packet), bool(packet.is_keyframe)))
+                if sound is not None and packet.stream.index == sound.index:
+                    sounds.append((int(packet.pts), bytes(packet)))
+                    continue
+                dts = int(packet.dts if packet.dts is not None else packet.pts)
+                samples.append((int(packet.pts), dts, bytes(packet), bool(packet.is_keyframe)))
         except av.FFmpegError as exc:
             raise MediaError(f"fragment cannot be read: {exc}") from None
     finally:
         container.close()
-    if not samples:
-        return []
-    first = min(pts for pts, _, _ in samples)
     seconds = float(tb) if tb else 1 / 90000
-    ordered = sorted(pts for pts, _, _ in samples)
+    first = min((pts for pts, _, _, _ in samples), default=0)
+    # Where both tracks' zero lies: the same instant the pictures are timed from.
+    origin = start - timedelta(seconds=first * seconds) if samples else segment_start
+    units: list[RecordedUnit] = []
+    ordered = sorted(pts for pts, _, _, _ in samples)
     step = {a: (b - a) * seconds for a, b in itertools.pairwise(ordered)}
     typical = min(step.values()) if step else 0.04
-    units: list[RecordedUnit] = []
-    for pts, sample, key in samples:
+    decoded: list[datetime] = []  # each picture's decode time, for merging the audio in
+    for pts, dts, sample, key in samples:
         nals = [n for n in split_samples(sample, fmt.length_size) if n]
         if key:
             nals = [*fmt.parameter_sets, *(n for n in nals if not _is_parameter_set(fmt.codec, n))]
@@ -234,7 +276,25 @@ def read_fragment(
                 duration=step.get(pts, typical),
             )
         )
-    return units
+        decoded.append(start + timedelta(seconds=(dts - first) * seconds))
+    if not sounds or origin is None or atb is None or fmt.audio is None:
+        return units
+    frame = fmt.audio.frame_length / fmt.audio.sample_rate
+    audio = [
+        RecordedUnit(
+            origin + timedelta(seconds=float(pts * atb)), (au,), False, frame, AUDIO, fmt.audio
+        )
+        for pts, au in sorted(sounds, key=lambda s: s[0])
+    ]
+    merged: list[RecordedUnit] = []
+    i = 0
+    for unit, at in zip(units, decoded, strict=True):
+        while i < len(audio) and audio[i].captured < at:
+            merged.append(audio[i])
+            i += 1
+        merged.append(unit)
+    merged.extend(audio[i:])
+    return merged
 
 
 def read_file_range(path: Path, offset: int, length: int, limit: int = MAX_FRAGMENT_BYTES) -> bytes:

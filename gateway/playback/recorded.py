@@ -29,7 +29,8 @@ T = TypeVar("T")
 # Fragments listed per index query when walking a range.
 PAGE = 256
 
-Cache = dict[str, tuple[bytes, RecordedFormat, Path]]
+# segment id -> (its init, its format, its file, its start: where both tracks' zero lies)
+Cache = dict[str, tuple[bytes, RecordedFormat, Path, datetime]]
 
 
 @dataclass
@@ -67,9 +68,9 @@ class RecordedSource:
 
     def read(self, fragment: Fragment, cache: Cache) -> list[RecordedUnit]:
         """Blocking: one fragment's access units (its segment's init read once per feed)."""
-        init, fmt, path = self._cached(fragment, cache)
+        init, fmt, path, start = self._cached(fragment, cache)
         data = read_file_range(path, fragment.offset, fragment.length)
-        return read_fragment(init, data, fragment.start, fmt)
+        return read_fragment(init, data, fragment.start, fmt, segment_start=start)
 
     def init_and_format(self, segment: Segment) -> tuple[bytes, RecordedFormat]:
         init = self._init(segment)
@@ -80,14 +81,16 @@ class RecordedSource:
         got = self._cached(fragment, cache)
         return got[0], read_file_range(got[2], fragment.offset, fragment.length)
 
-    def _cached(self, fragment: Fragment, cache: Cache) -> tuple[bytes, RecordedFormat, Path]:
+    def _cached(
+        self, fragment: Fragment, cache: Cache
+    ) -> tuple[bytes, RecordedFormat, Path, datetime]:
         got = cache.get(fragment.segment)
         if got is None:
             segment = self.index.segment(fragment.segment)
             if segment is None:
                 raise MediaError("segment deleted")
             init, fmt = self.init_and_format(segment)
-            got = (init, fmt, self.index.file(segment))
+            got = (init, fmt, self.index.file(segment), segment.start)
             cache.clear()  # one segment at a time: bounded
             cache[fragment.segment] = got
         return got

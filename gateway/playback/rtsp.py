@@ -15,6 +15,11 @@ Each playback session gets a private hub path fed from the recording
 of its masked variant for a masked tenant (the live transcoder, burning in the same zones).
 Admission, caps, the audit entry (``playback``, with its range and purpose), metering (seconds
 of recording served) and the re-check are the live sessions' own (:mod:`gateway.live`).
+
+A recording with sound is described with two tracks, the pictures and the camera's AAC (the
+same ``mpeg4-generic`` SDP the live path passes on), both set up in one session on its private
+path. A masked tenant is described the pictures only: its viewer reads the masked variant,
+whose transcoder carries no sound, and an SDP must not offer what never comes.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from gateway.playback.feed import PlaybackFeed, recorded_track
+from gateway.playback.feed import PlaybackFeed, recorded_tracks
 from gateway.playback.media import RecordedFormat, Unreachable
 from gateway.playback.recorded import RecordedSource
 from gateway.playback.service import PlaybackService, Viewer
@@ -44,9 +49,10 @@ from gateway.protocols.rtsp_replay import (
     parse_url_range,
 )
 from gateway.protocols.rtsp_session import Method, SessionState
+from gateway.recording.audio import aac_format
 from gateway.rtsp.handlers import match_reader_control, parse_uri, split_track
 from gateway.rtsp.reply import Reply, RtspReply
-from gateway.stream.tracks import describe_sdp
+from gateway.stream.tracks import Track, describe_sdp
 from tenants.policy import Decision
 
 if TYPE_CHECKING:
@@ -81,6 +87,9 @@ class _Playback:
     pacer: Pacer
     feed: PlaybackFeed | None = None
     ranges: list[str] = field(default_factory=list)
+    # A session set up on the live camera's tracks (then a PLAY with a clock Range): those
+    # tracks, which the recording's sound must match to be sent in the live audio's place.
+    live_tracks: tuple[Track, ...] | None = None
 
 
 def _onvif(req: Request) -> bool:
@@ -96,6 +105,11 @@ def _status(exc: RtspError | StateError) -> RtspReply:
     if exc.status == 551:
         headers = [("Unsupported", exc.reason.partition(": ")[2] or ONVIF_REPLAY)]
     return RtspReply(exc.status, exc.reason, headers)
+
+
+def _sound(decision: Decision | None) -> bool:
+    """Whether this viewer is sent the recording's sound: not a masked one (see above)."""
+    return decision is None or not decision.mask_zones
 
 
 async def _format_at(source: RecordedSource, when: datetime | None) -> RecordedFormat | None:
@@ -189,15 +203,14 @@ class RtspPlayback:
         camera = path
         intent = self._intent(conn, camera, query)
         # Who is asking before whether the camera or its recording exists.
-        await self._authorize(conn, req, camera, query, intent.start)
+        decision = await self._authorize(conn, req, camera, query, intent.start)
         source = self.service.source(camera)
         fmt = await _format_at(source, intent.start)
         if fmt is None:
             raise RtspReply(404, f"no recording of {camera!r}")
         self.intents.setdefault(conn, {})[camera] = intent
-        track = recorded_track(fmt)
         sdp = describe_sdp(
-            (track,),
+            recorded_tracks(fmt, sound=_sound(decision)),
             name=f"{camera} (recorded)",
             session_id=self.server.sdp_session_id,
             host=methods._local_host(conn),
@@ -217,16 +230,19 @@ class RtspPlayback:
     ) -> tuple[str, str, int]:
         camera, control = split_track(full)
         intent = self._intent(conn, camera, query)
-        await self._authorize(conn, req, camera, query, intent.start)
+        decision = await self._authorize(conn, req, camera, query, intent.start)
         self.intents.setdefault(conn, {})[camera] = intent
         source = self.service.source(camera)
         fmt = await _format_at(source, intent.start)
         if fmt is None:
             raise RtspReply(404, f"no recording of {camera!r}")
-        track = recorded_track(fmt)
-        index = match_reader_control((track,), control)
+        index = match_reader_control(recorded_tracks(fmt, sound=_sound(decision)), control)
         if index is None:
             raise RtspReply(404, f"no track {control!r}")
+        session = conn.session_for(req, required=False)
+        pb = self.sessions.get(session.id) if session is not None else None
+        if pb is not None and pb.camera == camera:
+            return camera, pb.private, index  # the session's next track: the same path
         private = (
             f"{camera}~playback-{id(conn):x}-{len(self.sessions)}-{time.monotonic_ns() % 10**9}"
         )
@@ -245,6 +261,7 @@ class RtspPlayback:
         camera = session.path.partition("~")[0]
         private = f"{camera}~playback-{session.id}"
         pb = _Playback(camera, private, Pacer(origin=self.service.clock()))
+        pb.live_tracks = self.server.hub.path(session.path).tracks
         self.sessions[session.id] = pb
         session.path = private
         return pb
@@ -352,11 +369,13 @@ class RtspPlayback:
                 reader = session.reader
                 return reader is not None and reader.paused_since is not None
 
+            tracks = recorded_tracks(fmt, sound=_sound(decision) and self._fits(pb, fmt))
             pb.feed = PlaybackFeed(
                 source,
                 stream_in,
-                recorded_track(fmt),
+                tracks[0],
                 pb.pacer,
+                audio=fmt.audio if len(tracks) > 1 else None,
                 onvif=True,
                 congested=congested,
             )
@@ -365,6 +384,15 @@ class RtspPlayback:
         )
         session.path = served
         return self.server.hub.path(served)
+
+    @staticmethod
+    def _fits(pb: _Playback, fmt: RecordedFormat) -> bool:
+        """A session set up live gets the recording's sound only where its live second track
+        was that same AAC (its client set it up, and decodes it, as described then)."""
+        if pb.live_tracks is None:
+            return True
+        live = aac_format(pb.live_tracks[1]) if len(pb.live_tracks) > 1 else None
+        return live is not None and fmt.audio is not None and live.config == fmt.audio.config
 
     def paused(self, session: Session) -> None:
         pb = self.sessions.get(session.id)

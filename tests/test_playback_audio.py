@@ -1,0 +1,125 @@
+"""RTSP playback of a recording with sound (issue #13 scope 2, playaudio): a real ffmpeg camera
+publishes H.264 and AAC (a 440 Hz tone), the gateway's recorder records both tracks, and RTSP
+playback offers and sends both: ffprobe through the URL form sees h264 and aac, and ffmpeg
+receives and decodes both (the sound still a 440 Hz tone); a recording without sound is still
+described and played as one track."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from conftest import FFMPEG, RunningGateway, publish_argv, publishing, running_gateway, wait_for
+from test_recording import _ffprobe, recording_config
+from test_recording_audio import probe_streams, publish_with_audio_argv
+
+from gateway.recording.index import RecordingIndex, Segment
+
+TONE = 440.0  # Hz: what publish_with_audio_argv's microphone hears
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Recorded:
+    gw: RunningGateway
+    index: RecordingIndex
+    closed: list[Segment]  # the camera's closed segments (2 s each), oldest first
+
+    def url(self, start: datetime, extra: str = "") -> str:
+        return self.gw.url(f"cam1?start={iso(start)}{extra}")
+
+
+@contextlib.asynccontextmanager
+async def recorded(
+    tmp_path: Path, procs: Any, *, sound: bool = True, segments: int = 3
+) -> AsyncIterator[Recorded]:
+    """A gateway recording cam1 from a real ffmpeg camera (with or without its microphone)
+    until ``segments`` segments are closed; the camera keeps publishing (and recording) on."""
+    cfg = recording_config(tmp_path)
+    async with running_gateway(cfg) as gw:
+        index = gw.gateway.recorder.index
+        url = gw.url("cam1")
+        await procs(publish_with_audio_argv(url) if sound else publish_argv(url))
+        await publishing(gw, "cam1")
+
+        def closed() -> list[Segment]:
+            return [s for s in index.segments("cam1") if s.closed]
+
+        await wait_for(lambda: len(closed()) >= segments, 60, what="closed segments")
+        yield Recorded(gw, index, closed())
+
+
+def decoded_sound(path: Path) -> tuple[float, int, float]:
+    """(the strongest frequency of a file's decoded sound, its sample rate, its seconds)."""
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        chunks = [f.to_ndarray().astype(np.float64).reshape(-1) for f in c.decode(stream)]
+        rate = int(stream.codec_context.sample_rate)
+    samples = np.concatenate(chunks)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum)) * rate / len(samples), rate, len(samples) / rate
+
+
+async def test_ffprobe_and_ffmpeg_get_the_sound_through_the_url_form(
+    tmp_path: Path, procs: Any
+) -> None:
+    async with recorded(tmp_path, procs) as rec:
+        url = rec.url(rec.closed[0].start + timedelta(seconds=0.5))
+        probe = await procs(
+            [_ffprobe(), "-v", "error", "-rtsp_transport", "tcp", "-show_streams", "-of", "json",
+             url]
+        )  # fmt: skip
+        assert await probe.wait(60) == 0, probe.text
+        streams = json.loads(probe.text)["streams"]
+        got = [(s["codec_type"], s["codec_name"]) for s in streams]
+        assert got == [("video", "h264"), ("audio", "aac")], streams
+        audio = streams[1]
+        assert (audio["sample_rate"], audio["channels"]) == ("44100", 1)
+        # ffmpeg receives 3 s of both tracks and decodes both without an error.
+        out = tmp_path / "played.mkv"
+        p = await procs(
+            [FFMPEG, "-v", "error", "-rtsp_transport", "tcp", "-i", url, "-map", "0", "-t", "3",
+             "-c", "copy", "-y", str(out)]
+        )  # fmt: skip
+        assert await p.wait(60) == 0, p.text
+        streams, errors = probe_streams(out)
+        assert errors == "", errors
+        assert [(s["codec_type"], s["codec_name"]) for s in streams] == got
+        decode = await procs(
+            [FFMPEG, "-v", "error", "-i", str(out), "-map", "0", "-f", "null", "-"]
+        )
+        assert await decode.wait(60) == 0 and decode.text.strip() == "", decode.text
+        # The sound is the camera's: the recorded tone, decoded from what playback sent.
+        frequency, rate, seconds = decoded_sound(out)
+        assert rate == 44100 and abs(frequency - TONE) < 5, frequency
+        assert abs(seconds - 3.0) < 0.5, seconds  # as much sound as pictures
+
+
+async def test_a_recording_without_sound_is_still_one_track(tmp_path: Path, procs: Any) -> None:
+    async with recorded(tmp_path, procs, sound=False, segments=2) as rec:
+        url = rec.url(rec.closed[0].start + timedelta(seconds=0.5))
+        probe = await procs(
+            [_ffprobe(), "-v", "error", "-rtsp_transport", "tcp", "-show_streams", "-of", "json",
+             url]
+        )  # fmt: skip
+        assert await probe.wait(60) == 0, probe.text
+        streams = json.loads(probe.text)["streams"]
+        assert [(s["codec_type"], s["codec_name"]) for s in streams] == [("video", "h264")]
+        out = tmp_path / "played.mp4"
+        p = await procs(
+            [FFMPEG, "-v", "error", "-rtsp_transport", "tcp", "-i", url, "-t", "2", "-c", "copy",
+             "-y", str(out)]
+        )  # fmt: skip
+        assert await p.wait(60) == 0, p.text
+        streams, errors = probe_streams(out)
+        assert errors == "" and [s["codec_type"] for s in streams] == ["video"], streams
