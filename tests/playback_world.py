@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 from conftest import RunningGateway, make_config, running_gateway
 from export_fixtures import index_segment, write_segment
 
-from gateway.config import BillingConfig, CameraConfig, TenancyConfig
+from gateway.config import BillingConfig, CameraConfig, RecordingConfig, TenancyConfig
 from gateway.http.app import make_http_app
 from gateway.playback.service import PlaybackService
 from gateway.recording.index import RecordingIndex
@@ -94,6 +94,7 @@ class World:
     old: datetime  # cam1: 10 s recorded from here (three days ago)
     base: str = ""  # the HTTP app's URL
     http: ClientSession | None = None
+    app: web.Application | None = None
 
     def token(self, tenant: str, role: str) -> str:
         tenancy = self.gw.gateway.tenancy
@@ -116,14 +117,22 @@ def _second(t: datetime) -> datetime:
 
 
 @contextlib.asynccontextmanager
-async def playback_world(tmp_path: Path, *, http: bool = True, **rtsp: Any) -> AsyncIterator[World]:
+async def playback_world(
+    tmp_path: Path,
+    *,
+    http: bool = True,
+    seed_text: str = SEED,
+    recording: RecordingConfig | None = None,
+    **rtsp: Any,
+) -> AsyncIterator[World]:
     seed = tmp_path / "seed.toml"
-    seed.write_text(SEED)
+    seed.write_text(seed_text)
     config = replace(
         make_config((CameraConfig(id="cam1"), CameraConfig(id="cam2")), **rtsp),
         data_dir=str(tmp_path / "var"),
         tenancy=TenancyConfig(enabled=True, seed=str(seed), recheck_interval=0.1),
         billing=BillingConfig(enabled=True),
+        recording=recording or RecordingConfig(),
     )
     root = tmp_path / "recordings"
     root.mkdir(parents=True)
@@ -152,7 +161,7 @@ async def playback_world(tmp_path: Path, *, http: bool = True, **rtsp: Any) -> A
             if not http:
                 yield world
                 return
-            app = make_http_app(gw.gateway)
+            app = world.app = make_http_app(gw.gateway)
             app.cleanup_ctx.clear()  # running_gateway runs it
             server = TestServer(app, host="127.0.0.1")
             await server.start_server()

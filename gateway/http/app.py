@@ -305,7 +305,13 @@ def _add_playback(app: web.Application, gateway: Gateway) -> None:
         tmp_dir=Path(gateway.config.data_dir).resolve() / "playback",
         credentials=viewer_credential,
     )
-    add_hls_routes(app, gateway.playback, viewer_credential)
+    add_hls_routes(
+        app,
+        gateway.playback,
+        viewer_credential,
+        tmp_dir=Path(gateway.config.data_dir).resolve() / "playback",
+        settings=gateway.config.recording,
+    )
 
 
 def http_site(runner: web.AppRunner, config: Config) -> web.TCPSite:

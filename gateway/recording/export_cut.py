@@ -248,15 +248,22 @@ def cut(
     progress: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
     fragmented: bool = False,
+    timeline: datetime | None = None,
 ) -> CutResult:
     """Write ``[start, end)`` of ``camera`` to ``out_path`` (MP4); see the module docstring.
     ``fragmented``: one ``moof`` per key frame (what HTTP playback's ``format=fmp4`` asks)
-    rather than one ``moov`` at the front."""
+    rather than one ``moov`` at the front. ``timeline`` (masked and fragmented only): the
+    instant the output's time zero stands for, instead of the first frame's; masked HLS
+    segments of one recorded file share one, so each carries on where the last one ended (its
+    ``tfdt``) and a player needs no discontinuity between them. It must lie far enough before
+    ``start`` that the encoder's first decode time (B-frames) is not negative."""
     if end <= start:
         raise CutError("the range's end must be after its start")
+    if timeline is not None and not (zones and fragmented and timeline <= start):
+        raise CutError("a timeline is for masked fragmented cuts, at or before their start")
     tmp = out_path.with_name(out_path.name + ".part")
     try:
-        result = _cut(index, camera, start, end, tmp, zones, progress, cancel, fragmented)
+        result = _cut(index, camera, start, end, tmp, zones, progress, cancel, fragmented, timeline)
         tmp.replace(out_path)
         return result
     except BaseException:
@@ -274,11 +281,22 @@ def _cut(
     progress: Callable[[float], None] | None,
     cancel: threading.Event | None,
     fragmented: bool = False,
+    timeline: datetime | None = None,
 ) -> CutResult:
     total = (end - start).total_seconds()
     masked = bool(zones)
     flags = "frag_keyframe+empty_moov+default_base_moof" if fragmented else "+faststart"
-    out = av.open(str(tmp), mode="w", format="mp4", options={"movflags": flags})
+    options = {"movflags": flags}
+    if timeline is not None:
+        # Keep the first decode time as the first tfdt: without these the muxer moves the
+        # track back to zero (its moov, written empty first, can hold no edit list).
+        options = {
+            "movflags": flags + "+frag_discont",
+            "use_editlist": "0",
+            "avoid_negative_ts": "disabled",
+        }
+    origin = start if timeline is None else timeline
+    out = av.open(str(tmp), mode="w", format="mp4", options=options)
     result: CutResult | None = None
     # "out": the output stream, "dec": the masked decoder, "audio": the audio output stream
     streams: dict[str, Any] = {}
@@ -292,8 +310,8 @@ def _cut(
             for p in _packets(index, run, setup):
                 if p.audio:
                     if result is not None and "audio" in streams and p.t < end:
-                        origin = start if masked else result.media_start
-                        last_audio = _remux_audio(out, streams["audio"], p, origin, last_audio)
+                        zero = origin if masked else result.media_start
+                        last_audio = _remux_audio(out, streams["audio"], p, zero, last_audio)
                     continue
                 ostream: Any = streams["out"]
                 decoder: Any = streams.get("dec")
@@ -314,7 +332,7 @@ def _cut(
                 if p.t >= end:
                     continue
                 if masked:
-                    _masked(decoder, out, ostream, p, start, end, zones, rasters, result)
+                    _masked(decoder, out, ostream, p, (origin, start, end), zones, rasters, result)
                 else:
                     last_dts = _remux(out, ostream, p, result.media_start, last_dts)
                     result.frames += 1
@@ -327,7 +345,7 @@ def _cut(
             decoder, ostream = streams["dec"], streams["out"]
             # Frames the decoder still holds (reordering, threads): those inside the range.
             for frame in decoder.decode(None):
-                _burn(frame, out, ostream, start, end, zones, rasters, result)
+                _burn(frame, out, ostream, (origin, start, end), zones, rasters, result)
             for pkt in ostream.encode(None):
                 out.mux(pkt)
         # The last frame lasts until the next one would have come: one frame interval.
@@ -407,33 +425,34 @@ def _masked(
     out: Any,
     ostream: Any,
     p: _Packet,
-    start: datetime,
-    end: datetime,
+    span: tuple[datetime, datetime, datetime],
     zones: Sequence[TimedZone],
     rasters: dict[frozenset[str], MaskRaster],
     result: CutResult,
 ) -> None:
     pkt = p.packet
-    pkt.pts = _ticks(p.t, start)
-    pkt.dts = _ticks(p.dts_t, start)
+    pkt.pts = _ticks(p.t, span[0])
+    pkt.dts = _ticks(p.dts_t, span[0])
     pkt.time_base = OUT_TIME_BASE
     for frame in decoder.decode(pkt):
-        _burn(frame, out, ostream, start, end, zones, rasters, result)
+        _burn(frame, out, ostream, span, zones, rasters, result)
 
 
 def _burn(
     frame: Any,
     out: Any,
     ostream: Any,
-    start: datetime,
-    end: datetime,
+    span: tuple[datetime, datetime, datetime],
     zones: Sequence[TimedZone],
     rasters: dict[frozenset[str], MaskRaster],
     result: CutResult,
 ) -> None:
+    """Burn one decoded frame in and encode it. ``span``: (the output's time zero, the
+    range's start, its end)."""
     if frame.pts is None:
         return
-    t = start + timedelta(seconds=float(frame.pts * OUT_TIME_BASE))
+    origin, start, end = span
+    t = origin + timedelta(seconds=float(frame.pts * OUT_TIME_BASE))
     if not start <= t < end:
         return  # decoded from the keyframe before the range only to reach it
     if result.frames == 0:
@@ -446,7 +465,7 @@ def _burn(
     if raster is None:
         raster = rasters[key] = MaskRaster(tuple(active), block=8)
     raster.apply(frame)
-    frame.pts = _ticks(t, start)
+    frame.pts = _ticks(t, origin)
     frame.time_base = OUT_TIME_BASE
     frame.pict_type = av.video.frame.PictureType.NONE
     for opkt in ostream.encode(frame):

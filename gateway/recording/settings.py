@@ -62,6 +62,13 @@ class RecordingConfig:
     # throughput (9 % more CPU in bench_recording.py; one thread records ~1,000 cameras).
     queue_bytes: Annotated[int, Field(ge=1 << 20)] = 64 << 20
     writer_threads: Annotated[int, Field(ge=1, le=32)] = 1
+    # Masked HLS playback (a masked tenant's segments burnt in on demand, as /get burns its
+    # cuts): transcodes running at once in this process (each a decoder and a libx264
+    # encoder: about a core), seconds a request waits for one before 503 with Retry-After,
+    # and the bytes of burnt segments kept (LRU) for the players that ask for them again.
+    hls_masked_transcodes: Annotated[int, Field(ge=1, le=32)] = 2
+    hls_masked_wait: Annotated[float, Field(ge=0, le=120, allow_inf_nan=False)] = 10.0
+    hls_masked_cache_bytes: Annotated[int, Field(ge=0)] = 128 << 20
 
 
 @dataclass(frozen=True, config=STRICT)
