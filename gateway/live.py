@@ -49,7 +49,8 @@ def camera_of(path: str) -> tuple[str, Quality]:
 class Refusal(Exception):
     """A request an entry point refuses, whatever its protocol (WHEP, playback, exports): the
     status, the reason a person reads, the headers to answer with (WWW-Authenticate,
-    Retry-After) and a stable ``code`` for problem documents."""
+    Retry-After), a stable ``code`` for problem documents and any ``extra`` members of
+    theirs."""
 
     def __init__(
         self,
@@ -58,12 +59,15 @@ class Refusal(Exception):
         headers: Mapping[str, str] | None = None,
         *,
         code: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = dict(headers or {})
         self.code = code or _CODES.get(status, "refused")
+        # Facts a client may act on beside the reason (a PTZ lock's holder kind and end).
+        self.extra = dict(extra or {})
 
 
 _CODES = {400: "invalid_argument", 401: "unauthenticated", 403: "forbidden", 404: "not_found",

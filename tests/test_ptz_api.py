@@ -210,11 +210,15 @@ async def test_refusals_and_bad_input(api: tuple[Api, FakeOnvifCamera]) -> None:
         "Authorization": f"Bearer {a.token('council-operator')}",
         "Content-Type": "application/json",
     }
-    for raw in (b'{"kind": "continuous", "pan": NaN}', b"{" + b" " * 5000 + b"}", b"{nope"):
+    for raw, refused in (
+        (b'{"kind": "continuous", "pan": NaN}', 400),
+        (b"{nope", 400),
+        (b"{" + b" " * 5000 + b"}", 413),  # over the 4 KiB a PTZ body may have
+    ):
         async with a.session.post(
             f"{a.base}/v1/cameras/cam1/ptz/move", data=raw, headers=headers
         ) as r:
-            assert r.status == 400, raw[:40]
+            assert r.status == refused, raw[:40]
     s, body, _ = await a.call("council-operator", "POST", "cam1/ptz/goto", {"preset": "nope"})
     assert s == 400 and "NoToken" not in body["detail"]
     s, body, _ = await a.call("council-operator", "POST", "cam1/ptz/goto", {"preset": "../x"})
@@ -243,3 +247,25 @@ async def test_rate_limit_is_429_with_retry_after(tmp_path: Path) -> None:
         s, body, headers = await a.call("council-operator", "POST", "cam1/ptz/move", move)
         assert s == 429 and body["code"] == "rate_limited" and int(headers["Retry-After"]) >= 1
         assert cam.head.commands == 1
+
+
+async def test_the_ptz_routes_are_in_the_api_document(api: tuple[Api, FakeOnvifCamera]) -> None:
+    """PTZ is rows of the REST API's route table, so its operations, bodies and refusals are
+    in /v1/openapi.json like every other resource's."""
+    a, _ = api
+    async with a.session.get(f"{a.base}/v1/openapi.json") as r:
+        doc = await r.json()
+    ptz = {p: ops for p, ops in doc["paths"].items() if "/ptz/" in p}
+    assert {(p.rsplit("/", 1)[1], m) for p, ops in ptz.items() for m in ops} == {
+        ("move", "post"), ("stop", "post"), ("goto", "post"), ("presets", "get"),
+        ("presets", "post"), ("status", "get"), ("reserve", "post"), ("release", "post"),
+        ("events", "get"),
+    }  # fmt: skip
+    move = ptz["/v1/cameras/{id}/ptz/move"]["post"]
+    assert {"423", "429", "401"} <= set(move["responses"])
+    body = move["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert set(doc["components"]["schemas"][body.rsplit("/", 1)[1]]["properties"]) >= {
+        "kind", "pan", "tilt", "zoom", "timeout", "purpose"
+    }  # fmt: skip
+    events = ptz["/v1/cameras/{id}/ptz/events"]["get"]["responses"]["200"]["content"]
+    assert list(events) == ["text/event-stream"]

@@ -156,11 +156,10 @@ async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def _add_ptz(app: web.Application, gateway: Gateway) -> None:
-    """REST /v1/cameras/{id}/ptz/... and the ONVIF facade at /onvif/{camera}/..."""
-    from gateway.http.ptz import add_ptz_routes
+    """The ONVIF facade at /onvif/{camera}/... (REST /v1/cameras/{id}/ptz/... is in the API's
+    route table, gateway/http/ptz.py)."""
     from gateway.ptz.facade import OnvifFacade
 
-    add_ptz_routes(app, gateway.ptz)
     names = {c.id: c.name for c in gateway.config.cameras}
     OnvifFacade(
         gateway.ptz, camera_names=names.get, rtsp_port=lambda: gateway.rtsp.port
@@ -239,7 +238,7 @@ def make_http_app(gateway: Gateway) -> web.Application:
     if gateway.control is not None:
         from gateway.http.console import add_console_routes
 
-        add_api_routes(app, gateway.control, services=(gateway.exports, gateway.sar))
+        add_api_routes(app, gateway.control, services=(gateway.exports, gateway.sar, gateway.ptz))
         add_console_routes(app, gateway)  # sign-in always; the console's pages if enabled
         if gateway.ptz is not None:
             _add_ptz(app, gateway)

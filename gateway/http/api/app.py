@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway.http import exports
+from gateway.http import exports, ptz
 from gateway.http.api import oversight, tenancy
 from gateway.http.api.openapi import openapi
 from gateway.http.api.problems import HTTP_CODES, from_error, problem
@@ -32,7 +32,9 @@ from tenants.control.schemas import ID_PATTERN, parse
 
 log = logging.getLogger(__name__)
 
-ROUTE_TABLES: list[list[Route]] = [tenancy.ROUTES, oversight.ROUTES, exports.ROUTES, sar.ROUTES]
+ROUTE_TABLES: list[list[Route]] = [
+    tenancy.ROUTES, oversight.ROUTES, exports.ROUTES, sar.ROUTES, ptz.ROUTES
+]  # fmt: skip
 API_PREFIX = "/v1/"
 OPENAPI_PATH = "/v1/openapi.json"
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -129,7 +131,7 @@ def endpoint(
                     raise invalid(name, "is not a valid id")
             query = parse(route.query, {k: request.query.getall(k)[-1] for k in request.query})
             body = await _body(request, route) if route.body is not None else None
-            call = Call(service, caller, path, query, body, token, services)
+            call = Call(service, caller, path, query, body, token, services, request)
             result = await route.handler(call)
             if isinstance(result, web.StreamResponse):
                 assert isinstance(route.response, Binary), route.operation

@@ -107,7 +107,7 @@ def openapi(routes: list[Route], *, title: str = "feedgate control API") -> dict
             "version": "1",
             "description": "Tenants, principals, cameras, masks, grants, tokens, the audit log, "
             "live sessions, usage and invoices; evidence exports and locks, subject access "
-            "requests. Errors are RFC 9457 problem documents with a "
+            "requests; PTZ control. Errors are RFC 9457 problem documents with a "
             "stable `code`. Every list is paged with `limit` and `offset`.",
         },
         "paths": paths,

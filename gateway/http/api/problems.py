@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -35,9 +36,12 @@ TITLES = {
     413: "Request too large",
     415: "Unsupported media type",
     422: "Unprocessable",
+    423: "Locked",
     429: "Too many requests",
     500: "Internal error",
+    502: "Bad gateway",
     503: "Unavailable",
+    504: "Gateway timeout",
 }
 # The codes of the HTTP layer's own problems (the control service's are tenants.control.Code).
 HTTP_CODES = {404: "no_route", 405: "method_not_allowed", 413: "too_large", 415: "not_json"}
@@ -61,7 +65,10 @@ def problem(
     *,
     field: str | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> web.Response:
+    """The problem document; ``extra`` members (RFC 9457 extensions) never replace the
+    standard ones."""
     body = Problem(
         type=f"urn:feedgate:problem:{code}",
         title=TITLES.get(status, "Error"),
@@ -70,14 +77,14 @@ def problem(
         code=code,
         field=field,
     )
-    extra = dict(headers or {})
+    sent = dict(headers or {})
     if status == 401:
-        extra.setdefault("WWW-Authenticate", 'Bearer realm="feedgate"')
+        sent.setdefault("WWW-Authenticate", 'Bearer realm="feedgate"')
     return web.Response(
-        text=json.dumps(body.model_dump(exclude_none=True)),
+        text=json.dumps({**(extra or {}), **body.model_dump(exclude_none=True)}),
         status=status,
         content_type=CONTENT_TYPE,
-        headers=extra or None,
+        headers=sent or None,
     )
 
 
@@ -85,7 +92,7 @@ def from_error(exc: ControlError | Refusal) -> web.Response:
     """The problem document of a control error, or of another service's refusal (its status,
     code and headers as it gave them)."""
     if isinstance(exc, Refusal):
-        return problem(exc.status, exc.code, exc.reason, headers=exc.headers)
+        return problem(exc.status, exc.code, exc.reason, headers=exc.headers, extra=exc.extra)
     return problem(STATUS[exc.code], exc.code.value, str(exc), field=exc.field)
 
 

@@ -86,6 +86,8 @@ class Call:
     body: Any
     token: str | None = None
     services: Services = field(default_factory=Services)
+    # For a handler that streams its answer itself (Server-Sent Events): it prepares it.
+    request: web.Request | None = None
 
     def use(self, kind: type[_S]) -> _S:
         """The process's service of type ``kind`` (the route's ``service``)."""
