@@ -197,9 +197,7 @@ class PathStream:
         self._gop_bytes = 0
         self._gop_since = 0.0  # when the cached GOP's keyframe arrived (monotonic)
         self._source_event = asyncio.Event()
-        self._last_rtp: list[
-            tuple[int, int]
-        ] = []  # per track: (out seq, out ts) of the last packet
+        self._last_rtp: list[tuple[int, int]] = []  # per track: (out seq, out ts), last packet
         self._on_replaced: Callable[[], None] | None = None
 
     # ---- source side -------------------------------------------------------------------------
@@ -459,6 +457,11 @@ class PathStream:
             self.counters.bytes_out += size
             return
         if reader.transport is not None:
+            if reader.transport.is_closing():
+                # Lost (a write met a reset) or closing: asyncio drops writes until connection_lost
+                # ends the session (warning from the 5th) or queues them behind the close.
+                self.readers.discard(reader)
+                return
             data, n, size = batch.frame_for(reader.key)
             if n:
                 reader.transport.write(data)
