@@ -78,3 +78,31 @@ async def test_a_fresh_variant_starts_with_the_sources_parameters_and_black_zone
     # the first second no lighter at the zones' edges than the seconds after it.
     assert max(cores) <= 17, cores
     assert max(bands[:15]) <= max(bands[15:]) + 2, bands
+
+
+async def test_a_publisher_restart_mid_gop_does_not_reopen_the_variants_encoder(gateway, procs):
+    """Issue #9's soak: a restarted publisher cuts its last GOP short (here after 8 of 30
+    frames). That is no new GOP length: measured as one, it made the variant reopen its encoder
+    (8 is more than half off 30) and again at the next full GOP, each reopen a new x264 and
+    its buffers, the steps in the soak's RSS at restarts."""
+    first = await procs(_publish(gateway.url("cam1")))
+    await publishing(gateway, "cam1")
+    source, target = gateway.hub.path("cam1"), gateway.hub.path(MASKED)
+    await wait_for(lambda: source.video_stats.ready, 15, what="the camera's GOP measured")
+    tx = MaskTranscoder(source, target, ZONES, name=MASKED)
+    tx.start()
+    try:
+        await wait_for(lambda: tx.counters.encoder_opens == 1, 15, what="the encoder opened")
+        await wait_for(lambda: tx.counters.frames_out >= 45, 15, what="a GOP and a half out")
+        await wait_for(
+            lambda: source.video_stats.frames_since_key == 8, 10, 0.002, what="8 frames in"
+        )
+        first.kill()
+        await first.wait(10)
+        await procs(_publish(gateway.url("cam1")))
+        await wait_for(lambda: source.counters.source_restarts == 1, 15, what="the restart")
+        out = tx.counters.frames_out
+        await wait_for(lambda: tx.counters.frames_out >= out + 75, 20, what="2.5 GOPs after it")
+    finally:
+        await tx.stop()
+    assert tx.counters.encoder_opens == 1, tx.opened_with

@@ -277,6 +277,7 @@ class MaskTranscoder:
         self._gop = 0
         self._keys_waited = 0
         self._seen_key = False
+        self._restarts_at_key = self.source.counters.source_restarts
         self._rate_window: deque[tuple[int, int]] = deque(maxlen=256)  # (pts, bytes)
 
     def _on_packet(self, packet: bytes) -> None:
@@ -358,8 +359,12 @@ class MaskTranscoder:
         size = sum(len(n) for n in nals)
         self._rate_window.append((pts, size))
         if is_key:
-            if self._since_key and self._seen_key:  # not the part of a GOP we joined in
+            # Not the part of a GOP we joined in, nor one a publisher restart cut short (no
+            # new GOP length: measured, it reopened the encoder twice, a new x264 each time).
+            restarts = self.source.counters.source_restarts
+            if self._since_key and self._seen_key and restarts == self._restarts_at_key:
                 self._gop = self._since_key
+            self._restarts_at_key = restarts
             self._since_key = 0
             self._seen_key = True
         self._since_key += 1
