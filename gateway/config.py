@@ -33,6 +33,7 @@ from gateway.configpaths import PATH, ConfigPath
 from gateway.configtypes import ID_RE, STRICT, Port, Seconds
 from gateway.keysettings import KeysConfig as KeysConfig
 from gateway.mediamtx.settings import MediaMtxConfig
+from gateway.memory import MemoryConfig
 from gateway.ptz.config import PtzConfig as PtzConfig
 from gateway.recording.settings import ExportConfig as ExportConfig
 from gateway.recording.settings import RecordingConfig as RecordingConfig
@@ -290,6 +291,7 @@ class Config:
     mediamtx: MediaMtxConfig = field(default_factory=MediaMtxConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     cameras: tuple[CameraConfig, ...] = ()
     data_dir: ConfigPath = "var"
     log_level: LogLevel = "INFO"

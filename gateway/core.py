@@ -15,6 +15,7 @@ from gateway.config import Config
 from gateway.live import LiveSessions
 from gateway.loopwatch import LoopWatch
 from gateway.masking.variants import VariantManager
+from gateway.memory import MemoryPolicy
 from gateway.metering import Metering
 from gateway.protocols.rtsp import Request
 from gateway.rtsp.access import PolicyAccess
@@ -252,6 +253,7 @@ class Gateway:
         self.grpc: Any = None  # grpc.aio.Server when the control API runs here
         # Event-loop lag and task count, for /metrics (a soak's growth and stall figures).
         self.loopwatch = LoopWatch()
+        self.memory = MemoryPolicy(config.memory)  # glibc's freed memory back to the system
 
     def _watch_stalls(self) -> None:
         """Each camera's path (and sub stream) reports stalls; worker 0 only, since the other
@@ -301,6 +303,7 @@ class Gateway:
     async def start(self) -> None:
         self._watch_stalls()
         self.loopwatch.start()
+        self.memory.start()
         if self.metering is not None:
             self.metering.start()  # first: it drains any spool a crash left behind
         if self.tenancy is not None:
@@ -485,3 +488,4 @@ class Gateway:
             if self.cluster is not None and closing is not None:
                 closing()  # the Redis client of the cluster's cap slots
         await self.loopwatch.stop()
+        await self.memory.stop()
