@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import resource
 import signal
 import socket
@@ -302,7 +303,8 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
         # `traced.py --diff A B`, outside the server).
         traced = HERE / "benchkit" / "traced.py"
         out = work / "heap"
-        cmd_s = [sys.executable, str(traced), str(out), "60", str(args.tracemalloc), "--", *serve]
+        every = str(args.heap_every)
+        cmd_s = [sys.executable, str(traced), str(out), every, str(args.tracemalloc), "--", *serve]
     else:
         cmd_s = [*cmd, *serve]
     env = feedgate_env()
@@ -377,6 +379,7 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
                 "publisher_restarts": restarts,
                 "dropped_frames": sum(v for k, v in m.items() if k.startswith(DROPPED)),
                 "loadgen_lag_ms": round(1000 * lag["worst"], 1),
+                "loadavg_1m": os.getloadavg()[0],
             }  # fmt: skip
             heap = work / "heap" / "traced.txt"
             if heap.exists():  # the server's own heap figures (--heap), a few seconds old
@@ -409,7 +412,27 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
             usage[tenant] = json.loads(r.stdout)
         except ValueError:
             usage[tenant] = {"error": (r.stdout + r.stderr)[-400:]}
-    return summarise(args, minutes, dict(fleet.played), usage)
+    server_log = procs.logfile("feedgate").read_text(errors="replace")
+    return summarise(args, minutes, dict(fleet.played), usage, server_log)
+
+
+STALL = re.compile(r"(\S+ \S+) WARNING gateway\.loopwatch: event loop held (\d+) ms.*?; in (.*)$")
+
+
+def named_stalls(server_log: str) -> dict[str, Any]:
+    """The server's own account of its loop stalls (gateway/loopwatch.py names each one over
+    100 ms, at most one line a minute unless it is a new worst), and how many writes asyncio
+    refused on connections already lost."""
+    stalls = []
+    for line in server_log.splitlines():
+        if (m := STALL.search(line)) is not None:
+            stalls.append({"at": m[1], "ms": int(m[2]), "where": m[3]})
+    stalls.sort(key=lambda x: -x["ms"])
+    return {
+        "stalls_logged": len(stalls),
+        "worst_stalls": stalls[:5],
+        "writes_to_lost_connections_logged": server_log.count("socket.send() raised exception"),
+    }
 
 
 def summarise(
@@ -417,6 +440,7 @@ def summarise(
     minutes: list[dict[str, Any]],
     played: dict[str, float],
     usage: dict[str, Any],
+    server_log: str = "",
 ) -> dict[str, Any]:
     base = next((m for m in minutes if m["minute"] == args.baseline_minute), minutes[0])
     end = minutes[-1]
@@ -428,6 +452,7 @@ def summarise(
         # is the one the first tokens, all issued at the start, expire together.
         return m["playing"] >= 0.95 * args.readers and m["tasks"] is not None
 
+    loads = [m["loadavg_1m"] for m in minutes if "loadavg_1m" in m]
     fd_base = next((m for m in minutes if m["minute"] >= base["minute"] and full(m)), base)
     fd_end = next((m for m in reversed(minutes) if full(m)), end)
     return {
@@ -455,7 +480,11 @@ def summarise(
         "failures_total": sum((Counter(m["failures"]) for m in minutes), Counter()),
         "reader_seconds_played": {k: round(v) for k, v in played.items()},
         "ledger_usage": usage,
-    }
+        "loadavg_1m_min_median_max": [
+            min(loads), sorted(loads)[len(loads) // 2], max(loads)
+        ] if loads else None,
+        **named_stalls(server_log),
+    }  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -497,6 +526,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="record glibc's heap figures (mallinfo2) every minute to <workdir>/heap/traced.txt "
         "(cheap: one thread waking once a minute)",
     )
+    ap.add_argument("--heap-every", type=float, default=60.0, help="seconds between --heap samples")
     ap.add_argument("--port", type=int, default=28554)
     ap.add_argument("--http-port", type=int, default=28080)
     ap.add_argument("--rtp-port", type=int, default=28000)
@@ -530,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
                 "fd_growth", "fds_baseline_end_max",
                 "task_growth", "tasks_baseline_end_max", "worst_loop_lag_ms",
                 "worst_loop_lag_minute", "ended_total", "failures_total",
-                "reader_seconds_played", "ledger_usage"):  # fmt: skip
+                "reader_seconds_played", "ledger_usage", "loadavg_1m_min_median_max",
+                "stalls_logged", "worst_stalls",
+                "writes_to_lost_connections_logged"):  # fmt: skip
         print(f"{key}: {json.dumps(result[key])}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -35,6 +35,7 @@ def make_clip(ffmpeg: str, cache: Path, args: argparse.Namespace) -> Clip:
     if not path.exists():
         log(f"generating {path} (libx264, {args.size}, {args.bitrate}, GOP {gop} frames)")
         tmp = path.with_suffix(".tmp.mp4")
+        cache.mkdir(parents=True, exist_ok=True)  # a fresh /tmp has no cache yet
         cmd = [
             ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
             "-f", "lavfi",
