@@ -59,6 +59,22 @@ async def recorded(
         yield Recorded(gw, index, closed())
 
 
+def first_sound(index: RecordingIndex, t: datetime) -> datetime:
+    """The capture time of the first recorded sound at or after ``t``, read from the segment
+    files whole (each track counts from its segment's start)."""
+    times = []
+    for seg in index.segments("cam1"):
+        if seg.closed:
+            with av.open(str(index.file(seg))) as c:
+                sound = c.streams.audio[0]
+                times += [
+                    seg.start + timedelta(seconds=float(p.pts * sound.time_base))
+                    for p in c.demux(sound)
+                    if p.size and p.pts is not None
+                ]
+    return min(x for x in times if x >= t)
+
+
 def decoded_sound(path: Path) -> tuple[float, int, float]:
     """(the strongest frequency of a file's decoded sound, its sample rate, its seconds)."""
     with av.open(str(path)) as c:
@@ -74,7 +90,10 @@ async def test_ffprobe_and_ffmpeg_get_the_sound_through_the_url_form(
     tmp_path: Path, procs: Any
 ) -> None:
     async with recorded(tmp_path, procs) as rec:
-        url = rec.url(rec.closed[0].start + timedelta(seconds=0.5))
+        # From the key frame 1 s into a segment (GOP 1 s, segments 2 s).
+        asked = rec.closed[1].start + timedelta(seconds=1.3)
+        key = rec.index.fragments_from("cam1", asked, limit=1)[0].start
+        url = rec.url(asked)
         probe = await procs(
             [_ffprobe(), "-v", "error", "-rtsp_transport", "tcp", "-show_streams", "-of", "json",
              url]
@@ -103,6 +122,25 @@ async def test_ffprobe_and_ffmpeg_get_the_sound_through_the_url_form(
         frequency, rate, seconds = decoded_sound(out)
         assert rate == 44100 and abs(frequency - TONE) < 5, frequency
         assert abs(seconds - 3.0) < 0.5, seconds  # as much sound as pictures
+
+        # ffmpeg lines the tracks up by the sender reports: its first sound is as far after its
+        # first picture (the key frame) as recorded. (Its first picture has no timestamp of its
+        # own out of ffmpeg's H.264 parser; its second is one frame, 40 ms, on.)
+        frames = await procs(
+            [_ffprobe(), "-v", "error", "-rtsp_transport", "tcp", "-read_intervals", "%+1",
+             "-show_entries", "frame=media_type,pts_time", "-of", "json", url]
+        )  # fmt: skip
+        assert await frames.wait(60) == 0, frames.text
+        listed = json.loads(frames.text)["frames"]
+        pictures = [f for f in listed if f["media_type"] == "video"]
+        sound = next(float(f["pts_time"]) for f in listed if f["media_type"] == "audio")
+        assert abs(float(pictures[1]["pts_time"]) - 0.040) < 0.001, pictures[:2]
+        expected = (first_sound(rec.index, key) - key).total_seconds()
+        assert abs(sound - expected) < 0.005, (sound, expected)
+        print(
+            f"ffprobe: first sound {sound * 1000:.1f} ms after the first picture (recorded:"
+            f" {expected * 1000:.1f} ms)"
+        )
 
 
 async def test_a_recording_without_sound_is_still_one_track(tmp_path: Path, procs: Any) -> None:

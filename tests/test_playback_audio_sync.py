@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import av
 from conftest import wait_for
 from rtsp_probe import Probe
-from test_playback_audio import recorded
+from test_playback_audio import first_sound, recorded
 
 from gateway.protocols.onvif_rtp import datetime_from_ntp, read_replay_extension
 from gateway.protocols.rtsp import InterleavedFrame, Response
@@ -79,22 +78,6 @@ class TwoTrackProbe(Probe):
 
 def keyframe_at_or_before(index: RecordingIndex, t: datetime) -> datetime:
     return index.fragments_from("cam1", t, limit=1)[0].start
-
-
-def first_sound(index: RecordingIndex, t: datetime) -> datetime:
-    """The capture time of the first recorded sound at or after ``t``, read from the segment
-    files whole (each track counts from its segment's start)."""
-    times = []
-    for seg in index.segments("cam1"):
-        if seg.closed:
-            with av.open(str(index.file(seg))) as c:
-                sound = c.streams.audio[0]
-                times += [
-                    seg.start + timedelta(seconds=float(p.pts * sound.time_base))
-                    for p in c.demux(sound)
-                    if p.size and p.pts is not None
-                ]
-    return min(x for x in times if x >= t)
 
 
 async def test_both_tracks_play_on_one_timeline_and_a_seek_keeps_them_together(
