@@ -15,6 +15,7 @@ from gateway.sources.rtsp_client import RtspClient, RtspClientError
 from gateway.stream.hub import PathStream
 from gateway.stream.tracks import TrackError, tracks_from_sdp
 from gateway.stream.udp_reorder import UdpReorder
+from gateway.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class PullIngest:
                     try:
                         await self._session()
                     except (RtspClientError, TrackError, OSError) as exc:
-                        _raise_if_cancelling()
+                        raise_if_cancelling()
                         self.failures += 1
                         self.last_error = str(exc)
                         log.warning("path %s: source failed: %s", self.stream.name, exc)
@@ -171,9 +172,3 @@ class PullIngest:
             if isinstance(exc, RtspClientError):
                 raise exc
             raise RtspClientError(f"source closed the connection ({exc or 'EOF'})")
-
-
-def _raise_if_cancelling() -> None:
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
