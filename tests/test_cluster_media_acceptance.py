@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import redis
 from cluster_fixtures import Cluster, Node
-from conftest import frames_of, free_port, read_argv, wait_for
+from conftest import frames_of, read_argv, wait_for
 from test_cluster_media import camera_gateway, camera_readers
 
 SECRET = "acceptance-cluster-secret-42"
@@ -27,7 +27,11 @@ def cluster_settings(redis_url: str) -> Any:
             "cluster": {
                 "redis_url": redis_url,
                 "secret": SECRET,
-                "relay_port": free_port(),
+                # Port 0: each node binds a free port itself and advertises the one it bound in
+                # its heartbeat. A port picked here in advance is free only until someone else
+                # (another xdist worker, another listener of this cluster) binds it first, and
+                # the node then exits 'address already in use'.
+                "relay_port": 0,
                 "lease_ttl": 6.0,
                 "heartbeat_interval": 0.5,
                 "heartbeat_ttl": 2.0,
