@@ -164,3 +164,36 @@ def check_together(probe: TwoTrackProbe, cseq: int, index: RecordingIndex, key: 
     assert span > timedelta(seconds=1)
     heard = [p for p in sound if p.captured <= pictures[-1].captured]
     assert abs((heard[-1].captured - sound[0].captured) - span) < 2 * SYNC
+
+
+async def test_a_session_set_up_live_then_played_by_clock_gets_the_recorded_sound(
+    tmp_path: Path, procs: Any
+) -> None:
+    """A VMS sets up the live camera (pictures and its AAC), then its first PLAY asks for a
+    clock time: the session plays the recording, sound included (the live second track was
+    the same AAC as recorded), on one timeline."""
+    async with recorded(tmp_path, procs, segments=3) as rec:
+        gw = rec.gw
+        probe = await TwoTrackProbe.connect("127.0.0.1", gw.port)
+        try:
+            base = f"rtsp://127.0.0.1:{gw.port}/cam1"
+            r = await probe.request("DESCRIBE", base)
+            assert r.status == 200 and b"m=audio" in r.body, r
+            for track, channels in ((0, "0-1"), (1, "2-3")):
+                r = await probe.request(
+                    "SETUP",
+                    f"{base}/trackID={track}",
+                    (("Transport", f"RTP/AVP/TCP;unicast;interleaved={channels}"),),
+                )
+                assert r.status == 200, (track, r)
+            asked = rec.closed[1].start + timedelta(seconds=1.2)
+            r = await probe.request(
+                "PLAY", base, (*ONVIF, ("Range", f"clock={format_clock(asked)}-"))
+            )
+            assert r.status == 200, r
+            cseq = probe.cseq
+            await wait_for(lambda: len(probe.of(cseq, 2)) > 100, 20, what="recorded sound")
+            check_together(probe, cseq, rec.index, keyframe_at_or_before(rec.index, asked))
+            assert probe.unreported == 0
+        finally:
+            await probe.close()
