@@ -53,6 +53,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX exports_camera ON exports (camera, start_us);
     CREATE INDEX exports_expiry ON exports (state, expires_us)
     """,
+    # A job runs on one node, but is asked about and cancelled through any: the running node
+    # writes its progress here and reads cancel requests made elsewhere.
+    """
+    ALTER TABLE exports ADD COLUMN progress REAL NOT NULL DEFAULT 0;
+    ALTER TABLE exports ADD COLUMN cancel_requested_us BIGINT
+    """,
 ]
 
 
@@ -92,7 +98,8 @@ class ExportJob:
     sha256: str | None = None
     size: int | None = None
     node: str = ""
-    progress: float = field(default=0.0, compare=False)  # in memory only, while running
+    # Written by the running node about once a second (exact on that node, from memory).
+    progress: float = field(default=0.0, compare=False)
 
     def with_(self, **changes: Any) -> ExportJob:
         return replace(self, **changes)
@@ -103,6 +110,7 @@ _COLS = (
     " state, error, created_us, finished_us, expires_us, file, sha256, size, masks,"
     " reencoded, node"
 )
+_READ = _COLS + ", progress"
 
 
 def _row(j: ExportJob) -> tuple[Any, ...]:
@@ -122,6 +130,7 @@ def _job(r: Sequence[Any]) -> ExportJob:
         finished=from_us(r[13]) if r[13] is not None else None, expires=from_us(r[14]),
         file=r[15], sha256=r[16], size=int(r[17]) if r[17] is not None else None,
         masks=tuple(json.loads(r[18])), reencoded=bool(r[19]), node=r[20],
+        progress=float(r[21]) if len(r) > 21 else 0.0,
     )  # fmt: skip
 
 
@@ -152,7 +161,7 @@ class ExportStore:
         return self.db.execute(sql, params) > 0
 
     def get(self, export_id: str) -> ExportJob | None:
-        row = self.db.query_one(f"SELECT {_COLS} FROM exports WHERE id = ?", (export_id,))
+        row = self.db.query_one(f"SELECT {_READ} FROM exports WHERE id = ?", (export_id,))
         return _job(row) if row else None
 
     def find(
@@ -181,10 +190,37 @@ class ExportStore:
             params.append(to_us(start))
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = self.db.query(
-            f"SELECT {_COLS} FROM exports{where} ORDER BY created_us DESC, id LIMIT ? OFFSET ?",
+            f"SELECT {_READ} FROM exports{where} ORDER BY created_us DESC, id LIMIT ? OFFSET ?",
             (*params, max(0, limit), max(0, offset)),
         )
         return [_job(r) for r in rows]
+
+    def report(self, progress: dict[str, float]) -> set[str]:
+        """Store the progress of this node's running jobs; the ids among them whose cancel was
+        asked for on another node."""
+        asked: set[str] = set()
+        with self.db.transaction():
+            for export_id, fraction in progress.items():
+                self.db.execute(
+                    "UPDATE exports SET progress = ? WHERE id = ? AND state = ?",
+                    (fraction, export_id, ExportState.RUNNING.value),
+                )
+                row = self.db.query_one(
+                    "SELECT cancel_requested_us FROM exports WHERE id = ?", (export_id,)
+                )
+                if row is not None and row[0] is not None:
+                    asked.add(export_id)
+        return asked
+
+    def request_cancel(self, export_id: str, now: datetime) -> bool:
+        """Ask the node running an unfinished job to cancel it; False if it is not unfinished."""
+        return (
+            self.db.execute(
+                "UPDATE exports SET cancel_requested_us = ? WHERE id = ? AND state IN (?, ?)",
+                (to_us(now), export_id, *(s.value for s in UNFINISHED)),
+            )
+            > 0
+        )
 
     def pending(self, tenant: str) -> int:
         row = self.db.query_one(
@@ -195,7 +231,7 @@ class ExportStore:
 
     def expired(self, now: datetime, limit: int = 500) -> list[ExportJob]:
         rows = self.db.query(
-            f"SELECT {_COLS} FROM exports WHERE state = ? AND expires_us <= ?"
+            f"SELECT {_READ} FROM exports WHERE state = ? AND expires_us <= ?"
             " ORDER BY expires_us, id LIMIT ?",
             (ExportState.DONE.value, to_us(now), limit),
         )

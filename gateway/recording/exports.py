@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from billing.model import UsageEvent, UsageKind, UsageSink
-from gateway.live import Refusal
 from gateway.masking.zones import Zone
 from gateway.recording import locks as lock_ops
 from gateway.recording.export_cut import Cancelled, CutError, CutResult, TimedZone, cut
@@ -51,6 +50,11 @@ from gateway.recording.export_manifest import (
     file_digest,
     sign_manifest,
 )
+from gateway.recording.export_model import MAX_TEXT as MAX_TEXT
+from gateway.recording.export_model import ExportError as ExportError
+from gateway.recording.export_model import RedactionZone as RedactionZone
+from gateway.recording.export_model import text as _text
+from gateway.recording.export_retention import sweep_expired
 from gateway.recording.export_store import (
     STOPPED,
     UNFINISHED,
@@ -59,7 +63,7 @@ from gateway.recording.export_store import (
     ExportStore,
 )
 from gateway.recording.index import EvidenceLock, RecordingIndex
-from gateway.tasks import cancel_and_wait
+from gateway.tasks import cancel_and_wait, raise_if_cancelling
 from tenants.audit import AuditAction
 from tenants.model import Role
 from tenants.policy import AccessRequest, Action, Decision
@@ -72,26 +76,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ExportError", "ExportService", "RedactionZone"]
 
-MAX_TEXT = 512
+REPORT_INTERVAL = 1.0  # seconds between a node's progress reports (and cancel checks)
+CROSS_NODE_WAIT = 10.0  # how long a cancel through another node waits for the job to end
 # Who may see every tenant's exports and locks (oversight): the platform's admins and auditors.
 _OVERSIGHT = frozenset({Role.ADMIN, Role.AUDITOR})
-
-
-class ExportError(Refusal):
-    """A refused or impossible request: ``status`` (HTTP) and a stable ``code``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(status, message, code=code)
-
-
-@dataclass(frozen=True)
-class RedactionZone:
-    """A subject access request's zone: black over ``points`` from ``start`` to ``end``."""
-
-    id: str
-    points: tuple[tuple[float, float], ...]
-    start: datetime
-    end: datetime
 
 
 @dataclass
@@ -100,17 +88,6 @@ class _Running:
     cancel: threading.Event = field(default_factory=threading.Event)
     task: asyncio.Task[None] | None = None
     progress: float = 0.0
-
-
-def _text(name: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
-        raise ExportError(400, "invalid_argument", f"{name}: at most {MAX_TEXT} printable chars")
-    return value
 
 
 class ExportService:
@@ -132,6 +109,7 @@ class ExportService:
         self._running: dict[str, _Running] = {}
         self._slots = asyncio.Semaphore(self.config.max_running)
         self._sweeper: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._stopping = False
         self.deleted = 0  # exports deleted by retention since start
 
@@ -148,11 +126,13 @@ class ExportService:
         for export_id in failed:  # a cut may have finished before its row said so
             self._remove_files(export_id)
         await self.tenancy.blocking(remove_parts, self.dir, self.store)
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="exports")
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep_loop(), name="exports")
+        self._reporter = loop.create_task(self._report_loop(), name="exports-progress")
 
     async def stop(self) -> None:
         self._stopping = True
-        await cancel_and_wait(self._sweeper)
+        await cancel_and_wait(self._sweeper, self._reporter)
         for run in list(self._running.values()):
             run.cancel.set()
         for run in list(self._running.values()):
@@ -469,21 +449,37 @@ class ExportService:
         job = await self.get(token, export_id, peer=peer)
         run = self._running.get(job.id)
         if job.state in UNFINISHED and run is None and job.node != self.node:
-            raise ExportError(409, "other_node", f"export {job.id} runs on node {job.node}")
-        if job.state not in UNFINISHED or run is None:
+            # Another node cuts it: ask through its row; it stops at its next report.
+            now = datetime.now(UTC)
+            if await self.tenancy.blocking(self.store.request_cancel, job.id, now):
+                await self._settled(job.id)
+            run = None
+        elif job.state not in UNFINISHED or run is None:
             raise ExportError(409, "not_running", f"export {job.id} is {job.state.value}")
-        run.cancel.set()
-        task = run.task
-        if task is not None:
-            if run.job.state == ExportState.QUEUED:
-                # Still waiting for a slot (no cut has started): stop waiting now, rather than
-                # when some other export frees a slot.
-                task.cancel()
-            await asyncio.wait({task}, timeout=30)
+        else:
+            self._stop_run(run)
+            if run.task is not None:
+                await asyncio.wait({run.task}, timeout=30)
         return self._visible(
             await self.decide(token, camera=None, peer=peer),
             await self.tenancy.blocking(self.store.get, job.id),
         )
+
+    def _stop_run(self, run: _Running) -> None:
+        run.cancel.set()
+        if run.task is not None and run.job.state == ExportState.QUEUED:
+            # Still waiting for a slot (no cut has started): stop waiting now, rather than
+            # when some other export frees a slot.
+            run.task.cancel()
+
+    async def _settled(self, export_id: str) -> None:
+        """Until another node has ended a job it was asked to cancel (or CROSS_NODE_WAIT)."""
+        deadline = asyncio.get_running_loop().time() + CROSS_NODE_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            job = await self.tenancy.blocking(self.store.get, export_id)
+            if job is None or job.state not in UNFINISHED:
+                return
+            await asyncio.sleep(REPORT_INTERVAL / 4)
 
     async def files(
         self, token: str | None, export_id: str, *, peer: str = ""
@@ -509,30 +505,30 @@ class ExportService:
 
     async def sweep(self, now: datetime | None = None) -> int:
         """Delete the files of every export past its retention, audited one by one."""
-        return await self.tenancy.blocking(self._sweep, now or datetime.now(UTC))
-
-    def _sweep(self, now: datetime) -> int:
-        deleted = 0
-        for job in self.store.expired(now):
-            self._remove(job)
-            gone = job.with_(state=ExportState.DELETED)
-            if not self.store.update(gone, only_from=(ExportState.DONE,)):
-                continue
-            self.tenancy.audit.append(
-                AuditAction.EXPORT_DELETED,
-                tenant=job.tenant,
-                principal=None,
-                camera=job.camera,
-                detail={
-                    "export": job.id,
-                    "reason": "retention",
-                    "expired": job.expires.isoformat(),
-                    "sha256": job.sha256,
-                },
-            )
-            deleted += 1
+        when = now or datetime.now(UTC)
+        deleted = await self.tenancy.blocking(
+            sweep_expired, self.store, self.tenancy.audit, self._remove, when
+        )
         self.deleted += deleted
         return deleted
+
+    async def _report_loop(self) -> None:
+        """About once a second: the progress of this node's running exports into their rows
+        (so every node shows it), and the cancels asked for on other nodes out of them."""
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            raise_if_cancelling()
+            runs = dict(self._running)
+            if not runs:
+                continue
+            try:
+                progress = {i: r.progress for i, r in runs.items()}
+                asked = await self.tenancy.blocking(self.store.report, progress)
+            except Exception as exc:  # the database away: the cuts go on, reported later
+                log.warning("export progress not stored: %s", exc)
+                continue
+            for export_id in asked:
+                self._stop_run(runs[export_id])
 
     # ---- evidence locks ------------------------------------------------------------------------
 
