@@ -19,6 +19,7 @@ from test_playback_audio import first_sound, recorded
 
 from gateway.protocols.onvif_rtp import datetime_from_ntp, read_replay_extension
 from gateway.protocols.rtsp import InterleavedFrame, Response
+from gateway.protocols.rtsp_headers import parse_rtp_info
 from gateway.protocols.rtsp_replay import format_clock
 from gateway.recording.index import RecordingIndex
 
@@ -30,6 +31,7 @@ SYNC = timedelta(milliseconds=100)
 @dataclass
 class Packet:
     channel: int
+    seq: int
     ts: int
     captured: datetime  # its ONVIF extension's NTP time
     clean: bool
@@ -70,7 +72,10 @@ class TwoTrackProbe(Probe):
         sr_ntp, sr_ts = report
         delta = (ts - sr_ts + (1 << 31)) % (1 << 32) - (1 << 31)
         reported = datetime_from_ntp(sr_ntp) + timedelta(seconds=delta / RATES[channel])
-        self.packets.append(Packet(channel, ts, ext.captured, ext.clean_point, ext.cseq, reported))
+        seq = int.from_bytes(payload[2:4], "big")
+        self.packets.append(
+            Packet(channel, seq, ts, ext.captured, ext.clean_point, ext.cseq, reported)
+        )
 
     def of(self, cseq: int, channel: int) -> list[Packet]:
         return [p for p in self.packets if p.cseq == cseq and p.channel == channel]
@@ -105,7 +110,7 @@ async def test_both_tracks_play_on_one_timeline_and_a_seek_keeps_them_together(
             assert r.status == 200
             first_cseq = probe.cseq
             await wait_for(lambda: len(probe.of(first_cseq, 2)) > 100, 20, what="sound")
-            check_together(probe, first_cseq, rec.index, keyframe_at_or_before(rec.index, asked))
+            check_together(probe, first_cseq, rec.index, keyframe_at_or_before(rec.index, asked), r)
 
             # PAUSE, then PLAY a new Range: the seek's pictures and sound start together again.
             assert (await probe.request("PAUSE", base, ONVIF)).status == 200
@@ -118,7 +123,7 @@ async def test_both_tracks_play_on_one_timeline_and_a_seek_keeps_them_together(
             await wait_for(lambda: len(probe.of(seek_cseq, 2)) > 100, 20, what="the seek's sound")
             key = keyframe_at_or_before(rec.index, again)
             assert r.headers.get("Range") == f"clock={format_clock(key)}-"
-            check_together(probe, seek_cseq, rec.index, key)
+            check_together(probe, seek_cseq, rec.index, key, r)
             # Each track's RTP time runs on across the seek (a pause to the player).
             for channel in (0, 2):
                 before = probe.of(first_cseq, channel)[-1].ts
@@ -145,16 +150,23 @@ def format_start(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def check_together(probe: TwoTrackProbe, cseq: int, index: RecordingIndex, key: datetime) -> None:
+def check_together(
+    probe: TwoTrackProbe, cseq: int, index: RecordingIndex, key: datetime, play: Response
+) -> None:
     """The PLAY's packets: each one's RTP time reported at its capture time (within 1 ms), the
     first picture the key frame at or before the instant asked, the first sound the first one
-    recorded from there, within 100 ms of it."""
+    recorded from there, within 100 ms of it; the PLAY's RTP-Info names each track's first
+    packet and its RTP time at the key frame's instant."""
     pictures, sound = probe.of(cseq & 0xFF, 0), probe.of(cseq & 0xFF, 2)
     assert pictures and sound
     for p in pictures + sound:
         assert abs(p.reported - p.captured) < timedelta(milliseconds=1), p
     assert pictures[0].captured == key and pictures[0].clean
     assert all(p.clean for p in sound)
+    info = {e.url.rsplit("=", 1)[1]: e for e in parse_rtp_info(play.headers.get("RTP-Info", ""))}
+    for track, first in (("0", pictures[0]), ("1", sound[0])):
+        at_key = first.ts - round((first.captured - key).total_seconds() * RATES[first.channel])
+        assert (info[track].seq, info[track].rtptime) == (first.seq, at_key % (1 << 32)), track
     recorded = first_sound(index, key)
     assert abs(sound[0].captured - recorded) < timedelta(milliseconds=1), (sound[0], recorded)
     print(f"first sound - first picture: {(sound[0].captured - key).total_seconds() * 1000:.1f} ms")
@@ -193,7 +205,7 @@ async def test_a_session_set_up_live_then_played_by_clock_gets_the_recorded_soun
             assert r.status == 200, r
             cseq = probe.cseq
             await wait_for(lambda: len(probe.of(cseq, 2)) > 100, 20, what="recorded sound")
-            check_together(probe, cseq, rec.index, keyframe_at_or_before(rec.index, asked))
+            check_together(probe, cseq, rec.index, keyframe_at_or_before(rec.index, asked), r)
             assert probe.unreported == 0
         finally:
             await probe.close()

@@ -227,6 +227,9 @@ class PlaybackFeed:
         self._base: tuple[datetime, list[int]] | None = None
         self._reported: list[datetime | None] = [None, None]
         self._sent = [[0, 0], [0, 0]]  # per track: packets, payload octets (for the reports)
+        # Per track, this PLAY's first output (sequence, RTP time) at its first picture's
+        # capture time: what RTP-Info names.
+        self.start_rtp: list[tuple[int, int]] = []
 
     def play(self, position: PlaybackPosition) -> None:
         """Start (again) at ``position``: the old PLAY's task is cancelled, the hub path's
@@ -239,6 +242,7 @@ class PlaybackFeed:
         self._prev = None
         self._base = None
         self._reported = [None, None]
+        self.start_rtp = []
         self.task = asyncio.get_running_loop().create_task(
             self._run(position), name=f"playback {self.source.camera}"
         )
@@ -387,9 +391,12 @@ class PlaybackFeed:
             return
         now = time.monotonic()  # the hub's clock, whatever the feed is paced by
         for tl, ts in zip(timeline.tracks, first, strict=False):
-            tl.ts_offset = (tl.ts_after_gap(now) - ts) % _TS_MOD
+            out = tl.ts_after_gap(now)
+            tl.ts_offset = (out - ts) % _TS_MOD
             tl.ts_synced = True
             tl.ntp_offset = 0
+            # The hub numbers the track's next packet on from its last one.
+            self.start_rtp.append(((tl.last_out_seq + 1) & 0xFFFF, out))
 
     def _rtp_time(self, unit: RecordedUnit) -> int:
         assert self._base is not None

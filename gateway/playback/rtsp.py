@@ -330,6 +330,11 @@ class RtspPlayback:
         else:
             range_value = format_clock_range(first, position.end)
         positions = stream.start_position()
+        if stream.name == pb.private and feed.start_rtp:
+            # Each track's (seq, rtptime) at the reply's Range start, as the feed placed them: a
+            # track whose first packet is still waiting in the hub (sound before the next
+            # picture) is not in its cache yet, and a player drops packets before seq.
+            positions = list(feed.start_rtp)
         base = req.uri.split("?", 1)[0].rstrip("/")
         rtp_info = format_rtp_info(
             RtpInfoEntry(f"{base}/trackID={i}", positions[i][0], positions[i][1])
