@@ -12,6 +12,7 @@ import asyncio
 import io
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from billing.model import Metric
 from gateway.config import RecordingConfig
 from gateway.masking.zones import Zone, rasterize
 from gateway.playback.hls import MASKED_HLS
-from gateway.playback.hls_masked import groups, split_init
+from gateway.playback.hls_masked import Burnt, Busy, Key, MaskedSegments, groups, split_init
 from gateway.recording.index import Fragment
 from tenants.audit import AuditAction
 from tenants.months import month_of
@@ -293,3 +294,45 @@ def test_split_init_keeps_the_moov_apart_and_drops_the_mfra() -> None:
     init, media = split_init(data + box(b"mfra", b"idx"))
     assert init == box(b"ftyp", b"isom") + box(b"moov", b"x")
     assert media == box(b"moof", b"1") + box(b"mdat", b"22")
+
+
+async def test_the_cache_keeps_at_most_its_bytes_and_one_burn_serves_every_asker() -> None:
+    masked = MaskedSegments(transcodes=2, wait=0.0, cache_bytes=250)
+    made: list[Key] = []
+    gate = asyncio.Event()
+
+    def maker(key: Key, size: int) -> Callable[[], Awaitable[Burnt]]:
+        async def make() -> Burnt:
+            made.append(key)
+            await gate.wait()  # the encoder at work
+            return Burnt(b"i" * 10, b"m" * (size - 10), 1.0)
+
+        return make
+
+    def key(n: int) -> Key:
+        return ("cam2", "masked-x", "seg", n, n)
+
+    # Three players asking for one segment at once: one burn, one slot.
+    askers = [asyncio.ensure_future(masked.get(key(0), maker(key(0), 100))) for _ in range(3)]
+    await wait_for(lambda: made == [key(0)], 5, what="the first burn to start")
+    # A second segment takes the other slot; a third finds both taken and, with no wait
+    # allowed, is refused at once.
+    second = asyncio.ensure_future(masked.get(key(1), maker(key(1), 100)))
+    await wait_for(lambda: len(made) == 2, 5, what="the second burn to start")
+    try:
+        await masked.get(key(2), maker(key(2), 100))
+        raise AssertionError("a third burn should have been refused")
+    except Busy:
+        pass
+    gate.set()
+    burnt = await asyncio.gather(*askers, second)
+    assert len({id(b) for b in burnt[:3]}) == 1 and made == [key(0), key(1)]
+    assert masked.refused == 1 and masked.burns == 2 and masked.cached_bytes == 200
+    # Served from the cache, and touched (so key(1) is now the least recently used).
+    assert await masked.get(key(0), maker(key(0), 100)) is burnt[0]
+    await masked.get(key(2), maker(key(2), 100))
+    assert list(masked.cache) == [key(0), key(2)] and masked.cached_bytes == 200
+    # A segment bigger than the whole cache is served but not kept.
+    await masked.get(key(3), maker(key(3), 300))
+    assert key(3) not in masked.cache and masked.cached_bytes == 200
+    assert not masked.slots.locked() and masked.burning == {}

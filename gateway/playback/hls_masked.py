@@ -43,6 +43,7 @@ __all__ = [
     "Burnt",
     "Busy",
     "Group",
+    "Key",
     "MaskedSegments",
     "burn",
     "groups",

@@ -119,6 +119,7 @@
       const url = "/hls/" + encodeURIComponent(camera) + "/index.m3u8?" +
         query({ start: iso(ms), duration: String(CLIP_S) });
       const segments = [];
+      let first = null; // the capture time the first segment starts at (its key frame)
       try {
         const r = await fetch(url, { credentials: "same-origin" });
         if (!r.ok) {
@@ -128,6 +129,8 @@
         let init = null;
         for (const line of (await r.text()).split("\n")) {
           const map = line.match(/^#EXT-X-MAP:URI="([^"]+)"/);
+          const date = line.match(/^#EXT-X-PROGRAM-DATE-TIME:(.+)$/);
+          if (date && first === null) first = Date.parse(date[1]);
           if (map) init = new URL(map[1], r.url).href;
           else if (line && !line.startsWith("#")) segments.push({ init: init, media: new URL(line, r.url).href });
         }
@@ -155,6 +158,10 @@
           if (mine !== generation) return;
           await append(buffer, init);
           await append(buffer, media);
+          if (seg === segments[0] && first !== null && ms > first) {
+            // The first segment starts at the key frame before the instant clicked: go there.
+            video.currentTime = Math.min((ms - first) / 1000, video.buffered.end(0) - 0.1);
+          }
           await trim(buffer);
         }
         if (mine === generation && source.readyState === "open") source.endOfStream();
