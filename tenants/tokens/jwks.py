@@ -122,14 +122,14 @@ def parse_jwks(doc: Any, algorithms: Iterable[str], source: str) -> dict[str, Jw
 @dataclass
 class KeySet:
     keys: dict[str, JwksKey]
-    fetched_at: float  # time.monotonic()
+    fetched_at: float  # on the verifier's clock (time.monotonic() unless a test passes one)
 
 
 @dataclass
 class Partner:
     cfg: PartnerIssuer
     keyset: KeySet | None = None
-    last_attempt: float = -math.inf  # monotonic time of the last fetch attempt
+    last_attempt: float = -math.inf  # the verifier's clock at the last fetch attempt
     last_failed: bool = False
     last_error: str = ""
     inflight: asyncio.Task[None] | None = None

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -92,6 +92,7 @@ class TokenVerifier:
         cache_size: int = 10000,
         own_issuer: str = "feedgate",
         http_timeout: float = DEFAULT_HTTP_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not audience:
             raise ValueError("audience must be non-empty")
@@ -105,6 +106,9 @@ class TokenVerifier:
         self.refetch_min_interval = float(refetch_min_interval)
         self.cache_size = cache_size
         self.http_timeout = http_timeout
+        # What JWKS freshness and the refetch interval are measured on: monotonic seconds
+        # (a test passes its own clock, so a slow machine cannot move an interval past it).
+        self._clock = clock
         self._http = http
         self._own_http = False
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
@@ -361,7 +365,7 @@ class TokenVerifier:
 
     def _fresh(self, partner: Partner) -> bool:
         ks = partner.keyset
-        return ks is not None and time.monotonic() - ks.fetched_at < self.jwks_ttl
+        return ks is not None and self._clock() - ks.fetched_at < self.jwks_ttl
 
     def _partner_keys(self, partner: Partner, kid: str | None) -> dict[str, JwksKey]:
         """The partner's cached keys, or _NeedFetch / TokenError when they cannot be used.
@@ -369,7 +373,7 @@ class TokenVerifier:
         ``kid`` not None and unknown: a refetch is asked for, at most once per
         ``refetch_min_interval``; otherwise the (fresh) cached keys are returned as they are.
         """
-        mono = time.monotonic()
+        mono = self._clock()
         since_attempt = mono - partner.last_attempt
         if not self._fresh(partner):
             if partner.last_failed and since_attempt < self.refetch_min_interval:
@@ -388,7 +392,7 @@ class TokenVerifier:
         """Fetch the partner's JWKS once for every concurrent caller; True on success."""
         task = partner.inflight
         if task is None or task.done():
-            partner.last_attempt = time.monotonic()
+            partner.last_attempt = self._clock()
             task = asyncio.get_running_loop().create_task(self._do_fetch(partner))
             partner.inflight = task
         await asyncio.shield(task)
@@ -425,9 +429,9 @@ class TokenVerifier:
             log.warning("JWKS fetch for issuer %r failed: %s", cfg.issuer, partner.last_error)
             return
         finally:
-            partner.last_attempt = time.monotonic()
+            partner.last_attempt = self._clock()
             partner.inflight = None
-        partner.keyset = KeySet(keys, time.monotonic())
+        partner.keyset = KeySet(keys, self._clock())
         partner.last_failed = False
         partner.last_error = ""
         log.info("JWKS for issuer %r: %d usable keys", cfg.issuer, len(keys))
