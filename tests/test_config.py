@@ -60,6 +60,11 @@ BAD_CONFIGS = [
         "cameras[0].source: 'http://cam/1' must be 'push' or an rtsp:// URL",
     ),
     ("odd RTP port", "[rtsp]\nrtp_port = 8001\n", "rtsp.rtp_port: must be even"),
+    (
+        "masked HLS with no transcodes",
+        "[recording]\nhls_masked_transcodes = 0\n",
+        "recording.hls_masked_transcodes: must be >= 1, got 0",
+    ),
     ("bad time zone", 'timezone = "Europe/Londn"\n', "timezone: unknown time zone 'Europe/Londn'"),
     ("bad database URL", '[tenancy]\ndatabase = "mysql://x"\n', "tenancy.database: must be sqlite"),
     ("bad Redis URL", '[billing]\nredis_url = "localhost"\n', "billing.redis_url: must be redis"),
