@@ -18,7 +18,8 @@ reads them), the same audit entries, and copies made by the export service.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
 
@@ -29,6 +30,7 @@ from gateway.http.console.exports import ExportPages
 from gateway.http.console.frame import Frame, Signed
 from gateway.http.console.localtime import for_input, parse_local, shown
 from gateway.recording.exports import ExportError, RedactionZone
+from gateway.recording.model import Span
 from gateway.sar.service import SarService
 from tenants.control import ControlError
 from tenants.model import ID_RE, Role
@@ -41,7 +43,8 @@ _COPIERS = frozenset({Role.ADMIN, Role.INVESTIGATOR})  # a copy is an export
 _NO_STORE = {"Cache-Control": "no-store"}
 _CLOSED = [s.value for s in SarState if s != SarState.OPEN]
 MAX_ZONES = 32
-MAX_CLIP = 3600  # seconds of the window the editor plays (the playback API's longest cut)
+MAX_CLIP = 3600  # seconds of footage the editor plays at once (the playback API's longest cut)
+MAX_CLIPS = 200  # pieces of a camera's recorded window the editor offers
 
 _Unit = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
@@ -227,10 +230,12 @@ class SarPages:
             "cameras": list(r.cameras),
             "start": for_input(r.start, self.zone),
             "end": for_input(r.end, self.zone),
-            # The window's footage (its first hour, /get's longest cut) under the drawing, so
-            # zones are drawn where the third parties are and timed from the footage; the
+            # The window's footage under the drawing, so zones are drawn where the third
+            # parties are and timed from the footage: what each camera recorded in the window,
+            # in pieces of at most an hour (/get's longest cut) the operator picks from. The
             # operator's viewing is a playback like any other, audited with the request's id.
             "playback": self.playback,
+            "clips": {cam: self._clips(spans) for cam, spans in found.recordings.items()},
             "clip_start": r.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "clip_seconds": min(MAX_CLIP, round((r.end - r.start).total_seconds())),
             "purpose": f"subject access request {r.id}",
@@ -254,6 +259,25 @@ class SarPages:
         return self.frame.render(
             request, who, "console/sar_request.html", "sar", context, status=status
         )
+
+    def _clips(self, spans: Sequence[Span]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for span in spans:
+            at = span.start
+            while at < span.end and len(out) < MAX_CLIPS:
+                seconds = min(MAX_CLIP, (span.end - at).total_seconds())
+                if seconds < 1:
+                    break
+                end = at + timedelta(seconds=seconds)
+                out.append(
+                    {
+                        "start": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                        "seconds": round(seconds, 3),
+                        "label": f"{shown(at, self.zone)} to {shown(end, self.zone)}",
+                    }
+                )
+                at = end
+        return out
 
     def _zones(self, request: web.Request, raw: str) -> list[RedactionZone]:
         try:

@@ -4,8 +4,9 @@
    the form sends them all as JSON in its "redactions" field (a polygon with three corners or
    more that was not added yet goes too). Under the drawing plays the window's footage (the
    playback API's /get), scrubbed with a slider, so a zone is drawn where the third party is
-   and timed from the footage; without playback, a still of the camera. The copy is made by
-   the gateway. */
+   and timed from the footage: what the camera recorded in the window, an hour at most at a
+   time, picked from "Recorded"; without playback, a still of the camera. The copy is made
+   by the gateway. */
 "use strict";
 (function () {
   const root = document.getElementById("redact-editor");
@@ -17,6 +18,7 @@
   const still = root.querySelector("img.still");
   const video = root.querySelector("video.still");
   const scrub = form.elements.scrub;
+  const clip = form.elements.clip;
   const shownAt = form.querySelector("[data-at]");
   let mediaStart = NaN; // when the footage's first frame was captured (ms since the epoch)
   const list = document.getElementById("zone-list");
@@ -102,13 +104,31 @@
     still.src = "/console/stills/" + encodeURIComponent(form.elements.camera.value);
   }
 
-  // The window's footage of the chosen camera under the drawing (/get, cut once and kept a
-  // little while, so the first byte's request tells when the footage starts and the
+  // The recorded stretches of the chosen camera's window, as "Recorded" offers them.
+  function clips() {
+    return (data.clips || {})[form.elements.camera.value] || [];
+  }
+
+  function offerClips() {
+    if (!clip) return;
+    clip.replaceChildren();
+    clips().forEach(function (c, i) {
+      const option = document.createElement("option");
+      option.value = String(i);
+      option.textContent = c.label;
+      clip.appendChild(option);
+    });
+  }
+
+  // The chosen stretch of the chosen camera's footage under the drawing (/get, cut once and
+  // kept a little while, so the first byte's request tells when the footage starts and the
   // <video>'s requests are served from the same cut).
   async function footage() {
     if (!video || !data.playback) return showStill();
+    const chosen = (clip && clips()[Number(clip.value)]) || clips()[0] ||
+      { start: data.clip_start, seconds: data.clip_seconds };
     const url = "/get?" + new URLSearchParams({
-      path: form.elements.camera.value, start: data.clip_start, duration: String(data.clip_seconds),
+      path: form.elements.camera.value, start: chosen.start, duration: String(chosen.seconds),
       format: "mp4", purpose: data.purpose,
     }).toString();
     try {
@@ -126,6 +146,7 @@
   if (video) {
     video.addEventListener("loadedmetadata", function () {
       scrub.max = String(Math.floor(video.duration * 10) / 10);
+      scrub.value = "0";
       video.currentTime = 0;
     });
     video.addEventListener("timeupdate", function () {
@@ -164,13 +185,15 @@
       field.value = localInput(now());
     }
   });
-  form.elements.camera.addEventListener("change", footage);
+  form.elements.camera.addEventListener("change", function () { offerClips(); footage(); });
+  if (clip) clip.addEventListener("change", footage);
   form.addEventListener("submit", function (ev) {
     if (current.length >= 3 && !add()) ev.preventDefault();
     form.elements.redactions.value = JSON.stringify(zones);
   });
 
   draw();
+  offerClips();
   footage();
   window.feedgateRedact = { zones: zones };
 })();
