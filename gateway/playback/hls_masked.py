@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -132,7 +133,7 @@ def masked_playlist(segments: Sequence[Group], url: Callable[[Group, str], str])
     lines = [
         "#EXTM3U",
         "#EXT-X-VERSION:7",
-        f"#EXT-X-TARGETDURATION:{max(1, round(longest + 0.499))}",
+        f"#EXT-X-TARGETDURATION:{max(1, math.ceil(longest))}",
         "#EXT-X-PLAYLIST-TYPE:VOD",
         "#EXT-X-MEDIA-SEQUENCE:0",
         # Each segment is decodable on its own: it starts at a key frame with its own init.
