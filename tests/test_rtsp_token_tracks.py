@@ -8,16 +8,11 @@ and a playback URL (``&start=…/trackID=0``) have the same shape."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import replace
-from datetime import timedelta
-from pathlib import Path
-
 import pytest
-from conftest import RunningGateway, make_config, publish_argv, publishing, running_gateway
+from conftest import RunningGateway
 from rtsp_probe import Probe
+from test_access import tenancy_gw, token  # noqa: F401 - the tenancy's gateway, its tokens
 
-from gateway.config import CameraConfig, TenancyConfig
 from gateway.protocols.rtsp import Headers, Request
 from gateway.rtsp.handlers import parse_uri
 from gateway.rtsp.reply import RtspReply
@@ -66,68 +61,11 @@ def test_a_hostile_tail_is_still_refused_as_a_bad_uri() -> None:
     assert refused.value.status == 400
 
 
-SEED = """
-[[tenants]]
-id = "council"
-name = "Council"
-kind = "council"
-
-[[tenants]]
-id = "police"
-name = "Police"
-kind = "police"
-
-[[principals]]
-id = "encoder"
-tenant = "council"
-name = "Encoder"
-kind = "service"
-roles = ["operator"]
-digest_password = "enc-pass"
-
-[[principals]]
-id = "officer-1"
-tenant = "police"
-name = "Officer"
-roles = ["viewer"]
-
-[[cameras]]
-id = "street"
-owner = "council"
-
-[[grants]]
-id = "police-street"
-owner = "council"
-grantee = "police"
-cameras = ["street"]
-rights = ["live"]
-"""
-
-
-@pytest.fixture
-async def gw(tmp_path: Path, procs) -> AsyncIterator[RunningGateway]:
-    seed = tmp_path / "seed.toml"
-    seed.write_text(SEED)
-    config = replace(
-        make_config((CameraConfig(id="street"),)),
-        data_dir=str(tmp_path / "var"),
-        tenancy=TenancyConfig(enabled=True, seed=str(seed)),
-    )
-    async with running_gateway(config) as running:
-        await procs(publish_argv(f"rtsp://encoder:enc-pass@127.0.0.1:{running.port}/street"))
-        await publishing(running, "street")
-        yield running
-
-
 async def test_a_viewer_whose_setup_puts_the_track_after_its_token_plays(
-    gw: RunningGateway,
+    tenancy_gw: RunningGateway,  # noqa: F811 - the fixture imported above
 ) -> None:
-    tenancy = gw.gateway.tenancy
-    assert tenancy is not None
-    token = tenancy.issuer.issue(
-        tenant="police", subject="officer-1", ttl=timedelta(minutes=5), roles=("viewer",)
-    )
-    base = f"rtsp://127.0.0.1:{gw.port}/street?token={token}"
+    gw = tenancy_gw
+    base = f"rtsp://127.0.0.1:{gw.port}/street?token={token(gw, 'police', 'officer-1')}"
     probe = await Probe.connect("127.0.0.1", gw.port)
     try:
         assert (await probe.request("DESCRIBE", base)).status == 200
