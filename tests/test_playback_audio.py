@@ -16,10 +16,15 @@ from typing import Any
 
 import av
 import numpy as np
+import pytest
 from conftest import FFMPEG, RunningGateway, publish_argv, publishing, running_gateway, wait_for
 from test_recording import _ffprobe, recording_config
 from test_recording_audio import probe_streams, publish_with_audio_argv
 
+from gateway.playback.feed import aac_packet, audio_track
+from gateway.playback.media import MediaError
+from gateway.protocols.rtp import payload_of, rtp_header
+from gateway.recording.audio import AacFormat, aac_format, aac_units
 from gateway.recording.index import RecordingIndex, Segment
 
 TONE = 440.0  # Hz: what publish_with_audio_argv's microphone hears
@@ -161,3 +166,20 @@ async def test_a_recording_without_sound_is_still_one_track(tmp_path: Path, proc
         assert await p.wait(60) == 0, p.text
         streams, errors = probe_streams(out)
         assert errors == "" and [s["codec_type"] for s in streams] == ["video"], streams
+
+
+def test_an_aac_unit_is_one_rfc3640_packet_the_recorders_depacketizer_reads() -> None:
+    """What playback sends is AAC-hbr as described (13-bit size, 3-bit index per AU header):
+    the recorder's own RFC 3640 depacketizer gives the unit back; a unit too big for a 13-bit
+    size is refused rather than sent with a wrong one."""
+    aac = AacFormat(bytes.fromhex("1208"), 44100, 1, 1024, 13, 3, 3)
+    track = audio_track(aac)
+    assert aac_format(track) == aac  # the SDP says what the packets are
+    assert track.sdp_lines[0] == "a=rtpmap:97 MPEG4-GENERIC/44100/1"
+    unit = bytes(range(256)) * 3
+    packet = aac_packet(unit, seq=7, timestamp=1024, ssrc=5)
+    pt, marker, seq, ts, ssrc, _offset = rtp_header(packet)
+    assert (pt, marker, seq, ts, ssrc) == (97, True, 7, 1024, 5)
+    assert aac_units(payload_of(packet), aac) == [unit]
+    with pytest.raises(MediaError):
+        aac_packet(bytes(1 << 13), seq=0, timestamp=0, ssrc=0)
