@@ -9,7 +9,15 @@ the PLAY to receiving the first RTP packet of the key frame at or before the ins
 The peer is ffmpeg seeking in the same file on local disk (``-ss T -i segment.mp4 -frames:v 1
 -c copy``: open, seek to the key frame, write it), measured in the same run.
 
+``--sound``: the minute also carries the camera's AAC (44.1 kHz mono, 64 kbit/s, muxed beside
+the video as the recorder does) and the client sets up both tracks. ``--replay-minutes N``
+then also plays N minutes of the recording at ``Rate-Control: no`` (as fast as the client
+reads) and gives the gateway and client CPU per recorded minute, with the sound and without it
+(cam2: the same pictures recorded without sound), to show what playing the sound costs.
+
     flock /work/tools/bench.lock python3 ops/bench/bench_playback.py --seeks 200
+    flock /work/tools/bench.lock python3 ops/bench/bench_playback.py --seeks 200 --sound \
+        --replay-minutes 10
 """
 
 from __future__ import annotations
@@ -44,10 +52,13 @@ from tenants.db import Database  # noqa: E402
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def write_minute(path: Path) -> None:
+def write_minute(path: Path, sound: bool = False) -> None:
+    audio_in = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"] if sound else []
+    audio_out = ["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "64k"] if sound else []
     subprocess.run(
         [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
-         "-t", "60", "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "4M", "-maxrate", "4M",
+         *audio_in, "-t", "60", *audio_out, "-c:v", "libx264", "-preset", "ultrafast",
+         "-b:v", "4M", "-maxrate", "4M",
          "-bufsize", "4M", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p",
          "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-f", "mp4", str(path)],
         check=True,
@@ -63,7 +74,7 @@ def boxes(data: bytes) -> list[tuple[str, int, int]]:
     return out
 
 
-def index_hour(index: RecordingIndex, rel: str, start: datetime) -> None:
+def index_hour(index: RecordingIndex, rel: str, start: datetime, camera: str = "cam1") -> None:
     data = (index.root / rel).read_bytes()
     top = boxes(data)
     moofs = [(p, s) for k, p, s in top if k == "moof"]
@@ -71,11 +82,11 @@ def index_hour(index: RecordingIndex, rel: str, start: datetime) -> None:
     init = moofs[0][0]
     for minute in range(60):
         t0 = start + timedelta(minutes=minute)
-        seg = f"cam1-{minute}"
-        index.add_segment(Segment(seg, "cam1", rel, t0, t0, init, init, "H264", False))
+        seg = f"{camera}-{minute}"
+        index.add_segment(Segment(seg, camera, rel, t0, t0, init, init, "H264", False))
         index.add_fragments(
             [
-                Fragment(seg, i, "cam1", t0 + timedelta(seconds=i), t0 + timedelta(seconds=i + 1),
+                Fragment(seg, i, camera, t0 + timedelta(seconds=i), t0 + timedelta(seconds=i + 1),
                          m[0], d[0] + d[1] - m[0], True)
                 for i, (m, d) in enumerate(zip(moofs, mdats, strict=True))
             ]
@@ -90,6 +101,9 @@ class Client:
         self.responses: asyncio.Queue[Response] = asyncio.Queue()
         self.first: asyncio.Future[float] | None = None
         self.want_cseq = -1
+        self.until: datetime | None = None  # replay: set ``reached`` at this capture time
+        self.reached = asyncio.Event()
+        self.sound_packets = 0
         self.cseq = 0
         self.session = ""
         self.task = asyncio.get_running_loop().create_task(self.pump())
@@ -99,11 +113,16 @@ class Client:
             for ev in self.parser.feed(data):
                 if isinstance(ev, Response):
                     self.responses.put_nowait(ev)
+                elif isinstance(ev, InterleavedFrame) and ev.channel == 2:
+                    self.sound_packets += 1
                 elif isinstance(ev, InterleavedFrame) and ev.channel == 0:
                     ext = read_replay_extension(ev.payload)
                     f = self.first
                     if ext is not None and ext.cseq == self.want_cseq and f and not f.done():
                         f.set_result(time.perf_counter())
+                    until = self.until
+                    if ext is not None and until is not None and ext.captured >= until:
+                        self.reached.set()
 
     async def request(self, method: str, uri: str, *headers: tuple[str, str]) -> Response:
         self.cseq += 1
@@ -118,14 +137,38 @@ class Client:
         return r
 
 
-async def seeks(port: int, start: datetime, n: int) -> list[float]:
+async def session(port: int, sound: bool, camera: str = "cam1") -> tuple[Client, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     c = Client(reader, writer)
-    base = f"rtsp://127.0.0.1:{port}/cam1"
-    assert (await c.request("DESCRIBE", base)).status == 200
-    transport = ("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")
-    r = await c.request("SETUP", f"{base}/trackID=0", transport)
-    assert r.status == 200
+    base = f"rtsp://127.0.0.1:{port}/{camera}"
+    r = await c.request("DESCRIBE", base)
+    assert r.status == 200 and (b"m=audio" in r.body) == sound, r
+    for track in (0, 1) if sound else (0,):
+        transport = ("Transport", f"RTP/AVP/TCP;unicast;interleaved={2 * track}-{2 * track + 1}")
+        r = await c.request("SETUP", f"{base}/trackID={track}", transport)
+        assert r.status == 200
+    return c, base
+
+
+async def replay(port: int, start: datetime, minutes: int, sound: bool) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, sound packets) to receive ``minutes`` of the recording at
+    Rate-Control: no."""
+    c, base = await session(port, sound, "cam1" if sound else "cam2")
+    c.want_cseq = (c.cseq + 1) & 0xFF
+    c.until = start + timedelta(minutes=minutes) - timedelta(seconds=1)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    headers = (("Range", f"clock={format_clock(start)}-"), ("Rate-Control", "no"))
+    assert (await c.request("PLAY", base, *headers)).status == 200
+    await asyncio.wait_for(c.reached.wait(), 600)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    c.writer.close()
+    c.task.cancel()
+    return wall, cpu, c.sound_packets
+
+
+async def seeks(port: int, start: datetime, n: int, sound: bool = False) -> list[float]:
+    c, base = await session(port, sound)
+    writer = c.writer
     rng = random.Random(13)
     out = []
     for _ in range(n):
@@ -167,11 +210,17 @@ def pct(xs: list[float], p: float) -> float:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeks", type=int, default=200)
+    ap.add_argument("--sound", action="store_true", help="the recording carries AAC too")
+    ap.add_argument("--replay-minutes", type=int, default=0)
     args = ap.parse_args()
+    replays: list[tuple[str, tuple[float, float, int]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "recordings"
         (root / "cam1").mkdir(parents=True)
-        write_minute(root / "cam1/minute.mp4")
+        write_minute(root / "cam1/minute.mp4", args.sound)
+        if args.replay_minutes:
+            (root / "cam2").mkdir()
+            write_minute(root / "cam2/minute.mp4")  # the same pictures, no sound
         config = dataclasses.replace(
             Config(),
             data_dir=tmp,
@@ -185,12 +234,18 @@ async def main() -> None:
         index = RecordingIndex(db, root)
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
         index_hour(index, "cam1/minute.mp4", start)
+        if args.replay_minutes:
+            index_hour(index, "cam2/minute.mp4", start, "cam2")
         service = PlaybackService(index)
         RtspPlayback(gw.rtsp, service)
         try:
             cpu0 = time.process_time()
-            ours = await seeks(gw.rtsp.port, start, args.seeks)
+            ours = await seeks(gw.rtsp.port, start, args.seeks, args.sound)
             cpu = time.process_time() - cpu0
+            for _ in range(2 if args.replay_minutes else 0):  # twice: the second run is warm
+                for sound in (False, True) if args.sound else (False,):
+                    got = await replay(gw.rtsp.port, start, args.replay_minutes, sound)
+                    replays.append(("pictures and sound" if sound else "pictures only", got))
         finally:
             await gw.stop()
             await service.stop()
@@ -201,13 +256,20 @@ async def main() -> None:
         p50, p95, top = pct(xs, 50) * 1000, pct(xs, 95) * 1000, max(xs) * 1000
         return f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {top:.1f} ms"
 
-    print(f"feedgate PLAY Range: clock -> first key frame ({len(ours)} seeks): {fmt(ours)}")
+    sound = " (both tracks set up)" if args.sound else ""
+    print(f"feedgate PLAY Range: clock -> first key frame ({len(ours)} seeks){sound}: {fmt(ours)}")
     print(f"  gateway + client CPU per seek: {cpu / len(ours) * 1000:.1f} ms")
     print(f"ffmpeg -ss in the same file, to its key frame ({len(peer)} runs): {fmt(peer)}")
     p50 = pct(ours, 50) / pct(peer, 50)
     p95 = pct(ours, 95) / pct(peer, 95)
     print(f"ratio feedgate/ffmpeg: p50 {p50:.2f}, p95 {p95:.2f}")
     print(f"mean {statistics.mean(ours) * 1000:.1f} ms")
+    for what, (wall, cpu, packets) in replays:
+        per = cpu / args.replay_minutes
+        print(
+            f"replay of {args.replay_minutes} min at Rate-Control: no, {what}: {wall:.2f} s wall,"
+            f" {per:.3f} CPU-s per recorded minute (gateway + client), {packets} sound packets"
+        )
 
 
 if __name__ == "__main__":
