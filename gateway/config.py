@@ -37,7 +37,7 @@ from gateway.memory import MemoryConfig
 from gateway.ptz.config import PtzConfig as PtzConfig
 from gateway.recording.settings import ExportConfig as ExportConfig
 from gateway.recording.settings import RecordingConfig as RecordingConfig
-from gateway.rtsp.settings import RtspConfig as RtspConfig
+from gateway.rtspsettings import RtspConfig as RtspConfig
 from gateway.webrtc.settings import WebRtcConfig as WebRtcConfig
 from tenants.loader import FileError, read_toml, validate
 

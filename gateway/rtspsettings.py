@@ -1,7 +1,7 @@
 """The ``[rtsp]`` config section: the RTSP server's ports, limits and deadlines.
 
-Kept apart from :mod:`gateway.config` (which imports it) so the server's knobs live with the
-code that reads them."""
+Kept apart from :mod:`gateway.config` (which imports it), and outside the ``gateway.rtsp``
+package, so loading the config (as the control plane does) loads no part of the media plane."""
 
 from __future__ import annotations
 
