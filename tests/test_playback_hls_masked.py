@@ -261,6 +261,15 @@ async def test_over_the_limit_a_request_waits_then_gets_503_with_retry_after(
         status, body, _ = await asyncio.wait_for(asked, 120)
         assert status == 200 and body.startswith(b"\x00") and b"moof" in body[:16]
         assert masked.burns == 1
+        # /metrics says what the bounds did.
+        assert world.http is not None
+        bearer = {"Authorization": f"Bearer {world.token('council', 'operator')}"}
+        async with world.http.get(f"{world.base}/metrics", headers=bearer) as r:
+            assert r.status == 200, await r.text()
+            text = await r.text()
+        assert 'feedgate_hls_masked_segments_total{outcome="burnt"} 1.0' in text
+        assert 'feedgate_hls_masked_segments_total{outcome="refused"} 1.0' in text
+        assert "feedgate_hls_masked_waiting 0.0" in text
 
 
 def test_groups_start_at_key_frames_hold_about_four_seconds_and_break_at_gaps() -> None:

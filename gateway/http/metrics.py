@@ -157,6 +157,9 @@ class _GatewayCollector(Collector):
             from gateway.recording.metrics import recording_families
 
             yield from recording_families(gw.recorder)
+        masked_hls = gw.playback.masked_hls if gw.playback is not None else None
+        if masked_hls is not None:
+            yield from masked_hls.families()
         worst, window = gw.loopwatch.read()
         lag = GaugeMetricFamily(
             "feedgate_event_loop_lag_seconds",

@@ -127,7 +127,7 @@ def add_hls_routes(
         wait=settings.hls_masked_wait,
         cache_bytes=settings.hls_masked_cache_bytes,
     )
-    app[MASKED_HLS] = masked
+    app[MASKED_HLS] = service.masked_hls = masked
     tmp_dir.mkdir(parents=True, exist_ok=True)
     for stale in tmp_dir.glob("hls-*.mp4*"):
         stale.unlink(missing_ok=True)  # a previous run's scratch files

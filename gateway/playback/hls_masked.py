@@ -28,10 +28,12 @@ import logging
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.masking.zones import Zone
 from gateway.recording.export_cut import CutError, TimedZone, cut
@@ -288,6 +290,31 @@ class MaskedSegments:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.cache.clear()
         self.cached_bytes = 0
+
+    def families(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        """For /metrics: what the bounds did (a steady count of refused means too few
+        transcodes for the masked players asking)."""
+        done = CounterMetricFamily(
+            "feedgate_hls_masked_segments",
+            "Masked HLS segment burns by outcome: burnt, or refused (503: no transcode free)",
+            labels=["outcome"],
+        )
+        done.add_metric(["burnt"], self.burns)
+        done.add_metric(["refused"], self.refused)
+        yield done
+        yield GaugeMetricFamily(
+            "feedgate_hls_masked_transcodes", "Masked HLS burns running", value=len(self.burning)
+        )
+        yield GaugeMetricFamily(
+            "feedgate_hls_masked_waiting",
+            "Masked HLS requests waiting for a transcode",
+            value=self.waiting,
+        )
+        yield GaugeMetricFamily(
+            "feedgate_hls_masked_cache_bytes",
+            "Bytes of burnt masked HLS segments kept",
+            value=self.cached_bytes,
+        )
 
 
 def _retrieve(task: asyncio.Task[Burnt]) -> None:

@@ -32,6 +32,7 @@ from tenants.policy import AccessRequest, Action, Decision
 if TYPE_CHECKING:
     from gateway.live import LiveSessions
     from gateway.metering import UsageMeter
+    from gateway.playback.hls_masked import MaskedSegments
     from gateway.tenancy import Tenancy
 
 __all__ = ["PlaybackService", "Viewer"]
@@ -70,6 +71,8 @@ class PlaybackService:
         self.clock = clock
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="playback")
         self.served_seconds = 0.0  # recording seconds delivered by this process, all protocols
+        # Masked HLS's bounds and figures (set by the HTTP app that serves it; /metrics).
+        self.masked_hls: MaskedSegments | None = None
 
     def source(self, camera: str) -> RecordedSource:
         return RecordedSource(self.index, camera, self.executor)
