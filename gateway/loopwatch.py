@@ -83,6 +83,7 @@ class LoopWatch:
         # The stall in progress, as the sampler saw it: sites, and schedstat at its start.
         self._sites: Counter[str] = Counter()
         self._sched0: tuple[int, int] | None = None
+        self._sched0_at = 0.0
         self._logged_at = 0.0
         self._native_id = 0  # the loop thread's, for its schedstat
 
@@ -135,9 +136,12 @@ class LoopWatch:
         how = ""
         if sched0 is not None and sched0 != (0, 0):
             run, wait = _schedstat(self._native_id)
+            ran, waited = (run - sched0[0]) / 1e6, (wait - sched0[1]) / 1e6
+            span = (now - self._sched0_at) * 1000
+            blocked = max(0.0, span - ran - waited)
             how = (
-                f"; from the first sample on, the loop's thread ran {(run - sched0[0]) / 1e6:.0f}"
-                f" ms and waited for a CPU {(wait - sched0[1]) / 1e6:.0f} ms"
+                f"; of its last {span:.0f} ms the loop's thread ran {ran:.0f} ms, waited for a"
+                f" CPU {waited:.0f} ms, was blocked (GIL, a lock, I/O) {blocked:.0f} ms"
             )
         log.warning(
             "event loop held %.0f ms%s; in %s (%d of %d samples)%s",
@@ -164,6 +168,7 @@ class LoopWatch:
             if frame is None:
                 continue
             if self._sched0 is None:
+                self._sched0_at = time.monotonic()
                 self._sched0 = _schedstat(self._native_id)
             self._sites[where(frame)] += 1
             del frame

@@ -24,6 +24,7 @@ import asyncio
 import ctypes
 import logging
 import sys
+import time
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 MAX_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's HEAP_MAX / 2 on 64-bit: mallopt refuses more
+SLOW_TRIM = 0.05  # seconds: a trim this long is logged (the loop may have waited on it)
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -71,6 +73,7 @@ class MemoryPolicy:
         self.libc = libc if libc is not None else glibc()
         self.threshold_applied = False
         self.trims = 0
+        self.worst_trim = 0.0  # seconds
         self._task: asyncio.Task[None] | None = None
 
     def apply_threshold(self) -> bool:
@@ -84,10 +87,15 @@ class MemoryPolicy:
         return ok
 
     def trim(self) -> None:
-        """One malloc_trim(0): blocking, for a worker thread."""
+        """One malloc_trim(0): blocking, for a worker thread. It holds each arena's lock while
+        it walks it, so a thread that allocates meanwhile (the event loop's) waits: timed."""
         if self.libc is not None:
+            t = time.monotonic()
             self.libc.malloc_trim(ctypes.c_size_t(0))
+            took = time.monotonic() - t
             self.trims += 1
+            self.worst_trim = max(self.worst_trim, took)
+            (log.warning if took > SLOW_TRIM else log.debug)("malloc_trim took %.0f ms", took * 1e3)
 
     def start(self) -> None:
         self.apply_threshold()

@@ -126,7 +126,7 @@ roles = ["viewer"]
 """
 
 
-def write_config(work: Path, rtsp: int, http: int, rtp: int) -> Path:
+def write_config(work: Path, rtsp: int, http: int, rtp: int, memory: str = "") -> Path:
     data = work / "data"
     data.mkdir(parents=True)
     viewers = "".join(PRINCIPAL.format(id=p, tenant=t) for t, _, p in VIEWERS)
@@ -140,6 +140,7 @@ def write_config(work: Path, rtsp: int, http: int, rtp: int) -> Path:
         "[grpc]\nport = 0\n\n[webrtc]\nenabled = false\n\n"
         '[tenancy]\nenabled = true\nseed = "tenants.toml"\n\n'
         f'[billing]\nenabled = true\nplans = "{REPO / "ops/config/demo-plans.toml"}"\n\n'
+        f"{memory}\n"
         f'[[cameras]]\nid = "{CAMERA}"\nname = "Soak camera"\nsource = "push"\n'
     )
     return cfg
@@ -291,7 +292,10 @@ def publisher_cmd(ffmpeg: str, clip: Path, port: int) -> list[str]:
 async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) -> dict[str, Any]:
     work: Path = args.workdir
     rtsp, http = pick_port(args.port), pick_port(args.http_port)
-    cfg = write_config(work, rtsp, http, pick_port(args.rtp_port, socket.SOCK_DGRAM, 2))
+    # --no-memory-policy: glibc's own behaviour, to compare with gateway/memory.py's default.
+    memory = "[memory]\nmmap_threshold = 0\ntrim_interval = 0\n" if args.no_memory_policy else ""
+    rtp = pick_port(args.rtp_port, socket.SOCK_DGRAM, 2)
+    cfg = write_config(work, rtsp, http, rtp, memory)
     cmd, why = feedgate_command()
     if cmd is None:
         raise RuntimeError(why)
@@ -527,6 +531,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(cheap: one thread waking once a minute)",
     )
     ap.add_argument("--heap-every", type=float, default=60.0, help="seconds between --heap samples")
+    ap.add_argument(
+        "--no-memory-policy",
+        action="store_true",
+        help="turn gateway/memory.py off ([memory] mmap_threshold = trim_interval = 0)",
+    )
     ap.add_argument("--port", type=int, default=28554)
     ap.add_argument("--http-port", type=int, default=28080)
     ap.add_argument("--rtp-port", type=int, default=28000)
