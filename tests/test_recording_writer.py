@@ -223,14 +223,14 @@ def test_reconcile_adopts_a_file_the_index_never_heard_of(index: RecordingIndex)
 def test_the_quick_depacketizer_agrees_with_the_full_one_or_steps_aside() -> None:
     from gateway.protocols import h264
     from gateway.protocols.rtp import payload_of
-    from gateway.recording.codecs import h264_quick
+    from gateway.recording.codecs import h264_quick, length_prefixed
 
     for items, _key, _ts in rtp_units(h264_access_units(2.0, gop=25)):
         payloads = [payload_of(p) for _t, p, _r in items]
         nals = h264.depacketize(payloads)
         quick = h264_quick(payloads)
         assert quick is not None
-        assert quick[0] == h264.annexb(nals)
+        assert quick[0] == length_prefixed(nals)
         assert quick[1] == [n[0] & 0x1F for n in nals]
         assert quick[2] == {n[0] & 0x1F: n for n in nals if n[0] & 0x1F in (7, 8)}
     sps, pps = b"\x67\x42\x00\x1f", b"\x68\xce"
@@ -287,4 +287,57 @@ def test_an_h265_camera_is_recorded_too(index: RecordingIndex) -> None:
         assert errors == ""
         total += frames
     assert total == len(units) == 100
+    agrees(index)
+
+
+@pytest.mark.parametrize(
+    ("profile", "pix_fmt"),
+    [("baseline", "yuv420p"), ("high", "yuv420p"), ("high422", "yuv422p"),
+     ("high10", "yuv420p10le")],
+)  # fmt: skip
+def test_each_h264_profile_is_declared_with_ffmpegs_own_avcc_and_reads_cleanly(
+    index: RecordingIndex, tmp_path: Path, profile: str, pix_fmt: str
+) -> None:
+    """The writer hands the muxer length-prefixed samples and the track's avcC itself; the
+    record must be the one ffmpeg writes for the same stream (the High profiles add the chroma
+    format and bit depths), and the file must decode."""
+    from recording_fixtures import FFMPEG
+
+    from gateway.protocols import h264
+    from gateway.recording.codecs import avcc_record
+
+    raw, mp4 = tmp_path / "clip.h264", tmp_path / "ffmpeg.mp4"
+    subprocess.run(
+        [FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+         "-t", "2", "-pix_fmt", pix_fmt, "-c:v", "libx264", "-profile:v", profile, "-bf", "0",
+         "-g", "25", "-x264-params", "repeat-headers=1", "-f", "h264", str(raw)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    subprocess.run(
+        [FFMPEG, "-loglevel", "error", "-i", str(raw), "-c", "copy", str(mp4)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    data = mp4.read_bytes()
+    at = data.index(b"avcC")
+    theirs = data[at + 4 : at - 4 + int.from_bytes(data[at - 4 : at], "big")]
+    nals = h264.split_annexb(raw.read_bytes())
+    sps = next(n for n in nals if n[0] & 0x1F == 7)
+    pps = next(n for n in nals if n[0] & 0x1F == 8)
+    assert avcc_record(sps, pps) == theirs
+
+    aus: list[tuple[bytes, ...]] = []
+    cur: list[bytes] = []
+    for nal in nals:
+        cur.append(nal)
+        if nal[0] & 0x1F in (1, 5):
+            aus.append(tuple(cur))
+            cur = []
+    w = writer(index, index.root, segment_seconds=60.0)
+    feed(w, tuple(aus))
+    w.stop()
+    [seg] = index.segments("cam")
+    ours = index.file(seg).read_bytes()
+    assert theirs in ours  # the declared record, as it is
+    frames, errors = ffprobe_frames(index.file(seg))
+    assert (frames, errors) == (len(aus), "")
     agrees(index)

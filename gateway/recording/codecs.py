@@ -1,20 +1,25 @@
 """The codecs a camera is recorded in (H.264, H.265): what the writer needs of each, the
-parameter sets from the SDP, a quick depacketizer for the common H.264 case and the picture
-size a segment's MP4 track is declared with (sans-I/O)."""
+parameter sets from the SDP, a quick depacketizer for the common H.264 case, the picture
+size a segment's MP4 track is declared with and its H.264 ``avcC`` record (sans-I/O).
+
+Samples. H.264 goes to the muxer as MP4 stores it (each NAL unit behind its 4-byte length,
+ISO/IEC 14496-15) with the track's ``avcC`` given, so the muxer copies each access unit as it
+is; handed Annex B, it scanned every byte for start codes and rewrote it, at every unit. H.265
+still goes as Annex B (the muxer builds its ``hvcC``)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.protocols import h264, h265
 from gateway.protocols.fragments import NalError
 from gateway.stream.tracks import Track
 
-__all__ = ["CODECS", "Codec", "h264_quick", "h265_resolution", "picture_size", "sprop_params",
-           "video_track"]  # fmt: skip
+__all__ = ["CODECS", "Codec", "avcc_record", "h264_quick", "h265_resolution", "length_prefixed",
+           "picture_size", "sprop_params", "video_track"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,19 +31,25 @@ class Codec:
     keyframes: frozenset[int]
     params: tuple[int, ...]  # parameter set types a segment must start with, in order
     no_picture: frozenset[int]  # access unit delimiters, SEI: a unit of only these is skipped
+    sample: Callable[[Sequence[bytes]], bytes]  # NAL units as the muxer takes a sample of them
+
+
+def length_prefixed(nals: Sequence[bytes]) -> bytes:
+    """NAL units as an MP4 sample holds them: each behind its 4-byte big-endian length."""
+    return b"".join([part for n in nals for part in (len(n).to_bytes(4, "big"), n)])
 
 
 CODECS = {
     "H264": Codec(
         "H264", "h264", h264.depacketize, lambda n: n[0] & 0x1F,
         frozenset({h264.NAL_IDR}), (h264.NAL_SPS, h264.NAL_PPS),
-        frozenset({h264.NAL_AUD, h264.NAL_SEI}),
+        frozenset({h264.NAL_AUD, h264.NAL_SEI}), length_prefixed,
     ),
     "H265": Codec(
         "H265", "hevc", h265.depacketize, h265.nal_type,
         frozenset(range(h265.NAL_BLA_W_LP, h265.NAL_CRA + 1)),
         (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS),
-        frozenset({h265.NAL_AUD, h265.NAL_SEI_PREFIX, 40}),
+        frozenset({h265.NAL_AUD, h265.NAL_SEI_PREFIX, 40}), h264.annexb,
     ),
 }  # fmt: skip
 
@@ -73,7 +84,6 @@ def sprop_params(track: Track) -> dict[int, bytes]:
     return out
 
 
-_START = b"\x00\x00\x00\x01"
 _BYTE = [bytes((i,)) for i in range(256)]
 
 
@@ -81,14 +91,15 @@ def h264_quick(
     payloads: list[memoryview],
 ) -> tuple[bytes, list[int], dict[int, bytes]] | None:
     """The common case, quickly: single NAL units and complete FU-A runs (what cameras and
-    ffmpeg send), straight to what the muxer takes: the access unit in Annex B (one join, no
-    NAL unit copied on its own), its NAL unit types and its SPS/PPS. None for anything else
-    (aggregates, a lost fragment, a parameter set split over FU-A packets), which the full
-    depacketizer then handles or refuses."""
+    ffmpeg send), straight to what the muxer takes: the access unit as an MP4 sample (one
+    join, no NAL unit copied on its own; see :func:`length_prefixed`), its NAL unit types and
+    its SPS/PPS. None for anything else (aggregates, a lost fragment, a parameter set split
+    over FU-A packets), which the full depacketizer then handles or refuses."""
     parts: list[bytes | memoryview] = []
     types: list[int] = []
     params: dict[int, bytes] = {}
-    in_fu = False
+    fu_at = -1  # where in parts the length of the NAL unit being reassembled goes
+    fu_size = 0
     for p in payloads:
         if not p:
             return None
@@ -99,30 +110,54 @@ def h264_quick(
                 return None
             fu = p[1]
             if fu & 0x80:
-                if in_fu:
+                if fu_at >= 0:
                     return None
                 nt = fu & 0x1F
                 if nt in (h264.NAL_SPS, h264.NAL_PPS) or not 0 < nt < 24:
                     return None
-                parts += (_START, _BYTE[(b0 & 0xE0) | nt], p[2:])
+                fu_at = len(parts)
+                parts += (b"", _BYTE[(b0 & 0xE0) | nt], p[2:])
+                fu_size = len(p) - 1
                 types.append(nt)
-                in_fu = True
-            elif not in_fu:
+            elif fu_at < 0:
                 return None
             else:
                 parts.append(p[2:])
+                fu_size += len(p) - 2
             if fu & 0x40:
-                in_fu = False
-        elif 0 < t < 24 and not in_fu:
-            parts += (_START, p)
+                parts[fu_at] = fu_size.to_bytes(4, "big")
+                fu_at = -1
+        elif 0 < t < 24 and fu_at < 0:
+            parts += (len(p).to_bytes(4, "big"), p)
             types.append(t)
             if t in (h264.NAL_SPS, h264.NAL_PPS):
                 params[t] = bytes(p)
         else:
             return None
-    if in_fu:
+    if fu_at >= 0:
         return None
     return b"".join(parts), types, params
+
+
+def avcc_record(sps: bytes, pps: bytes) -> bytes:
+    """The ``avcC`` decoder configuration record of one SPS and one PPS (ISO/IEC 14496-15
+    §5.3.3.1; 4-byte NAL unit lengths), with the chroma format and bit depths the High
+    profiles add, read from the SPS."""
+    if len(sps) < 4 or sps[0] & 0x1F != h264.NAL_SPS:
+        raise NalError("not an SPS NAL unit")
+    out = bytes((1, sps[1], sps[2], sps[3], 0xFF, 0xE1))
+    out += len(sps).to_bytes(2, "big") + sps + b"\x01" + len(pps).to_bytes(2, "big") + pps
+    if sps[1] in (100, 110, 122, 144):
+        r = h264.BitReader(h264.unescape_rbsp(sps[4:]))  # raises NalError when truncated
+        r.ue()  # seq_parameter_set_id
+        chroma = r.ue()
+        if chroma == 3:
+            r.u(1)  # separate_colour_plane_flag
+        luma, chroma_depth = r.ue(), r.ue()  # bit_depth_*_minus8
+        if chroma > 3 or luma > 6 or chroma_depth > 6:
+            raise NalError("SPS chroma format or bit depth out of range")
+        out += bytes((0xFC | chroma, 0xF8 | luma, 0xF8 | chroma_depth, 0))
+    return out
 
 
 def h265_resolution(sps: bytes) -> tuple[int, int]:

@@ -1,7 +1,10 @@
 """One fMP4 segment file as the recorder writes it: PyAV's muxer over the file, the bytes followed
 box by box as they go out, so each completed fragment comes back with its byte range and what
 its ``moof`` says (the same facts the reconciler reads back after a crash). The video is the
-first track; a camera's AAC, when it has one, the second. Runs on a recorder thread."""
+first track; a camera's AAC, when it has one, the second. Runs on a recorder thread.
+
+An H.264 track is declared with its ``avcC`` and takes its samples length-prefixed, as the file
+stores them (:mod:`gateway.recording.codecs`); an H.265 track takes Annex B."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from typing import Any
 
 import av
 
+from gateway.protocols import h264
+from gateway.protocols.fragments import NalError
 from gateway.recording import fmp4
 from gateway.recording.audio import AacFormat, add_aac_stream
-from gateway.recording.codecs import Codec
+from gateway.recording.codecs import Codec, avcc_record
 
 __all__ = ["AUDIO_MUX_OPTIONS", "MUX_OPTIONS", "SegmentFile"]
 
@@ -30,6 +35,12 @@ MUX_OPTIONS = {
 # With audio: the moov waits for the first fragment, so each track keeps where it starts (audio
 # rarely starts exactly at the first picture), and the muxer holds one track's samples for the
 # other's at most 0.2 s (a camera whose audio stops must not hold its video back 10 s).
+# A raw H.264 stream of just an SPS and a PPS (a 1080p Baseline stream's): demuxed, it gives a
+# stream whose codec context PyAV copies into the output as it is (a mux-only stream cannot be
+# given its avcC); the track's own avcC, width and height then replace the template's.
+_H264_TEMPLATE = bytes.fromhex(
+    "000000016742c028da01e0089f97011000000300100000030320f1832a0000000168ce3c80"
+)
 AUDIO_MUX_OPTIONS = {
     **MUX_OPTIONS,
     "movflags": MUX_OPTIONS["movflags"] + "+delay_moov",
@@ -81,7 +92,10 @@ class SegmentFile:
         width: int = 0,
         height: int = 0,
         audio: AacFormat | None = None,
+        params: dict[int, bytes] | None = None,
     ) -> None:
+        """``params``: the parameter sets by NAL unit type; an H.264 track needs its SPS and PPS
+        (:class:`~gateway.protocols.fragments.NalError` if the SPS cannot be read)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file = _TrackedFile(path)
@@ -89,11 +103,14 @@ class SegmentFile:
         self._container: Any = av.open(
             self._file, "w", format="mp4", options=options, buffer_size=AVIO_BUFFER
         )
-        kwargs: dict[str, Any] = {}
-        if width and height:
-            kwargs = {"width": width, "height": height}
         # The video is the first track: the index reads each fragment's times from its traf.
-        self._stream: Any = self._container.add_mux_stream(codec.mux_name, **kwargs)
+        if codec.name == "H264":
+            self._stream: Any = _h264_stream(self._container, params or {}, width, height)
+        else:
+            kwargs: dict[str, Any] = {}
+            if width and height:
+                kwargs = {"width": width, "height": height}
+            self._stream = self._container.add_mux_stream(codec.mux_name, **kwargs)
         self._stream.time_base = TIME_BASE
         self._audio: Any = None if audio is None else add_aac_stream(self._container, audio)
         self._audio_frame = audio.frame_length if audio is not None else 1024
@@ -110,10 +127,10 @@ class SegmentFile:
     def init_length(self) -> int | None:
         return self._file.tracker.init_length
 
-    def mux(self, annexb: bytes, pts: int, key: bool) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
-        """Add one access unit (Annex B, ``pts`` in 90 kHz from the segment's start); return
-        the fragments this completed."""
-        packet = av.Packet(annexb)
+    def mux(self, sample: bytes, pts: int, key: bool) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
+        """Add one access unit (as the codec's ``sample`` makes it, ``pts`` in 90 kHz from the
+        segment's start); return the fragments this completed."""
+        packet = av.Packet(sample)
         dts = max(pts, self._last_dts + 1)  # monotonic even if the camera's clock stutters
         if self._last_dts >= 0:
             self._interval = dts - self._last_dts
@@ -182,3 +199,17 @@ class SegmentFile:
         ]
         moofs, self._video_next = fmp4.follow_on(moofs, self._video_next)
         return list(zip(boxes, moofs, strict=True))
+
+
+def _h264_stream(container: Any, params: dict[int, bytes], width: int, height: int) -> Any:
+    """An H.264 track declared with the stream's own avcC (from its SPS and PPS)."""
+    sps, pps = params.get(h264.NAL_SPS), params.get(h264.NAL_PPS)
+    if sps is None or pps is None:
+        raise NalError("an H.264 segment needs its SPS and PPS")
+    record = avcc_record(sps, pps)
+    with av.open(io.BytesIO(_H264_TEMPLATE), format="h264", options={"probesize": "32"}) as tmpl:
+        stream: Any = container.add_stream_from_template(tmpl.streams.video[0], opaque=True)
+    ctx = stream.codec_context
+    ctx.extradata = record
+    ctx.width, ctx.height = width, height
+    return stream

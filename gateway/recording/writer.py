@@ -35,7 +35,6 @@ from pathlib import Path
 
 import av
 
-from gateway.protocols import h264
 from gateway.protocols.fragments import NalError
 from gateway.protocols.rtp import RtpError, payload_of, rtp_header
 from gateway.recording import fmp4
@@ -277,7 +276,8 @@ class CameraWriter:
     # -- internals
 
     def _depacketize(self, unit: Unit) -> tuple[bytes, list[int], dict[int, bytes], int] | None:
-        """(the unit in Annex B, its NAL unit types, the parameter sets in it, RTP time)."""
+        """(the unit as the muxer's sample, its NAL unit types, the parameter sets in it, RTP
+        time)."""
         payloads: list[memoryview] = []
         ts = -1
         index = self.track.index
@@ -305,7 +305,7 @@ class CameraWriter:
         codec = self.codec
         types = [codec.nal_type(n) for n in nals]
         params = {t: n for n, t in zip(nals, types, strict=True) if t in codec.params}
-        return h264.annexb(nals), types, params, ts
+        return codec.sample(nals), types, params, ts
 
     @staticmethod
     def _unwrap(run: _Run, raw: int) -> int:
@@ -328,7 +328,7 @@ class CameraWriter:
 
     def _with_params(self, au: bytes, types: list[int]) -> bytes:
         missing = [self.params[t] for t in self.codec.params if t not in types]
-        return h264.annexb(missing) + au if missing else au
+        return self.codec.sample(missing) + au if missing else au
 
     def _open_segment(self, run: _Run, ts: int, types: list[int]) -> bool:
         # Named by where it seems to start now; indexed (below) once its first fragment is out
@@ -343,8 +343,10 @@ class CameraWriter:
         self._size = picture_size(self.codec, self.params)
         try:
             audio = self.audio[1] if self.audio is not None else None
-            self._file = SegmentFile(path, self.codec, *self._size, audio=audio)
-        except (OSError, av.FFmpegError) as exc:
+            self._file = SegmentFile(
+                path, self.codec, *self._size, audio=audio, params=self._seg_params
+            )
+        except (OSError, av.FFmpegError, NalError) as exc:
             self._write_failed(exc)
             return False
         self._segment = Segment(
