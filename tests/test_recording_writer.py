@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from recording_fixtures import T0, TRACK, feed, h264_access_units, rtp_units, writer
 
 from gateway.recording import fmp4
@@ -341,3 +343,52 @@ def test_each_h264_profile_is_declared_with_ffmpegs_own_avcc_and_reads_cleanly(
     frames, errors = ffprobe_frames(index.file(seg))
     assert (frames, errors) == (len(aus), "")
     agrees(index)
+
+
+_NAL = st.tuples(
+    st.integers(0, 255), st.binary(min_size=0, max_size=300), st.sampled_from([40, 120, 400])
+)  # (NAL unit header byte, body, MTU it is sent at)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    nals=st.lists(_NAL, min_size=1, max_size=5),
+    drop=st.none() | st.integers(0, 40),
+    poke=st.none() | st.tuples(st.integers(0, 40), st.integers(0, 15), st.integers(0, 255)),
+    others=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 2)), max_size=3),
+)
+def test_the_one_pass_depacketizer_agrees_with_the_quick_one_or_steps_aside(
+    nals: list[tuple[int, bytes, int]],
+    drop: int | None,
+    poke: tuple[int, int, int] | None,
+    others: list[tuple[int, int]],
+) -> None:
+    """h264_items reads the hub's items in one pass; on anything (a lost packet, a bit flipped
+    in an RTP, NAL or FU header, another track's packets or RTCP among them) it gives exactly
+    what the quick depacketizer gives for the video payloads, or None, and None only where the
+    quick path also refuses or a packet is not the common case it is for (a longer RTP header,
+    a payload under two bytes)."""
+    import struct
+
+    from gateway.protocols import h264
+    from gateway.recording.codecs import h264_items, h264_quick
+
+    payloads = [p for head, body, mtu in nals for p in h264.packetize(bytes((head,)) + body, mtu)]
+    header = struct.Struct(">BBHII")
+    packets = [header.pack(0x80, 96, i, 0xFEDCBA98, 7) + p for i, p in enumerate(payloads)]
+    if drop is not None and drop < len(packets):
+        del packets[drop]
+    if poke is not None and poke[0] < len(packets) and poke[1] < len(packets[poke[0]]):
+        i, at, value = poke
+        packets[i] = packets[i][:at] + bytes((value,)) + packets[i][at + 1 :]
+    items = [(0, p, False) for p in packets]
+    for at, kind in others:  # an audio packet (track 1) or an RTCP report of the video
+        items.insert(min(at, len(items)), (1, b"\xff" * 3, False) if kind == 1 else (0, b"", True))
+    got = h264_items(items, 0)
+    quick = h264_quick([memoryview(p)[12:] for p in packets]) if packets else None
+    common = bool(packets) and all(p[0] == 0x80 and len(p) >= 14 for p in packets)
+    if got is not None:
+        assert quick is not None
+        assert got == (*quick, int.from_bytes(packets[0][4:8], "big"))
+    else:
+        assert quick is None or not common

@@ -18,8 +18,8 @@ from gateway.protocols import h264, h265
 from gateway.protocols.fragments import NalError
 from gateway.stream.tracks import Track
 
-__all__ = ["CODECS", "Codec", "avcc_record", "h264_quick", "h265_resolution", "length_prefixed",
-           "picture_size", "sprop_params", "video_track"]  # fmt: skip
+__all__ = ["CODECS", "Codec", "avcc_record", "h264_items", "h264_quick", "h265_resolution",
+           "length_prefixed", "picture_size", "sprop_params", "video_track"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,63 @@ def sprop_params(track: Track) -> dict[int, bytes]:
 
 
 _BYTE = [bytes((i,)) for i in range(256)]
+
+
+def h264_items(
+    items: list[tuple[int, bytes, bool]], track: int
+) -> tuple[bytes, list[int], dict[int, bytes], int] | None:
+    """:func:`h264_quick` straight from the hub's items (track, RTP packet, is RTCP) when every
+    packet of ``track`` has the common 12-byte RTP header (version 2, no padding, extension or
+    CSRC): (the sample, its NAL unit types, its SPS/PPS, the RTP time of the unit). One pass,
+    one view per FU-A payload (not a view of the packet, then one of its payload) and a FU-A
+    run's length summed once at its end; None for anything else, which :func:`h264_quick` and
+    the full depacketizer then see."""
+    parts: list[bytes | memoryview] = []
+    types: list[int] = []
+    params: dict[int, bytes] = {}
+    fu_at = -1  # where in parts the length of the NAL unit being reassembled goes
+    first: bytes | None = None
+    try:  # a packet too short for the byte read next raises IndexError: not the common case
+        for index, packet, is_rtcp in items:
+            if is_rtcp or index != track:
+                continue
+            if packet[0] != 0x80:
+                return None
+            if first is None:
+                first = packet
+            b0 = packet[12]
+            t = b0 & 0x1F
+            if t == h264.FU_A:
+                fu = packet[13]
+                if fu & 0x80:
+                    if fu_at >= 0:
+                        return None
+                    nt = fu & 0x1F
+                    if nt in (h264.NAL_SPS, h264.NAL_PPS) or not 0 < nt < 24:
+                        return None
+                    fu_at = len(parts)
+                    parts += (b"", _BYTE[(b0 & 0xE0) | nt], memoryview(packet)[14:])
+                    types.append(nt)
+                elif fu_at < 0:
+                    return None
+                else:
+                    parts.append(memoryview(packet)[14:])
+                if fu & 0x40:
+                    parts[fu_at] = (sum(map(len, parts[fu_at + 2 :])) + 1).to_bytes(4, "big")
+                    fu_at = -1
+            elif 0 < t < 24 and fu_at < 0:
+                nal = packet[12:]
+                parts += (len(nal).to_bytes(4, "big"), nal)
+                types.append(t)
+                if t in (h264.NAL_SPS, h264.NAL_PPS):
+                    params[t] = nal
+            else:
+                return None
+    except IndexError:
+        return None
+    if fu_at >= 0 or first is None:
+        return None
+    return b"".join(parts), types, params, int.from_bytes(first[4:8], "big")
 
 
 def h264_quick(

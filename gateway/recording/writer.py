@@ -39,7 +39,13 @@ from gateway.protocols.fragments import NalError
 from gateway.protocols.rtp import RtpError, payload_of, rtp_header
 from gateway.recording import fmp4
 from gateway.recording.audio import AacFormat, AudioError, aac_units
-from gateway.recording.codecs import CODECS, h264_quick, picture_size, sprop_params
+from gateway.recording.codecs import (
+    CODECS,
+    h264_items,
+    h264_quick,
+    picture_size,
+    sprop_params,
+)
 from gateway.recording.index import Fragment, GapReason, RecordingIndex, Segment
 from gateway.recording.segment_file import SegmentFile
 from gateway.stream.tracks import Track
@@ -134,6 +140,8 @@ class CameraWriter:
         self.codec = CODECS[self.track.codec]
         self.params: dict[int, bytes] = sprop_params(self.track)
         self.quick = self.codec.name == "H264"
+        # NAL unit types of a unit that holds no picture (parameter sets, delimiters, SEI).
+        self._no_picture = frozenset(self.codec.params) | self.codec.no_picture
         self._run: _Run | None = None
         self._file: SegmentFile | None = None
         self._segment: Segment | None = None
@@ -171,7 +179,7 @@ class CameraWriter:
             run = None
         if params:
             self.params.update(params)
-        is_key = any(t in self.codec.keyframes for t in types)
+        is_key = not self.codec.keyframes.isdisjoint(types)
         if run is None:
             if not is_key or not self._has_params() or self._before_last_end(unit.wall):
                 self.counters.units_dropped += 1
@@ -182,7 +190,7 @@ class CameraWriter:
         media = (ts - run.base_ts) / CLOCK
         run.anchor = min(run.anchor, unit.wall - media)
         run.last_wall = unit.wall
-        if all(t in self.codec.params or t in self.codec.no_picture for t in types):
+        if self._no_picture.issuperset(types):
             return  # parameter sets alone: they go in front of the next keyframe
         if (
             self._file is not None
@@ -278,9 +286,13 @@ class CameraWriter:
     def _depacketize(self, unit: Unit) -> tuple[bytes, list[int], dict[int, bytes], int] | None:
         """(the unit as the muxer's sample, its NAL unit types, the parameter sets in it, RTP
         time)."""
+        index = self.track.index
+        if self.quick:
+            got = h264_items(unit.items, index)
+            if got is not None:
+                return got
         payloads: list[memoryview] = []
         ts = -1
-        index = self.track.index
         try:
             for track, packet, is_rtcp in unit.items:
                 if is_rtcp or track != index:
