@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -267,12 +266,13 @@ async def test_an_uncapped_admission_never_waits_for_a_capped_ones_database(bill
     assert live_sessions is not None
     with _database_held(gw):
         capped = await _capped_admission_waiting(gw, "s-capped")
-        t0 = time.monotonic()
         uncapped = await _admit(gw, "s-free", "police", "officer")
-        waited = time.monotonic() - t0
         assert isinstance(uncapped, Live)
+        # Admitted while the capped one still waits: so not behind the database, which is held
+        # until this block ends (an admission that waited for it would come after the capped
+        # one, queued on the database thread first, or hang here). No wall-clock bound: how
+        # long "at once" takes is the machine's load, not the order.
         assert not capped.done()
-    assert waited < 1.0, f"the event loop waited {waited:.2f} s for the database"
     assert isinstance(await capped, Live)
     for sid in ("s-capped", "s-free"):
         live_sessions.end(sid, "test over")
