@@ -17,6 +17,10 @@ time. A restarted source starts its own numbering and its own clock, so:
 - A track whose first packet comes before any report continues from its last timestamp, moved
   on by the wall-clock gap; its first report is then put on the readers' line where that
   timestamp lies, so that report does not move the mapping either.
+- A track whose first packet comes before its own first report but after another track's (a
+  UDP source: its RTCP has a socket of its own, so which is read first is chance) is placed
+  where that report puts the source's clock now, so it keeps the source's A/V alignment: by
+  the gap it was off by as much as the old media ran ahead of its reports (0.5 s for ffmpeg).
 - Sender reports carry output NTP times: the source's times moved by that source's offset.
 """
 
@@ -100,6 +104,8 @@ class PathTimeline:
         self.tracks = [TrackTimeline(rate or 90000) for rate in rates]
         self.ntp_base = ntp_base
         self._source_ntp_offset: int | None = None
+        # (output NTP, our monotonic now) of the current source's first report: its clock.
+        self._source_anchor: tuple[int, float] | None = None
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -110,6 +116,7 @@ class PathTimeline:
     def restart(self) -> None:
         """A new source with the same tracks: its numbering is mapped afresh."""
         self._source_ntp_offset = None
+        self._source_anchor = None
         for track in self.tracks:
             track.restart()
 
@@ -121,7 +128,13 @@ class PathTimeline:
             tl.seq_offset = (tl.last_out_seq + 1 - seq) % _SEQ_MOD
             tl.seq_synced = True
         if not tl.ts_synced:
-            tl.ts_offset = (tl.ts_after_gap(now) - ts) % _TS_MOD
+            if self._source_anchor is not None:
+                # Another track's report came first: this packet is the source's "now".
+                anchor_ntp, anchor_now = self._source_anchor
+                ntp = (anchor_ntp + int((now - anchor_now) * _NTP_ONE)) % _NTP_MOD
+                tl.ts_offset = (self._placed(tl, ntp, now) - ts) % _TS_MOD
+            else:
+                tl.ts_offset = (tl.ts_after_gap(now) - ts) % _TS_MOD
             tl.ts_synced = True
         out_ts = (ts + tl.ts_offset) % _TS_MOD
         if first and tl.last_seen is not None:
@@ -159,6 +172,7 @@ class PathTimeline:
                 if end is not None and _signed(end - start, _NTP_MOD) > 0:
                     start = end
                 self._source_ntp_offset = (start - ntp) % _NTP_MOD
+                self._source_anchor = (start, now)
             wanted_ntp = (ntp + self._source_ntp_offset) % _NTP_MOD
             if not tl.ts_synced:
                 tl.ts_offset = (self._placed(tl, wanted_ntp, now) - ts) % _TS_MOD
