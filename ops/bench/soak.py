@@ -195,6 +195,10 @@ class Fleet:
     async def open(self, slot: int) -> None:
         tenant, principal = self.tenant(slot)
         ttl = self.args.token_ttl
+        if self.args.stagger_tokens and slot not in self.token_exp:
+            # Viewers of a real network arrive over time, so their tokens do not all run out in
+            # one minute: the first token of slot i lasts between half and all of --token-ttl.
+            ttl *= 0.5 + 0.5 * (slot + 1) / self.args.readers
         token = self.issuer.issue(
             tenant=tenant, subject=principal, ttl=timedelta(seconds=ttl), roles=["viewer"]
         )
@@ -497,6 +501,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--readers", type=int, default=200)
     ap.add_argument("--churn", type=float, default=0.10, help="share reconnecting per minute")
     ap.add_argument("--token-ttl", type=float, default=600.0, help="seconds")
+    ap.add_argument(
+        "--stagger-tokens",
+        action="store_true",
+        help="spread the first tokens' lifetimes over half to all of --token-ttl, so they do "
+        "not all expire in one minute (by default they expire together at --token-ttl)",
+    )
     ap.add_argument("--publisher-restart", type=float, default=300.0, help="seconds")
     ap.add_argument("--baseline-minute", type=int, default=10)
     ap.add_argument("--sample-every", type=int, default=10)
