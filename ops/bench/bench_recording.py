@@ -21,7 +21,15 @@ the most cameras one core records in real time (media seconds per CPU second).
         --rounds 5
 
 On a shared machine one round's ratio moves by more than the difference being measured: take
-several rounds (feedgate and ffmpeg alternate) and read the medians.
+several rounds (feedgate and ffmpeg alternate) and read the medians. Or count instructions,
+which load does not move: ``--only hub`` and ``--only recorder`` run just feedgate's feeding,
+without and with the recorder, once each under callgrind; the difference of the two
+"Collected" counts is the recording's (user space only: the kernel's file writes are not in
+it)::
+
+    PY=$(python3 -c 'import sys; print(sys.executable)')
+    for only in hub recorder; do valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        $PY ops/bench/bench_recording.py --cameras 4 --seconds 20 --only $only; done
 """
 
 from __future__ import annotations
@@ -144,6 +152,18 @@ async def run_feedgate(frames: list[list[bytes]], cameras: int, out: Path) -> di
             "out": written, "dropped": dropped}  # fmt: skip
 
 
+async def feed_once(frames: list[list[bytes]], cameras: int, out: Path, record: bool) -> None:
+    """One feeding, recorded or not, for an instruction count (``--only``)."""
+    clock = [T0]
+    cams = tuple(CameraConfig(id=f"cam{i}", record=True) for i in range(cameras))
+    cfg = dataclasses.replace(Config(cameras=cams), data_dir=str(out),
+                              recording=RecordingConfig(low_water="0%", critical="0%"))  # fmt: skip
+    hub = StreamHub()
+    rec = Recorder(cfg, hub, clock=lambda: clock[0]) if record else None
+    cpu_s, _wall, _fed = await feed(frames, cameras, rec, hub, clock)
+    print(f"{'recorded' if record else 'hub alone'}: {cpu_s:.2f} CPU-s")
+
+
 def run_ffmpeg(path: Path, cameras: int, out: Path) -> dict[str, float]:
     procs = []
     t0 = time.perf_counter()
@@ -177,9 +197,16 @@ def main() -> None:
         "--rounds", type=int, default=1, help="alternate feedgate and ffmpeg; report medians"
     )
     ap.add_argument("--cache", type=Path, default=ROOT / "var" / "bench")
+    ap.add_argument(
+        "--only", choices=("hub", "recorder"), help="feed once, hub alone or recorded; no peer"
+    )
     args = ap.parse_args()
     path = clip(args.seconds, args.cache)
     frames = rtp_frames(path)
+    if args.only is not None:
+        with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
+            asyncio.run(feed_once(frames, args.cameras, Path(tmp), args.only == "recorder"))
+        return
     media = len(frames) / FPS * args.cameras  # camera-seconds
     load = os.getloadavg()[0]
     rounds: list[tuple[dict[str, float], dict[str, float]]] = []
