@@ -15,6 +15,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Round:
+    now: datetime  # the time it decided at
     version: int  # the policy snapshot the round decided on
     left: int  # the watched tenant's live sessions after it
 
@@ -26,6 +27,7 @@ class RecheckRounds:
     def __init__(self, gateway: Any, tenant: str) -> None:
         live, policy = gateway.live, gateway.tenancy.policy
         assert live is not None
+        self._live, self._tenant = live, tenant
         self.rounds: list[Round] = []
         self._policy = policy
         original = live.recheck
@@ -34,7 +36,7 @@ class RecheckRounds:
             version = policy.snapshot.version
             ended = int(original(now))
             left = sum(1 for s in live.live.values() if s.decision.tenant == tenant)
-            self.rounds.append(Round(version, left))
+            self.rounds.append(Round(now, version, left))
             return ended
 
         live.recheck = recheck
@@ -48,3 +50,21 @@ class RecheckRounds:
         after = [r for r in self.rounds if r.version > version]
         assert after, f"no re-check ran on a snapshot after version {version}: {self.rounds}"
         assert after[0].left == 0, f"still live after the first round on it: {self.rounds}"
+
+    def expires_at(self) -> datetime:
+        """When the watched tenant's one live session's credential expires."""
+        (when,) = [
+            s.decision.expires_at
+            for s in self._live.live.values()
+            if s.decision.tenant == self._tenant and s.decision.expires_at is not None
+        ]
+        return when
+
+    def assert_ended_by_first_round_at(self, when: datetime) -> None:
+        """No session of the tenant was left after the first round deciding at or after
+        ``when``, and every round before it left one."""
+        at = [r for r in self.rounds if r.now >= when]
+        assert at, f"no re-check ran at or after {when}: {self.rounds[-3:]}"
+        assert at[0].left == 0, f"still live after the first round at {when}: {at[:3]}"
+        before = [r for r in self.rounds if r.now < when]
+        assert all(r.left for r in before), f"ended before {when}: {before}"
