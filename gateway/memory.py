@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import sys
 import time
@@ -110,3 +111,17 @@ class MemoryPolicy:
         while True:
             await asyncio.sleep(self.config.trim_interval)
             await asyncio.to_thread(self.trim)
+
+
+def freeze_startup_heap() -> int:
+    """Move every object alive once the gateway is up into the garbage collector's permanent
+    generation, so later full collections leave them out; how many were frozen.
+
+    A serving gateway holds ~220,000 objects from start-up (modules, config, the policy, the
+    codecs' Python sides), and a full collection walked them all: 160-181 ms with the event loop
+    held (timed with gc.callbacks in tests/test_loop_lag.py). They live as long as the process,
+    so there is nothing to find among them. Objects made afterwards are collected as ever.
+    Call once per process, after start-up (the collection here is the last full one of them)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

@@ -11,6 +11,7 @@ from gateway.config import Config
 from gateway.core import Gateway
 from gateway.http.app import http_site, make_http_app
 from gateway.http.runner import GatewayRunner
+from gateway.memory import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,11 @@ async def run_gateway(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     gateway: Gateway | None = None,
+    freeze_heap: bool = False,
 ) -> None:
-    """Run one gateway process until ``stop`` is set (or forever)."""
+    """Run one gateway process until ``stop`` is set (or forever); ``freeze_heap``: the process
+    is the gateway's own (``feedgate serve``), so its start-up heap is frozen once it is up
+    (:func:`gateway.memory.freeze_startup_heap`)."""
     gateway = gateway if gateway is not None else Gateway(config)
     app = make_http_app(gateway)
     runner = GatewayRunner(app, access_log=None)
@@ -44,6 +48,8 @@ async def run_gateway(
             config.http.host,
             config.http.port,
         )
+        if freeze_heap:
+            log.debug("froze %d start-up objects", freeze_startup_heap())
         if ready is not None:
             ready.set()
         await (stop.wait() if stop is not None else asyncio.Event().wait())

@@ -226,6 +226,7 @@ async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
     from gateway.core import Gateway
     from gateway.http.app import http_site, make_http_app
     from gateway.http.runner import GatewayRunner
+    from gateway.memory import freeze_startup_heap
 
     paths = _paths(runtime_dir)
     stop = asyncio.Event()
@@ -251,6 +252,7 @@ async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
         await runner.setup()
         site = http_site(runner, config)
         await site.start()
+        freeze_startup_heap()
         log.info("worker 0 ready (primary)")
         try:
             await stop.wait()
@@ -271,6 +273,7 @@ async def run_worker(config: Config, index: int, runtime_dir: str) -> None:
     )
     await gateway.start()
     sender = loop.create_task(stats_sender(paths["stats"], gateway))
+    freeze_startup_heap()
     log.info("worker %d ready", index)
     try:
         await stop.wait()

@@ -128,3 +128,49 @@ def test_the_defaults_are_on_and_a_file_can_turn_them_off(tmp_path: Path) -> Non
     assert (off.mmap_threshold, off.trim_interval) == (0, 0)
     policy = MemoryPolicy(off)
     assert not policy.apply_threshold()  # 0: glibc's own adaptive threshold is left alone
+
+
+def test_a_served_gateways_start_up_heap_is_left_out_of_full_collections() -> None:
+    """A full collection walked every object alive since start-up (160-181 ms with the loop
+    held, tests/test_loop_lag.py); frozen, they are out of the collector's generations."""
+    script = textwrap.dedent(
+        """
+        import gc
+        import gateway.core, gateway.http.app, gateway.serve  # what a serving process loads
+        from gateway.memory import freeze_startup_heap
+        before = len(gc.get_objects())
+        frozen = freeze_startup_heap()
+        print(before, frozen, len(gc.get_objects()))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    before, frozen, after = (int(x) for x in out.stdout.split())
+    assert before > 50_000 and frozen >= 0.9 * before, (before, frozen)
+    assert after < 0.01 * before, (before, after)
+
+
+async def test_feedgate_serve_freezes_its_heap_once_it_is_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import dataclasses
+
+    from conftest import free_port, make_config
+
+    from gateway import serve
+    from gateway.config import HttpConfig
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(serve, "freeze_startup_heap", lambda: frozen.append(True) or 1)
+    config = dataclasses.replace(make_config(), http=HttpConfig(host="127.0.0.1", port=free_port()))
+    for freeze in (False, True):
+        ready, stop = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(
+            serve.run_gateway(config, ready=ready, stop=stop, freeze_heap=freeze)
+        )
+        await asyncio.wait_for(ready.wait(), 20)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert frozen == ([True] if freeze else []), freeze

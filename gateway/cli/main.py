@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await _until_signal(stop)
         waiter = asyncio.ensure_future(stop.wait())
         waiter.add_done_callback(lambda _: arm_shutdown_watchdog())
-        await run_gateway(config, stop=stop)
+        await run_gateway(config, stop=stop, freeze_heap=True)
 
     asyncio.run(main())
     return 0
