@@ -209,14 +209,21 @@ def add_hls_routes(
             headers={"Cache-Control": "private, max-age=10"},
         )
 
+    async def asked(
+        request: web.Request, camera: str, seg_id: str
+    ) -> tuple[Segment | None, Decision | None]:
+        """The recorded file named and the viewer's decision on it. Who is asking is decided
+        before anything is said of the file: the decision is taken at the file's start only
+        if it is this camera's (the caller answers "no such recording" after)."""
+        segment = await service.run(service.index.segment, seg_id)
+        start = segment.start if segment is not None and segment.camera == camera else None
+        return segment, await service.authorize(viewer(request), camera, start)
+
     async def file(request: web.Request) -> web.StreamResponse:
         camera = request.match_info["camera"]
         seg_id = request.match_info["segment"]
-        segment = await service.run(service.index.segment, seg_id)
-        start = segment.start if segment is not None and segment.camera == camera else None
         try:
-            # Who is asking first; then whether the file exists for this camera.
-            decision = await service.authorize(viewer(request), camera, start)
+            segment, decision = await asked(request, camera, seg_id)
         except Refusal as exc:
             return web.Response(status=exc.status, text=exc.reason + "\n", headers=exc.headers)
         if decision is not None and decision.mask_zones:
@@ -293,11 +300,8 @@ def add_hls_routes(
     async def masked_segment(request: web.Request) -> web.StreamResponse:
         camera, seg_id = request.match_info["camera"], request.match_info["segment"]
         first, last = int(request.match_info["first"]), int(request.match_info["last"])
-        segment = await service.run(service.index.segment, seg_id)
-        start = segment.start if segment is not None and segment.camera == camera else None
         try:
-            # Who is asking first; then whether the segment exists for this camera.
-            decision = await service.authorize(viewer(request), camera, start)
+            segment, decision = await asked(request, camera, seg_id)
         except Refusal as exc:
             return web.Response(status=exc.status, text=exc.reason + "\n", headers=exc.headers)
         if decision is None or not decision.mask_zones:
