@@ -59,13 +59,14 @@ def run(argv: list[str]) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def segment(cache: Path, size: str, bitrate: str) -> Path:
-    path = cache / f"export-seg-{size}-{bitrate}.mp4"
+def segment(cache: Path, size: str, bitrate: str, seconds: int = 60) -> Path:
+    """A recorded segment as the recorder writes them (1 s keyframe fragments), cached."""
+    path = cache / f"export-seg-{size}-{bitrate}-{seconds}.mp4"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         run([
             FFMPEG, "-v", "error", "-y", "-f", "lavfi",
-            "-i", f"testsrc2=size={size}:rate=25,noise=alls=12:allf=t", "-t", "60",
+            "-i", f"testsrc2=size={size}:rate=25,noise=alls=12:allf=t", "-t", str(seconds),
             "-c:v", "libx264", "-preset", "veryfast", "-b:v", bitrate, "-maxrate", bitrate,
             "-bufsize", bitrate, "-g", "25", "-keyint_min", "25", "-sc_threshold", "0",
             "-bf", "0", "-pix_fmt", "yuv420p",

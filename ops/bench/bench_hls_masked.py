@@ -21,8 +21,6 @@ Prints every command it runs and one line per round.
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,35 +31,17 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import imageio_ffmpeg  # noqa: E402
 from export_fixtures import index_segment  # noqa: E402
 
 from gateway.masking.zones import Zone  # noqa: E402
 from gateway.playback.hls_masked import burn, groups  # noqa: E402
 from gateway.recording.export_cut import TimedZone, cut  # noqa: E402
 from gateway.recording.index import RecordingIndex  # noqa: E402
+from ops.bench.bench_export import segment as recorded_segment  # noqa: E402
 from tenants.db import Database  # noqa: E402
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 QUARTER = Zone("quarter", ((0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5)))
-
-
-def recording(cache: Path, size: str, bitrate: str, seconds: int) -> Path:
-    path = cache / f"hlsmask-seg-{size}-{bitrate}-{seconds}.mp4"
-    if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        argv = [
-            FFMPEG, "-v", "error", "-y", "-f", "lavfi",
-            "-i", f"testsrc2=size={size}:rate=25,noise=alls=12:allf=t", "-t", str(seconds),
-            "-c:v", "libx264", "-preset", "veryfast", "-b:v", bitrate, "-maxrate", bitrate,
-            "-bufsize", bitrate, "-g", "25", "-keyint_min", "25", "-sc_threshold", "0",
-            "-bf", "0", "-pix_fmt", "yuv420p",
-            "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(path),
-        ]  # fmt: skip
-        print("$", shlex.join(argv), flush=True)
-        subprocess.run(argv, check=True)
-    return path
 
 
 def main() -> None:
@@ -74,7 +54,7 @@ def main() -> None:
         "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "feedgate-bench"
     )
     args = ap.parse_args()
-    source = recording(args.cache_dir, args.size, args.bitrate, args.clip)
+    source = recorded_segment(args.cache_dir, args.size, args.bitrate, args.clip)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / source.name).symlink_to(source)
