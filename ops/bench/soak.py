@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from benchkit import smaps
 from benchkit.clip import make_clip
 from benchkit.env import HERE, REPO, ensure_ffmpeg, feedgate_command, feedgate_env, log
 from benchkit.procs import HOST, Procs, pick_port, probe_stream, wait_tcp
@@ -389,6 +390,9 @@ async def soak(args: argparse.Namespace, procs: Procs, ffmpeg: str, clip: Path) 
                 "loadgen_lag_ms": round(1000 * lag["worst"], 1),
                 "loadavg_1m": os.getloadavg()[0],
             }  # fmt: skip
+            if args.heap:  # threads and RSS by kind of mapping (benchkit/smaps.py), from /proc
+                with contextlib.suppress(OSError):
+                    row.update(smaps.row(server.pid))
             heap = work / "heap" / "traced.txt"
             if heap.exists():  # the server's own heap figures (--heap), a few seconds old
                 lines = heap.read_text().splitlines()
@@ -537,8 +541,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--heap",
         action="store_true",
-        help="record glibc's heap figures (mallinfo2) every minute to <workdir>/heap/traced.txt "
-        "(cheap: one thread waking once a minute)",
+        help="record glibc's heap figures (mallinfo2) and pymalloc's arenas every minute to "
+        "<workdir>/heap/traced.txt (cheap: one thread waking once a minute), and the server's "
+        "threads and RSS by kind of mapping (/proc/PID/smaps, read from outside)",
     )
     ap.add_argument("--heap-every", type=float, default=60.0, help="seconds between --heap samples")
     ap.add_argument(

@@ -59,12 +59,53 @@ def malloc_line() -> str:
     )
 
 
+PYMALLOC = {
+    "# arenas allocated current": "arenas",
+    "# arenas highwater mark": "highwater",
+    "# bytes in allocated blocks": "in_blocks",
+    "# bytes in available blocks": "available",
+}
+
+
+def pymalloc_line() -> str:
+    """pymalloc's own figures (sys._debugmallocstats): its 1 MiB arenas are mmap'd by Python,
+    outside glibc's heap and mallinfo2, and tracemalloc counts blocks, not the arenas that hold
+    them, so an arena pinned by a few live blocks shows in neither. The call prints to the C
+    stderr, so fd 2 is pointed at a file for its few milliseconds (a log line another thread
+    writes in that window lands there: a diagnostic run's price)."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as f:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        t = time.monotonic()
+        try:
+            os.dup2(f.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        took = time.monotonic() - t
+        f.seek(0)
+        got: dict[str, int] = {}
+        for stat in f:
+            key, _, value = stat.partition("=")
+            if (name := PYMALLOC.get(key.strip())) is not None and name not in got:
+                got[name] = int(value.strip().replace(",", ""))
+    mib = 2**20
+    return (
+        f"pymalloc arenas {got.get('arenas')} (highwater {got.get('highwater')}), "
+        f"in blocks {got.get('in_blocks', 0) / mib:.2f} MiB, "
+        f"available {got.get('available', 0) / mib:.2f} MiB, took {took * 1e3:.0f} ms"
+    )
+
+
 def watch(out: Path, interval: float, trace: bool, trim: bool) -> None:
     n = 0
     while True:
         time.sleep(interval)
         n += 1
-        line = f"minute {n} at {time.strftime('%H:%M:%S')}: {malloc_line()}"
+        line = f"minute {n} at {time.strftime('%H:%M:%S')}: {malloc_line()}; {pymalloc_line()}"
         if trace:
             gc.collect()
             t = time.monotonic()
