@@ -12,6 +12,11 @@ are refused as malformed and that audio is lost, never guessed at.
 
 Other audio codecs (G.711, Opus) are not recorded: the MP4 muxer takes neither G.711 nor Opus
 without a re-encode or a hand-made sample entry.
+
+Placing the sound against the pictures: by the source's own clock, each track's RTCP sender
+report (:func:`reported_offset`), which is how the camera says its tracks line up. Arrival
+times would not do: ffmpeg, for one, packs up to 0.7 s of AAC frames into one RTP packet, so a
+packet's first frame arrives hundreds of milliseconds after it was captured.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ import av
 
 from gateway.stream.tracks import Track
 
-__all__ = ["AacFormat", "AudioError", "aac_format", "aac_units", "add_aac_stream", "audio_track"]
+__all__ = [
+    "AacFormat",
+    "AudioError",
+    "Report",
+    "aac_format",
+    "aac_units",
+    "add_aac_stream",
+    "audio_track",
+    "report_of",
+    "reported_offset",
+]
 
 _RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000,
           7350)  # fmt: skip
@@ -35,6 +50,8 @@ _TEMPLATE = bytes((0xFF, 0xF1, 0x50, 0x40, 0x01, 0xFF, 0xFC)) + bytes(8)
 # AAC channel configurations 1-7 (0: a program config element, which is not taken).
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "7.1"}
 MAX_AUS = 64  # per packet: 16 bits of AU-headers-length allow more, no camera sends them
+_NTP_ONE = 1 << 32
+_NTP_MOD = 1 << 64
 
 
 class AudioError(ValueError):
@@ -150,6 +167,40 @@ def aac_units(payload: bytes | memoryview, fmt: AacFormat) -> list[bytes]:
         units.append(data[at : at + size])
         at += size
     return units
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A track's RTCP sender report as the hub passes it on: this RTP time is this NTP time (the
+    source's clock, on the path's output timeline; the same offset for every track of one
+    source, so the camera's own A/V alignment)."""
+
+    ntp: int  # 64-bit NTP timestamp
+    rtp: int  # 32-bit RTP time
+
+
+def report_of(packet: bytes) -> Report | None:
+    """The sender report at the front of an RTCP packet; None for anything else."""
+    if len(packet) < 20 or packet[1] != 200 or packet[0] & 0xC0 != 0x80:
+        return None
+    return Report(int.from_bytes(packet[8:16], "big"), int.from_bytes(packet[16:20], "big"))
+
+
+def _signed(delta: int, mod: int) -> int:
+    delta %= mod
+    return delta - mod if delta >= mod // 2 else delta
+
+
+def reported_offset(
+    video: Report, video_rtp: int, audio: Report, audio_rtp: int, rate: int
+) -> float:
+    """Seconds by which the audio sample at RTP time ``audio_rtp`` was captured after the picture
+    at ``video_rtp``, by the source's own clock (each track's sender report maps its RTP time to
+    the same NTP clock). Both RTP times as sent (32 bits), within hours of their reports."""
+    ntp = _signed(audio.ntp - video.ntp, _NTP_MOD) / _NTP_ONE
+    after_audio = _signed(audio_rtp - audio.rtp, 1 << 32) / rate
+    after_video = _signed(video_rtp - video.rtp, 1 << 32) / 90_000
+    return ntp + after_audio - after_video
 
 
 def add_aac_stream(container: Any, fmt: AacFormat) -> Any:

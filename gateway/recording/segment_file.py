@@ -99,7 +99,12 @@ class SegmentFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file = _TrackedFile(path)
-        options = MUX_OPTIONS if audio is None else AUDIO_MUX_OPTIONS
+        options = MUX_OPTIONS
+        if audio is not None:
+            # The sound's first sample rarely falls on the first picture: the muxer says where it
+            # starts with an edit list in the movie's timescale, by default milliseconds, which
+            # would move each segment's sound by up to a millisecond against the last one's.
+            options = {**AUDIO_MUX_OPTIONS, "movie_timescale": str(audio.sample_rate)}
         self._container: Any = av.open(
             self._file, "w", format="mp4", options=options, buffer_size=AVIO_BUFFER
         )

@@ -21,9 +21,8 @@ same facts the reconciler reads back after a crash). A kill -9 loses the fragmen
 The file itself is :class:`~gateway.recording.segment_file.SegmentFile`.
 
 Audio. A camera's AAC track (:mod:`gateway.recording.audio`) is muxed beside the video, never
-re-encoded. Its RTP time maps to UTC through its own anchor in the run, like the video's; each
-segment places its audio against its video once, at the segment's first audio packet, then
-follows the audio clock sample by sample. Fragments stay cut and timed by the video.
+re-encoded, on one timeline per run, each AAC frame in the segment its capture time falls in
+(:mod:`gateway.recording.writer_sound`). Fragments stay cut and timed by the video.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ import av
 from gateway.protocols.fragments import NalError
 from gateway.protocols.rtp import RtpError, payload_of, rtp_header
 from gateway.recording import fmp4
-from gateway.recording.audio import AacFormat, AudioError, aac_units
+from gateway.recording.audio import AacFormat
 from gateway.recording.codecs import (
     CODECS,
     h264_items,
@@ -48,7 +47,10 @@ from gateway.recording.codecs import (
 )
 from gateway.recording.index import Fragment, GapReason, RecordingIndex, Segment
 from gateway.recording.segment_file import SegmentFile
+from gateway.recording.writer_sound import SWITCH_WAIT, Run, SoundWriter, Unit
 from gateway.stream.tracks import Track
+
+__all__ = ["CameraWriter", "Unit", "WriterCounters"]
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +59,6 @@ CLOCK = 90_000
 # first seconds arrive in a burst, pulling its anchor back before the last run's end). Above
 # playback's 1 ms "touching" tolerance, so players are told of the break.
 MIN_GAP = 0.01
-
-
-@dataclass(slots=True)
-class Unit:
-    """One access unit as the hub delivered it, handed from the loop to a recorder thread."""
-
-    items: list[tuple[int, bytes, bool]]  # (track, RTP packet, is_rtcp): the hub's own list
-    is_key: bool
-    wall: float  # when it arrived (time.time()), or when it was captured for a GOP replay
-    source: str | None
-    size: int
-    tracks: tuple[Track, ...] = ()  # the path's tracks when it arrived
 
 
 @dataclass
@@ -87,40 +77,7 @@ class WriterCounters:
 
 
 @dataclass
-class _Run:
-    """One unbroken stretch of one source."""
-
-    source: str | None
-    anchor: float  # UTC seconds = anchor + media seconds
-    base_ts: int  # unwrapped RTP time of the run's first unit
-    last_raw: int
-    last_ts: int  # unwrapped
-    last_wall: float
-    segments: int = 0
-    chain: tuple[float, int] | None = None  # (UTC seconds, RTP time) its segments follow on
-    audio: _AudioClock | None = None
-
-
-@dataclass
-class _AudioClock:
-    """A run's audio timeline: unwrapped RTP time, mapped to UTC like the video's."""
-
-    base: int
-    last_raw: int
-    last: int
-    anchor: float  # UTC seconds = anchor + (ts - base) / rate
-
-    def unwrap(self, raw: int) -> int:
-        delta = (raw - self.last_raw) & 0xFFFFFFFF
-        if delta >= 1 << 31:
-            delta -= 1 << 32
-        self.last_raw = raw
-        self.last += delta
-        return self.last
-
-
-@dataclass
-class CameraWriter:
+class CameraWriter(SoundWriter):
     """Writes one camera. Thread-confined: only its recorder thread calls it."""
 
     camera: str
@@ -142,7 +99,7 @@ class CameraWriter:
         self.quick = self.codec.name == "H264"
         # NAL unit types of a unit that holds no picture (parameter sets, delimiters, SEI).
         self._no_picture = frozenset(self.codec.params) | self.codec.no_picture
-        self._run: _Run | None = None
+        self._run: Run | None = None
         self._file: SegmentFile | None = None
         self._segment: Segment | None = None
         self._seg_ts = 0  # unwrapped RTP time of the segment's first unit
@@ -150,21 +107,33 @@ class CameraWriter:
         self._segment_registered = False
         self._seg_first = True
         self._seg_params: dict[int, bytes] = {}
-        self._seg_run: _Run = _Run(None, 0.0, 0, 0, 0, 0.0)
+        self._seg_run: Run = Run(None, 0.0, 0, 0, 0, 0.0)
         self._pending: list[Fragment] = []
         self._waiting_key = True
         self._next_reason = self.resume_reason
         self._size = (0, 0)
-        self._audio_offset: int | None = None  # segment's audio pts = RTP time + this
+        self._sound_state()
 
     # -- fed by the recorder thread
 
     def feed(self, unit: Unit) -> None:
         self.counters.units += 1
         self.counters.bytes_in += unit.size
+        if self.audio is not None:
+            self._take_reports(unit)
         self._feed_video(unit)
-        if self.audio is not None and self._run is not None:
-            self._feed_audio(unit, self._run, *self.audio)
+        if self.audio is None:
+            return
+        run = self._run
+        if run is None:
+            self._keep_early(unit, *self.audio)
+            return
+        if self._early:
+            early = [e for e in self._early if e[3] == run.source]
+            self._early.clear()
+            for raw, aus, wall, _source in early:
+                self._place_audio(run, raw, aus, wall, self.audio[1])
+        self._feed_audio(unit, run, *self.audio)
 
     def _feed_video(self, unit: Unit) -> None:
         got = self._depacketize(unit)
@@ -184,7 +153,7 @@ class CameraWriter:
             if not is_key or not self._has_params() or self._before_last_end(unit.wall):
                 self.counters.units_dropped += 1
                 return
-            run = self._run = _Run(unit.source, unit.wall, ts, ts & 0xFFFFFFFF, ts, unit.wall)
+            run = self._run = Run(unit.source, unit.wall, ts, ts & 0xFFFFFFFF, ts, unit.wall)
         else:
             ts = self._unwrap(run, ts)
         media = (ts - run.base_ts) / CLOCK
@@ -192,6 +161,11 @@ class CameraWriter:
         run.last_wall = unit.wall
         if self._no_picture.issuperset(types):
             return  # parameter sets alone: they go in front of the next keyframe
+        if self._switch is not None:
+            self._switch.append((au, types, ts, is_key))
+            if (ts - self._switch[0][2]) / CLOCK >= SWITCH_WAIT:
+                self._finish_switch(run)  # the sound is late or gone: not waited for longer
+            return
         if (
             self._file is not None
             and is_key
@@ -200,7 +174,11 @@ class CameraWriter:
                 or self.params != self._seg_params  # new parameters need a new init segment
             )
         ):
-            self._close_segment()
+            self._begin_switch(run, au, types, ts)
+            return
+        self._mux_video(run, au, types, ts, is_key)
+
+    def _mux_video(self, run: Run, au: bytes, types: list[int], ts: int, is_key: bool) -> None:
         if self._file is None:
             if not is_key:
                 self.counters.units_dropped += 1
@@ -215,43 +193,6 @@ class CameraWriter:
             self._write_failed(exc)
             return
         self._indexed(self._file, done)
-
-    def _feed_audio(self, unit: Unit, run: _Run, track: Track, fmt: AacFormat) -> None:
-        for index, packet, is_rtcp in unit.items:
-            if is_rtcp or index != track.index:
-                continue
-            try:
-                raw = rtp_header(packet)[3]
-                aus = aac_units(payload_of(packet), fmt)
-            except (RtpError, AudioError):
-                self.counters.bad_audio += 1
-                continue
-            clock = run.audio
-            if clock is None:
-                clock = run.audio = _AudioClock(raw, raw, raw, unit.wall)
-            ts = clock.unwrap(raw)
-            media = (ts - clock.base) / fmt.sample_rate
-            clock.anchor = min(clock.anchor, unit.wall - media)
-            file = self._file
-            if file is None:
-                continue
-            if self._audio_offset is None:
-                # The segment's audio is placed against its video once, from both runs'
-                # anchors as they stand, then follows its own clock sample by sample.
-                seg_start = run.anchor + (self._seg_ts - run.base_ts) / CLOCK
-                at = clock.anchor + media - seg_start
-                self._audio_offset = round(at * fmt.sample_rate) - ts
-            for i, au in enumerate(aus):
-                pts = ts + self._audio_offset + i * fmt.frame_length
-                if pts < 0:
-                    continue  # captured before the segment's first picture
-                try:
-                    done = file.mux_audio(au, pts)
-                except (OSError, av.FFmpegError) as exc:
-                    self._write_failed(exc)
-                    return
-                self.counters.audio_units += 1
-                self._indexed(file, done)
 
     def idle(self, now: float) -> None:
         """Close the open segment of a source that went quiet (its gap is recorded when it
@@ -320,7 +261,7 @@ class CameraWriter:
         return codec.sample(nals), types, params, ts
 
     @staticmethod
-    def _unwrap(run: _Run, raw: int) -> int:
+    def _unwrap(run: Run, raw: int) -> int:
         delta = (raw - run.last_raw) & 0xFFFFFFFF
         if delta >= 1 << 31:
             delta -= 1 << 32  # a little back in time (B-frames, reordering)
@@ -342,7 +283,7 @@ class CameraWriter:
         missing = [self.params[t] for t in self.codec.params if t not in types]
         return self.codec.sample(missing) + au if missing else au
 
-    def _open_segment(self, run: _Run, ts: int, types: list[int]) -> bool:
+    def _open_segment(self, run: Run, ts: int, types: list[int]) -> bool:
         # Named by where it seems to start now; indexed (below) once its first fragment is out
         # and the run's anchor has settled.
         start = datetime.fromtimestamp(run.anchor + (ts - run.base_ts) / CLOCK, UTC)
@@ -367,7 +308,7 @@ class CameraWriter:
         self._seg_ts = ts
         self._seq = 0
         self._segment_registered = False
-        self._audio_offset = None
+        self._seg_s0 = self._samples(ts) if self.audio is not None else 0
         self.counters.segments += 1
         return True
 
@@ -442,6 +383,12 @@ class CameraWriter:
         self._segment = None
 
     def _end_run(self, reason: GapReason) -> None:
+        if self._run is not None and self._switch is not None:
+            self._finish_switch(self._run)  # the next segment's pictures are not lost
+        held, self._held = self._held, []
+        for at, frame in held:
+            self._mux_audio(at, frame)  # the run's last sound, a little past its last picture
+        self._switch = None
         self._close_segment()
         self._run = None
         self._next_reason = reason
@@ -457,4 +404,6 @@ class CameraWriter:
             self.index.close_segment(self._segment.id)
         self._segment = None
         self._run = None
+        self._held = []
+        self._switch = None
         self._next_reason = GapReason.DISK_FULL
