@@ -124,8 +124,9 @@ async def test_recorded_sound_runs_on_across_segment_files_in_time_with_the_pict
     report = []
     for i, ((video, sound), seg) in enumerate(zip(read, segments, strict=True)):
         follows = i > 0 and segments[i - 1].end == seg.start  # the same run
+        lead = 1000 * (sound.start - video.start)
         line = (
-            f"{seg.start:%H:%M:%S.%f} sound-pictures start {1000 * (sound.start - video.start):6.1f}"
+            f"{seg.start:%H:%M:%S.%f} sound-pictures start {lead:6.1f}"
             f" ms, end {1000 * (sound.end - video.end):6.1f} ms"
         )
         if follows:
