@@ -40,15 +40,17 @@ FLASH = "color=c=black:s=320x240:r=25,drawbox=c=white:t=fill:enable='lt(mod(t\\,
 BEEP = "aevalsrc='if(lt(mod(t\\,1)\\,0.04)\\,0.8*sin(2*PI*1000*t)\\,0)':s=44100"
 
 
-def flash_and_beep_argv(url: str) -> list[str]:
+AAC = ("-c:a", "aac", "-b:a", "64k")
+
+
+def flash_and_beep_argv(url: str, audio: tuple[str, ...] = AAC) -> list[str]:
+    """ffmpeg as a camera that flashes and beeps together, its sound encoded with ``audio``."""
     argv = publish_argv(url)
     at = argv.index("-i")
     argv[at + 1] = FLASH
     out = argv.index("-f", argv.index("-c:v"))  # the output's format: rtsp
     audio_in = ["-re", "-f", "lavfi", "-i", BEEP]
-    return [
-        *argv[: at + 2], *audio_in, *argv[at + 2 : out], "-c:a", "aac", "-b:a", "64k", *argv[out:]
-    ]  # fmt: skip
+    return [*argv[: at + 2], *audio_in, *argv[at + 2 : out], *audio, *argv[out:]]
 
 
 @dataclass
@@ -93,6 +95,8 @@ def read_segment(path: Path, start: datetime) -> tuple[Track, Track]:
                     lit = white
                 else:
                     samples = frame.to_ndarray().reshape(-1)
+                    if samples.dtype.kind == "i":  # 16-bit PCM (G.711 recorded as ipcm)
+                        samples = samples / 32768
                     hot = np.flatnonzero(np.abs(samples) > 0.2)
                     if hot.size and not loud:
                         beeps.append(ft + hot[0] / frame.sample_rate)

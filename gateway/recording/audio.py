@@ -10,8 +10,9 @@ AU is 1024 samples (960 when the config says so), so a packet's units follow its
 that much each. An AU split over packets (bigger than one packet) is rare for AAC: such packets
 are refused as malformed and that audio is lost, never guessed at.
 
-Other audio codecs (G.711, Opus) are not recorded: the MP4 muxer takes neither G.711 nor Opus
-without a re-encode or a hand-made sample entry.
+Opus tracks are recorded too, as they are (:mod:`gateway.recording.sound_codecs`, which also
+expands G.711 to 16-bit PCM for the muxer; G.711 is not recorded yet, see ``RECORDED_SOUND``);
+other audio codecs are not.
 
 Placing the sound against the pictures: by the source's own clock, each track's RTCP sender
 report (:func:`reported_offset`), which is how the camera says its tracks line up. Arrival
@@ -28,16 +29,19 @@ from typing import Any
 
 import av
 
+from gateway.recording.sound_codecs import SoundError, SoundFormat, sound_format, sound_frames
 from gateway.stream.tracks import Track
 
 __all__ = [
     "AacFormat",
     "AudioError",
+    "AudioFormat",
     "Report",
     "aac_format",
     "aac_units",
     "add_aac_stream",
     "audio_track",
+    "frames_of",
     "report_of",
     "reported_offset",
 ]
@@ -131,13 +135,38 @@ def aac_format(track: Track) -> AacFormat | None:
     return AacFormat(config, rate, channels, frame, size, index, delta)
 
 
-def audio_track(tracks: tuple[Track, ...]) -> tuple[Track, AacFormat] | None:
-    """The track a camera's audio is recorded from: its first AAC track."""
+# What a recorded audio track is: AAC (copied), Opus (copied) or G.711 (expanded to 16-bit PCM).
+AudioFormat = AacFormat | SoundFormat
+
+
+# Encodings of sound_format's that are recorded. Not G.711 yet: its 16-bit PCM track ('ipcm') is
+# refused by browsers' MSE ("Unsupported audio format 0x6970636d in stsd box", Chromium), and an
+# init segment without that track, before fragments that still hold it, fails to parse as well,
+# so HLS of the recording's own bytes would lose the camera's pictures too; it is recorded once
+# the HLS variant leaves that track out.
+RECORDED_SOUND = frozenset({"OPUS"})
+
+
+def audio_track(tracks: tuple[Track, ...]) -> tuple[Track, AudioFormat] | None:
+    """The track a camera's audio is recorded from: its first AAC or Opus track."""
     for t in tracks:
-        fmt = aac_format(t)
+        fmt: AudioFormat | None = aac_format(t)
+        if fmt is None and (sound := sound_format(t)) is not None:
+            fmt = sound if sound.codec in RECORDED_SOUND else None
         if fmt is not None:
             return t, fmt
     return None
+
+
+def frames_of(payload: bytes | memoryview, fmt: AudioFormat) -> list[tuple[bytes, int]]:
+    """The MP4 samples of one RTP payload, each with the audio samples it lasts; AudioError if
+    malformed."""
+    if isinstance(fmt, AacFormat):
+        return [(au, fmt.frame_length) for au in aac_units(payload, fmt)]
+    try:
+        return sound_frames(payload, fmt)
+    except SoundError as exc:
+        raise AudioError(str(exc)) from None
 
 
 def aac_units(payload: bytes | memoryview, fmt: AacFormat) -> list[bytes]:

@@ -1,7 +1,8 @@
 """One fMP4 segment file as the recorder writes it: PyAV's muxer over the file, the bytes followed
 box by box as they go out, so each completed fragment comes back with its byte range and what
 its ``moof`` says (the same facts the reconciler reads back after a crash). The video is the
-first track; a camera's AAC, when it has one, the second. Runs on a recorder thread.
+first track; a camera's audio, when it has one, the second: AAC or Opus as sent, G.711 as 16-bit
+PCM (:mod:`gateway.recording.sound_codecs`). Runs on a recorder thread.
 
 An H.264 track is declared with its ``avcC`` and takes its samples length-prefixed, as the file
 stores them (:mod:`gateway.recording.codecs`); an H.265 track takes Annex B."""
@@ -19,8 +20,9 @@ import av
 from gateway.protocols import h264
 from gateway.protocols.fragments import NalError
 from gateway.recording import fmp4
-from gateway.recording.audio import AacFormat, add_aac_stream
+from gateway.recording.audio import AacFormat, AudioFormat, add_aac_stream
 from gateway.recording.codecs import Codec, avcc_record
+from gateway.recording.sound_codecs import add_sound_stream
 
 __all__ = ["AUDIO_MUX_OPTIONS", "MUX_OPTIONS", "SegmentFile"]
 
@@ -91,7 +93,7 @@ class SegmentFile:
         codec: Codec,
         width: int = 0,
         height: int = 0,
-        audio: AacFormat | None = None,
+        audio: AudioFormat | None = None,
         params: dict[int, bytes] | None = None,
     ) -> None:
         """``params``: the parameter sets by NAL unit type; an H.264 track needs its SPS and PPS
@@ -117,8 +119,11 @@ class SegmentFile:
                 kwargs = {"width": width, "height": height}
             self._stream = self._container.add_mux_stream(codec.mux_name, **kwargs)
         self._stream.time_base = TIME_BASE
-        self._audio: Any = None if audio is None else add_aac_stream(self._container, audio)
-        self._audio_frame = audio.frame_length if audio is not None else 1024
+        self._audio: Any = None
+        if isinstance(audio, AacFormat):
+            self._audio = add_aac_stream(self._container, audio)
+        elif audio is not None:
+            self._audio = add_sound_stream(self._container, audio)
         self._audio_dts = -1
         self.timescale = CLOCK
         self._defaults = (0, 0)  # the moov's trex defaults, read from the init segment
@@ -151,14 +156,17 @@ class SegmentFile:
         self._container.mux(packet)
         return self._take()
 
-    def mux_audio(self, au: bytes, pts: int) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
-        """Add one AAC access unit (``pts`` in samples from the segment's start)."""
+    def mux_audio(
+        self, au: bytes, pts: int, samples: int
+    ) -> list[tuple[fmp4.FragmentBox, fmp4.Moof]]:
+        """Add one audio frame (an AAC access unit, an Opus packet, a G.711 packet's PCM) of
+        ``samples`` samples (``pts`` in samples from the segment's start)."""
         pts = max(pts, self._audio_dts + 1)
         self._audio_dts = pts
         packet = av.Packet(au)
         packet.pts = pts
         packet.dts = pts
-        packet.duration = self._audio_frame
+        packet.duration = samples
         packet.time_base = self._audio.time_base
         packet.stream = self._audio
         packet.is_keyframe = True

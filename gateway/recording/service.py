@@ -48,7 +48,7 @@ from typing import Any
 from gateway.config import CameraConfig, Config
 from gateway.protocols.rtp import RtpError, rtp_header
 from gateway.recording import locks as lock_ops
-from gateway.recording.audio import AacFormat
+from gateway.recording.audio import AudioFormat
 from gateway.recording.codecs import video_track
 from gateway.recording.disk import Pressure, Space, disk_space, parse_mark
 from gateway.recording.index import EvidenceLock, GapReason, RecordingIndex
@@ -311,7 +311,7 @@ class Recorder:
     # -- the writers' side
 
     def _make_writer(
-        self, camera: str, track: Track, audio: tuple[Track, AacFormat] | None = None
+        self, camera: str, track: Track, audio: tuple[Track, AudioFormat] | None = None
     ) -> CameraWriter:
         state = self.cameras[camera]
         cam = state.config

@@ -37,7 +37,7 @@ import av
 from gateway.protocols.fragments import NalError
 from gateway.protocols.rtp import RtpError, payload_of, rtp_header
 from gateway.recording import fmp4
-from gateway.recording.audio import AacFormat
+from gateway.recording.audio import AudioFormat
 from gateway.recording.codecs import (
     CODECS,
     h264_items,
@@ -91,7 +91,7 @@ class CameraWriter(SoundWriter):
     resume_reason: GapReason = GapReason.GATEWAY_RESTART
     last_end: datetime | None = None  # where this camera's recording stopped before
     counters: WriterCounters = field(default_factory=WriterCounters)
-    audio: tuple[Track, AacFormat] | None = None  # the camera's AAC track, muxed beside
+    audio: tuple[Track, AudioFormat] | None = None  # the camera's audio track, muxed beside
 
     def __post_init__(self) -> None:
         self.codec = CODECS[self.track.codec]
@@ -386,8 +386,10 @@ class CameraWriter(SoundWriter):
         if self._run is not None and self._switch is not None:
             self._finish_switch(self._run)  # the next segment's pictures are not lost
         held, self._held = self._held, []
-        for at, frame in held:
-            self._mux_audio(at, frame)  # the run's last sound, a little past its last picture
+        for at, frame, samples in held:
+            self._mux_audio(
+                at, frame, samples
+            )  # the run's last sound, a little past its last picture
         self._switch = None
         self._close_segment()
         self._run = None

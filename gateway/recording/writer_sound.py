@@ -39,10 +39,10 @@ import av
 from gateway.protocols.rtp import RtpError, payload_of, rtp_header
 from gateway.recording import fmp4
 from gateway.recording.audio import (
-    AacFormat,
     AudioError,
+    AudioFormat,
     Report,
-    aac_units,
+    frames_of,
     report_of,
     reported_offset,
 )
@@ -123,7 +123,7 @@ class SoundWriter:
     """The audio half of a camera writer (see the module's docstring); the writer holds the
     state named here and does the video."""
 
-    audio: tuple[Track, AacFormat] | None
+    audio: tuple[Track, AudioFormat] | None
     track: Track
     segment_seconds: float
     counters: WriterCounters
@@ -135,9 +135,9 @@ class SoundWriter:
     # The latest sender report of each track (with its source).
     _reports: dict[int, tuple[str | None, Report]]
     # Audio packets from before the run's first key frame: (RTP time, frames, arrival, source).
-    _early: deque[tuple[int, list[bytes], float, str | None]]
-    # AAC frames held for the next segment: (run samples, frame).
-    _held: list[tuple[int, bytes]]
+    _early: deque[tuple[int, list[tuple[bytes, int]], float, str | None]]
+    # Audio frames held for the next segment: (run samples, frame, samples it lasts).
+    _held: list[tuple[int, bytes, int]]
     # A boundary waiting for the sound: the next segment's first pictures (sample, NAL types,
     # RTP time, key).
     _switch: list[tuple[bytes, list[int], int, bool]] | None
@@ -167,23 +167,23 @@ class SoundWriter:
             if is_rtcp and (report := report_of(packet)) is not None:
                 self._reports[index] = (unit.source, report)
 
-    def _keep_early(self, unit: Unit, track: Track, fmt: AacFormat) -> None:
+    def _keep_early(self, unit: Unit, track: Track, fmt: AudioFormat) -> None:
         for index, packet, is_rtcp in unit.items:
             if is_rtcp or index != track.index:
                 continue
             try:
-                frames = aac_units(payload_of(packet), fmt)
+                frames = frames_of(payload_of(packet), fmt)
                 self._early.append((rtp_header(packet)[3], frames, unit.wall, unit.source))
             except (RtpError, AudioError):
                 self.counters.bad_audio += 1
 
-    def _feed_audio(self, unit: Unit, run: Run, track: Track, fmt: AacFormat) -> None:
+    def _feed_audio(self, unit: Unit, run: Run, track: Track, fmt: AudioFormat) -> None:
         for index, packet, is_rtcp in unit.items:
             if is_rtcp or index != track.index:
                 continue
             try:
                 raw = rtp_header(packet)[3]
-                aus = aac_units(payload_of(packet), fmt)
+                aus = frames_of(payload_of(packet), fmt)
             except (RtpError, AudioError):
                 self.counters.bad_audio += 1
                 continue
@@ -192,7 +192,7 @@ class SoundWriter:
                 return  # a write failed
 
     def _place_audio(
-        self, run: Run, raw: int, aus: list[bytes], wall: float, fmt: AacFormat
+        self, run: Run, raw: int, aus: list[tuple[bytes, int]], wall: float, fmt: AudioFormat
     ) -> None:
         clock = run.audio
         if clock is None:
@@ -205,12 +205,13 @@ class SoundWriter:
         if clock.shift is None:
             clock.shift = round(self._sound_after_pictures(run, clock, fmt) * fmt.sample_rate)
         at = ts - clock.base + clock.shift
-        for i, au in enumerate(aus):
-            self._route_audio(at + i * fmt.frame_length, au)
+        for au, samples in aus:
+            self._route_audio(at, au, samples)
             if self._file is None:
                 return
+            at += samples
 
-    def _sound_after_pictures(self, run: Run, clock: AudioClock, fmt: AacFormat) -> float:
+    def _sound_after_pictures(self, run: Run, clock: AudioClock, fmt: AudioFormat) -> float:
         """Seconds from the run's first picture to its first sound's first sample: by the
         tracks' sender reports if the source sent both, else by their arrival anchors."""
         by_arrival = clock.anchor - run.anchor
@@ -224,28 +225,28 @@ class SoundWriter:
                                    fmt.sample_rate)  # fmt: skip
         return by_clock if abs(by_clock - by_arrival) <= MAX_REPORT_SKEW else by_arrival
 
-    def _route_audio(self, at: int, au: bytes) -> None:
+    def _route_audio(self, at: int, au: bytes, samples: int) -> None:
         """One AAC frame at ``at`` run samples into the segment its capture time falls in."""
         assert self.audio is not None
         rate = self.audio[1].sample_rate
         if self._switch is not None:
             if at >= self._samples(self._switch[0][2]):
                 # The sound has reached the next segment: all that belongs to this one is in.
-                self._held.append((at, au))
+                self._held.append((at, au, samples))
                 assert self._run is not None
                 self._finish_switch(self._run)
                 return
         elif at >= self._seg_s0 + round(self.segment_seconds * rate) and len(self._held) < MAX_HELD:
-            self._held.append((at, au))  # perhaps the next segment's
+            self._held.append((at, au, samples))  # perhaps the next segment's
             return
-        self._mux_audio(at, au)
+        self._mux_audio(at, au, samples)
 
-    def _mux_audio(self, at: int, au: bytes) -> None:
+    def _mux_audio(self, at: int, au: bytes, samples: int) -> None:
         file = self._file
         if file is None or at < self._seg_s0:
             return  # captured before the segment's first picture
         try:
-            done = file.mux_audio(au, at - self._seg_s0)
+            done = file.mux_audio(au, at - self._seg_s0, samples)
         except (OSError, av.FFmpegError) as exc:
             self._write_failed(exc)
             return
@@ -267,11 +268,11 @@ class SoundWriter:
             return
         start = self._samples(ts)
         held, self._held = self._held, []
-        for at, frame in held:
+        for at, frame, samples in held:
             if at < start:
-                self._mux_audio(at, frame)
+                self._mux_audio(at, frame, samples)
             else:
-                self._held.append((at, frame))
+                self._held.append((at, frame, samples))
         clock = run.audio
         if (
             self._held
@@ -291,5 +292,5 @@ class SoundWriter:
             if self._file is None:
                 return
         held, self._held = self._held, []
-        for at, frame in held:
-            self._route_audio(at, frame)
+        for at, frame, samples in held:
+            self._route_audio(at, frame, samples)

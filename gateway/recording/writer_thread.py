@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gateway.recording.audio import AacFormat, audio_track
+from gateway.recording.audio import AudioFormat, audio_track
 from gateway.recording.codecs import video_track
 from gateway.recording.index import GapReason
 from gateway.recording.writer import CameraWriter, Unit, WriterCounters
@@ -31,7 +31,7 @@ class WriterThread:
         self,
         name: str,
         max_bytes: int,
-        make: Callable[[str, Track, tuple[Track, AacFormat] | None], CameraWriter],
+        make: Callable[[str, Track, tuple[Track, AudioFormat] | None], CameraWriter],
     ):
         self.name = name
         self.max_bytes = max_bytes

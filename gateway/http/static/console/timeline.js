@@ -234,7 +234,8 @@
   }
 
   // The MIME type with codecs a Source Buffer needs, read from an init segment's sample
-  // entries: avc1 with its avcC profile and level, and AAC (mp4a.40.2) when it has sound.
+  // entries: avc1 with its avcC profile and level, and AAC (mp4a.40.2) or Opus when it has
+  // sound (a track the Source Buffer is not told of fails the whole append, pictures too).
   function mimeOf(init) {
     const text = String.fromCharCode.apply(null, init.subarray(0, Math.min(init.length, 4096)));
     const codecs = [];
@@ -244,6 +245,7 @@
       codecs.push("avc1." + hex(0) + hex(1) + hex(2));
     }
     if (text.indexOf("mp4a") >= 0) codecs.push("mp4a.40.2");
+    else if (text.indexOf("Opus") >= 0) codecs.push("opus");
     return 'video/mp4; codecs="' + codecs.join(", ") + '"';
   }
 
