@@ -29,6 +29,7 @@ from typing import Any
 
 import av
 
+from gateway.protocols.rtp import RtpError, SenderReport, parse_rtcp
 from gateway.recording.sound_codecs import SoundError, SoundFormat, sound_format, sound_frames
 from gateway.stream.tracks import Track
 
@@ -36,7 +37,6 @@ __all__ = [
     "AacFormat",
     "AudioError",
     "AudioFormat",
-    "Report",
     "aac_format",
     "aac_units",
     "add_aac_stream",
@@ -198,21 +198,15 @@ def aac_units(payload: bytes | memoryview, fmt: AacFormat) -> list[bytes]:
     return units
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    """A track's RTCP sender report as the hub passes it on: this RTP time is this NTP time (the
-    source's clock, on the path's output timeline; the same offset for every track of one
-    source, so the camera's own A/V alignment)."""
-
-    ntp: int  # 64-bit NTP timestamp
-    rtp: int  # 32-bit RTP time
-
-
-def report_of(packet: bytes) -> Report | None:
-    """The sender report at the front of an RTCP packet; None for anything else."""
-    if len(packet) < 20 or packet[1] != 200 or packet[0] & 0xC0 != 0x80:
+def report_of(packet: bytes) -> SenderReport | None:
+    """The sender report at the front of an RTCP packet as the hub passes it on (its times on
+    the path's output timeline, the same offset for every track of one source); None for
+    anything else."""
+    try:
+        first = parse_rtcp(packet)[0]
+    except RtpError:
         return None
-    return Report(int.from_bytes(packet[8:16], "big"), int.from_bytes(packet[16:20], "big"))
+    return first if isinstance(first, SenderReport) else None
 
 
 def _signed(delta: int, mod: int) -> int:
@@ -221,14 +215,14 @@ def _signed(delta: int, mod: int) -> int:
 
 
 def reported_offset(
-    video: Report, video_rtp: int, audio: Report, audio_rtp: int, rate: int
+    video: SenderReport, video_rtp: int, audio: SenderReport, audio_rtp: int, rate: int
 ) -> float:
     """Seconds by which the audio sample at RTP time ``audio_rtp`` was captured after the picture
     at ``video_rtp``, by the source's own clock (each track's sender report maps its RTP time to
     the same NTP clock). Both RTP times as sent (32 bits), within hours of their reports."""
-    ntp = _signed(audio.ntp - video.ntp, _NTP_MOD) / _NTP_ONE
-    after_audio = _signed(audio_rtp - audio.rtp, 1 << 32) / rate
-    after_video = _signed(video_rtp - video.rtp, 1 << 32) / 90_000
+    ntp = _signed(audio.ntp_timestamp - video.ntp_timestamp, _NTP_MOD) / _NTP_ONE
+    after_audio = _signed(audio_rtp - audio.rtp_timestamp, 1 << 32) / rate
+    after_video = _signed(video_rtp - video.rtp_timestamp, 1 << 32) / 90_000
     return ntp + after_audio - after_video
 
 

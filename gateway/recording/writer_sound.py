@@ -36,12 +36,11 @@ from typing import TYPE_CHECKING
 
 import av
 
-from gateway.protocols.rtp import RtpError, payload_of, rtp_header
+from gateway.protocols.rtp import RtpError, SenderReport, payload_of, rtp_header
 from gateway.recording import fmp4
 from gateway.recording.audio import (
     AudioError,
     AudioFormat,
-    Report,
     frames_of,
     report_of,
     reported_offset,
@@ -133,7 +132,7 @@ class SoundWriter:
     # The open segment's first picture, in run samples.
     _seg_s0: int
     # The latest sender report of each track (with its source).
-    _reports: dict[int, tuple[str | None, Report]]
+    _reports: dict[int, tuple[str | None, SenderReport]]
     # Audio packets from before the run's first key frame: (RTP time, frames, arrival, source).
     _early: deque[tuple[int, list[tuple[bytes, int]], float, str | None]]
     # Audio frames held for the next segment: (run samples, frame, samples it lasts).
