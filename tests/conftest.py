@@ -118,6 +118,26 @@ async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
         await gw.stop()
 
 
+@contextlib.asynccontextmanager
+async def serving_http(gw: RunningGateway) -> AsyncIterator[tuple[Any, Any]]:
+    """The gateway's HTTP app on a loopback port, with a client: (aiohttp TestServer,
+    ClientSession). The app's start-up and clean-up stay the running gateway's."""
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+
+    from gateway.http.app import make_http_app
+
+    app = make_http_app(gw.gateway)
+    app.cleanup_ctx.clear()  # running_gateway runs it
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as http:
+            yield server, http
+    finally:
+        await server.close()
+
+
 @pytest.fixture
 async def gateway() -> AsyncIterator[RunningGateway]:
     async with running_gateway(make_config()) as gw:

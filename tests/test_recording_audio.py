@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
-from conftest import publish_argv, publishing, running_gateway, wait_for
+from conftest import publish_argv, publishing, running_gateway, serving_http, wait_for
 from test_recording import _ffprobe, metrics_text, recording_config
 
-from gateway.http.app import make_http_app
 from gateway.recording.audio import AacFormat, AudioError, aac_format, aac_units, parse_config
 from gateway.recording.index import RecordingIndex
 from gateway.stream.tracks import Track
@@ -94,35 +91,28 @@ async def test_get_serves_the_recorded_audio_with_the_video(tmp_path: Path, proc
         closed = [s for s in index.segments("cam1") if s.closed]
         start = closed[0].start + timedelta(seconds=0.5)
         duration = 4.0
-        app = make_http_app(gw.gateway)
-        app.cleanup_ctx.clear()  # running_gateway runs it
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with ClientSession() as http:
-                for fmt in ("mp4", "fmp4"):
-                    url = server.make_url("/get")
-                    params = {
-                        "path": "cam1",
-                        "start": start.isoformat().replace("+00:00", "Z"),
-                        "duration": str(duration),
-                        "format": fmt,
-                    }
-                    async with http.get(url, params=params) as r:
-                        body = await r.read()
-                        assert r.status == 200, body
-                    got = tmp_path / f"got.{fmt}.mp4"
-                    got.write_bytes(body)
-                    streams, errors = probe_streams(got)
-                    assert errors == "", errors
-                    assert [(s["codec_type"], s["codec_name"]) for s in streams] == [
-                        ("video", "h264"),
-                        ("audio", "aac"),
-                    ], streams
-                    for s in streams:
-                        assert abs(float(s["duration"]) - duration) <= 1.0, (fmt, s)
-        finally:
-            await server.close()
+        async with serving_http(gw) as (server, http):
+            for fmt in ("mp4", "fmp4"):
+                url = server.make_url("/get")
+                params = {
+                    "path": "cam1",
+                    "start": start.isoformat().replace("+00:00", "Z"),
+                    "duration": str(duration),
+                    "format": fmt,
+                }
+                async with http.get(url, params=params) as r:
+                    body = await r.read()
+                    assert r.status == 200, body
+                got = tmp_path / f"got.{fmt}.mp4"
+                got.write_bytes(body)
+                streams, errors = probe_streams(got)
+                assert errors == "", errors
+                assert [(s["codec_type"], s["codec_name"]) for s in streams] == [
+                    ("video", "h264"),
+                    ("audio", "aac"),
+                ], streams
+                for s in streams:
+                    assert abs(float(s["duration"]) - duration) <= 1.0, (fmt, s)
 
 
 FMT = AacFormat(bytes.fromhex("1208"), 44100, 1, 1024, 13, 3, 3)

@@ -24,12 +24,9 @@ from typing import Any
 
 import av
 import numpy as np
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
-from conftest import publish_argv, publishing, running_gateway, wait_for
+from conftest import publish_argv, publishing, running_gateway, serving_http, wait_for
 from test_recording import recording_config
 
-from gateway.http.app import make_http_app
 from gateway.recording.index import RecordingIndex, Segment
 from tenants.db import Database
 
@@ -181,39 +178,32 @@ async def test_get_across_a_segment_boundary_carries_the_sound_without_a_break(
         closed = [s for s in index.segments("cam1") if s.closed]
         boundary = closed[2].start
         assert closed[1].end == boundary  # one run
-        app = make_http_app(gw.gateway)
-        app.cleanup_ctx.clear()  # running_gateway runs it
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with ClientSession() as http:
-                for fmt in ("mp4", "fmp4"):
-                    params = {
-                        "path": "cam1",
-                        "start": (boundary - timedelta(seconds=1.5)).isoformat(),
-                        "duration": "3",
-                        "format": fmt,
-                    }
-                    async with http.get(server.make_url("/get"), params=params) as r:
-                        body = await r.read()
-                        assert r.status == 200, body
-                    got = tmp_path / f"got.{fmt}.mp4"
-                    got.write_bytes(body)
-                    video, sound = read_segment(got, datetime.fromtimestamp(0, UTC))
-                    steps = [b[0] - a[1] for a, b in itertools.pairwise(sound.packets)]
-                    worst = max(steps, key=abs)
-                    print(f"/get {fmt}: the sound's worst step {1000 * worst:.2f} ms, starts "
-                          f"{1000 * (sound.start - video.start):.1f} ms after the pictures, ends "
-                          f"{1000 * (sound.end - video.end):.1f} ms after them")  # fmt: skip
-                    assert abs(worst) < 0.001, (fmt, worst)
-                    assert abs(sound.start - video.start) < FRAME, fmt
-                    # The cut ends its sound at the range's end; its last picture lasts on.
-                    assert 0 <= video.end - sound.end < FRAME + 0.04, fmt
-                    pairs = [
-                        min(sound.onsets, key=lambda b, f=f: abs(b - f)) - f
-                        for f in video.onsets
-                        if f - sound.start > 2 * FRAME
-                    ]
-                    assert pairs and all(abs(p) < 0.005 for p in pairs), (fmt, pairs)
-        finally:
-            await server.close()
+        async with serving_http(gw) as (server, http):
+            for fmt in ("mp4", "fmp4"):
+                params = {
+                    "path": "cam1",
+                    "start": (boundary - timedelta(seconds=1.5)).isoformat(),
+                    "duration": "3",
+                    "format": fmt,
+                }
+                async with http.get(server.make_url("/get"), params=params) as r:
+                    body = await r.read()
+                    assert r.status == 200, body
+                got = tmp_path / f"got.{fmt}.mp4"
+                got.write_bytes(body)
+                video, sound = read_segment(got, datetime.fromtimestamp(0, UTC))
+                steps = [b[0] - a[1] for a, b in itertools.pairwise(sound.packets)]
+                worst = max(steps, key=abs)
+                print(f"/get {fmt}: the sound's worst step {1000 * worst:.2f} ms, starts "
+                      f"{1000 * (sound.start - video.start):.1f} ms after the pictures, ends "
+                      f"{1000 * (sound.end - video.end):.1f} ms after them")  # fmt: skip
+                assert abs(worst) < 0.001, (fmt, worst)
+                assert abs(sound.start - video.start) < FRAME, fmt
+                # The cut ends its sound at the range's end; its last picture lasts on.
+                assert 0 <= video.end - sound.end < FRAME + 0.04, fmt
+                pairs = [
+                    min(sound.onsets, key=lambda b, f=f: abs(b - f)) - f
+                    for f in video.onsets
+                    if f - sound.start > 2 * FRAME
+                ]
+                assert pairs and all(abs(p) < 0.005 for p in pairs), (fmt, pairs)

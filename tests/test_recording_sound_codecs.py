@@ -16,15 +16,12 @@ from typing import Any
 
 import av
 import pytest
-from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
-from conftest import FFMPEG, publishing, running_gateway, wait_for
+from conftest import FFMPEG, publishing, running_gateway, serving_http, wait_for
 from recording_fixtures import h264_access_units
 from test_recording import recording_config
 from test_recording_audio import probe_streams
 from test_recording_audio_continuity import flash_and_beep_argv, read_segment
 
-from gateway.http.app import make_http_app
 from gateway.recording.audio import audio_track
 from gateway.recording.codecs import CODECS, picture_size
 from gateway.recording.index import Segment
@@ -109,23 +106,16 @@ async def test_a_g711_or_opus_camera_is_recorded_and_served(
             print(encoding, i, "beep - flash ms", [round(1000 * p, 1) for p in pairs])
             assert pairs and all(abs(p) < 0.005 for p in pairs), (i, pairs)
         # /get: an MP4 with both tracks, read and decoded cleanly.
-        app = make_http_app(gw.gateway)
-        app.cleanup_ctx.clear()  # running_gateway runs it
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with ClientSession() as http:
-                params = {
-                    "path": "cam1",
-                    "start": (segments[1].start - timedelta(seconds=1)).isoformat(),
-                    "duration": "2",
-                    "format": "mp4",
-                }
-                async with http.get(server.make_url("/get"), params=params) as r:
-                    body = await r.read()
-                    assert r.status == 200, body
-        finally:
-            await server.close()
+        async with serving_http(gw) as (server, http):
+            params = {
+                "path": "cam1",
+                "start": (segments[1].start - timedelta(seconds=1)).isoformat(),
+                "duration": "2",
+                "format": "mp4",
+            }
+            async with http.get(server.make_url("/get"), params=params) as r:
+                body = await r.read()
+                assert r.status == 200, body
     got = tmp_path / "got.mp4"
     got.write_bytes(body)
     streams, errors = probe_streams(got)
