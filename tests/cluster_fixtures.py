@@ -47,6 +47,9 @@ from tenants.tokens.keyring import KeyRing
 __all__ = ["CLUSTER_SEED", "Cluster", "Node", "cluster_factory", "cluster_keys", "to_toml"]
 
 START_TIMEOUT = 60.0  # three nodes importing aiortc and PyAV at once on 2 loaded cores
+# A port picked free can be taken before the node binds it (by another worker's connection, from
+# the same ephemeral range): a node that never listened yet is given new ports and started again.
+BIND_ATTEMPTS = 3
 
 # Tenants for most cluster tests: the council runs the network and pushes "street" (its
 # encoder has Digest credentials), the police watch it, a shop watches it under a cap of 2.
@@ -160,17 +163,22 @@ class Node:
     node_id: str
     dir: Path
     settings: dict[str, Any]
-    rtsp_port: int = 0  # 0: a free port, distinct from every other port of the cluster
+    # Free ports, distinct from every other port of the cluster (picked in __post_init__).
+    rtsp_port: int = 0
     http_port: int = 0
     grpc_port: int = 0
-    rtp_port: int = field(default_factory=free_udp_pair)
+    rtp_port: int = 0
     proc: Proc | None = None
     logs: list[str] = field(default_factory=list)  # output of earlier incarnations
+    listened: bool = False  # once it has, its ports are its own for good (tests keep its URLs)
 
     def __post_init__(self) -> None:
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
         for name in ("rtsp_port", "http_port", "grpc_port"):
-            if not getattr(self, name):
-                setattr(self, name, self.cluster.free_port())
+            setattr(self, name, self.cluster.free_port())
+        self.rtp_port = free_udp_pair()
 
     @property
     def config_path(self) -> Path:
@@ -259,8 +267,24 @@ class Node:
             await self.ready()
 
     async def ready(self, timeout: float = START_TIMEOUT) -> None:
-        """Until this incarnation says it listens; fails early, with its output, if it exits."""
+        """Until this incarnation says it listens; fails early, with its output, if it exits
+        (after new ports and another start, if it never listened and could not bind)."""
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            try:
+                await self._listening(timeout)
+            except AssertionError:
+                assert self.proc is not None
+                exited = self.proc.proc.returncode is not None
+                unbound = "address already in use" in self.text.lower()
+                if self.listened or not (exited and unbound) or attempt == BIND_ATTEMPTS:
+                    raise
+                self._pick_ports()
+                await self.start(wait=False)
+            else:
+                self.listened = True
+                return
 
+    async def _listening(self, timeout: float) -> None:
         def up() -> bool:
             assert self.proc is not None
             if self.proc.proc.returncode is not None:

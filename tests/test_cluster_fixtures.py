@@ -4,6 +4,8 @@ node, of PostgreSQL and of Redis and come back on the same ports."""
 
 from __future__ import annotations
 
+import socket
+
 import psycopg
 from cluster_fixtures import to_toml
 
@@ -56,3 +58,22 @@ async def test_three_nodes_start_and_survive_kill_9_of_a_node_postgres_and_redis
     assert not cluster.redis.running
     await cluster.start_redis()
     assert cluster.redis.client().ping()
+
+
+async def test_a_node_whose_picked_port_was_taken_before_it_bound_starts_on_new_ports(
+    cluster_factory,
+) -> None:
+    """A port picked free can be taken before the node binds it (another worker's connection
+    from the same ephemeral range did, in a full run): a node that never listened gets new ports
+    and starts again, rather than failing the test that asked for a cluster."""
+    cluster = await cluster_factory(1, start=False)
+    node = cluster.nodes[0]
+    taken = node.grpc_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        await cluster.start()
+        assert node.running and node.listened
+        assert node.grpc_port != taken
+        assert "address already in use" in "".join(node.logs).lower()
+        assert (await node.get("healthz")).status_code == 200
