@@ -257,6 +257,10 @@ class RtspServer:
         if self.playback is not None:
             self.playback.ended(session)
         conn.observe()
+        # The reader's kick callback closes over its session, so the two form a cycle that
+        # only the garbage collector would free, taking the connection, its parser and socket
+        # with it: at a reconnect a minute per viewer that is the soak's growing heap.
+        session.reader = None
         log.debug("session %s ended: %s", session.id, reason)
 
     def session_header(self, session: Session) -> tuple[str, str]:
