@@ -44,7 +44,8 @@ class RtspConfig:
     max_connections: Annotated[int, Field(ge=1)] = 10_000
     # Deadlines for slow or silent peers: a request's head from its first byte, its body after
     # the head, and the next request on a connection that holds no session (the first one
-    # included). Connections with a session are bounded by session_timeout instead.
+    # included). Connections with a session are bounded by session_timeout instead, and so is
+    # the wind-down of a session its source ended (from its end to the client's TEARDOWN).
     request_head_timeout: Seconds = 5.0
     request_body_timeout: Seconds = 5.0
     idle_timeout: Seconds = 5.0

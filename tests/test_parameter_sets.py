@@ -8,6 +8,7 @@ SPS/PPS in band before the next IDR, so ffprobe follows the change without an er
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -220,15 +221,15 @@ async def test_gstreamer_rtspsrc_follows_the_resolution_change_too(gateway, proc
 
 
 async def test_a_reader_that_ignores_the_goodbye_is_closed_cleanly_after_it(procs):
-    """A client that does nothing after the BYE (no TEARDOWN) gets an end of file once the idle
-    deadline of a connection without a session passes: after the BYE, and no media behind it.
-    Before, the connection was aborted with no BYE at all."""
+    """A client that does nothing after the BYE but send keep-alives (no TEARDOWN) gets an end
+    of file once its wind-down (the session timeout, from the session's end) runs out: after
+    the BYE, and no media behind it. Before, the connection was aborted with no BYE at all."""
     from conftest import make_config, publish_argv, running_gateway
 
     from gateway.protocols.rtp import RTCP_BYE, RtcpOther, parse_rtcp
     from gateway.sources.rtsp_client import RtspClient
 
-    async with running_gateway(make_config(idle_timeout=1.0)) as gw:
+    async with running_gateway(make_config(idle_timeout=1.0, session_timeout=3.0)) as gw:
         first = await procs(publish_argv(gw.url("cam1")))
         await publishing(gw, "cam1")
         seen: list[tuple[str, int]] = []  # ("rtp" | "bye", ssrc)
@@ -257,8 +258,47 @@ async def test_a_reader_that_ignores_the_goodbye_is_closed_cleanly_after_it(proc
         kinds = [k for k, _ in seen]
         assert kinds.count("bye") == 1 and kinds[-1] == "bye", kinds[-5:]
         assert seen[-1][1] == seen[-2][1]  # the BYE names the SSRC the reader was sent
-        assert gw.gateway.rtsp.counters["deadline_idle"] >= 1
+        assert gw.gateway.rtsp.counters["deadline_wind_down"] == 1
         await client.close()
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+async def test_a_slow_players_pause_after_the_goodbye_is_still_answered(procs, protocol: str):
+    """The CI failure of the codec-change test under load: rtspsrc's PAUSE after the BYE came
+    later than the 5 s idle deadline of a connection without a session, found the connection
+    closed and failed with 'Could not send message. (Received end-of-file)'. Here the load is a
+    stall: rtspsrc is stopped (SIGSTOP) across the codec change and for a second after its
+    session ended, three times the 0.3 s idle deadline. Its wind-down is bounded by the session
+    timeout instead, so PAUSE and TEARDOWN get 200 and it exits 0. Both transports failed before."""
+    from conftest import make_config, publish_argv, running_gateway
+
+    async with running_gateway(make_config(idle_timeout=0.3)) as gw:
+        server = gw.gateway.rtsp
+        first = await procs(publish_argv(gw.url("cam1")))
+        await publishing(gw, "cam1")
+        stream = gw.hub.get("cam1")
+        viewer = await procs(_rtspsrc_until_eos(gw.url("cam1"), protocol))
+        await wait_for(lambda: len(stream.readers) == 1, 15, what="rtspsrc playing")
+        await wait_for(
+            lambda: next(iter(stream.readers)).packets_sent > 30, 10, what="H.264 to rtspsrc"
+        )
+        (sid,) = [s.id for s in server.sessions.values() if s.reader is not None]
+        viewer.kill(signal.SIGSTOP)
+        first.kill()
+        await first.wait()
+        h265 = publish_argv(gw.url("cam1"))
+        h265[h265.index("libx264")] = "libx265"
+        await procs(h265)
+        await wait_for(lambda: sid not in server.sessions, 15, what="the viewer's session to end")
+        await asyncio.sleep(1.0)  # the stall itself, not a wait for anything
+        # Its connection is still open for the PAUSE and TEARDOWN to come (before: idle-closed).
+        assert server.counters["deadline_idle"] == 0
+        assert len(server.connections) == 2  # the viewer's and the new publisher's
+        viewer.kill(signal.SIGCONT)
+        assert await viewer.wait(20) == 0, viewer.text[-3000:]
+        assert "Got EOS from element" in viewer.text, viewer.text[-3000:]
+        assert "ERROR" not in viewer.text, viewer.text[-3000:]
+        assert gw.gateway.rtsp.counters["deadline_wind_down"] == 0
 
 
 async def test_a_gateway_pulling_from_a_gateway_follows_its_codec_change_at_once(procs):

@@ -117,6 +117,31 @@ def test_serving_a_request_stops_the_idle_bound() -> None:
     assert deadlines.deadline() == 14.0
 
 
+def test_a_session_its_source_ended_is_given_the_session_timeout_to_wind_down() -> None:
+    """A codec change ends the session (BYE); the player's PAUSE and TEARDOWN come once the end
+    of stream has passed through its pipeline, which on a loaded machine is longer than the
+    idle bound. The wind-down runs from the session's end, and keep-alives do not renew it."""
+    limits = DeadlineLimits(head=2.0, body=3.0, idle=5.0, wind_down=60.0)
+    deadlines = ConnectionDeadlines(limits, 0.0)
+    deadlines.observe(None, has_session=True, busy=False, now=1.0)
+    deadlines.observe(None, has_session=False, busy=False, now=10.0, winding_down=True)
+    assert deadlines.deadline() == 70.0
+    assert deadlines.expired(69.9) is None
+    # A keep-alive served at 30 s: answered, but the bound still runs from the end at 10 s.
+    deadlines.observe(None, has_session=False, busy=True, now=30.0, winding_down=True)
+    assert deadlines.deadline() is None
+    deadlines.observe(None, has_session=False, busy=False, now=30.1, winding_down=True)
+    deadlines.observe(
+        None, has_session=False, busy=False, now=30.1, completed=True, winding_down=True
+    )
+    assert deadlines.deadline() == 70.0
+    assert deadlines.expired(70.0) is Expiry.WIND_DOWN
+    # Its TEARDOWN at 40 s: idle from then, with the ordinary bound.
+    deadlines.observe(None, has_session=False, busy=False, now=40.0, completed=True)
+    assert deadlines.deadline() == 45.0
+    assert deadlines.expired(45.0) is Expiry.IDLE
+
+
 # ---------------------------------------------------------------------------- hostile clients
 
 HEAD_S, BODY_S, IDLE_S = 1.0, 1.0, 1.0

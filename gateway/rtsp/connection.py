@@ -167,6 +167,7 @@ class RtspConnection(asyncio.Protocol):
             busy=bool(self._pending) or self._handling,
             now=asyncio.get_running_loop().time(),
             completed=completed,
+            winding_down=bool(self.finished) and not self.sessions,
         )
         self._arm_deadline()
 
@@ -194,7 +195,7 @@ class RtspConnection(asyncio.Protocol):
         # peers must not become a flood of log lines.
         log.debug("%s: %s deadline passed; closing", self.peer, expired)
         self.server.counters[f"deadline_{expired.name.lower()}"] += 1
-        if expired is not Expiry.IDLE:
+        if expired not in (Expiry.IDLE, Expiry.WIND_DOWN):
             self.write(format_response(408, [("CSeq", "0"), ("Connection", "close")]))
         if self.transport is not None and self.transport.get_write_buffer_size():
             self.abort()  # a peer that does not read either would hold a closing socket open

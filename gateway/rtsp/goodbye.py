@@ -7,7 +7,9 @@ server-to-client ANNOUNCE RTSP 1.0 had for this): an RTCP BYE on each of its tra
 ffmpeg and GStreamer's rtspsrc take as the end of the stream. Its session ends then (usage and
 audit stop), but its connection stays open, so its TEARDOWN still gets 200 and the client
 closes, as after a normal end; a client that does nothing is closed cleanly, with a FIN after
-what was queued, by the idle deadline of a connection without a session.
+what was queued, once the wind-down deadline (the session timeout, from the session's end) runs
+out. The idle deadline of a connection without a session would be too short: a loaded player's
+PAUSE can come more than its 5 s after the BYE, and would then find the connection gone.
 
 Any other drop (a reader whose socket stayed full past the write timeout) aborts the
 connection, discarding what is queued: its send buffer would never drain, and a FIN behind it

@@ -83,7 +83,10 @@ class RtspServer:
             reorder_packets=config.ingest.reorder_packets,
         )
         self.deadline_limits = DeadlineLimits(
-            head=rc.request_head_timeout, body=rc.request_body_timeout, idle=rc.idle_timeout
+            head=rc.request_head_timeout,
+            body=rc.request_body_timeout,
+            idle=rc.idle_timeout,
+            wind_down=rc.session_timeout,
         )
         self.sessions: dict[str, Session] = {}
         self.connections: set[RtspConnection] = set()
