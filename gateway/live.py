@@ -400,6 +400,7 @@ class LiveSessions:
             protocol=live.protocol,
             kind=UsageKind.PLAYBACK if live.playback else UsageKind.LIVE,
             media_clock=live.media_clock,
+            since=live.started,
         )
         live.metered = True
 

@@ -75,7 +75,16 @@ class UsageMeter:
         kind: UsageKind = UsageKind.LIVE,
         protocol: str = "rtsp",
         media_clock: Callable[[], float] | None = None,
+        since: float | None = None,
     ) -> None:
+        """Meter a started session. ``since`` is the monotonic instant its start was recorded
+        in the audit log, when that was before now (an RTSP reader exists only once the PLAY
+        reply is out): its first interval runs from there, so the seconds billed and the
+        seconds its audited end states are one and the same span."""
+        now_mono, now_wall = time.monotonic(), datetime.now(UTC)
+        if since is not None and since <= now_mono:
+            now_wall -= timedelta(seconds=now_mono - since)
+            now_mono = since
         m = self._live[session_id] = _Metered(
             session_id,
             tenant,
@@ -87,8 +96,8 @@ class UsageMeter:
             variant,
             reader,
             0,
-            datetime.now(UTC),
-            time.monotonic(),
+            now_wall,
+            now_mono,
             reader.bytes_sent if reader else 0,
         )
         if media_clock is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from billing.model import UsageEvent
 from gateway.metering import UsageMeter
@@ -65,3 +66,30 @@ async def test_a_paused_session_accrues_no_viewing_time() -> None:
     assert 150 <= paused_at <= 400
     assert total - paused_at < 250, (paused_at, total)  # the 300 ms pause is not in it
     await meter.stop()
+
+
+async def test_a_session_is_metered_from_the_recorded_start_of_it() -> None:
+    """An RTSP reader exists only once the PLAY reply is out, which on a loaded machine is
+    milliseconds after the session's start was audited. The meter takes the audited instant,
+    so the seconds billed and the seconds the audited end states are the same span (the
+    billing end-to-end test saw them 14 ms apart)."""
+    sink = RecordingSink()
+    meter = UsageMeter(sink, interval=10)
+    reader = Reader(channels=(0,))
+    recorded = time.monotonic() - 0.5  # the start was recorded half a second ago
+    meter.start(
+        session_id="s1",
+        tenant="police",
+        principal="p",
+        camera="cam",
+        camera_owner="council",
+        variant="unmasked",
+        reader=reader,
+        since=recorded,
+    )
+    meter.end("s1")
+    ended = time.monotonic()
+    await meter.stop()
+    (event,) = sink.events
+    assert abs(event.duration_ms - (ended - recorded) * 1000) <= 2
+    assert (event.end - event.start).total_seconds() * 1000 == event.duration_ms
