@@ -47,6 +47,15 @@ SERVER_NAME = "feedgate"
 MAX_PENDING_EVENTS = 256
 
 
+def _release_read_callback(transport: asyncio.BaseTransport) -> None:
+    """Python 3.11's selector transport keeps its read callback as a bound method of itself, a
+    cycle that only a full collection frees; with viewers reconnecting all day, every closed
+    one waits in the oldest generation (the soak's last growing class). 3.12 releases it on
+    close (CPython gh-100348); this does the same once the connection is lost."""
+    if "_read_ready_cb" in vars(transport):
+        vars(transport)["_read_ready_cb"] = None
+
+
 class RtspConnection(asyncio.Protocol):
     def __init__(self, server: RtspServer, *, internal: bool = False, secure: bool = False) -> None:
         self.server = server
@@ -153,6 +162,8 @@ class RtspConnection(asyncio.Protocol):
         self.sessions.clear()
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
+        if self.transport is not None:
+            _release_read_callback(self.transport)
 
     # ---- deadlines -----------------------------------------------------------------------------
 
