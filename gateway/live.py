@@ -5,8 +5,8 @@ request into an ``AccessRequest`` and the policy's ``Decision`` into a session. 
 life of a session is the same whatever the protocol, and lives here:
 
 decision → **admitted** (counted against the tenant's concurrency cap, its masked variant held)
-→ **started** (its start recorded in the audit log; only then metered, from when its reader
-exists) → **re-checked** every ``recheck_interval`` (ended
+→ **started** (its start recorded in the audit log; only then metered, from that instant, once
+its reader exists) → **re-checked** every ``recheck_interval`` (ended
 within a second of its credential expiring, its grant being revoked or its tenant suspended) →
 **ended** (cap released, audited, the last usage interval reported).
 
@@ -322,7 +322,7 @@ class LiveSessions:
 
     async def start(self, live: Live, reader: Reader | None) -> Refused | None:
         """Media is about to flow: record the start (and any mask lift) in the audit log, then
-        meter from here, or from when its reader exists. If the start cannot be recorded the
+        meter from here (now, or once its reader exists). If the start cannot be recorded the
         session is dropped (cap and variant released, nothing metered) and refused."""
         if live.started is not None or live.id not in self.live:
             return None
@@ -406,7 +406,8 @@ class LiveSessions:
 
     def attach(self, session_id: str, reader: Reader) -> None:
         """The session's hub reader exists now (RTSP creates it after the PLAY reply, again
-        after a PAUSE): a started session is metered from here."""
+        after a PAUSE): a started session is metered, from its recorded start the first time
+        (so billed and audited seconds are one span), from here after a PAUSE."""
         live = self.live.get(session_id)
         if self.meter is None or live is None or live.started is None:
             return
