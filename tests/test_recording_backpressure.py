@@ -103,9 +103,11 @@ async def test_a_stuck_writer_drops_to_a_gap_and_never_holds_the_hub(tmp_path: P
     # between them), every one a writer overrun: from where the writer had got to when the disk
     # stuck (the thread may lag the hub a little) to the first keyframe after it came back.
     assert gaps and {g.reason for g in gaps} == {GapReason.WRITER_OVERRUN}
-    # What was already queued when the disk stopped (at most the 1 MiB bound) is written once it
-    # is back, so the first gap may start a little after 3 s (3.92 s was seen under load).
-    assert datetime.fromtimestamp(T0, UTC) < gaps[0].start <= datetime.fromtimestamp(T0 + 4, UTC)
+    # What the queue holds when the disk stops is written once it is back, so the first gap
+    # starts where the 1 MiB bound filled: soon after 3 s when the writer lagged the hub (3.92 s
+    # seen under load), near 7.8 s when it had kept up (about 4.5 s of this 720p stream fit in
+    # 1 MiB; seen in a full run). Either way it is inside the 5 s the disk was stuck.
+    assert datetime.fromtimestamp(T0, UTC) < gaps[0].start < datetime.fromtimestamp(T0 + 8, UTC)
     assert gaps[-1].end <= datetime.fromtimestamp(T0 + 9, UTC)
     spans = index.spans(
         "cam", datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 13, UTC)
