@@ -20,7 +20,7 @@ class RecordingSink:
         self.events.append(event)
 
 
-def _start(meter: UsageMeter, reader: Reader) -> None:
+def _start(meter: UsageMeter, reader: Reader, since: float | None = None) -> None:
     meter.start(
         session_id="s1",
         tenant="police",
@@ -29,6 +29,7 @@ def _start(meter: UsageMeter, reader: Reader) -> None:
         camera_owner="council",
         variant="unmasked",
         reader=reader,
+        since=since,
     )
 
 
@@ -77,16 +78,7 @@ async def test_a_session_is_metered_from_the_recorded_start_of_it() -> None:
     meter = UsageMeter(sink, interval=10)
     reader = Reader(channels=(0,))
     recorded = time.monotonic() - 0.5  # the start was recorded half a second ago
-    meter.start(
-        session_id="s1",
-        tenant="police",
-        principal="p",
-        camera="cam",
-        camera_owner="council",
-        variant="unmasked",
-        reader=reader,
-        since=recorded,
-    )
+    _start(meter, reader, since=recorded)
     meter.end("s1")
     ended = time.monotonic()
     await meter.stop()
