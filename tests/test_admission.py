@@ -252,13 +252,21 @@ async def test_a_capped_admission_cancelled_while_its_lease_is_taken_holds_nothi
         admitting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await admitting
-    # The lease is taken on the database thread, then released by a callback a few loop turns
-    # later: two empty round trips to that thread were not always enough (seen in a full run).
+    # Once the database is free the lease transaction finishes (a lease is taken), and a
+    # callback a few loop turns later releases it. Two empty round trips to the database thread
+    # were not always enough for that (seen in a full run), and neither was polling the count
+    # alone, which is 0 before the lease is taken too: first the transaction must be over.
     await wait_for(
-        lambda: tenancy.caps.streams("shop", "shop-street") == 0, 10, what="the lease released"
+        lambda: not _database_thread_runs("acquire", "tenants/leases.py"),
+        10,
+        what="the lease transaction to finish",
     )
-    await tenancy.blocking(lambda: None)  # the release's transaction is stored
-    assert tenancy.db.query_one("SELECT COUNT(*) FROM stream_leases") == (0,)
+
+    def released() -> bool:
+        rows = tenancy.db.query_one("SELECT COUNT(*) FROM stream_leases")
+        return tenancy.caps.streams("shop", "shop-street") == 0 and rows == (0,)
+
+    await wait_for(released, 10, what="the orphaned lease released")
 
 
 async def test_an_uncapped_admission_never_waits_for_a_capped_ones_database(billed_gw):

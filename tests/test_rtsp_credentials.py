@@ -25,6 +25,7 @@ from conftest import (
     running_gateway,
 )
 from rtsp_probe import Probe
+from test_rtspsrc import RTSPSRC_RACE
 from test_tls import pki  # noqa: F401  (the council's test CA and the gateway's certificate)
 
 from gateway.config import CameraConfig, TenancyConfig
@@ -230,7 +231,6 @@ async def test_gstreamer_rtspsrc_plays_with_digest_credentials(gw, procs):
     viewer = await procs(
         [
             "gst-launch-1.0",
-            "-q",
             "rtspsrc",
             f"location=rtsp://127.0.0.1:{gw.port}/street",
             "user-id=vms",
@@ -241,4 +241,12 @@ async def test_gstreamer_rtspsrc_plays_with_digest_credentials(gw, procs):
             "num-buffers=50",
         ]
     )
-    assert await viewer.wait(60) == 0, viewer.text
+    rc = await viewer.wait(60)
+    # Its 50 buffers came: Digest worked and it played to the end of what it asked for.
+    assert "Got EOS from element" in viewer.text, viewer.text[-3000:]
+    if rc != 0:
+        # After that end, only rtspsrc's own teardown race may fail it (issue #9 finding 3,
+        # tests/test_rtspsrc.py; seen here once in a fresh-clone run on a quiet machine).
+        errors = [line for line in viewer.text.splitlines() if line.startswith("ERROR")]
+        assert RTSPSRC_RACE in viewer.text and "gst_rtspsrc_pause" in viewer.text, viewer.text
+        assert errors and all("Could not write to resource" in e for e in errors), errors
