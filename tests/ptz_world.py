@@ -252,11 +252,7 @@ def audit_rows(tenancy: Tenancy, **match: object) -> list[dict[str, object]]:
 async def ptz_gateway(
     tmp: Path, camera_url: str, ptz: PtzConfig | None = None, **camera: object
 ) -> AsyncIterator[Api]:
-    from aiohttp import ClientSession
-    from aiohttp.test_utils import TestServer
-    from conftest import free_port, free_udp_pair, running_gateway
-
-    from gateway.http.app import make_http_app
+    from conftest import free_port, free_udp_pair, running_gateway, serving_http
 
     grpc_port = free_port()
     config = world_config(tmp, camera_url, ptz, **camera)
@@ -265,14 +261,6 @@ async def ptz_gateway(
         rtsp=replace(config.rtsp, rtp_port=free_udp_pair()),
         grpc=GrpcConfig(host="127.0.0.1", port=grpc_port),
     )
-    async with running_gateway(config) as gw:
-        app = make_http_app(gw.gateway)
-        app.cleanup_ctx.clear()  # running_gateway runs it
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with ClientSession() as session:
-                base = str(server.make_url("")).rstrip("/")
-                yield Api(gw.gateway, base, session, f"127.0.0.1:{grpc_port}")
-        finally:
-            await server.close()
+    async with running_gateway(config) as gw, serving_http(gw) as (server, session):
+        base = str(server.make_url("")).rstrip("/")
+        yield Api(gw.gateway, base, session, f"127.0.0.1:{grpc_port}")

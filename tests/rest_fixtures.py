@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession
-from aiohttp.test_utils import TestServer
-from conftest import make_config, running_gateway
+from conftest import make_config, running_gateway, serving_http
 
 from gateway.config import BillingConfig, CameraConfig, TenancyConfig
 from gateway.core import Gateway
-from gateway.http.app import make_http_app
 
 # council runs the network; police and shop are partners; "farside" shares nothing with the
 # police, so nothing of it may ever reach the police.
@@ -227,14 +225,6 @@ async def rest_gateway(
         tenancy=TenancyConfig(enabled=True, seed=str(seed)),
         billing=BillingConfig(enabled=True),
     )
-    async with running_gateway(config) as gw:
-        app = make_http_app(gw.gateway)
-        app.cleanup_ctx.clear()  # running_gateway runs it
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with ClientSession() as session:
-                base = str(server.make_url("")).rstrip("/")
-                yield Rest(gw.gateway, base, session, gw.port, who)
-        finally:
-            await server.close()
+    async with running_gateway(config) as gw, serving_http(gw) as (server, session):
+        base = str(server.make_url("")).rstrip("/")
+        yield Rest(gw.gateway, base, session, gw.port, who)
